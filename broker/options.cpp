@@ -1,0 +1,137 @@
+#include "broker/options.hpp"
+
+#include <arpa/inet.h>
+
+#include <CLI/CLI.hpp>
+
+namespace ma {
+namespace {
+
+enum class address_kind { any, multicast };
+
+bool parse_ipv4_or_6(const std::string& text, bool& multicast) {
+  in_addr v4{};
+  in6_addr v6{};
+  if (inet_pton(AF_INET, text.c_str(), &v4) == 1) {
+    multicast = (ntohl(v4.s_addr) >> 28) == 0xE;
+    return true;
+  }
+  if (inet_pton(AF_INET6, text.c_str(), &v6) == 1) {
+    multicast = v6.s6_addr[0] == 0xff;
+    return true;
+  }
+  return false;
+}
+
+CLI::Validator ip_address(address_kind k) {
+  return CLI::Validator(
+      [k](std::string& value) -> std::string {
+        bool multicast = false;
+        if (!parse_ipv4_or_6(value, multicast)) return "'" + value + "' is not an IPv4 or IPv6 address";
+        if (k == address_kind::multicast && !multicast) return "'" + value + "' is not a multicast address";
+        return {};
+      },
+      k == address_kind::multicast ? "MULTICAST-ADDRESS" : "ADDRESS");
+}
+
+// Rejects "-5" before an unsigned conversion could wrap it into range.
+const CLI::Validator whole_number(
+    [](std::string& value) -> std::string {
+      if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos) {
+        return "'" + value + "' is not a whole number of 0 or more";
+      }
+      return {};
+    },
+    "NUMBER");
+
+template <class T>
+CLI::Option* positive(CLI::App& app, const char* name, T& value, const char* help) {
+  return app.add_option(name, value, help)
+      ->check(whole_number)
+      ->check(CLI::Range(T{1}, std::numeric_limits<T>::max()));
+}
+
+}  // namespace
+
+broker_command parse_broker_command_line(const std::vector<std::string>& args) {
+  broker_command cmd;
+  broker_options& o = cmd.options;
+  CLI::App app{"message-broker: relays messages between agents and keeps every undelivered one.",
+               "message-broker"};
+  app.option_defaults()->always_capture_default();
+  app.set_help_flag("-h,--help", "Print this help and exit");
+
+  std::string config_file;
+  app.add_option("--config", config_file, "Read options from FILE ('name = value' lines; the command line wins)");
+  app.add_flag("--check-config", cmd.check_config,
+               "Validate the options, print each resolved value and where it came from, and exit");
+
+  app.add_option("--listen-address", o.listen_address, "TCP address to listen on")->check(ip_address(address_kind::any));
+  app.add_option("--port", o.port, "TCP port to listen on (0 picks a free one)")
+      ->check(whole_number)
+      ->check(CLI::Range(0, 65535));
+  app.add_option("--discovery", o.discovery, "Answer discovery queries on UDP (on|off)")->default_str("on");
+  app.add_option("--discovery-group", o.discovery_group, "Multicast group of discovery queries")
+      ->check(ip_address(address_kind::multicast));
+  app.add_option("--discovery-port", o.discovery_port, "UDP port of discovery queries")
+      ->check(whole_number)
+      ->check(CLI::Range(0, 65535));
+  app.add_option("--discovery-interface", o.discovery_interface, "Address of the interface that joins the group")
+      ->check(ip_address(address_kind::any));
+  app.add_option("--advertise-address", o.advertise_address,
+                 "Address put in discovery replies (default: the listen address, or the one facing the asker)")
+      ->check(ip_address(address_kind::any));
+  app.add_option("--database", o.database, "SQLite file of the Dead Letter Channel and the journal");
+  app.add_option("--broker-name", o.broker_name, "Name announced to agents")->check([](const std::string& v) {
+    return v.empty() || v.size() > 128 ? std::string("the broker name must be 1 to 128 characters") : std::string();
+  });
+  positive(app, "--heartbeat-interval-ms", o.heartbeat_interval_ms, "Heartbeat interval granted to agents");
+  positive(app, "--eviction-factor", o.eviction_factor, "Silent intervals before an agent is evicted");
+  positive(app, "--ack-timeout-ms", o.ack_timeout_ms, "Time a recipient has to acknowledge a message");
+  positive(app, "--login-timeout-ms", o.login_timeout_ms, "Time a new connection has to log in");
+  positive(app, "--max-connections", o.max_connections, "Connections beyond this get server_busy");
+  app.add_option("--max-frame-bytes", o.max_frame_bytes, "Longest frame (line) accepted")
+      ->check(whole_number)
+      ->check(CLI::Range(std::uint64_t{64}, std::uint64_t{1} << 30));
+  positive(app, "--max-message-bytes", o.max_message_bytes, "Largest message content accepted");
+  positive(app, "--max-outbound-bytes", o.max_outbound_bytes,
+           "Unsent bytes to one recipient before its further messages go to the Dead Letter Channel");
+  positive(app, "--max-delivery-attempts", o.max_delivery_attempts, "Attempts before a dead letter is parked");
+  positive(app, "--dead-letter-ttl-ms", o.dead_letter_ttl_ms, "Age at which a dead letter expires");
+  positive(app, "--dedupe-window-ms", o.dedupe_window_ms, "How long a (sender, message_uuid) is remembered");
+  app.add_option("--persist-accepted", o.persist_accepted,
+                 "Commit every accepted message to SQLite before message_accepted (on|off)")
+      ->default_str("on");
+  app.add_option("--sqlite-synchronous", o.sqlite_synchronous,
+                 "normal survives a killed process, full also a power loss")
+      ->check(CLI::IsMember({"normal", "full"}));
+  app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error, critical or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+
+  try {
+    cmd.resolved = parse_with_config(app, args, "--config");
+  } catch (const CLI::CallForHelp&) {
+    cmd.help = true;
+    cmd.help_text = app.help();
+    return cmd;
+  }
+  if (o.max_message_bytes > o.max_frame_bytes) {
+    throw config_error("--max-message-bytes (" + std::to_string(o.max_message_bytes) +
+                       ") must not be larger than --max-frame-bytes (" + std::to_string(o.max_frame_bytes) + ").");
+  }
+  return cmd;
+}
+
+std::string format_resolved(const std::vector<resolved_option>& resolved) {
+  std::size_t width = 0;
+  for (const auto& r : resolved) width = std::max(width, r.name.size() + 3 + r.value.size());
+  std::string out;
+  for (const auto& r : resolved) {
+    std::string line = r.name + " = " + r.value;
+    line.resize(std::max(line.size(), width), ' ');
+    out += line + "  (" + std::string(to_string(r.source)) + ")\n";
+  }
+  return out;
+}
+
+}  // namespace ma

@@ -1,0 +1,55 @@
+// The broker's options (protocol.md defaults), parsed by CLI11 from the command line and the
+// --config file. No Asio or CLI11 in this header.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/config.hpp"
+
+namespace ma {
+
+struct broker_options {
+  std::string listen_address = "127.0.0.1";
+  std::uint16_t port = 10000;
+  bool discovery = true;
+  std::string discovery_group = "239.255.77.77";
+  std::uint16_t discovery_port = 10001;
+  std::string discovery_interface = "127.0.0.1";
+  std::string advertise_address;  // empty: the listen address, else the address facing the asker
+  std::string database = "data/message-broker.db";
+  std::string broker_name = "message-broker";
+  std::uint64_t heartbeat_interval_ms = 10'000;
+  std::uint32_t eviction_factor = 3;
+  std::uint64_t ack_timeout_ms = 10'000;
+  std::uint64_t login_timeout_ms = 10'000;
+  std::uint32_t max_connections = 10'000;
+  std::uint64_t max_frame_bytes = 1024 * 1024;
+  std::uint64_t max_message_bytes = 256 * 1024;
+  std::uint64_t max_outbound_bytes = 8 * 1024 * 1024;
+  std::uint32_t max_delivery_attempts = 5;
+  std::uint64_t dead_letter_ttl_ms = 7ULL * 24 * 3600 * 1000;
+  std::uint64_t dedupe_window_ms = 10 * 60 * 1000;
+  bool persist_accepted = true;
+  std::string sqlite_synchronous = "normal";  // normal | full
+  std::string log_level = "info";
+};
+
+// What the command line asked for.
+struct broker_command {
+  broker_options options;
+  std::vector<resolved_option> resolved;  // every option, its value and where it came from
+  bool check_config = false;
+  bool help = false;         // help_text holds the usage
+  std::string help_text;
+};
+
+// Parses args (argv without the program name). Throws config_error with a sentence naming the
+// option or file line on any bad value, unknown option or unreadable config file.
+broker_command parse_broker_command_line(const std::vector<std::string>& args);
+
+// The table --check-config prints: one line per option, "name = value  (source)".
+std::string format_resolved(const std::vector<resolved_option>& resolved);
+
+}  // namespace ma

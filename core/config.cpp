@@ -1,0 +1,139 @@
+#include "core/config.hpp"
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace ma {
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+std::string long_name(const CLI::Option& opt) {
+  const auto& names = opt.get_lnames();
+  return names.empty() ? std::string() : names.front();
+}
+
+// Runs CLI11 and turns its parse errors into config_error, keeping help and version requests.
+void run_cli(CLI::App& app, std::vector<std::string> args) {
+  std::reverse(args.begin(), args.end());  // CLI11 takes them in reverse order
+  try {
+    app.parse(args);
+  } catch (const CLI::CallForHelp&) {
+    throw;
+  } catch (const CLI::CallForAllHelp&) {
+    throw;
+  } catch (const CLI::CallForVersion&) {
+    throw;
+  } catch (const CLI::ParseError& e) {
+    throw config_error(e.what());
+  }
+}
+
+}  // namespace
+
+std::vector<config_entry> parse_config_text(std::string_view text, std::string_view file_name) {
+  std::vector<config_entry> entries;
+  int line_no = 0;
+  while (!text.empty()) {
+    const auto nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
+    ++line_no;
+    if (const auto hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
+    line = trim(line);
+    if (line.empty()) continue;
+    const auto eq = line.find('=');
+    if (eq == std::string_view::npos) {
+      throw config_error(std::string(file_name) + " line " + std::to_string(line_no) +
+                         ": expected 'name = value', got '" + std::string(line) + "'.");
+    }
+    std::string_view name = trim(line.substr(0, eq));
+    std::string_view value = trim(line.substr(eq + 1));
+    if (value.size() >= 2 && (value.front() == '"' || value.front() == '\'') && value.back() == value.front()) {
+      value = value.substr(1, value.size() - 2);
+    }
+    if (name.starts_with("--")) name.remove_prefix(2);
+    if (name.empty()) {
+      throw config_error(std::string(file_name) + " line " + std::to_string(line_no) + ": the option name is missing.");
+    }
+    entries.push_back({std::string(name), std::string(value), line_no});
+  }
+  return entries;
+}
+
+std::string_view to_string(option_source s) noexcept {
+  switch (s) {
+    case option_source::default_value: return "default";
+    case option_source::file: return "file";
+    case option_source::command_line: return "command line";
+  }
+  return "default";
+}
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw config_error("Cannot read the config file '" + path + "': check that it exists and is readable.");
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::vector<resolved_option> parse_with_config(CLI::App& app, std::vector<std::string> args,
+                                               const std::string& config_option) {
+  run_cli(app, args);
+
+  std::set<std::string> from_command_line;
+  for (const CLI::Option* opt : app.get_options()) {
+    if (opt->count() > 0) from_command_line.insert(long_name(*opt));
+  }
+
+  std::set<std::string> from_file;
+  const CLI::Option* config = app.get_option_no_throw(config_option);
+  if (config && config->count() > 0) {
+    const std::string path = config->as<std::string>();
+    const std::vector<config_entry> entries = parse_config_text(read_text_file(path), path);
+    std::vector<std::string> file_args;
+    for (const config_entry& e : entries) {
+      const CLI::Option* opt = app.get_option_no_throw("--" + e.name);
+      if (!opt || opt->get_lnames().empty() || "--" + e.name == config_option) {
+        throw config_error(path + " line " + std::to_string(e.line) + ": '" + e.name + "' is not an option here.");
+      }
+      if (from_command_line.count(e.name)) continue;
+      from_file.insert(e.name);
+      file_args.push_back("--" + e.name + "=" + e.value);
+    }
+    if (!file_args.empty()) {
+      file_args.insert(file_args.end(), args.begin(), args.end());
+      try {
+        run_cli(app, std::move(file_args));
+      } catch (const config_error& e) {
+        throw config_error(path + ": " + e.what());
+      }
+    }
+  }
+
+  std::vector<resolved_option> resolved;
+  for (const CLI::Option* opt : app.get_options()) {
+    const std::string name = long_name(*opt);
+    if (name.empty() || name == "help" || name == "version") continue;
+    resolved_option r{name, {}, option_source::default_value};
+    if (opt->count() > 0) {
+      const auto& results = opt->results();
+      for (std::size_t i = 0; i < results.size(); ++i) r.value += (i ? "," : "") + results[i];
+      r.source = from_command_line.count(name) ? option_source::command_line : option_source::file;
+    } else {
+      r.value = opt->get_default_str();
+    }
+    resolved.push_back(std::move(r));
+  }
+  return resolved;
+}
+
+}  // namespace ma

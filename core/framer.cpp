@@ -1,0 +1,73 @@
+#include "core/framer.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace ma {
+
+line_framer::line_framer(std::size_t max_frame_bytes, std::size_t read_chunk)
+    : max_frame_(max_frame_bytes), chunk_(std::max<std::size_t>(read_chunk, 64)) {}
+
+std::span<char> line_framer::prepare() {
+  if (failed_) return {};
+  // The most a frame may occupy unterminated: the frame, '\r' and the '\n' that ends it.
+  const std::size_t limit = max_frame_ + 2;
+  const std::size_t pending = end_ - begin_;
+  if (begin_ > 0 && (pending == 0 || cap_ - end_ < chunk_)) {
+    std::memmove(buf_.get(), buf_.get() + begin_, pending);
+    scan_ -= begin_;
+    end_ = pending;
+    begin_ = 0;
+  }
+  if (cap_ - end_ < chunk_ && cap_ < limit) {
+    std::size_t new_cap = std::max(cap_ * 2, chunk_);
+    new_cap = std::min(std::max(new_cap, end_ + chunk_), std::max(limit, chunk_));
+    auto bigger = std::make_unique<char[]>(new_cap);
+    if (end_ > 0) std::memcpy(bigger.get(), buf_.get(), end_);
+    buf_ = std::move(bigger);
+    cap_ = new_cap;
+  }
+  // Never hold more than the limit of one partial frame.
+  if (pending >= limit) return {};
+  const std::size_t room = std::min(cap_ - end_, limit - pending);
+  return {buf_.get() + end_, room};
+}
+
+void line_framer::commit(std::size_t n) noexcept { end_ += n; }
+
+line_framer::next_result line_framer::next() noexcept {
+  if (failed_) return {status::too_large, {}};
+  for (;;) {
+    const char* base = buf_.get();
+    const void* nl = scan_ < end_ ? std::memchr(base + scan_, '\n', end_ - scan_) : nullptr;
+    if (!nl) {
+      scan_ = end_;
+      // An unterminated frame may still end in '\r' before its '\n'.
+      if (end_ - begin_ > max_frame_ + 1) {
+        failed_ = true;
+        return {status::too_large, {}};
+      }
+      return {status::need_more, {}};
+    }
+    const std::size_t nl_pos = static_cast<const char*>(nl) - base;
+    std::size_t line_end = nl_pos;
+    if (line_end > begin_ && base[line_end - 1] == '\r') --line_end;
+    const std::size_t start = begin_;
+    begin_ = scan_ = nl_pos + 1;
+    if (line_end - start > max_frame_) {
+      failed_ = true;
+      return {status::too_large, {}};
+    }
+    if (line_end == start) continue;  // empty line
+    return {status::frame, std::string_view(base + start, line_end - start)};
+  }
+}
+
+void line_framer::release_if_idle() noexcept {
+  if (begin_ == end_) {
+    buf_.reset();
+    cap_ = begin_ = scan_ = end_ = 0;
+  }
+}
+
+}  // namespace ma

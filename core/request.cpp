@@ -1,0 +1,325 @@
+#include "core/request.hpp"
+
+#include <algorithm>
+#include <boost/json/monotonic_resource.hpp>
+#include <boost/json/parser.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+#include "core/names.hpp"
+
+namespace json = boost::json;
+
+namespace ma {
+namespace {
+
+std::string kind_name(kind k) { return std::string(to_string(k)); }
+
+// Reads the fields of one request's content and builds the errors that name them.
+class content_reader {
+ public:
+  content_reader(kind k, const json::object& content, request& out) : k_(k), c_(content), out_(out) {}
+
+  protocol_error fail(errc code, std::string text) const {
+    return protocol_error{code, std::move(text), out_.request_id, out_.message_uuid};
+  }
+
+  // nullptr when absent.
+  const json::value* find(std::string_view key) const {
+    auto it = c_.find(key);
+    return it == c_.end() ? nullptr : &it->value();
+  }
+
+  std::optional<protocol_error> required_string(std::string_view key, std::string_view what,
+                                                std::string& dst) const {
+    const json::value* v = find(key);
+    if (!v) return fail(errc::missing_field, kind_name(k_) + " needs " + std::string(key) + ", " + std::string(what) + ".");
+    if (!v->is_string()) return fail(errc::invalid_field, std::string(key) + " must be a string: " + std::string(what) + ".");
+    dst.assign(v->get_string().data(), v->get_string().size());
+    return std::nullopt;
+  }
+
+  std::optional<protocol_error> optional_string(std::string_view key, std::string_view what,
+                                                std::optional<std::string>& dst) const {
+    const json::value* v = find(key);
+    if (!v || v->is_null()) return std::nullopt;
+    if (!v->is_string()) return fail(errc::invalid_field, std::string(key) + " must be a string: " + std::string(what) + ".");
+    dst.emplace(v->get_string().data(), v->get_string().size());
+    return std::nullopt;
+  }
+
+  std::optional<protocol_error> optional_count(std::string_view key, std::string_view what, bool positive,
+                                               std::optional<std::uint64_t>& dst) const {
+    const json::value* v = find(key);
+    if (!v || v->is_null()) return std::nullopt;
+    std::optional<std::uint64_t> n;
+    if (v->is_uint64()) n = v->get_uint64();
+    else if (v->is_int64() && v->get_int64() >= 0) n = static_cast<std::uint64_t>(v->get_int64());
+    if (!n || (positive && *n == 0)) {
+      return fail(errc::invalid_field, std::string(key) + " must be a " + (positive ? "positive" : "non-negative") +
+                                           " whole number of milliseconds: " + std::string(what) + ".");
+    }
+    dst = n;
+    return std::nullopt;
+  }
+
+  std::optional<protocol_error> username(std::string_view key, std::string_view what, std::string& dst) const {
+    if (auto e = required_string(key, what, dst)) return e;
+    if (!is_valid_username(dst)) return bad_username(key, dst);
+    return std::nullopt;
+  }
+
+  protocol_error bad_username(std::string_view key, std::string_view name) const {
+    return fail(errc::invalid_username,
+                std::string(key) + " '" + std::string(name.substr(0, 80)) +
+                    "' is not a valid username: use 1 to 64 characters of A-Z a-z 0-9 . _ -.");
+  }
+
+  std::optional<protocol_error> group_name(std::string& dst) const {
+    if (auto e = required_string("group_name", "the name of the group", dst)) return e;
+    if (!is_valid_group_name(dst)) {
+      return fail(errc::invalid_field, "group_name '" + dst.substr(0, 80) +
+                                           "' is not a valid group name: use 1 to 64 characters of A-Z a-z 0-9 . _ -.");
+    }
+    return std::nullopt;
+  }
+
+  // An array of usernames, repeats removed, order kept.
+  std::optional<protocol_error> username_array(std::string_view key, std::string_view what, bool required,
+                                               bool non_empty, std::vector<std::string>& dst) const {
+    const json::value* v = find(key);
+    if (!v) {
+      if (!required) return std::nullopt;
+      return fail(errc::missing_field, kind_name(k_) + " needs " + std::string(key) + ", " + std::string(what) + ".");
+    }
+    if (!v->is_array() || (non_empty && v->get_array().empty())) {
+      return fail(errc::invalid_field, std::string(key) + " must be " + (non_empty ? "a non-empty" : "an") +
+                                           " array of usernames: " + std::string(what) + ".");
+    }
+    for (const json::value& item : v->get_array()) {
+      if (!item.is_string()) {
+        return fail(errc::invalid_field, std::string(key) + " must hold only strings: " + std::string(what) + ".");
+      }
+      std::string_view name(item.get_string().data(), item.get_string().size());
+      if (!is_valid_username(name)) return bad_username(key, name);
+      if (std::find(dst.begin(), dst.end(), name) == dst.end()) dst.emplace_back(name);
+    }
+    return std::nullopt;
+  }
+
+  std::optional<protocol_error> message_uuid() const {
+    const json::value* v = find("message_uuid");
+    if (!v || v->is_null()) return std::nullopt;
+    if (!v->is_string() || !is_valid_message_uuid(std::string_view(v->get_string().data(), v->get_string().size()))) {
+      return fail(errc::invalid_field,
+                  "message_uuid must be 1 to 128 characters of A-Z a-z 0-9 . _ : - (or leave it out and the broker makes one).");
+    }
+    return std::nullopt;
+  }
+
+  // message_text and/or payload, serialized as the stored body.
+  std::optional<protocol_error> body() const {
+    const json::value* text = find("message_text");
+    const json::value* payload = find("payload");
+    if (text && text->is_null()) text = nullptr;
+    if (!text && !payload) {
+      return fail(errc::missing_field, kind_name(k_) + " needs message_text (a string) or payload (any JSON), or both.");
+    }
+    if (text && !text->is_string()) {
+      return fail(errc::invalid_field, "message_text must be a string; put structured data in payload.");
+    }
+    out_.body.clear();
+    out_.body += '{';
+    if (text) {
+      out_.body += "\"message_text\":";
+      out_.body += json::serialize(*text);
+    }
+    if (payload) {
+      if (text) out_.body += ',';
+      out_.body += "\"payload\":";
+      out_.body += json::serialize(*payload);
+    }
+    out_.body += '}';
+    return std::nullopt;
+  }
+
+  std::optional<protocol_error> message_common() const {
+    if (auto e = message_uuid()) return e;
+    if (auto e = body()) return e;
+    return optional_count("ttl_ms", "how long the message may wait for delivery", false, out_.ttl_ms);
+  }
+
+ private:
+  kind k_;
+  const json::object& c_;
+  request& out_;
+};
+
+std::optional<protocol_error> read_content(kind k, content_reader& r, request& out) {
+  switch (k) {
+    case kind::log_in:
+      if (auto e = r.username("sender_username", "the username to log in as", out.username)) return e;
+      if (auto e = r.optional_string("password", "the password of the username", out.password)) return e;
+      return r.optional_count("heartbeat_interval_ms", "how often the agent will send heartbeats", true,
+                              out.heartbeat_interval_ms);
+    case kind::log_out:
+    case kind::heartbeat:
+    case kind::get_user_list:
+    case kind::get_group_list:
+      return std::nullopt;
+    case kind::send_message:
+      out.receivers.emplace_back();
+      if (auto e = r.username("receiver_username", "the name of the user to deliver to", out.receivers.back())) return e;
+      return r.message_common();
+    case kind::multicast_message:
+      if (auto e = r.username_array("receiver_usernames", "the names of the users to deliver to", true, true, out.receivers)) return e;
+      return r.message_common();
+    case kind::broadcast_message:
+      return r.message_common();
+    case kind::group_message:
+      if (auto e = r.group_name(out.group_name)) return e;
+      return r.message_common();
+    case kind::create_group:
+      if (auto e = r.group_name(out.group_name)) return e;
+      return r.username_array("group_members", "the users to put in the group", false, false, out.members);
+    case kind::join_group:
+    case kind::leave_group:
+      return r.group_name(out.group_name);
+    case kind::acknowledge_message: {
+      const json::value* one = r.find("message_uuid");
+      const json::value* many = r.find("message_uuids");
+      if (one && one->is_null()) one = nullptr;
+      if (!one && !many) {
+        return r.fail(errc::missing_field,
+                      "acknowledge_message needs message_uuid, or message_uuids (an array), naming what was received.");
+      }
+      if (one && !one->is_null()) {
+        if (auto e = r.message_uuid()) return e;
+        out.ack_uuids.push_back(out.message_uuid);
+      }
+      if (many) {
+        if (!many->is_array() || many->get_array().empty()) {
+          return r.fail(errc::invalid_field, "message_uuids must be a non-empty array of message uuids.");
+        }
+        out.ack_uuids.reserve(out.ack_uuids.size() + many->get_array().size());
+        for (const json::value& item : many->get_array()) {
+          if (!item.is_string() ||
+              !is_valid_message_uuid(std::string_view(item.get_string().data(), item.get_string().size()))) {
+            return r.fail(errc::invalid_field,
+                          "message_uuids must hold only message uuids: 1 to 128 characters of A-Z a-z 0-9 . _ : -.");
+          }
+          out.ack_uuids.emplace_back(item.get_string().data(), item.get_string().size());
+        }
+      }
+      if (const json::value* s = r.find("sender_username"); s && !s->is_null()) {
+        if (auto e = r.username("sender_username", "the sender of the acknowledged message", out.ack_sender)) return e;
+      }
+      return std::nullopt;
+    }
+    case kind::discover_broker:
+      return std::nullopt;
+    default:
+      return r.fail(errc::unknown_message_id, kind_name(k) + " is sent by the broker, not to it.");
+  }
+}
+
+}  // namespace
+
+struct request_decoder::impl {
+  std::size_t max_message_bytes;
+  // Each frame's values live in a fresh monotonic_resource that starts in this buffer. (Made
+  // anew rather than release()d: Boost 1.81's release() keeps doubling its next block size.)
+  alignas(std::max_align_t) unsigned char first_block[2048];
+  std::optional<json::monotonic_resource> memory;
+  json::parser parser;
+
+  explicit impl(std::size_t max_bytes) : max_message_bytes(max_bytes) {}
+
+  result<request> run(std::string_view frame, bool datagram) {
+    parser.reset();  // drops the previous frame's value before its memory goes
+    memory.emplace(first_block, sizeof first_block);
+    parser.reset(json::storage_ptr(&*memory));
+    boost::system::error_code ec;
+    parser.write(frame.data(), frame.size(), ec);
+    if (ec) {
+      return protocol_error{errc::malformed_json,
+                            "The frame is not valid JSON (" + ec.message() +
+                                "): send one JSON object per line, UTF-8, ended by a newline.",
+                            {}, {}};
+    }
+    const json::value root = parser.release();
+    const json::object* envelope = root.if_object();
+    if (!envelope) {
+      return protocol_error{errc::invalid_envelope,
+                            "The frame must be a JSON object {\"message_id\": KIND, \"message_content\": {...}}.", {}, {}};
+    }
+    request out;
+    const json::value* content_value = envelope->if_contains("message_content");
+    static const json::object empty;
+    const json::object* content = &empty;
+    if (content_value && !content_value->is_null()) {
+      content = content_value->if_object();
+      if (!content) {
+        return protocol_error{errc::invalid_envelope, "message_content must be a JSON object (it may be {}).", {}, {}};
+      }
+    }
+    // What the error frame echoes, read before anything else can fail.
+    if (const json::value* rid = content->if_contains("request_id"); rid && !rid->is_null()) {
+      if (!rid->is_string() || rid->get_string().size() > max_request_id_chars) {
+        return protocol_error{errc::invalid_field, "request_id must be a string of at most 256 characters.", {}, {}};
+      }
+      out.request_id.assign(rid->get_string().data(), rid->get_string().size());
+    }
+    if (const json::value* uuid = content->if_contains("message_uuid"); uuid && uuid->is_string()) {
+      std::string_view u(uuid->get_string().data(), uuid->get_string().size());
+      if (is_valid_message_uuid(u)) out.message_uuid.assign(u);
+    }
+    auto fail = [&](errc code, std::string text) {
+      return protocol_error{code, std::move(text), out.request_id, out.message_uuid};
+    };
+
+    const json::value* id = envelope->if_contains("message_id");
+    if (!id || !id->is_string()) {
+      return fail(errc::invalid_envelope,
+                  "Every frame needs a string message_id naming its kind, e.g. "
+                  "{\"message_id\":\"heartbeat\",\"message_content\":{}}.");
+    }
+    const std::string_view name(id->get_string().data(), id->get_string().size());
+    const std::optional<kind> k = kind_from_string(name);
+    if (!k) {
+      return fail(errc::unknown_message_id,
+                  "message_id '" + std::string(name.substr(0, 64)) + "' is not a kind this broker knows; see protocol.md for the list.");
+    }
+    out.k = *k;
+    if (datagram) {
+      if (*k != kind::discover_broker && *k != kind::log_in) {
+        return fail(errc::unknown_message_id, "The discovery port answers only discover_broker and log_in.");
+      }
+    } else if (!is_agent_request(*k)) {
+      return fail(errc::unknown_message_id, std::string(name) + " is not sent to the broker over TCP.");
+    }
+    if (frame.size() > max_message_bytes && json::serialize(*content).size() > max_message_bytes) {
+      return fail(errc::message_too_large, "The message content is larger than max_message_bytes (" +
+                                               std::to_string(max_message_bytes) + "); send it in smaller parts.");
+    }
+    content_reader reader(*k, *content, out);
+    if (auto e = read_content(*k, reader, out)) return std::move(*e);
+    if (datagram && *k == kind::log_in) {
+      std::optional<std::uint64_t> port;
+      if (auto e = reader.optional_count("sender_port", "the UDP port to answer", true, port)) return std::move(*e);
+      if (port) {
+        if (*port > 65535) return fail(errc::invalid_field, "sender_port must be a UDP port from 1 to 65535.");
+        out.sender_port = static_cast<std::uint16_t>(*port);
+      }
+    }
+    return out;
+  }
+};
+
+request_decoder::request_decoder(std::size_t max_message_bytes) : impl_(std::make_unique<impl>(max_message_bytes)) {}
+request_decoder::~request_decoder() = default;
+
+result<request> request_decoder::decode(std::string_view frame) { return impl_->run(frame, false); }
+result<request> request_decoder::decode_datagram(std::string_view datagram) { return impl_->run(datagram, true); }
+
+}  // namespace ma

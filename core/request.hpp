@@ -1,0 +1,64 @@
+// Decoding and validation of what an agent sends: one frame in, one typed request or one
+// protocol_error out. Sans-I/O; no Boost.JSON in this header.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/kind.hpp"
+#include "core/result.hpp"
+
+namespace ma {
+
+// A validated request. Which fields are set depends on k (protocol.md, "Kinds").
+struct request {
+  kind k = kind::heartbeat;
+  std::string request_id;  // empty when the request had none
+
+  // log_in
+  std::string username;
+  std::optional<std::string> password;
+  std::optional<std::uint64_t> heartbeat_interval_ms;
+  std::optional<std::uint16_t> sender_port;  // the log_in datagram of the original design
+
+  // send_message, multicast_message, broadcast_message, group_message
+  std::string message_uuid;             // empty: the broker makes one
+  std::vector<std::string> receivers;   // send: one; multicast: one or more, no repeats
+  std::optional<std::uint64_t> ttl_ms;
+  // The message body as JSON object text holding message_text and/or payload, exactly as
+  // stored in the Dead Letter Channel and spliced into receive_message.
+  std::string body;
+
+  // group commands and group_message
+  std::string group_name;
+  std::vector<std::string> members;  // create_group, no repeats
+
+  // acknowledge_message
+  std::vector<std::string> ack_uuids;
+  std::string ack_sender;  // empty unless given
+};
+
+// Decodes frames one at a time, reusing its parser and memory between frames.
+// Not thread-safe; one per session.
+class request_decoder {
+ public:
+  explicit request_decoder(std::size_t max_message_bytes);
+  ~request_decoder();
+  request_decoder(const request_decoder&) = delete;
+  request_decoder& operator=(const request_decoder&) = delete;
+
+  // Validates one TCP frame. Broker-to-agent and discovery kinds are unknown_message_id here.
+  result<request> decode(std::string_view frame);
+  // Validates one discovery datagram: discover_broker, or the original design's log_in.
+  result<request> decode_datagram(std::string_view datagram);
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace ma

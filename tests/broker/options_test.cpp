@@ -1,0 +1,117 @@
+#include "broker/options.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace ma {
+namespace {
+
+std::string error_of(const std::vector<std::string>& args) {
+  try {
+    parse_broker_command_line(args);
+  } catch (const config_error& e) {
+    return e.what();
+  }
+  return {};
+}
+
+const resolved_option& find(const broker_command& c, const std::string& name) {
+  for (const auto& r : c.resolved) {
+    if (r.name == name) return r;
+  }
+  throw std::runtime_error("no option " + name);
+}
+
+struct temp_file {
+  std::filesystem::path path;
+  explicit temp_file(const std::string& text) {
+    path = std::filesystem::temp_directory_path() /
+           ("ma-options-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".conf");
+    std::ofstream(path) << text;
+  }
+  ~temp_file() { std::filesystem::remove(path); }
+  static inline int counter = 0;
+};
+
+TEST(BrokerOptions, DefaultsFollowTheProtocol) {
+  auto c = parse_broker_command_line({});
+  EXPECT_EQ(c.options.listen_address, "127.0.0.1");
+  EXPECT_EQ(c.options.port, 10000);
+  EXPECT_EQ(c.options.discovery_group, "239.255.77.77");
+  EXPECT_EQ(c.options.discovery_port, 10001);
+  EXPECT_EQ(c.options.heartbeat_interval_ms, 10000u);
+  EXPECT_EQ(c.options.eviction_factor, 3u);
+  EXPECT_EQ(c.options.max_frame_bytes, 1024u * 1024);
+  EXPECT_EQ(c.options.max_message_bytes, 256u * 1024);
+  EXPECT_EQ(c.options.dedupe_window_ms, 600000u);
+  EXPECT_TRUE(c.options.persist_accepted);
+  EXPECT_TRUE(c.options.discovery);
+  EXPECT_EQ(find(c, "port").source, option_source::default_value);
+  EXPECT_EQ(find(c, "port").value, "10000");
+}
+
+TEST(BrokerOptions, CommandLineValues) {
+  auto c = parse_broker_command_line({"--port", "0", "--discovery", "off", "--persist-accepted=off",
+                                      "--sqlite-synchronous", "full", "--check-config"});
+  EXPECT_EQ(c.options.port, 0);
+  EXPECT_FALSE(c.options.discovery);
+  EXPECT_FALSE(c.options.persist_accepted);
+  EXPECT_EQ(c.options.sqlite_synchronous, "full");
+  EXPECT_TRUE(c.check_config);
+  EXPECT_EQ(find(c, "port").source, option_source::command_line);
+}
+
+TEST(BrokerOptions, BadValuesNameTheOption) {
+  EXPECT_NE(error_of({"--port", "70000"}).find("--port"), std::string::npos);
+  EXPECT_NE(error_of({"--ack-timeout-ms", "-5"}).find("--ack-timeout-ms"), std::string::npos);
+  EXPECT_NE(error_of({"--ack-timeout-ms", "0"}).find("--ack-timeout-ms"), std::string::npos);
+  EXPECT_NE(error_of({"--no-such-option"}).find("--no-such-option"), std::string::npos);
+  EXPECT_NE(error_of({"--discovery-group", "10.0.0.1"}).find("multicast"), std::string::npos);
+  EXPECT_NE(error_of({"--listen-address", "localhost:1"}).find("--listen-address"), std::string::npos);
+  EXPECT_NE(error_of({"--sqlite-synchronous", "sometimes"}).find("--sqlite-synchronous"), std::string::npos);
+  EXPECT_NE(error_of({"--max-message-bytes", "2000", "--max-frame-bytes", "1000"}).find("--max-message-bytes"),
+            std::string::npos);
+}
+
+TEST(BrokerOptions, ConfigFileAndCommandLineWins) {
+  temp_file f("# test\nport = 12345\nbroker-name = from-file\nlog-level = debug\n");
+  auto c = parse_broker_command_line({"--config", f.path.string(), "--log-level", "warn"});
+  EXPECT_EQ(c.options.port, 12345);
+  EXPECT_EQ(c.options.broker_name, "from-file");
+  EXPECT_EQ(c.options.log_level, "warn");
+  EXPECT_EQ(find(c, "port").source, option_source::file);
+  EXPECT_EQ(find(c, "log-level").source, option_source::command_line);
+  EXPECT_EQ(find(c, "ack-timeout-ms").source, option_source::default_value);
+}
+
+TEST(BrokerOptions, ConfigFileErrorsNameFileAndLine) {
+  temp_file unknown("port = 1\nbogus = 3\n");
+  const std::string e1 = error_of({"--config", unknown.path.string()});
+  EXPECT_NE(e1.find(unknown.path.string() + " line 2"), std::string::npos) << e1;
+  temp_file bad("port = 99999\n");
+  const std::string e2 = error_of({"--config", bad.path.string()});
+  EXPECT_NE(e2.find("--port"), std::string::npos) << e2;
+  EXPECT_NE(e2.find(bad.path.string()), std::string::npos) << e2;
+  EXPECT_NE(error_of({"--config", "/nonexistent/broker.conf"}).find("/nonexistent/broker.conf"), std::string::npos);
+}
+
+TEST(BrokerOptions, ShippedConfigFileListsEveryOptionWithItsDefault) {
+  const std::filesystem::path shipped = std::filesystem::path(MA_SOURCE_DIR) / "config" / "message-broker.conf";
+  const auto defaults = parse_broker_command_line({});
+  const auto entries = parse_config_text(read_text_file(shipped.string()), shipped.string());
+  for (const auto& r : defaults.resolved) {
+    if (r.name == "config" || r.name == "check-config") continue;
+    bool listed = false;
+    for (const auto& e : entries) listed = listed || e.name == r.name;
+    // Every option appears, commented out with its default, or set.
+    const std::string text = read_text_file(shipped.string());
+    EXPECT_TRUE(listed || text.find("# " + r.name + " =") != std::string::npos) << r.name;
+  }
+  auto c = parse_broker_command_line({"--config", shipped.string()});
+  EXPECT_EQ(c.options.port, defaults.options.port);
+}
+
+}  // namespace
+}  // namespace ma

@@ -1,0 +1,30 @@
+#include "core/names.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace ma {
+namespace {
+
+TEST(Names, Usernames) {
+  EXPECT_TRUE(is_valid_username("alice"));
+  EXPECT_TRUE(is_valid_username("A.b_c-9"));
+  EXPECT_TRUE(is_valid_username(std::string(64, 'a')));
+  EXPECT_FALSE(is_valid_username(std::string(65, 'a')));
+  EXPECT_FALSE(is_valid_username(""));
+  EXPECT_FALSE(is_valid_username("al ice"));
+  EXPECT_FALSE(is_valid_username("bob:1"));
+  EXPECT_FALSE(is_valid_username("j\xc3\xb6rg"));
+}
+
+TEST(Names, MessageUuids) {
+  EXPECT_TRUE(is_valid_message_uuid("abc:123-x_y.z"));
+  EXPECT_TRUE(is_valid_message_uuid(std::string(128, '1')));
+  EXPECT_FALSE(is_valid_message_uuid(std::string(129, '1')));
+  EXPECT_FALSE(is_valid_message_uuid(""));
+  EXPECT_FALSE(is_valid_message_uuid("a/b"));
+}
+
+}  // namespace
+}  // namespace ma
