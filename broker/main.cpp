@@ -5,10 +5,15 @@
 #include <string>
 #include <vector>
 
+#include "broker/admin.hpp"
 #include "broker/options.hpp"
+#include <iostream>
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
+  if (!args.empty() && args[0] == "dead-letters") {
+    return ma::run_dead_letters_command({args.begin() + 1, args.end()}, std::cout, std::cerr);
+  }
   ma::broker_command cmd;
   try {
     cmd = ma::parse_broker_command_line(args);

@@ -46,4 +46,21 @@ bool is_agent_request(kind k) noexcept {
   return k <= kind::acknowledge_message;
 }
 
+std::string_view to_string(channel c) noexcept {
+  switch (c) {
+    case channel::direct: return "direct";
+    case channel::multicast: return "multicast";
+    case channel::broadcast: return "broadcast";
+    case channel::group: return "group";
+  }
+  return "direct";
+}
+
+std::optional<channel> channel_from_string(std::string_view text) noexcept {
+  for (channel c : {channel::direct, channel::multicast, channel::broadcast, channel::group}) {
+    if (to_string(c) == text) return c;
+  }
+  return std::nullopt;
+}
+
 }  // namespace ma

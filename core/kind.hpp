@@ -57,4 +57,9 @@ std::optional<kind> kind_from_string(std::string_view text) noexcept;
 // True for the kinds an agent may send to the broker over TCP.
 bool is_agent_request(kind k) noexcept;
 
+// How a message reached its recipient (receive_message's channel).
+enum class channel { direct, multicast, broadcast, group };
+std::string_view to_string(channel c) noexcept;
+std::optional<channel> channel_from_string(std::string_view text) noexcept;
+
 }  // namespace ma

@@ -1,0 +1,184 @@
+#include "broker/admin.hpp"
+
+#include <CLI/CLI.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <ostream>
+
+#include "storage/database.hpp"
+
+namespace ma {
+namespace {
+
+namespace json = boost::json;
+
+json::object to_json(const dead_letter& d) {
+  json::object o;
+  o["id"] = d.id;
+  o["seq"] = d.seq;
+  o["message_uuid"] = d.message_uuid;
+  o["sender_username"] = d.sender;
+  o["receiver_username"] = d.receiver;
+  o["channel"] = to_string(d.ch);
+  if (!d.group_name.empty()) o["group_name"] = d.group_name;
+  boost::system::error_code ec;
+  json::value body = json::parse(d.body, ec);
+  o["body"] = ec ? json::value(d.body) : std::move(body);
+  o["reason"] = to_string(d.reason);
+  o["state"] = to_string(d.state);
+  o["attempts"] = d.attempts;
+  o["accepted_at"] = d.accepted_at;
+  o["dead_lettered_at"] = d.dead_lettered_at;
+  o["last_attempt_at"] = d.last_attempt_at ? json::value(*d.last_attempt_at) : json::value(nullptr);
+  o["delivered_at"] = d.delivered_at ? json::value(*d.delivered_at) : json::value(nullptr);
+  o["expires_at"] = d.expires_at;
+  return o;
+}
+
+void print_table(std::ostream& out, const std::vector<dead_letter>& rows) {
+  std::vector<std::vector<std::string>> cells{
+      {"SEQ", "MESSAGE_UUID", "SENDER", "RECEIVER", "CHANNEL", "REASON", "STATE", "ATTEMPTS", "ACCEPTED_AT"}};
+  for (const auto& d : rows) {
+    cells.push_back({std::to_string(d.seq), d.message_uuid, d.sender, d.receiver, std::string(to_string(d.ch)),
+                     std::string(to_string(d.reason)), std::string(to_string(d.state)), std::to_string(d.attempts),
+                     d.accepted_at});
+  }
+  std::vector<std::size_t> width(cells[0].size(), 0);
+  for (const auto& row : cells) {
+    for (std::size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  }
+  for (const auto& row : cells) {
+    for (std::size_t i = 0; i < row.size(); ++i) {
+      out << row[i];
+      if (i + 1 < row.size()) out << std::string(width[i] - row[i].size() + 2, ' ');
+    }
+    out << '\n';
+  }
+}
+
+template <class T, class F>
+CLI::Validator enum_validator(F from_string, const char* what) {
+  return CLI::Validator(
+      [from_string, what](std::string& v) -> std::string {
+        return from_string(v) ? std::string() : "'" + v + "' is not a " + what;
+      },
+      what);
+}
+
+}  // namespace
+
+int run_dead_letters_command(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  CLI::App app{"Inspect and manage the Dead Letter Channel in the broker's database.", "message-broker dead-letters"};
+  app.require_subcommand(1);
+  std::string path = "data/message-broker.db";
+  app.add_option("--database", path, "The broker's SQLite file")->capture_default_str();
+  bool as_json = false;
+
+  std::string recipient, reason, list_state, replay_state = "parked", uuid;
+  int limit = 100;
+  bool dry_run = false;
+  std::uint64_t older_than_ms = 0;
+
+  auto* list = app.add_subcommand("list", "List dead letters, oldest first");
+  list->add_option("--recipient", recipient, "Only those for this recipient");
+  list->add_option("--reason", reason, "Only this reason")
+      ->check(enum_validator<dead_letter_reason>(reason_from_string, "dead-letter reason"));
+  list->add_option("--state", list_state, "Only this state (pending, delivered, parked, expired)")
+      ->check(enum_validator<dead_letter_state>(state_from_string, "dead-letter state"));
+  list->add_option("--limit", limit, "At most this many rows")->check(CLI::Range(1, 1'000'000))->capture_default_str();
+  list->add_flag("--json", as_json, "One JSON object per line");
+
+  auto* show = app.add_subcommand("show", "Show the dead letters of one message, with its body and every attempt");
+  show->add_option("uuid", uuid, "The message_uuid")->required();
+  show->add_flag("--json", as_json, "One JSON object per line");
+
+  auto* replay = app.add_subcommand("replay", "Make parked or expired dead letters pending again");
+  replay->add_option("--recipient", recipient, "Only those for this recipient");
+  replay->add_option("--state", replay_state, "Which to replay: parked or expired")
+      ->check(CLI::IsMember({"parked", "expired"}))
+      ->capture_default_str();
+  replay->add_flag("--dry-run", dry_run, "Only count them");
+
+  auto* purge = app.add_subcommand("purge", "Delete delivered, expired or parked dead letters");
+  std::string purge_state;
+  purge->add_option("--state", purge_state, "Only this state (default: all but pending)")
+      ->check(CLI::IsMember({"delivered", "expired", "parked"}));
+  purge->add_option("--older-than-ms", older_than_ms, "Only those dead-lettered longer ago than this");
+
+  try {
+    std::vector<std::string> reversed(args.rbegin(), args.rend());
+    app.parse(reversed);
+  } catch (const CLI::CallForHelp&) {
+    out << app.help();
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    err << "message-broker dead-letters: " << e.what() << "\n";
+    return 2;
+  }
+
+  try {
+    database db({path, false, false});
+    if (list->parsed()) {
+      dead_letter_filter f;
+      if (!recipient.empty()) f.recipient = recipient;
+      if (!reason.empty()) f.reason = reason_from_string(reason);
+      if (!list_state.empty()) f.state = state_from_string(list_state);
+      f.limit = limit;
+      const auto rows = db.list(f);
+      if (as_json) {
+        for (const auto& d : rows) out << json::serialize(to_json(d)) << '\n';
+      } else {
+        print_table(out, rows);
+      }
+    } else if (show->parsed()) {
+      const auto rows = db.find(uuid);
+      if (rows.empty()) {
+        err << "message-broker dead-letters: no dead letter has message_uuid '" << uuid << "'.\n";
+        return 1;
+      }
+      for (const auto& d : rows) {
+        json::object o = to_json(d);
+        json::array attempts;
+        for (const auto& a : db.attempts_of(d.id)) {
+          json::object t;
+          t["attempt"] = a.attempt;
+          t["started_at"] = a.started_at;
+          t["finished_at"] = a.finished_at ? json::value(*a.finished_at) : json::value(nullptr);
+          t["outcome"] = a.outcome;
+          attempts.push_back(std::move(t));
+        }
+        o["delivery_attempts"] = std::move(attempts);
+        if (as_json) {
+          out << json::serialize(o) << '\n';
+        } else {
+          for (const auto& [k, v] : o) {
+            out << std::string(k) << ": " << (v.is_string() ? std::string(v.get_string()) : json::serialize(v)) << '\n';
+          }
+          out << '\n';
+        }
+      }
+    } else if (replay->parsed()) {
+      const std::optional<std::string> who = recipient.empty() ? std::nullopt : std::optional(recipient);
+      db.begin();
+      const auto n = db.replay(who, *state_from_string(replay_state), dry_run, now_ms());
+      db.commit();
+      out << (dry_run ? "would replay " : "replayed ") << n << " dead letter" << (n == 1 ? "" : "s") << '\n';
+    } else if (purge->parsed()) {
+      std::optional<dead_letter_state> which;
+      if (!purge_state.empty()) which = state_from_string(purge_state);
+      std::optional<sys_ms> cutoff;
+      if (purge->count("--older-than-ms") > 0) cutoff = now_ms() - std::chrono::milliseconds(older_than_ms);
+      db.begin();
+      const auto n = db.purge(which, cutoff);
+      db.commit();
+      out << "purged " << n << " dead letter" << (n == 1 ? "" : "s") << '\n';
+    }
+  } catch (const sqlite::storage_error& e) {
+    err << "message-broker dead-letters: " << e.what() << '\n';
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace ma

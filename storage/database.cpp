@@ -1,0 +1,482 @@
+#include "storage/database.hpp"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <array>
+
+namespace ma {
+namespace {
+
+constexpr std::array reason_names{"recipient_offline", "ack_timeout", "recipient_disconnected", "queue_overflow",
+                                  "broker_restart"};
+constexpr std::array state_names{"pending", "delivered", "parked", "expired"};
+
+// Version 1 of the schema. The journal has no secondary index so that accepting and
+// acknowledging stay one append and one delete by rowid; the Dead Letter Channel is indexed
+// for redelivery by recipient and for late acknowledgements by uuid.
+constexpr const char* schema_v1 = R"sql(
+CREATE TABLE journal (
+  id                INTEGER PRIMARY KEY,   -- the delivery's seq: acceptance order
+  message_uuid      TEXT NOT NULL,
+  sender_username   TEXT NOT NULL,
+  receiver_username TEXT NOT NULL,
+  channel           TEXT NOT NULL,
+  group_name        TEXT,
+  body              TEXT NOT NULL,         -- JSON: message_text and/or payload
+  accepted_at       TEXT NOT NULL,         -- ISO 8601 UTC
+  expires_at        TEXT NOT NULL
+);
+
+CREATE TABLE dead_letters (
+  id                INTEGER PRIMARY KEY,
+  seq               INTEGER NOT NULL,      -- acceptance order, shared with the journal
+  message_uuid      TEXT NOT NULL,
+  sender_username   TEXT NOT NULL,
+  receiver_username TEXT NOT NULL,
+  channel           TEXT NOT NULL CHECK (channel IN ('direct','multicast','broadcast','group')),
+  group_name        TEXT,
+  body              TEXT NOT NULL,
+  reason            TEXT NOT NULL CHECK (reason IN
+                      ('recipient_offline','ack_timeout','recipient_disconnected','queue_overflow','broker_restart')),
+  state             TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending','delivered','parked','expired')),
+  attempts          INTEGER NOT NULL DEFAULT 0,
+  accepted_at       TEXT NOT NULL,
+  dead_lettered_at  TEXT NOT NULL,
+  last_attempt_at   TEXT,
+  delivered_at      TEXT,
+  expires_at        TEXT NOT NULL
+);
+CREATE INDEX dead_letters_by_recipient ON dead_letters (receiver_username, state, seq);
+CREATE INDEX dead_letters_by_uuid ON dead_letters (message_uuid);
+CREATE INDEX dead_letters_by_expiry ON dead_letters (state, expires_at);
+
+CREATE TABLE delivery_attempts (
+  dead_letter_id INTEGER NOT NULL REFERENCES dead_letters (id) ON DELETE CASCADE,
+  attempt        INTEGER NOT NULL,
+  started_at     TEXT NOT NULL,
+  finished_at    TEXT,
+  outcome        TEXT NOT NULL,            -- in_flight, acknowledged, or why it failed
+  PRIMARY KEY (dead_letter_id, attempt)
+) WITHOUT ROWID;
+
+CREATE TABLE groups (
+  group_name TEXT PRIMARY KEY,
+  created_by TEXT NOT NULL,
+  created_at TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE group_members (
+  group_name TEXT NOT NULL REFERENCES groups (group_name) ON DELETE CASCADE,
+  username   TEXT NOT NULL,
+  joined_at  TEXT NOT NULL,
+  PRIMARY KEY (group_name, username)
+) WITHOUT ROWID;
+
+-- For operators: what waits for whom, and why messages die.
+CREATE VIEW pending_by_recipient AS
+  SELECT receiver_username, count(*) AS pending, min(accepted_at) AS oldest_accepted_at
+  FROM dead_letters WHERE state = 'pending' GROUP BY receiver_username;
+
+CREATE VIEW dead_letter_counts AS
+  SELECT reason, state, count(*) AS count FROM dead_letters GROUP BY reason, state;
+
+CREATE VIEW in_flight AS
+  SELECT id AS seq, message_uuid, sender_username, receiver_username, channel, accepted_at FROM journal;
+)sql";
+
+constexpr const char* dead_letter_columns =
+    "id, seq, message_uuid, sender_username, receiver_username, channel, group_name, body, reason, state, attempts, "
+    "accepted_at, dead_lettered_at, last_attempt_at, delivered_at, expires_at";
+
+std::optional<std::string> group_or_null(const std::string& g) {
+  return g.empty() ? std::nullopt : std::optional<std::string>(g);
+}
+
+}  // namespace
+
+std::string_view to_string(dead_letter_reason r) noexcept { return reason_names[static_cast<std::size_t>(r)]; }
+std::string_view to_string(dead_letter_state s) noexcept { return state_names[static_cast<std::size_t>(s)]; }
+
+std::optional<dead_letter_reason> reason_from_string(std::string_view text) noexcept {
+  for (std::size_t i = 0; i < reason_names.size(); ++i) {
+    if (text == reason_names[i]) return static_cast<dead_letter_reason>(i);
+  }
+  return std::nullopt;
+}
+
+std::optional<dead_letter_state> state_from_string(std::string_view text) noexcept {
+  for (std::size_t i = 0; i < state_names.size(); ++i) {
+    if (text == state_names[i]) return static_cast<dead_letter_state>(i);
+  }
+  return std::nullopt;
+}
+
+// Prepared once, for the life of the connection.
+struct database::statements {
+  sqlite::statement journal_insert, journal_delete, journal_move, dl_insert, pending_page, pending_count,
+      attempt_count, attempt_insert, attempt_update, letter_delivered, letter_after_attempt, late_ack_any,
+      late_ack_sender, attempt_ack_for_uuid, expire, group_insert, member_insert, member_delete, member_count,
+      group_delete, group_exists;
+
+  explicit statements(sqlite::connection& db)
+      : journal_insert(db,
+                       "INSERT INTO journal (id, message_uuid, sender_username, receiver_username, channel, "
+                       "group_name, body, accepted_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?)"),
+        journal_delete(db, "DELETE FROM journal WHERE id = ?"),
+        journal_move(db,
+                     "INSERT INTO dead_letters (seq, message_uuid, sender_username, receiver_username, channel, "
+                     "group_name, body, reason, attempts, accepted_at, dead_lettered_at, last_attempt_at, expires_at) "
+                     "SELECT id, message_uuid, sender_username, receiver_username, channel, group_name, body, ?2, ?3, "
+                     "accepted_at, ?4, CASE WHEN ?3 > 0 THEN accepted_at END, expires_at FROM journal WHERE id = ?1"),
+        dl_insert(db,
+                  "INSERT INTO dead_letters (seq, message_uuid, sender_username, receiver_username, channel, "
+                  "group_name, body, reason, accepted_at, dead_lettered_at, expires_at) "
+                  "VALUES (?,?,?,?,?,?,?,?,?,?,?)"),
+        pending_page(db, std::string("SELECT ") + dead_letter_columns +
+                             " FROM dead_letters WHERE receiver_username = ? AND state = 'pending' AND seq > ? "
+                             "ORDER BY seq LIMIT ?"),
+        pending_count(db, "SELECT count(*) FROM dead_letters WHERE receiver_username = ? AND state = 'pending'"),
+        attempt_count(db,
+                      "UPDATE dead_letters SET attempts = attempts + 1, last_attempt_at = ?2 WHERE id = ?1 "
+                      "RETURNING attempts"),
+        attempt_insert(db,
+                       "INSERT OR REPLACE INTO delivery_attempts (dead_letter_id, attempt, started_at, finished_at, "
+                       "outcome) VALUES (?,?,?,?,?)"),
+        attempt_update(db,
+                       "UPDATE delivery_attempts SET outcome = ?3, finished_at = ?4 "
+                       "WHERE dead_letter_id = ?1 AND attempt = ?2 AND outcome = 'in_flight'"),
+        letter_delivered(db,
+                         "UPDATE dead_letters SET state = 'delivered', delivered_at = ?2 "
+                         "WHERE id = ?1 AND state <> 'delivered'"),
+        letter_after_attempt(db,
+                             "UPDATE dead_letters SET state = CASE WHEN attempts >= ?2 THEN 'parked' ELSE state END "
+                             "WHERE id = ?1 AND state = 'pending'"),
+        late_ack_any(db,
+                     "UPDATE dead_letters SET state = 'delivered', delivered_at = ?3 "
+                     "WHERE message_uuid = ?2 AND receiver_username = ?1 AND state <> 'delivered' RETURNING id"),
+        late_ack_sender(db,
+                        "UPDATE dead_letters SET state = 'delivered', delivered_at = ?3 "
+                        "WHERE message_uuid = ?2 AND receiver_username = ?1 AND sender_username = ?4 "
+                        "AND state <> 'delivered' RETURNING id"),
+        attempt_ack_for_uuid(db,
+                             "UPDATE delivery_attempts SET outcome = 'acknowledged', finished_at = ?2 "
+                             "WHERE dead_letter_id = ?1 AND outcome = 'in_flight'"),
+        expire(db,
+               "UPDATE dead_letters SET state = 'expired' WHERE state = 'pending' AND expires_at <= ?"),
+        group_insert(db, "INSERT OR IGNORE INTO groups (group_name, created_by, created_at) VALUES (?,?,?)"),
+        member_insert(db, "INSERT OR IGNORE INTO group_members (group_name, username, joined_at) VALUES (?,?,?)"),
+        member_delete(db, "DELETE FROM group_members WHERE group_name = ? AND username = ?"),
+        member_count(db, "SELECT count(*) FROM group_members WHERE group_name = ?"),
+        group_delete(db, "DELETE FROM groups WHERE group_name = ?"),
+        group_exists(db, "SELECT 1 FROM groups WHERE group_name = ?") {}
+};
+
+namespace {
+
+dead_letter read_letter(const sqlite::statement& s) {
+  dead_letter d;
+  d.id = s.column_int(0);
+  d.seq = s.column_int(1);
+  d.message_uuid = s.column_text(2);
+  d.sender = s.column_text(3);
+  d.receiver = s.column_text(4);
+  d.ch = channel_from_string(s.column_text(5)).value_or(channel::direct);
+  d.group_name = s.column_optional_text(6).value_or("");
+  d.body = s.column_text(7);
+  d.reason = reason_from_string(s.column_text(8)).value_or(dead_letter_reason::recipient_offline);
+  d.state = state_from_string(s.column_text(9)).value_or(dead_letter_state::pending);
+  d.attempts = static_cast<int>(s.column_int(10));
+  d.accepted_at = s.column_text(11);
+  d.dead_lettered_at = s.column_text(12);
+  d.last_attempt_at = s.column_optional_text(13);
+  d.delivered_at = s.column_optional_text(14);
+  d.expires_at = s.column_text(15);
+  return d;
+}
+
+std::int64_t single_int(sqlite::connection& db, std::string_view sql) {
+  sqlite::statement s(db, sql);
+  return s.step() ? s.column_int(0) : 0;
+}
+
+}  // namespace
+
+database::database(const settings& s)
+    : db_(s.path, s.create ? sqlite::connection::mode::create : sqlite::connection::mode::existing_only) {
+  // Reading the header first: a file that is not a database fails here, before any write.
+  const std::int64_t version = single_int(db_, "PRAGMA user_version");
+  if (version > schema_version) {
+    throw sqlite::storage_error("The database '" + s.path + "' has schema version " + std::to_string(version) +
+                                ", newer than this broker's " + std::to_string(schema_version) +
+                                ": run a newer message-broker, or give --database another file.");
+  }
+  {
+    sqlite::statement check(db_, "PRAGMA quick_check(1)");
+    const std::string verdict = check.step() ? check.column_text(0) : std::string("no answer");
+    if (verdict != "ok") {
+      throw sqlite::storage_error("The database '" + s.path + "' is corrupt (" + verdict +
+                                  "); it was left untouched: restore a backup or give --database another file.");
+    }
+  }
+  db_.exec("PRAGMA journal_mode = WAL");
+  db_.exec(s.synchronous_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+  db_.exec("PRAGMA foreign_keys = ON");
+  db_.exec("PRAGMA temp_store = MEMORY");
+  if (version < schema_version) migrate();
+  st_ = std::make_unique<statements>(db_);
+  last_seq_ = std::max(single_int(db_, "SELECT coalesce(max(id), 0) FROM journal"),
+                       single_int(db_, "SELECT coalesce(max(seq), 0) FROM dead_letters"));
+}
+
+database::~database() = default;
+
+void database::migrate() {
+  sqlite::transaction t(db_);
+  const std::int64_t version = single_int(db_, "PRAGMA user_version");
+  if (version < 1) db_.exec(schema_v1);
+  // Later versions add their steps here, each from the one before.
+  db_.exec("PRAGMA user_version = " + std::to_string(schema_version));
+  t.commit();
+}
+
+void database::begin() { db_.exec("BEGIN IMMEDIATE"); }
+void database::commit() { db_.exec("COMMIT"); }
+void database::rollback() noexcept { sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr); }
+
+std::int64_t database::journal(const message_record& m, std::string_view receiver) {
+  const std::int64_t seq = next_seq();
+  auto& s = st_->journal_insert;
+  s.bind(1, seq).bind(2, m.message_uuid).bind(3, m.sender).bind(4, receiver).bind(5, to_string(m.ch));
+  s.bind(6, group_or_null(m.group_name)).bind(7, m.body).bind(8, format_iso8601(m.accepted_at));
+  s.bind(9, format_iso8601(m.expires_at));
+  s.run();
+  return seq;
+}
+
+void database::acknowledge(std::int64_t seq) { st_->journal_delete.bind(1, seq).run(); }
+
+std::int64_t database::dead_letter_journaled(std::int64_t seq, dead_letter_reason reason, sys_ms now, bool attempted) {
+  const std::string at = format_iso8601(now);
+  st_->journal_move.bind(1, seq).bind(2, to_string(reason)).bind(3, std::int64_t{attempted ? 1 : 0}).bind(4, at).run();
+  if (db_.changes() == 0) return 0;
+  const std::int64_t id = db_.last_insert_rowid();
+  st_->journal_delete.bind(1, seq).run();
+  if (attempted) {
+    // The live delivery was attempt 1; its start is not kept, so the journal's accept time stands.
+    st_->attempt_insert.bind(1, id).bind(2, std::int64_t{1}).bind(3, at).bind(4, at).bind(5, to_string(reason)).run();
+  }
+  return id;
+}
+
+std::int64_t database::dead_letter_new(const message_record& m, std::string_view receiver, dead_letter_reason reason,
+                                       sys_ms now) {
+  auto& s = st_->dl_insert;
+  s.bind(1, next_seq()).bind(2, m.message_uuid).bind(3, m.sender).bind(4, receiver).bind(5, to_string(m.ch));
+  s.bind(6, group_or_null(m.group_name)).bind(7, m.body).bind(8, to_string(reason));
+  s.bind(9, format_iso8601(m.accepted_at)).bind(10, format_iso8601(now)).bind(11, format_iso8601(m.expires_at));
+  s.run();
+  return db_.last_insert_rowid();
+}
+
+std::int64_t database::recover(sys_ms now) {
+  sqlite::statement move(db_,
+                         "INSERT INTO dead_letters (seq, message_uuid, sender_username, receiver_username, channel, "
+                         "group_name, body, reason, accepted_at, dead_lettered_at, expires_at) "
+                         "SELECT id, message_uuid, sender_username, receiver_username, channel, group_name, body, "
+                         "'broker_restart', accepted_at, ?, expires_at FROM journal ORDER BY id");
+  move.bind(1, format_iso8601(now)).run();
+  const std::int64_t moved = db_.changes();
+  db_.exec("DELETE FROM journal");
+  return moved;
+}
+
+std::vector<dead_letter> database::pending_for(std::string_view receiver, std::int64_t after_seq, int limit) {
+  auto& s = st_->pending_page;
+  s.bind(1, receiver).bind(2, after_seq).bind(3, std::int64_t{limit});
+  std::vector<dead_letter> out;
+  while (s.step()) out.push_back(read_letter(s));
+  s.reset();
+  return out;
+}
+
+std::int64_t database::count_pending(std::string_view receiver) {
+  auto& s = st_->pending_count;
+  s.bind(1, receiver);
+  const std::int64_t n = s.step() ? s.column_int(0) : 0;
+  s.reset();
+  return n;
+}
+
+int database::begin_attempt(std::int64_t id, sys_ms now) {
+  const std::string at = format_iso8601(now);
+  auto& s = st_->attempt_count;
+  s.bind(1, id).bind(2, at);
+  const int attempt = s.step() ? static_cast<int>(s.column_int(0)) : 0;
+  s.reset();
+  if (attempt > 0) {
+    st_->attempt_insert.bind(1, id).bind(2, std::int64_t{attempt}).bind(3, at).bind_null(4).bind(5, "in_flight").run();
+  }
+  return attempt;
+}
+
+void database::finish_attempt(std::int64_t id, int attempt, std::string_view outcome, sys_ms now, int max_attempts) {
+  const std::string at = format_iso8601(now);
+  st_->attempt_update.bind(1, id).bind(2, std::int64_t{attempt}).bind(3, outcome).bind(4, at).run();
+  if (outcome == "acknowledged") {
+    st_->letter_delivered.bind(1, id).bind(2, at).run();
+  } else {
+    st_->letter_after_attempt.bind(1, id).bind(2, std::int64_t{max_attempts}).run();
+  }
+}
+
+std::int64_t database::mark_delivered(std::string_view receiver, std::string_view message_uuid,
+                                      std::string_view sender, sys_ms now) {
+  const std::string at = format_iso8601(now);
+  auto& s = sender.empty() ? st_->late_ack_any : st_->late_ack_sender;
+  s.bind(1, receiver).bind(2, message_uuid).bind(3, at);
+  if (!sender.empty()) s.bind(4, sender);
+  std::vector<std::int64_t> ids;
+  while (s.step()) ids.push_back(s.column_int(0));
+  s.reset();
+  for (std::int64_t id : ids) st_->attempt_ack_for_uuid.bind(1, id).bind(2, at).run();
+  return static_cast<std::int64_t>(ids.size());
+}
+
+std::int64_t database::sweep_expired(sys_ms now) {
+  st_->expire.bind(1, format_iso8601(now)).run();
+  return db_.changes();
+}
+
+bool database::create_group(std::string_view name, std::string_view creator, const std::vector<std::string>& members,
+                            sys_ms now) {
+  const std::string at = format_iso8601(now);
+  st_->group_insert.bind(1, name).bind(2, creator).bind(3, at).run();
+  if (db_.changes() == 0) return false;
+  st_->member_insert.bind(1, name).bind(2, creator).bind(3, at).run();
+  for (const auto& m : members) st_->member_insert.bind(1, name).bind(2, m).bind(3, at).run();
+  return true;
+}
+
+bool database::join_group(std::string_view name, std::string_view user, sys_ms now) {
+  auto& exists = st_->group_exists;
+  exists.bind(1, name);
+  const bool found = exists.step();
+  exists.reset();
+  if (!found) return false;
+  st_->member_insert.bind(1, name).bind(2, user).bind(3, format_iso8601(now)).run();
+  return true;
+}
+
+bool database::leave_group(std::string_view name, std::string_view user) {
+  auto& exists = st_->group_exists;
+  exists.bind(1, name);
+  const bool found = exists.step();
+  exists.reset();
+  if (!found) return false;
+  st_->member_delete.bind(1, name).bind(2, user).run();
+  auto& count = st_->member_count;
+  count.bind(1, name);
+  const std::int64_t left = count.step() ? count.column_int(0) : 0;
+  count.reset();
+  if (left == 0) st_->group_delete.bind(1, name).run();
+  return true;
+}
+
+std::vector<group_record> database::list_groups() {
+  sqlite::statement s(db_,
+                      "SELECT g.group_name, m.username FROM groups g LEFT JOIN group_members m USING (group_name) "
+                      "ORDER BY g.group_name, m.username");
+  std::vector<group_record> out;
+  while (s.step()) {
+    std::string name = s.column_text(0);
+    if (out.empty() || out.back().name != name) out.push_back({name, {}});
+    if (!s.column_is_null(1)) out.back().members.push_back(s.column_text(1));
+  }
+  return out;
+}
+
+std::vector<dead_letter> database::list(const dead_letter_filter& f) {
+  std::string sql = std::string("SELECT ") + dead_letter_columns + " FROM dead_letters WHERE 1";
+  if (f.recipient) sql += " AND receiver_username = ?1";
+  if (f.reason) sql += " AND reason = ?2";
+  if (f.state) sql += " AND state = ?3";
+  sql += " ORDER BY seq LIMIT ?4";
+  sqlite::statement s(db_, sql);
+  if (f.recipient) s.bind(1, *f.recipient);
+  if (f.reason) s.bind(2, to_string(*f.reason));
+  if (f.state) s.bind(3, to_string(*f.state));
+  s.bind(4, std::int64_t{f.limit});
+  std::vector<dead_letter> out;
+  while (s.step()) out.push_back(read_letter(s));
+  return out;
+}
+
+std::vector<dead_letter> database::find(std::string_view message_uuid) {
+  sqlite::statement s(db_, std::string("SELECT ") + dead_letter_columns +
+                               " FROM dead_letters WHERE message_uuid = ? ORDER BY seq");
+  s.bind(1, message_uuid);
+  std::vector<dead_letter> out;
+  while (s.step()) out.push_back(read_letter(s));
+  return out;
+}
+
+std::vector<delivery_attempt> database::attempts_of(std::int64_t id) {
+  sqlite::statement s(db_,
+                      "SELECT attempt, started_at, finished_at, outcome FROM delivery_attempts "
+                      "WHERE dead_letter_id = ? ORDER BY attempt");
+  s.bind(1, id);
+  std::vector<delivery_attempt> out;
+  while (s.step()) {
+    out.push_back({static_cast<int>(s.column_int(0)), s.column_text(1), s.column_optional_text(2), s.column_text(3)});
+  }
+  return out;
+}
+
+std::int64_t database::replay(const std::optional<std::string>& recipient, dead_letter_state from, bool dry_run,
+                              sys_ms now) {
+  const std::string where =
+      std::string(" WHERE state = ?1") + (recipient ? " AND receiver_username = ?2" : "");
+  if (dry_run) {
+    sqlite::statement s(db_, "SELECT count(*) FROM dead_letters" + where);
+    s.bind(1, to_string(from));
+    if (recipient) s.bind(2, *recipient);
+    return s.step() ? s.column_int(0) : 0;
+  }
+  // A replayed letter gets a fresh lifetime from now, keeping its original ttl span.
+  sqlite::statement s(db_, "UPDATE dead_letters SET state = 'pending', attempts = 0, expires_at = "
+                           "strftime('%Y-%m-%dT%H:%M:%fZ', ?3, "
+                           "((julianday(expires_at) - julianday(accepted_at)) * 86400) || ' seconds')" + where);
+  s.bind(1, to_string(from));
+  if (recipient) s.bind(2, *recipient);
+  s.bind(3, format_iso8601(now));
+  s.run();
+  return db_.changes();
+}
+
+std::int64_t database::purge(std::optional<dead_letter_state> state, std::optional<sys_ms> older_than) {
+  std::string sql = "DELETE FROM dead_letters WHERE ";
+  sql += state ? "state = ?1" : "state <> 'pending'";
+  if (older_than) sql += " AND dead_lettered_at < ?2";
+  sqlite::statement s(db_, sql);
+  if (state) s.bind(1, to_string(*state));
+  if (older_than) s.bind(2, format_iso8601(*older_than));
+  s.run();
+  return db_.changes();
+}
+
+std::int64_t database::count_journal() { return single_int(db_, "SELECT count(*) FROM journal"); }
+std::int64_t database::count_all_pending() {
+  return single_int(db_, "SELECT count(*) FROM dead_letters WHERE state = 'pending'");
+}
+
+std::vector<std::pair<std::string, std::string>> database::accepted_since(sys_ms t) {
+  sqlite::statement s(db_,
+                      "SELECT DISTINCT sender_username, message_uuid FROM dead_letters WHERE accepted_at >= ?");
+  s.bind(1, format_iso8601(t));
+  std::vector<std::pair<std::string, std::string>> out;
+  while (s.step()) out.emplace_back(s.column_text(0), s.column_text(1));
+  return out;
+}
+
+}  // namespace ma

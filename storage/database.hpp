@@ -1,0 +1,167 @@
+// The broker's SQLite database: the journal of accepted messages, the Dead Letter Channel
+// with its delivery attempts, and groups. Synchronous; used by exactly one thread at a time
+// (the store's thread in the broker, the calling thread in the admin command and tests).
+// Every call may throw sqlite::storage_error.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/clock.hpp"
+#include "core/kind.hpp"
+#include "storage/sqlite.hpp"
+
+namespace ma {
+
+enum class dead_letter_reason { recipient_offline, ack_timeout, recipient_disconnected, queue_overflow, broker_restart };
+enum class dead_letter_state { pending, delivered, parked, expired };
+
+std::string_view to_string(dead_letter_reason r) noexcept;
+std::string_view to_string(dead_letter_state s) noexcept;
+std::optional<dead_letter_reason> reason_from_string(std::string_view text) noexcept;
+std::optional<dead_letter_state> state_from_string(std::string_view text) noexcept;
+
+// One accepted message, as stored for each of its recipients.
+struct message_record {
+  std::string message_uuid;
+  std::string sender;
+  channel ch = channel::direct;
+  std::string group_name;  // empty unless ch == group
+  std::string body;        // JSON object text: message_text and/or payload
+  sys_ms accepted_at{};
+  sys_ms expires_at{};
+};
+
+struct dead_letter {
+  std::int64_t id = 0;
+  std::int64_t seq = 0;  // acceptance order, shared with the journal
+  std::string message_uuid;
+  std::string sender;
+  std::string receiver;
+  channel ch = channel::direct;
+  std::string group_name;
+  std::string body;
+  dead_letter_reason reason = dead_letter_reason::recipient_offline;
+  dead_letter_state state = dead_letter_state::pending;
+  int attempts = 0;
+  std::string accepted_at;
+  std::string dead_lettered_at;
+  std::optional<std::string> last_attempt_at;
+  std::optional<std::string> delivered_at;
+  std::string expires_at;
+};
+
+struct delivery_attempt {
+  int attempt = 0;
+  std::string started_at;
+  std::optional<std::string> finished_at;
+  std::string outcome;  // in_flight, acknowledged, or the reason it failed
+};
+
+struct group_record {
+  std::string name;
+  std::vector<std::string> members;  // sorted
+};
+
+struct dead_letter_filter {
+  std::optional<std::string> recipient;
+  std::optional<dead_letter_reason> reason;
+  std::optional<dead_letter_state> state;
+  int limit = 100;
+};
+
+class database {
+ public:
+  static constexpr int schema_version = 1;
+
+  struct settings {
+    std::string path;
+    bool synchronous_full = false;  // PRAGMA synchronous: FULL, else NORMAL
+    bool create = true;             // false: a missing file is an error (admin command)
+  };
+
+  // Opens (or creates) the file, refuses a non-SQLite, corrupt or newer file with a sentence
+  // naming it, and migrates an older schema forward in one transaction.
+  explicit database(const settings& s);
+  ~database();
+  database(const database&) = delete;
+  database& operator=(const database&) = delete;
+
+  // Transactions are explicit: the store commits many operations in one.
+  void begin();
+  void commit();
+  void rollback() noexcept;
+
+  // --- the journal: accepted, not yet acknowledged; one row per recipient -----------------
+  // Returns the delivery's seq (its journal id), increasing in acceptance order.
+  std::int64_t journal(const message_record& m, std::string_view receiver);
+  // The recipient acknowledged: the journal row goes away.
+  void acknowledge(std::int64_t seq);
+  // Moves a journaled delivery to the Dead Letter Channel. attempted: it was sent once (an
+  // attempt row records that). Returns the dead letter id, or 0 if seq is not journaled.
+  std::int64_t dead_letter_journaled(std::int64_t seq, dead_letter_reason reason, sys_ms now, bool attempted);
+  // Accepts a delivery straight into the Dead Letter Channel (recipient offline, queue
+  // overflow, or persist-accepted off). Returns the dead letter id; its seq is fresh.
+  std::int64_t dead_letter_new(const message_record& m, std::string_view receiver, dead_letter_reason reason,
+                               sys_ms now);
+  // At start: every journaled delivery becomes a pending dead letter (broker_restart).
+  // Returns how many.
+  std::int64_t recover(sys_ms now);
+
+  // --- redelivery ---------------------------------------------------------------------------
+  // Pending dead letters of a recipient with seq > after_seq, in acceptance order.
+  std::vector<dead_letter> pending_for(std::string_view receiver, std::int64_t after_seq, int limit);
+  std::int64_t count_pending(std::string_view receiver);
+  // Starts an attempt: counts it and records it as in_flight. Returns its number (1-based).
+  int begin_attempt(std::int64_t id, sys_ms now);
+  // Ends an attempt. "acknowledged" marks the letter delivered; any other outcome leaves it
+  // pending, or parks it once it has had max_attempts attempts.
+  void finish_attempt(std::int64_t id, int attempt, std::string_view outcome, sys_ms now, int max_attempts);
+  // A late acknowledgement (the message was dead-lettered first). An empty sender matches
+  // any. Returns how many letters were marked delivered.
+  std::int64_t mark_delivered(std::string_view receiver, std::string_view message_uuid, std::string_view sender,
+                              sys_ms now);
+  // Pending letters past their expiry become expired. Returns how many.
+  std::int64_t sweep_expired(sys_ms now);
+
+  // --- groups -------------------------------------------------------------------------------
+  // False if the group exists already.
+  bool create_group(std::string_view name, std::string_view creator, const std::vector<std::string>& members,
+                    sys_ms now);
+  // False if there is no such group. Joining twice is harmless.
+  bool join_group(std::string_view name, std::string_view user, sys_ms now);
+  // False if there is no such group. A group whose last member leaves is deleted.
+  bool leave_group(std::string_view name, std::string_view user);
+  std::vector<group_record> list_groups();
+
+  // --- reading, for operators and status lines -----------------------------------------------
+  std::vector<dead_letter> list(const dead_letter_filter& f);
+  std::vector<dead_letter> find(std::string_view message_uuid);
+  std::vector<delivery_attempt> attempts_of(std::int64_t id);
+  // Back to pending (attempts reset) for letters in state from; returns how many (or would).
+  std::int64_t replay(const std::optional<std::string>& recipient, dead_letter_state from, bool dry_run, sys_ms now);
+  // Deletes letters in the given state (any but pending when empty) dead-lettered before
+  // cutoff (any age when empty); returns how many.
+  std::int64_t purge(std::optional<dead_letter_state> state, std::optional<sys_ms> older_than);
+  std::int64_t count_journal();
+  std::int64_t count_all_pending();
+  // (sender, message_uuid) of letters accepted since t, for the broker's dedupe after a restart.
+  std::vector<std::pair<std::string, std::string>> accepted_since(sys_ms t);
+
+  const std::string& path() const noexcept { return db_.path(); }
+  sqlite::connection& connection() noexcept { return db_; }
+
+ private:
+  struct statements;
+  void migrate();
+  std::int64_t next_seq() noexcept { return ++last_seq_; }
+
+  sqlite::connection db_;
+  std::unique_ptr<statements> st_;
+  std::int64_t last_seq_ = 0;
+};
+
+}  // namespace ma

@@ -1,0 +1,92 @@
+// RAII over sqlite3* and sqlite3_stmt*. Errors throw storage_error with the file name and
+// SQLite's message. Not thread-safe: a connection belongs to one thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace ma::sqlite {
+
+// An SQLite failure or a refused database file; what() is a sentence naming the file.
+struct storage_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class connection;
+
+class statement {
+ public:
+  statement() = default;
+  statement(connection& db, std::string_view sql);
+
+  // Binding is 1-based like SQLite's; an empty optional binds NULL.
+  statement& bind(int i, std::int64_t v);
+  statement& bind(int i, std::string_view v);
+  statement& bind(int i, const std::string& v) { return bind(i, std::string_view(v)); }
+  statement& bind(int i, const char* v) { return bind(i, std::string_view(v)); }
+  statement& bind(int i, const std::optional<std::string>& v);
+  statement& bind_null(int i);
+
+  // True while a row is available.
+  bool step();
+  // Steps to the end (for statements that return no rows).
+  void run();
+  void reset() noexcept;
+
+  std::int64_t column_int(int i) const;
+  std::string column_text(int i) const;
+  std::optional<std::string> column_optional_text(int i) const;
+  bool column_is_null(int i) const;
+
+ private:
+  struct finalizer {
+    void operator()(sqlite3_stmt* s) const noexcept;
+  };
+  connection* db_ = nullptr;
+  std::unique_ptr<sqlite3_stmt, finalizer> stmt_;
+};
+
+class connection {
+ public:
+  enum class mode { create, existing_only };
+  connection(const std::string& path, mode m);
+
+  void exec(std::string_view sql);
+  std::int64_t changes() const noexcept;
+  std::int64_t last_insert_rowid() const noexcept;
+  const std::string& path() const noexcept { return path_; }
+  sqlite3* handle() const noexcept { return db_.get(); }
+
+  // Throws storage_error for rc, naming the file and what was being done.
+  [[noreturn]] void fail(int rc, std::string_view doing) const;
+
+ private:
+  struct closer {
+    void operator()(sqlite3* db) const noexcept;
+  };
+  std::string path_;
+  std::unique_ptr<sqlite3, closer> db_;
+};
+
+// BEGIN IMMEDIATE on construction; ROLLBACK on destruction unless commit() was called.
+class transaction {
+ public:
+  explicit transaction(connection& db);
+  ~transaction();
+  transaction(const transaction&) = delete;
+  transaction& operator=(const transaction&) = delete;
+  void commit();
+
+ private:
+  connection& db_;
+  bool done_ = false;
+};
+
+}  // namespace ma::sqlite

@@ -1,0 +1,108 @@
+// The store: one thread that owns the database and commits many operations per transaction.
+//
+// Callers on network threads never block and never touch SQLite: they hand over an operation
+// (a function of database&) and get its result after the transaction that ran it committed.
+// Operations run in the order submitted. A batch closes when the queue is empty or it holds
+// max_batch operations; an SQLite error fails every operation of that batch (nothing of it is
+// committed), is logged once, and the next batch starts afresh.
+#pragma once
+
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <type_traits>
+
+#include "storage/database.hpp"
+
+namespace ma {
+
+class store {
+ public:
+  struct settings {
+    database::settings db;
+    std::size_t max_batch = 4096;
+  };
+
+  using job = std::function<void(database&)>;
+  // Called on the store's thread after the commit (or with the batch's error).
+  using completion = std::function<void(std::exception_ptr)>;
+
+  // Opens the database on the store's thread; rethrows what opening threw.
+  explicit store(const settings& s);
+  // Runs every operation already submitted, then stops the thread.
+  ~store();
+  store(const store&) = delete;
+  store& operator=(const store&) = delete;
+
+  void submit(job j, completion done);
+
+  // The coroutine form: co_await run([](database& db) { return ...; }) resumes on the caller's
+  // executor with the result after the commit, or throws what the batch threw.
+  template <class F>
+  auto run(F f) -> boost::asio::awaitable<std::invoke_result_t<F&, database&>> {
+    using R = std::invoke_result_t<F&, database&>;
+    namespace asio = boost::asio;
+    if constexpr (std::is_void_v<R>) {
+      co_await asio::async_initiate<decltype(asio::use_awaitable), void(std::exception_ptr)>(
+          [this, f = std::move(f)](auto handler) mutable {
+            auto h = std::make_shared<decltype(handler)>(std::move(handler));
+            auto work = asio::make_work_guard(*h);
+            submit([f = std::move(f)](database& db) mutable { f(db); },
+                   [h, work](std::exception_ptr e) mutable {
+                     asio::post(work.get_executor(), [h, e] { std::move (*h)(e); });
+                   });
+          },
+          asio::use_awaitable);
+    } else {
+      co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(std::exception_ptr, R)>(
+          [this, f = std::move(f)](auto handler) mutable {
+            auto h = std::make_shared<decltype(handler)>(std::move(handler));
+            auto work = asio::make_work_guard(*h);
+            auto out = std::make_shared<std::optional<R>>();
+            submit([f = std::move(f), out](database& db) mutable { out->emplace(f(db)); },
+                   [h, work, out](std::exception_ptr e) mutable {
+                     asio::post(work.get_executor(), [h, e, out] {
+                       std::move (*h)(e, out->has_value() ? std::move(**out) : R{});
+                     });
+                   });
+          },
+          asio::use_awaitable);
+    }
+  }
+
+  const std::string& path() const noexcept { return path_; }
+  std::uint64_t batches_committed() const noexcept;
+
+ private:
+  struct op {
+    job j;
+    completion done;
+  };
+  void loop(const settings& s, std::promise<void>* opened);
+  void run_batch(std::deque<op>& batch);
+
+  std::string path_;
+  std::size_t max_batch_;
+  std::unique_ptr<database> db_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<op> queue_;
+  bool stopping_ = false;
+  std::uint64_t batches_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace ma

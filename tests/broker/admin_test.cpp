@@ -1,0 +1,117 @@
+#include "broker/admin.hpp"
+
+#include <gtest/gtest.h>
+
+#include <boost/json/parse.hpp>
+#include <sstream>
+
+#include "storage/database.hpp"
+#include "tests/support/temp_dir.hpp"
+
+namespace ma {
+namespace {
+
+using namespace std::chrono_literals;
+
+class DeadLettersCommand : public ::testing::Test {
+ protected:
+  test::temp_dir dir;
+  std::string path = dir.file("broker.db");
+  std::int64_t parked_id = 0;
+
+  void SetUp() override {
+    database db({path});
+    db.begin();
+    for (int i = 0; i < 3; ++i) {
+      message_record m{"m" + std::to_string(i), "alice", channel::direct, "", "{\"message_text\":\"hi\"}", now_ms(),
+                       now_ms() + 1h};
+      const auto id = db.dead_letter_new(m, i == 2 ? "carol" : "bob",
+                                         i == 1 ? dead_letter_reason::queue_overflow : dead_letter_reason::recipient_offline,
+                                         now_ms());
+      if (i == 2) {
+        db.begin_attempt(id, now_ms());
+        db.finish_attempt(id, 1, "ack_timeout", now_ms(), 1);
+        parked_id = id;
+      }
+    }
+    db.commit();
+  }
+
+  int run(std::vector<std::string> args, std::string* out_text = nullptr, std::string* err_text = nullptr) {
+    std::ostringstream out, err;
+    std::vector<std::string> ordered{"--database", path};
+    ordered.insert(ordered.end(), args.begin(), args.end());
+    const int rc = run_dead_letters_command(ordered, out, err);
+    if (out_text) *out_text = out.str();
+    if (err_text) *err_text = err.str();
+    return rc;
+  }
+};
+
+TEST_F(DeadLettersCommand, ListAsTableAndJson) {
+  std::string out;
+  ASSERT_EQ(run({"list"}, &out), 0);
+  EXPECT_NE(out.find("MESSAGE_UUID"), std::string::npos);
+  EXPECT_NE(out.find("queue_overflow"), std::string::npos);
+  ASSERT_EQ(run({"list", "--json", "--recipient", "bob"}, &out), 0);
+  std::istringstream lines(out);
+  std::string line;
+  int n = 0;
+  while (std::getline(lines, line)) {
+    auto o = boost::json::parse(line).as_object();
+    EXPECT_EQ(o.at("receiver_username").as_string(), "bob");
+    EXPECT_EQ(o.at("body").at("message_text").as_string(), "hi");
+    ++n;
+  }
+  EXPECT_EQ(n, 2);
+  ASSERT_EQ(run({"list", "--json", "--state", "parked"}, &out), 0);
+  EXPECT_NE(out.find("\"m2\""), std::string::npos);
+  EXPECT_EQ(out.find("\"m0\""), std::string::npos);
+  ASSERT_EQ(run({"list", "--json", "--reason", "queue_overflow", "--limit", "5"}, &out), 0);
+  EXPECT_NE(out.find("\"m1\""), std::string::npos);
+  EXPECT_EQ(out.find("\"m0\""), std::string::npos);
+}
+
+TEST_F(DeadLettersCommand, ShowGivesBodyAndAttempts) {
+  std::string out;
+  ASSERT_EQ(run({"show", "m2", "--json"}, &out), 0);
+  auto o = boost::json::parse(out).as_object();
+  ASSERT_EQ(o.at("delivery_attempts").as_array().size(), 1u);
+  EXPECT_EQ(o.at("delivery_attempts").as_array()[0].at("outcome").as_string(), "ack_timeout");
+  std::string err;
+  EXPECT_EQ(run({"show", "nope"}, &out, &err), 1);
+  EXPECT_NE(err.find("nope"), std::string::npos);
+}
+
+TEST_F(DeadLettersCommand, ReplayAndPurge) {
+  std::string out;
+  ASSERT_EQ(run({"replay", "--dry-run"}, &out), 0);
+  EXPECT_EQ(out, "would replay 1 dead letter\n");
+  ASSERT_EQ(run({"replay", "--recipient", "carol"}, &out), 0);
+  EXPECT_EQ(out, "replayed 1 dead letter\n");
+  {
+    database db({path, false, false});
+    EXPECT_EQ(db.count_pending("carol"), 1);
+    db.begin();
+    db.mark_delivered("bob", "m0", "", now_ms());
+    db.commit();
+  }
+  ASSERT_EQ(run({"purge", "--state", "delivered", "--older-than-ms", "3600000"}, &out), 0);
+  EXPECT_EQ(out, "purged 0 dead letters\n");
+  ASSERT_EQ(run({"purge", "--state", "delivered"}, &out), 0);
+  EXPECT_EQ(out, "purged 1 dead letter\n");
+}
+
+TEST_F(DeadLettersCommand, BadUsageAndMissingFile) {
+  std::string out, err;
+  EXPECT_EQ(run({"list", "--state", "lost"}, &out, &err), 2);
+  EXPECT_NE(err.find("--state"), std::string::npos) << err;
+  EXPECT_EQ(run({"purge", "--state", "pending"}, &out, &err), 2);
+  std::ostringstream o, e;
+  EXPECT_EQ(run_dead_letters_command({"--database", dir.file("missing.db"), "list"}, o, e), 1);
+  EXPECT_NE(e.str().find("missing.db"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(dir.file("missing.db")));
+}
+
+}  // namespace
+}  // namespace ma

@@ -1,0 +1,298 @@
+#include "storage/database.hpp"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "tests/support/temp_dir.hpp"
+
+namespace ma {
+namespace {
+
+using namespace std::chrono_literals;
+
+message_record message(const std::string& uuid, const std::string& sender = "alice", sys_ms at = now_ms()) {
+  message_record m;
+  m.message_uuid = uuid;
+  m.sender = sender;
+  m.ch = channel::direct;
+  m.body = "{\"message_text\":\"" + uuid + "\"}";
+  m.accepted_at = at;
+  m.expires_at = at + 7 * 24h;
+  return m;
+}
+
+class Database : public ::testing::Test {
+ protected:
+  test::temp_dir dir;
+  std::string path = dir.file("broker.db");
+  database open(bool create = true) { return database({path, false, create}); }
+};
+
+TEST_F(Database, FreshFileGetsTheSchemaVersionAndWal) {
+  auto db = open();
+  sqlite::statement v(db.connection(), "PRAGMA user_version");
+  ASSERT_TRUE(v.step());
+  EXPECT_EQ(v.column_int(0), database::schema_version);
+  sqlite::statement mode(db.connection(), "PRAGMA journal_mode");
+  ASSERT_TRUE(mode.step());
+  EXPECT_EQ(mode.column_text(0), "wal");
+  for (const char* name : {"journal", "dead_letters", "delivery_attempts", "groups", "group_members",
+                           "pending_by_recipient", "dead_letter_counts", "in_flight"}) {
+    sqlite::statement s(db.connection(), "SELECT 1 FROM sqlite_master WHERE name = ?");
+    s.bind(1, name);
+    EXPECT_TRUE(s.step()) << name;
+  }
+}
+
+TEST_F(Database, EmptyExistingFileIsMigrated) {
+  std::ofstream(path).close();  // zero bytes: SQLite treats it as an empty database
+  auto db = open(false);
+  EXPECT_EQ(db.count_journal(), 0);
+}
+
+TEST_F(Database, ReopeningKeepsDataAndSeq) {
+  std::int64_t seq;
+  {
+    auto db = open();
+    db.begin();
+    seq = db.journal(message("m1"), "bob");
+    db.commit();
+  }
+  auto db = open();
+  db.begin();
+  EXPECT_GT(db.journal(message("m2"), "bob"), seq);
+  db.commit();
+  EXPECT_EQ(db.count_journal(), 2);
+}
+
+TEST_F(Database, NewerSchemaIsRefusedNamingFileAndVersions) {
+  { open().connection().exec("PRAGMA user_version = 99"); }
+  try {
+    open();
+    FAIL() << "opened a newer schema";
+  } catch (const sqlite::storage_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find(path), std::string::npos) << what;
+    EXPECT_NE(what.find("99"), std::string::npos) << what;
+    EXPECT_NE(what.find("1"), std::string::npos) << what;
+  }
+}
+
+TEST_F(Database, NotADatabaseIsRefusedAndLeftUntouched) {
+  const std::string junk(8192, 'j');
+  std::ofstream(path) << junk;
+  try {
+    open();
+    FAIL() << "opened a non-database";
+  } catch (const sqlite::storage_error& e) {
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+  }
+  std::ifstream in(path);
+  std::string back((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_EQ(back, junk);
+}
+
+TEST_F(Database, CorruptDatabaseIsRefused) {
+  {
+    auto db = open();
+    db.begin();
+    for (int i = 0; i < 2000; ++i) db.dead_letter_new(message("m" + std::to_string(i)), "bob", dead_letter_reason::recipient_offline, now_ms());
+    db.commit();
+    db.connection().exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  }
+  {
+    // Overwrite a few pages in the middle with garbage, keeping the header.
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(4096 * 3);
+    const std::string garbage(4096 * 4, '\x5a');
+    f.write(garbage.data(), static_cast<std::streamsize>(garbage.size()));
+  }
+  EXPECT_THROW(open(), sqlite::storage_error);
+}
+
+TEST_F(Database, MissingFileIsAnErrorWhenNotCreating) {
+  EXPECT_THROW(open(false), sqlite::storage_error);
+  EXPECT_FALSE(std::filesystem::exists(path));
+}
+
+TEST_F(Database, JournalAcknowledgeAndRecover) {
+  auto db = open();
+  db.begin();
+  const auto a = db.journal(message("a"), "bob");
+  const auto b = db.journal(message("b"), "bob");
+  const auto c = db.journal(message("c"), "carol");
+  db.acknowledge(b);
+  db.commit();
+  EXPECT_LT(a, b);
+  EXPECT_LT(b, c);
+  EXPECT_EQ(db.count_journal(), 2);
+  db.begin();
+  EXPECT_EQ(db.recover(now_ms()), 2);
+  db.commit();
+  EXPECT_EQ(db.count_journal(), 0);
+  auto bob = db.pending_for("bob", 0, 10);
+  ASSERT_EQ(bob.size(), 1u);
+  EXPECT_EQ(bob[0].message_uuid, "a");
+  EXPECT_EQ(bob[0].reason, dead_letter_reason::broker_restart);
+  EXPECT_EQ(bob[0].seq, a);
+  EXPECT_EQ(db.count_pending("carol"), 1);
+}
+
+TEST_F(Database, DeadLetterJournaledKeepsOrderAndCountsTheLiveAttempt) {
+  auto db = open();
+  db.begin();
+  const auto s1 = db.journal(message("first"), "bob");
+  db.dead_letter_new(message("second"), "bob", dead_letter_reason::recipient_offline, now_ms());
+  const auto id1 = db.dead_letter_journaled(s1, dead_letter_reason::ack_timeout, now_ms(), true);
+  EXPECT_EQ(db.dead_letter_journaled(s1, dead_letter_reason::ack_timeout, now_ms(), true), 0);  // moved already
+  db.commit();
+  auto pending = db.pending_for("bob", 0, 10);
+  ASSERT_EQ(pending.size(), 2u);
+  EXPECT_EQ(pending[0].message_uuid, "first");  // accepted first, so redelivered first
+  EXPECT_EQ(pending[0].attempts, 1);
+  EXPECT_EQ(pending[0].reason, dead_letter_reason::ack_timeout);
+  EXPECT_EQ(pending[1].attempts, 0);
+  auto attempts = db.attempts_of(id1);
+  ASSERT_EQ(attempts.size(), 1u);
+  EXPECT_EQ(attempts[0].outcome, "ack_timeout");
+  EXPECT_EQ(db.count_journal(), 0);
+}
+
+TEST_F(Database, PagesOfPendingInAcceptOrder) {
+  auto db = open();
+  db.begin();
+  for (int i = 0; i < 25; ++i) {
+    db.dead_letter_new(message("m" + std::to_string(i)), "bob", dead_letter_reason::recipient_offline, now_ms());
+  }
+  db.commit();
+  std::vector<std::string> seen;
+  std::int64_t after = 0;
+  for (;;) {
+    auto page = db.pending_for("bob", after, 10);
+    if (page.empty()) break;
+    for (auto& d : page) seen.push_back(d.message_uuid);
+    after = page.back().seq;
+  }
+  ASSERT_EQ(seen.size(), 25u);
+  for (int i = 0; i < 25; ++i) EXPECT_EQ(seen[i], "m" + std::to_string(i));
+}
+
+TEST_F(Database, AttemptsDeliverOrPark) {
+  auto db = open();
+  db.begin();
+  const auto ok = db.dead_letter_new(message("ok"), "bob", dead_letter_reason::recipient_offline, now_ms());
+  const auto bad = db.dead_letter_new(message("bad"), "bob", dead_letter_reason::recipient_offline, now_ms());
+  EXPECT_EQ(db.begin_attempt(ok, now_ms()), 1);
+  db.finish_attempt(ok, 1, "acknowledged", now_ms(), 3);
+  for (int i = 1; i <= 3; ++i) {
+    EXPECT_EQ(db.begin_attempt(bad, now_ms()), i);
+    db.finish_attempt(bad, i, "ack_timeout", now_ms(), 3);
+    EXPECT_EQ(db.find("bad")[0].state, i < 3 ? dead_letter_state::pending : dead_letter_state::parked);
+  }
+  db.commit();
+  auto delivered = db.find("ok");
+  ASSERT_EQ(delivered.size(), 1u);
+  EXPECT_EQ(delivered[0].state, dead_letter_state::delivered);
+  EXPECT_TRUE(delivered[0].delivered_at);
+  EXPECT_EQ(db.attempts_of(ok)[0].outcome, "acknowledged");
+  auto tries = db.attempts_of(bad);
+  ASSERT_EQ(tries.size(), 3u);
+  EXPECT_EQ(tries[2].outcome, "ack_timeout");
+  EXPECT_TRUE(tries[2].finished_at);
+  EXPECT_EQ(db.count_pending("bob"), 0);
+}
+
+TEST_F(Database, LateAcknowledgementMarksDelivered) {
+  auto db = open();
+  db.begin();
+  const auto seq = db.journal(message("late", "alice"), "bob");
+  db.dead_letter_journaled(seq, dead_letter_reason::ack_timeout, now_ms(), true);
+  db.dead_letter_new(message("late", "mallory"), "bob", dead_letter_reason::recipient_offline, now_ms());
+  EXPECT_EQ(db.mark_delivered("bob", "late", "alice", now_ms()), 1);
+  EXPECT_EQ(db.mark_delivered("bob", "late", "alice", now_ms()), 0);
+  EXPECT_EQ(db.mark_delivered("bob", "late", "", now_ms()), 1);  // the other sender's
+  EXPECT_EQ(db.mark_delivered("carol", "late", "", now_ms()), 0);
+  db.commit();
+  for (auto& d : db.find("late")) EXPECT_EQ(d.state, dead_letter_state::delivered);
+}
+
+TEST_F(Database, SweepExpiresOnlyPendingPastTheirTime) {
+  auto db = open();
+  const auto t = now_ms();
+  auto old = message("old", "alice", t - 2h);
+  old.expires_at = t - 1h;
+  auto fresh = message("fresh");
+  db.begin();
+  db.dead_letter_new(old, "bob", dead_letter_reason::recipient_offline, t);
+  db.dead_letter_new(fresh, "bob", dead_letter_reason::recipient_offline, t);
+  EXPECT_EQ(db.sweep_expired(t), 1);
+  db.commit();
+  EXPECT_EQ(db.find("old")[0].state, dead_letter_state::expired);
+  EXPECT_EQ(db.find("fresh")[0].state, dead_letter_state::pending);
+}
+
+TEST_F(Database, Groups) {
+  auto db = open();
+  db.begin();
+  EXPECT_TRUE(db.create_group("ops", "alice", {"bob", "carol"}, now_ms()));
+  EXPECT_FALSE(db.create_group("ops", "mallory", {}, now_ms()));
+  EXPECT_TRUE(db.join_group("ops", "dave", now_ms()));
+  EXPECT_TRUE(db.join_group("ops", "dave", now_ms()));
+  EXPECT_FALSE(db.join_group("nope", "dave", now_ms()));
+  EXPECT_TRUE(db.leave_group("ops", "carol"));
+  EXPECT_FALSE(db.leave_group("nope", "carol"));
+  EXPECT_TRUE(db.create_group("solo", "zed", {}, now_ms()));
+  EXPECT_TRUE(db.leave_group("solo", "zed"));  // last member: the group goes
+  db.commit();
+  auto groups = db.list_groups();
+  ASSERT_EQ(groups.size(), 1u);
+  EXPECT_EQ(groups[0].name, "ops");
+  EXPECT_EQ(groups[0].members, (std::vector<std::string>{"alice", "bob", "dave"}));
+}
+
+TEST_F(Database, AdminListReplayPurge) {
+  auto db = open();
+  db.begin();
+  const auto a = db.dead_letter_new(message("a"), "bob", dead_letter_reason::recipient_offline, now_ms());
+  db.dead_letter_new(message("b"), "carol", dead_letter_reason::queue_overflow, now_ms());
+  db.begin_attempt(a, now_ms());
+  db.finish_attempt(a, 1, "ack_timeout", now_ms(), 1);  // parked
+  db.commit();
+  EXPECT_EQ(db.list({}).size(), 2u);
+  EXPECT_EQ(db.list({std::string("bob"), std::nullopt, std::nullopt, 100}).size(), 1u);
+  EXPECT_EQ(db.list({std::nullopt, dead_letter_reason::queue_overflow, std::nullopt, 100}).size(), 1u);
+  EXPECT_EQ(db.list({std::nullopt, std::nullopt, dead_letter_state::parked, 100}).size(), 1u);
+  EXPECT_EQ(db.list({std::nullopt, std::nullopt, std::nullopt, 1}).size(), 1u);
+
+  EXPECT_EQ(db.replay(std::nullopt, dead_letter_state::parked, true, now_ms()), 1);
+  EXPECT_EQ(db.find("a")[0].state, dead_letter_state::parked);
+  EXPECT_EQ(db.replay(std::string("bob"), dead_letter_state::parked, false, now_ms()), 1);
+  auto replayed = db.find("a")[0];
+  EXPECT_EQ(replayed.state, dead_letter_state::pending);
+  EXPECT_EQ(replayed.attempts, 0);
+  EXPECT_TRUE(parse_iso8601(replayed.expires_at)) << replayed.expires_at;
+  EXPECT_GT(*parse_iso8601(replayed.expires_at), now_ms() + 6 * 24h);
+
+  EXPECT_EQ(db.purge(std::nullopt, std::nullopt), 0);  // pending letters are never purged
+  db.begin();
+  db.mark_delivered("carol", "b", "", now_ms());
+  db.commit();
+  EXPECT_EQ(db.purge(dead_letter_state::delivered, now_ms() - 1h), 0);  // not old enough
+  EXPECT_EQ(db.purge(dead_letter_state::delivered, now_ms() + 1h), 1);
+  EXPECT_EQ(db.list({}).size(), 1u);
+}
+
+TEST_F(Database, AcceptedSinceFeedsDedupe) {
+  auto db = open();
+  db.begin();
+  db.dead_letter_new(message("recent"), "bob", dead_letter_reason::recipient_offline, now_ms());
+  db.dead_letter_new(message("old", "alice", now_ms() - 1h), "bob", dead_letter_reason::recipient_offline, now_ms());
+  db.commit();
+  auto recent = db.accepted_since(now_ms() - 10min);
+  ASSERT_EQ(recent.size(), 1u);
+  EXPECT_EQ(recent[0].second, "recent");
+}
+
+}  // namespace
+}  // namespace ma
