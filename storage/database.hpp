@@ -58,7 +58,7 @@ struct delivery_attempt {
   int attempt = 0;
   std::string started_at;
   std::optional<std::string> finished_at;
-  std::string outcome;  // in_flight, acknowledged, or the reason it failed
+  std::string outcome;  // acknowledged, or the reason it failed
 };
 
 struct group_record {
@@ -115,11 +115,13 @@ class database {
   // Pending dead letters of a recipient with seq > after_seq, in acceptance order.
   std::vector<dead_letter> pending_for(std::string_view receiver, std::int64_t after_seq, int limit);
   std::int64_t count_pending(std::string_view receiver);
-  // Starts an attempt: counts it and records it as in_flight. Returns its number (1-based).
-  int begin_attempt(std::int64_t id, sys_ms now);
-  // Ends an attempt. "acknowledged" marks the letter delivered; any other outcome leaves it
-  // pending, or parks it once it has had max_attempts attempts.
-  void finish_attempt(std::int64_t id, int attempt, std::string_view outcome, sys_ms now, int max_attempts);
+  // Records a finished redelivery attempt (number attempt, the letter's attempts + 1, begun at
+  // started): one attempt row and one update of the letter. "acknowledged" marks the letter
+  // delivered; any other outcome (the reason it failed) leaves it pending, or parks it once it
+  // has had max_attempts attempts. An attempt cut short by a crash is not recorded: the letter
+  // is still pending and is sent again.
+  void record_attempt(std::int64_t id, int attempt, sys_ms started, std::string_view outcome, sys_ms now,
+                      int max_attempts);
   // A late acknowledgement (the message was dead-lettered first). An empty sender matches
   // any. Returns how many letters were marked delivered.
   std::int64_t mark_delivered(std::string_view receiver, std::string_view message_uuid, std::string_view sender,

@@ -2,14 +2,28 @@
 
 #include <sqlite3.h>
 
+#include <mutex>
 #include <string>
 
 namespace ma::sqlite {
+
+// Each connection is used by one thread at a time, so SQLite's own locking is not needed:
+// multi-thread mode without memory statistics takes no mutex on every malloc. Must run before
+// SQLite initializes; if something initialized it first, the calls fail harmlessly.
+void configure_once() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    sqlite3_initialize();
+  });
+}
 
 void connection::closer::operator()(sqlite3* db) const noexcept { sqlite3_close_v2(db); }
 void statement::finalizer::operator()(sqlite3_stmt* s) const noexcept { sqlite3_finalize(s); }
 
 connection::connection(const std::string& path, mode m) : path_(path) {
+  configure_once();
   sqlite3* raw = nullptr;
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
   if (m == mode::create) flags |= SQLITE_OPEN_CREATE;

@@ -19,6 +19,10 @@ struct storage_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Puts SQLite in multi-thread mode without memory statistics (no mutex per call or malloc).
+// Every connection calls it; a program that uses SQLite directly as well calls it first.
+void configure_once();
+
 class connection;
 
 class statement {

@@ -50,36 +50,37 @@ class store {
   void submit(job j, completion done);
 
   // The coroutine form: co_await run([](database& db) { return ...; }) resumes on the caller's
-  // executor with the result after the commit, or throws what the batch threw.
+  // executor with the result after the commit, or throws what the batch threw. (Not itself a
+  // coroutine: g++ 12 mishandles lambdas captured by value inside one.)
   template <class F>
-  auto run(F f) -> boost::asio::awaitable<std::invoke_result_t<F&, database&>> {
+  auto run(F f) {
     using R = std::invoke_result_t<F&, database&>;
     namespace asio = boost::asio;
     if constexpr (std::is_void_v<R>) {
-      co_await asio::async_initiate<decltype(asio::use_awaitable), void(std::exception_ptr)>(
-          [this, f = std::move(f)](auto handler) mutable {
+      return asio::async_initiate<decltype(asio::use_awaitable), void(std::exception_ptr)>(
+          [this](auto handler, F f) {
             auto h = std::make_shared<decltype(handler)>(std::move(handler));
             auto work = asio::make_work_guard(*h);
             submit([f = std::move(f)](database& db) mutable { f(db); },
                    [h, work](std::exception_ptr e) mutable {
-                     asio::post(work.get_executor(), [h, e] { std::move (*h)(e); });
+                     asio::post(work.get_executor(), [h, e] { std::move(*h)(e); });
                    });
           },
-          asio::use_awaitable);
+          asio::use_awaitable, std::move(f));
     } else {
-      co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(std::exception_ptr, R)>(
-          [this, f = std::move(f)](auto handler) mutable {
+      return asio::async_initiate<decltype(asio::use_awaitable), void(std::exception_ptr, R)>(
+          [this](auto handler, F f) {
             auto h = std::make_shared<decltype(handler)>(std::move(handler));
             auto work = asio::make_work_guard(*h);
             auto out = std::make_shared<std::optional<R>>();
             submit([f = std::move(f), out](database& db) mutable { out->emplace(f(db)); },
                    [h, work, out](std::exception_ptr e) mutable {
                      asio::post(work.get_executor(), [h, e, out] {
-                       std::move (*h)(e, out->has_value() ? std::move(**out) : R{});
+                       std::move(*h)(e, out->has_value() ? std::move(**out) : R{});
                      });
                    });
           },
-          asio::use_awaitable);
+          asio::use_awaitable, std::move(f));
     }
   }
 

@@ -29,8 +29,7 @@ class DeadLettersCommand : public ::testing::Test {
                                          i == 1 ? dead_letter_reason::queue_overflow : dead_letter_reason::recipient_offline,
                                          now_ms());
       if (i == 2) {
-        db.begin_attempt(id, now_ms());
-        db.finish_attempt(id, 1, "ack_timeout", now_ms(), 1);
+        db.record_attempt(id, 1, now_ms(), "ack_timeout", now_ms(), 1);
         parked_id = id;
       }
     }

@@ -183,19 +183,22 @@ TEST_F(Database, AttemptsDeliverOrPark) {
   db.begin();
   const auto ok = db.dead_letter_new(message("ok"), "bob", dead_letter_reason::recipient_offline, now_ms());
   const auto bad = db.dead_letter_new(message("bad"), "bob", dead_letter_reason::recipient_offline, now_ms());
-  EXPECT_EQ(db.begin_attempt(ok, now_ms()), 1);
-  db.finish_attempt(ok, 1, "acknowledged", now_ms(), 3);
+  db.record_attempt(ok, 1, now_ms(), "acknowledged", now_ms(), 3);
   for (int i = 1; i <= 3; ++i) {
-    EXPECT_EQ(db.begin_attempt(bad, now_ms()), i);
-    db.finish_attempt(bad, i, "ack_timeout", now_ms(), 3);
+    const auto before = db.find("bad")[0];
+    EXPECT_EQ(before.attempts, i - 1);
+    db.record_attempt(bad, before.attempts + 1, now_ms(), "ack_timeout", now_ms(), 3);
     EXPECT_EQ(db.find("bad")[0].state, i < 3 ? dead_letter_state::pending : dead_letter_state::parked);
   }
+  // A parked or delivered letter is not changed by a stray attempt record.
+  db.record_attempt(ok, 2, now_ms(), "ack_timeout", now_ms(), 3);
   db.commit();
   auto delivered = db.find("ok");
   ASSERT_EQ(delivered.size(), 1u);
   EXPECT_EQ(delivered[0].state, dead_letter_state::delivered);
   EXPECT_TRUE(delivered[0].delivered_at);
   EXPECT_EQ(db.attempts_of(ok)[0].outcome, "acknowledged");
+  EXPECT_EQ(delivered[0].attempts, 1);
   auto tries = db.attempts_of(bad);
   ASSERT_EQ(tries.size(), 3u);
   EXPECT_EQ(tries[2].outcome, "ack_timeout");
@@ -256,8 +259,7 @@ TEST_F(Database, AdminListReplayPurge) {
   db.begin();
   const auto a = db.dead_letter_new(message("a"), "bob", dead_letter_reason::recipient_offline, now_ms());
   db.dead_letter_new(message("b"), "carol", dead_letter_reason::queue_overflow, now_ms());
-  db.begin_attempt(a, now_ms());
-  db.finish_attempt(a, 1, "ack_timeout", now_ms(), 1);  // parked
+  db.record_attempt(a, 1, now_ms(), "ack_timeout", now_ms(), 1);  // parked
   db.commit();
   EXPECT_EQ(db.list({}).size(), 2u);
   EXPECT_EQ(db.list({std::string("bob"), std::nullopt, std::nullopt, 100}).size(), 1u);

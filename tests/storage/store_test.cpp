@@ -135,8 +135,7 @@ TEST(Store, AdminReadsAndReplaysWhileTheStoreWrites) {
           [i](database& db) {
             const auto id = db.dead_letter_new(message("w" + std::to_string(i)), "bob",
                                                dead_letter_reason::recipient_offline, now_ms());
-            db.begin_attempt(id, now_ms());
-            db.finish_attempt(id, 1, "ack_timeout", now_ms(), 1);  // parked at once
+            db.record_attempt(id, 1, now_ms(), "ack_timeout", now_ms(), 1);  // parked at once
           },
           [&](std::exception_ptr e) {
             EXPECT_FALSE(e);
