@@ -1,13 +1,19 @@
 // message-broker: parses the options, then runs the broker until SIGTERM or SIGINT.
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
 #include <cstdio>
+#include <filesystem>
+#include <iostream>
 #include <string>
 #include <vector>
 
 #include "broker/admin.hpp"
+#include "broker/broker.hpp"
 #include "broker/options.hpp"
-#include <iostream>
+#include "storage/store.hpp"
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -30,6 +36,32 @@ int main(int argc, char** argv) {
     std::puts("configuration ok");
     return 0;
   }
-  spdlog::error("the broker service is not built yet; only --check-config works");
-  return 1;
+  const ma::broker_options& o = cmd.options;
+  spdlog::set_default_logger(spdlog::stderr_color_mt("message-broker"));
+  spdlog::set_level(spdlog::level::from_str(o.log_level));
+
+  try {
+    const auto dir = std::filesystem::path(o.database).parent_path();
+    if (!dir.empty()) std::filesystem::create_directories(dir);
+    ma::store store(ma::store::settings{{o.database, o.sqlite_synchronous == "full"}});
+    boost::asio::io_context io(1);
+    ma::broker broker(io, o, store);
+    broker.start();
+    boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+    signals.async_wait([&](boost::system::error_code ec, int signo) {
+      if (ec) return;
+      spdlog::info("signal {}: shutting down", signo);
+      broker.stop([&io] { io.stop(); });
+      // A second signal stops at once; the journal still holds every accepted message.
+      signals.async_wait([&io](boost::system::error_code e, int) {
+        if (!e) io.stop();
+      });
+    });
+    io.run();
+    spdlog::info("stopped");
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    return 1;
+  }
+  return 0;
 }

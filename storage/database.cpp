@@ -153,11 +153,11 @@ struct database::statements {
                              "WHERE id = ?1 AND state = 'pending'"),
         late_ack_any(db,
                      "UPDATE dead_letters SET state = 'delivered', delivered_at = ?3 "
-                     "WHERE message_uuid = ?2 AND receiver_username = ?1 AND state <> 'delivered' RETURNING id"),
+                     "WHERE message_uuid = ?2 AND receiver_username = ?1 AND state <> 'delivered' RETURNING sender_username"),
         late_ack_sender(db,
                         "UPDATE dead_letters SET state = 'delivered', delivered_at = ?3 "
                         "WHERE message_uuid = ?2 AND receiver_username = ?1 AND sender_username = ?4 "
-                        "AND state <> 'delivered' RETURNING id"),
+                        "AND state <> 'delivered' RETURNING sender_username"),
         expire(db,
                "UPDATE dead_letters SET state = 'expired' WHERE state = 'pending' AND expires_at <= ?"),
         group_insert(db, "INSERT OR IGNORE INTO groups (group_name, created_by, created_at) VALUES (?,?,?)"),
@@ -316,16 +316,16 @@ void database::record_attempt(std::int64_t id, int attempt, sys_ms started, std:
   s.bind(6, at).run();
 }
 
-std::int64_t database::mark_delivered(std::string_view receiver, std::string_view message_uuid,
-                                      std::string_view sender, sys_ms now) {
+std::vector<std::string> database::mark_delivered(std::string_view receiver, std::string_view message_uuid,
+                                                  std::string_view sender, sys_ms now) {
   const std::string at = format_iso8601(now);
   auto& s = sender.empty() ? st_->late_ack_any : st_->late_ack_sender;
   s.bind(1, receiver).bind(2, message_uuid).bind(3, at);
   if (!sender.empty()) s.bind(4, sender);
-  std::int64_t n = 0;
-  while (s.step()) ++n;
+  std::vector<std::string> senders;
+  while (s.step()) senders.push_back(s.column_text(0));
   s.reset();
-  return n;
+  return senders;
 }
 
 std::int64_t database::sweep_expired(sys_ms now) {

@@ -123,9 +123,9 @@ class database {
   void record_attempt(std::int64_t id, int attempt, sys_ms started, std::string_view outcome, sys_ms now,
                       int max_attempts);
   // A late acknowledgement (the message was dead-lettered first). An empty sender matches
-  // any. Returns how many letters were marked delivered.
-  std::int64_t mark_delivered(std::string_view receiver, std::string_view message_uuid, std::string_view sender,
-                              sys_ms now);
+  // any. Returns the senders of the letters it marked delivered.
+  std::vector<std::string> mark_delivered(std::string_view receiver, std::string_view message_uuid,
+                                          std::string_view sender, sys_ms now);
   // Pending letters past their expiry become expired. Returns how many.
   std::int64_t sweep_expired(sys_ms now);
 

@@ -212,10 +212,10 @@ TEST_F(Database, LateAcknowledgementMarksDelivered) {
   const auto seq = db.journal(message("late", "alice"), "bob");
   db.dead_letter_journaled(seq, dead_letter_reason::ack_timeout, now_ms(), true);
   db.dead_letter_new(message("late", "mallory"), "bob", dead_letter_reason::recipient_offline, now_ms());
-  EXPECT_EQ(db.mark_delivered("bob", "late", "alice", now_ms()), 1);
-  EXPECT_EQ(db.mark_delivered("bob", "late", "alice", now_ms()), 0);
-  EXPECT_EQ(db.mark_delivered("bob", "late", "", now_ms()), 1);  // the other sender's
-  EXPECT_EQ(db.mark_delivered("carol", "late", "", now_ms()), 0);
+  EXPECT_EQ(db.mark_delivered("bob", "late", "alice", now_ms()), std::vector<std::string>{"alice"});
+  EXPECT_TRUE(db.mark_delivered("bob", "late", "alice", now_ms()).empty());
+  EXPECT_EQ(db.mark_delivered("bob", "late", "", now_ms()), std::vector<std::string>{"mallory"});  // the other's
+  EXPECT_TRUE(db.mark_delivered("carol", "late", "", now_ms()).empty());
   db.commit();
   for (auto& d : db.find("late")) EXPECT_EQ(d.state, dead_letter_state::delivered);
 }

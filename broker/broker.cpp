@@ -1,0 +1,1351 @@
+#include "broker/broker.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/multicast.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/udp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+#include <deque>
+#include <future>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+#include "core/clock.hpp"
+#include "core/encode.hpp"
+#include "core/framer.hpp"
+#include "core/frames.hpp"
+#include "core/request.hpp"
+#include "core/uuid.hpp"
+#include "storage/store.hpp"
+
+namespace ma {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using tcp = asio::ip::tcp;
+using udp = asio::ip::udp;
+using steady = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+using namespace asio::experimental::awaitable_operators;
+
+namespace {
+
+constexpr int protocol_version = 1;
+// Above this many online users, update_user_set carries user_count instead of user_list.
+constexpr std::size_t max_user_list_in_updates = 1000;
+// Redeliveries sent and not yet acknowledged, per session, before the pager waits.
+constexpr std::size_t redelivery_window = 1000;
+constexpr int redelivery_page = 500;
+constexpr std::size_t max_datagram = 1400;
+constexpr int discovery_replies_per_second = 20;
+constexpr std::size_t max_dedupe_entries = 2'000'000;
+constexpr auto close_flush_limit = 2s;
+
+// One piece of a frame waiting to be written: owned, or shared among recipients.
+struct chunk {
+  std::shared_ptr<const std::string> shared;
+  std::string own;
+  asio::const_buffer buffer() const { return shared ? asio::buffer(*shared) : asio::buffer(own); }
+  std::size_t size() const { return shared ? shared->size() : own.size(); }
+};
+
+// One accepted message, shared by its recipients' deliveries.
+struct accepted_message {
+  message_record rec;
+  std::string sent_at;
+  shared_receive_frame frame;  // built at the first live delivery
+
+  message_header header() const {
+    return {rec.message_uuid, rec.sender, rec.ch, rec.group_name, sent_at, rec.body};
+  }
+};
+using message_ptr = std::shared_ptr<accepted_message>;
+
+// A message sent to a session and not yet acknowledged.
+struct delivery {
+  message_ptr msg;
+  std::int64_t seq = 0;             // its journal row (live delivery, persist-accepted on)
+  std::int64_t dead_letter_id = 0;  // a redelivery: its letter
+  int attempt = 1;
+  sys_ms started{};
+};
+
+// A delivery that failed (or was never made), on its way to the Dead Letter Channel.
+struct failed_delivery {
+  std::string receiver;
+  delivery d;
+  bool attempted = true;
+};
+
+std::string_view status_of(bool live) { return live ? "relayed" : "dead_lettered"; }
+
+}  // namespace
+
+struct session;
+
+struct broker::impl : std::enable_shared_from_this<broker::impl> {
+  impl(asio::io_context& io, const broker_options& o, store& s)
+      : io(io),
+        o(o),
+        st(s),
+        acceptor(io),
+        udp_socket(io),
+        decoder(o.max_message_bytes),
+        datagram_decoder(max_datagram),
+        ack_timer(io),
+        sweep_timer(io),
+        expiry_timer(io) {}
+
+  asio::io_context& io;
+  broker_options o;
+  store& st;
+  tcp::acceptor acceptor;
+  udp::socket udp_socket;
+  request_decoder decoder;
+  request_decoder datagram_decoder;
+
+  std::uint64_t next_session_id = 0;
+  std::unordered_map<std::uint64_t, std::shared_ptr<session>> sessions;
+  std::map<std::string, session*> online;  // sorted: user lists come out in order
+  std::map<std::string, std::set<std::string>> groups;
+
+  struct dedupe_entry {
+    bool done = false;
+    bool many = false;
+    std::string status;  // "relayed"/"dead_lettered", or the recipients array as JSON
+    std::vector<std::pair<std::weak_ptr<session>, std::string>> waiters;  // (session, request_id)
+    steady::time_point at;
+  };
+  std::unordered_map<std::string, dedupe_entry> dedupe;
+  std::deque<std::string> dedupe_order;
+
+  struct ack_deadline {
+    steady::time_point at;
+    std::weak_ptr<session> s;
+    std::uint64_t id;
+  };
+  std::deque<ack_deadline> ack_deadlines;  // in deadline order: the timeout is the same for all
+  asio::steady_timer ack_timer;
+  bool ack_timer_armed = false;
+  asio::steady_timer sweep_timer;
+  asio::steady_timer expiry_timer;
+
+  struct rate {
+    steady::time_point window;
+    int count = 0;
+  };
+  std::unordered_map<std::string, rate> discovery_rates;
+
+  bool stopping = false;
+  std::function<void()> on_stopped;
+
+  // --- lifecycle
+  void start();
+  void stop(std::function<void()> done);
+  void maybe_finish_stop();
+  asio::awaitable<void> accept_loop();
+  asio::awaitable<void> discovery_loop();
+  void schedule_sweep();
+  void schedule_expiry_sweep();
+
+  // --- sessions
+  void on_session_closed(const std::shared_ptr<session>& s);
+  asio::awaitable<void> handle_frame(std::shared_ptr<session> s, std::string_view frame);
+  void handle_heartbeat(session& s, const request& r);
+  asio::awaitable<void> handle_log_in(std::shared_ptr<session> s, request r);
+  void handle_log_out(session& s, const request& r);
+  void handle_user_list(session& s, const request& r);
+  void handle_message(session& s, request& r);
+  void handle_ack(session& s, const request& r);
+  asio::awaitable<void> handle_group(std::shared_ptr<session> s, request r);
+  void handle_group_list(session& s, const request& r);
+  asio::awaitable<void> redeliver(std::shared_ptr<session> s);
+
+  // --- relay
+  session* find_online(const std::string& name) const {
+    auto it = online.find(name);
+    return it == online.end() ? nullptr : it->second;
+  }
+  void deliver(session& to, const message_ptr& m, std::int64_t seq);
+  void register_in_flight(session& to, delivery d);
+  void finish_accept(const std::string& key, const std::string& uuid);
+  void on_ack_timer();
+  void arm_ack_timer();
+  void dead_letter(std::vector<failed_delivery> failed, dead_letter_reason reason);
+  void notify(const std::string& user, std::string frame);
+  void presence(const std::string& who, bool joined);
+  void remember(const std::string& key, dedupe_entry e);
+  void send_error(session& s, errc code, std::string text, const request* r = nullptr);
+
+  // Runs job on the store's thread; then done(error) on the broker's thread.
+  void submit(store::job job, std::function<void(std::exception_ptr)> done) {
+    auto self = shared_from_this();
+    st.submit(std::move(job), [self, done = std::move(done)](std::exception_ptr e) mutable {
+      asio::post(self->io, [e, done = std::move(done)] { done(e); });
+    });
+  }
+
+  std::chrono::milliseconds ack_timeout() const { return std::chrono::milliseconds(o.ack_timeout_ms); }
+};
+
+// One TCP connection: a reader and a writer coroutine joined with ||, on the broker's thread.
+struct session : std::enable_shared_from_this<session> {
+  session(broker::impl& b, tcp::socket sock, std::uint64_t id)
+      : b(b),
+        socket(std::move(sock)),
+        wake(socket.get_executor()),
+        redelivery_wake(socket.get_executor()),
+        framer(b.o.max_frame_bytes),
+        id(id),
+        connected_at(steady::now()),
+        last_activity(connected_at) {}
+
+  broker::impl& b;
+  tcp::socket socket;
+  asio::steady_timer wake;             // the writer sleeps on it while there is nothing to write
+  asio::steady_timer redelivery_wake;  // the redelivery pager sleeps on it while its window is full
+  line_framer framer;
+  std::deque<chunk> out;
+  std::size_t out_bytes = 0;
+  std::uint64_t id;
+  bool closing = false;  // flush what is queued, then close
+  bool closed = false;
+  steady::time_point closing_since{};
+  steady::time_point connected_at;
+  steady::time_point last_activity;
+  std::string peer;
+
+  std::string username;
+  bool logged_in = false;
+  std::chrono::milliseconds heartbeat{};
+
+  std::uint64_t next_delivery = 0;
+  std::unordered_map<std::uint64_t, delivery> in_flight;
+  std::unordered_multimap<std::string, std::uint64_t> by_uuid;
+
+  bool draining = false;  // redelivering dead letters: live messages wait in held
+  std::vector<std::pair<message_ptr, std::int64_t>> held;
+  std::size_t redeliveries_in_flight = 0;
+
+  void push(chunk c) {
+    out_bytes += c.size();
+    out.push_back(std::move(c));
+    wake.cancel_one();
+  }
+  void push(std::string frame) { push(chunk{nullptr, std::move(frame)}); }
+  void push_shared(std::shared_ptr<const std::string> frame) { push(chunk{std::move(frame), {}}); }
+
+  void begin_close() {
+    if (closing) return;
+    closing = true;
+    closing_since = steady::now();
+    wake.cancel_one();
+  }
+
+  asio::awaitable<void> run() {
+    co_await (reader() || writer());
+  }
+
+  asio::awaitable<void> wait_forever() {
+    asio::steady_timer never(socket.get_executor(), steady::time_point::max());
+    co_await never.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+
+  asio::awaitable<void> reader() {
+    auto self = shared_from_this();
+    bool filled = false;
+    for (;;) {
+      if (!filled && framer.buffered() == 0) {
+        // Idle: wait for data without holding a read buffer.
+        framer.release_if_idle();
+        auto [ec] = co_await socket.async_wait(tcp::socket::wait_read, asio::as_tuple(asio::use_awaitable));
+        if (ec) co_return;
+      }
+      auto space = framer.prepare();
+      auto [ec, n] = co_await socket.async_read_some(asio::buffer(space.data(), space.size()),
+                                                      asio::as_tuple(asio::use_awaitable));
+      if (ec) {
+        if (ec != asio::error::eof && ec != asio::error::operation_aborted) {
+          spdlog::debug("session {}: read failed: {}", id, ec.message());
+        }
+        co_return;
+      }
+      filled = n == space.size();
+      framer.commit(n);
+      last_activity = steady::now();
+      for (;;) {
+        auto r = framer.next();
+        if (r.st == line_framer::status::need_more) break;
+        if (r.st == line_framer::status::too_large) {
+          b.send_error(*this, errc::frame_too_large,
+                       "A frame was longer than max_frame_bytes (" + std::to_string(b.o.max_frame_bytes) +
+                           "); the connection is closed: send smaller messages, one JSON object per line.");
+          begin_close();
+          co_await wait_forever();
+          co_return;
+        }
+        co_await b.handle_frame(self, r.line);
+        if (closing) {
+          co_await wait_forever();
+          co_return;
+        }
+      }
+    }
+  }
+
+  asio::awaitable<void> writer() {
+    auto self = shared_from_this();
+    std::vector<asio::const_buffer> buffers;
+    for (;;) {
+      if (out.empty()) {
+        if (closing) {
+          boost::system::error_code ignored;
+          socket.shutdown(tcp::socket::shutdown_send, ignored);
+          co_return;
+        }
+        wake.expires_at(steady::time_point::max());
+        co_await wake.async_wait(asio::as_tuple(asio::use_awaitable));
+        if (closed) co_return;
+        continue;
+      }
+      // Gather every queued piece (up to a bound) into one write.
+      buffers.clear();
+      std::size_t bytes = 0;
+      for (const chunk& c : out) {
+        if (buffers.size() == 512 || bytes >= 512 * 1024) break;
+        buffers.push_back(c.buffer());
+        bytes += c.size();
+      }
+      const std::size_t pieces = buffers.size();
+      auto [ec, written] = co_await asio::async_write(socket, buffers, asio::as_tuple(asio::use_awaitable));
+      if (ec) {
+        spdlog::debug("session {}: write failed: {}", id, ec.message());
+        co_return;
+      }
+      out.erase(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(pieces));
+      out_bytes -= written;
+      if (draining) redelivery_wake.cancel_one();
+    }
+  }
+};
+
+// ------------------------------------------------------------------------------------------
+// lifecycle
+
+void broker::impl::start() {
+  // Recovery first: what the last run accepted and never saw acknowledged is a dead letter now.
+  struct loaded {
+    std::int64_t recovered = 0;
+    std::vector<group_record> groups;
+    std::vector<std::pair<std::string, std::string>> recent;
+    std::int64_t swept = 0;
+  };
+  auto result = std::make_shared<loaded>();
+  std::promise<void> done;
+  const auto window = std::chrono::milliseconds(o.dedupe_window_ms);
+  st.submit(
+      [result, window](database& db) {
+        const auto now = now_ms();
+        result->recovered = db.recover(now);
+        result->swept = db.sweep_expired(now);
+        result->groups = db.list_groups();
+        result->recent = db.accepted_since(now - window);
+      },
+      [&done](std::exception_ptr e) {
+        if (e) done.set_exception(e);
+        else done.set_value();
+      });
+  done.get_future().get();
+  if (result->recovered > 0) {
+    spdlog::warn("recovered {} accepted but unacknowledged deliveries from the last run as dead letters (broker_restart)",
+                 result->recovered);
+  }
+  for (auto& g : result->groups) groups[g.name] = std::set<std::string>(g.members.begin(), g.members.end());
+  for (auto& [sender, uuid] : result->recent) {
+    dedupe_entry e;
+    e.done = true;
+    e.status = "dead_lettered";
+    e.at = steady::now();
+    remember(sender + '\n' + uuid, std::move(e));
+  }
+
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(o.listen_address, ec);
+  if (ec) throw std::runtime_error("--listen-address '" + o.listen_address + "' is not an IP address.");
+  tcp::endpoint ep(address, o.port);
+  acceptor.open(ep.protocol());
+  acceptor.set_option(tcp::acceptor::reuse_address(true));
+  acceptor.bind(ep, ec);
+  if (ec) {
+    throw std::runtime_error("Cannot listen on " + o.listen_address + ":" + std::to_string(o.port) + " (" +
+                             ec.message() + "): is another broker running? Choose another --port.");
+  }
+  acceptor.listen(asio::socket_base::max_listen_connections);
+
+  if (o.discovery) {
+    const auto group = asio::ip::make_address(o.discovery_group);
+    const auto iface = asio::ip::make_address(o.discovery_interface);
+    if (!group.is_v4() || !iface.is_v4()) {
+      throw std::runtime_error("Discovery needs IPv4 --discovery-group and --discovery-interface addresses.");
+    }
+    udp_socket.open(udp::v4());
+    udp_socket.set_option(udp::socket::reuse_address(true));
+    udp_socket.bind(udp::endpoint(asio::ip::address_v4::any(), o.discovery_port), ec);
+    if (ec) {
+      throw std::runtime_error("Cannot bind the discovery port " + std::to_string(o.discovery_port) + " (" +
+                               ec.message() + "): choose another --discovery-port or set --discovery off.");
+    }
+    udp_socket.set_option(asio::ip::multicast::join_group(group.to_v4(), iface.to_v4()), ec);
+    if (ec) {
+      throw std::runtime_error("Cannot join the discovery group " + o.discovery_group + " on " +
+                               o.discovery_interface + " (" + ec.message() +
+                               "): check --discovery-interface, or set --discovery off.");
+    }
+    udp_socket.set_option(asio::ip::multicast::enable_loopback(true));
+  }
+
+  auto self = shared_from_this();
+  asio::co_spawn(io, accept_loop(), [self](std::exception_ptr e) {
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        spdlog::error("the accept loop stopped: {}", ex.what());
+      }
+    }
+  });
+  if (o.discovery) {
+    asio::co_spawn(io, discovery_loop(), [self](std::exception_ptr e) {
+      if (e) {
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          spdlog::error("discovery stopped: {}", ex.what());
+        }
+      }
+    });
+  }
+  schedule_sweep();
+  schedule_expiry_sweep();
+  spdlog::info("message-broker '{}' listening on {}:{}{}", o.broker_name, o.listen_address,
+               acceptor.local_endpoint().port(),
+               o.discovery ? fmt::format(", discovery on {}:{} via {}", o.discovery_group,
+                                         udp_socket.local_endpoint().port(), o.discovery_interface)
+                           : std::string(", discovery off"));
+}
+
+void broker::impl::stop(std::function<void()> done) {
+  if (stopping) return;
+  stopping = true;
+  on_stopped = std::move(done);
+  spdlog::info("stopping: {} connections to flush", sessions.size());
+  boost::system::error_code ignored;
+  acceptor.close(ignored);
+  udp_socket.close(ignored);
+  sweep_timer.cancel();
+  expiry_timer.cancel();
+  // Sessions that do not drain in time are closed by the sweep.
+  schedule_sweep();
+  for (auto& [id, s] : sessions) s->begin_close();
+  maybe_finish_stop();
+}
+
+void broker::impl::maybe_finish_stop() {
+  if (!stopping || !sessions.empty() || !on_stopped) return;
+  // Every dead-letter batch of the closed sessions was submitted before this one: when it
+  // completes, they are committed.
+  auto done = std::move(on_stopped);
+  on_stopped = nullptr;
+  ack_timer.cancel();
+  sweep_timer.cancel();
+  submit([](database&) {}, [done = std::move(done)](std::exception_ptr) { done(); });
+}
+
+asio::awaitable<void> broker::impl::accept_loop() {
+  auto self = shared_from_this();
+  while (!stopping) {
+    auto [ec, sock] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+    if (ec) {
+      if (stopping || ec == asio::error::operation_aborted) co_return;
+      spdlog::warn("accept failed: {}", ec.message());
+      asio::steady_timer pause(io, 100ms);
+      co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+      continue;
+    }
+    sock.set_option(tcp::no_delay(true), ec);
+    if (sessions.size() >= o.max_connections) {
+      auto frame = std::make_shared<std::string>(make_error_frame(
+          {errc::server_busy,
+           "The broker has reached max_connections (" + std::to_string(o.max_connections) +
+               "); try again later or ask the operator to raise it.",
+           {},
+           {}}));
+      auto s = std::make_shared<tcp::socket>(std::move(sock));
+      asio::async_write(*s, asio::buffer(*frame), [s, frame](boost::system::error_code, std::size_t) {
+        boost::system::error_code ignored;
+        s->shutdown(tcp::socket::shutdown_both, ignored);
+        s->close(ignored);
+      });
+      spdlog::warn("refused a connection: max_connections ({}) reached", o.max_connections);
+      continue;
+    }
+    auto s = std::make_shared<session>(*this, std::move(sock), ++next_session_id);
+    auto remote = s->socket.remote_endpoint(ec);
+    s->peer = ec ? std::string("?") : remote.address().to_string() + ":" + std::to_string(remote.port());
+    sessions.emplace(s->id, s);
+    spdlog::debug("session {}: connected from {}", s->id, s->peer);
+    asio::co_spawn(io, s->run(), [self, s](std::exception_ptr e) {
+      if (e) {
+        try {
+          std::rethrow_exception(e);
+        } catch (const boost::system::system_error& ex) {
+          if (ex.code() != asio::error::operation_aborted) spdlog::warn("session {}: {}", s->id, ex.what());
+        } catch (const std::exception& ex) {
+          spdlog::error("session {}: ended by an error: {}", s->id, ex.what());
+        }
+      }
+      self->on_session_closed(s);
+    });
+  }
+}
+
+void broker::impl::schedule_sweep() {
+  // Often enough to evict close to the deadline; rarely enough to cost nothing when idle.
+  auto tick = std::chrono::milliseconds(std::min(o.heartbeat_interval_ms, o.login_timeout_ms) / 4);
+  tick = std::clamp<std::chrono::milliseconds>(tick, 5ms, 1000ms);
+  if (stopping) tick = 100ms;
+  sweep_timer.expires_after(tick);
+  auto self = shared_from_this();
+  sweep_timer.async_wait([self](boost::system::error_code ec) {
+    if (ec) return;
+    const auto now = steady::now();
+    std::vector<std::shared_ptr<session>> to_kill;
+    for (auto& [id, s] : self->sessions) {
+      if (s->closed) continue;
+      if (s->closing) {
+        if (now - s->closing_since > close_flush_limit) {
+          boost::system::error_code ignored;
+          s->socket.close(ignored);
+        }
+        continue;
+      }
+      if (!s->logged_in) {
+        if (now - s->connected_at > std::chrono::milliseconds(self->o.login_timeout_ms)) to_kill.push_back(s);
+      } else if (now - s->last_activity > s->heartbeat * self->o.eviction_factor) {
+        to_kill.push_back(s);
+      }
+    }
+    for (auto& s : to_kill) {
+      if (!s->logged_in) {
+        spdlog::info("session {}: no log_in within {} ms, closing", s->id, self->o.login_timeout_ms);
+        self->send_error(*s, errc::login_timeout,
+                         "No log_in arrived within login_timeout_ms (" + std::to_string(self->o.login_timeout_ms) +
+                             "); the connection is closed: log in right after connecting.");
+      } else {
+        spdlog::info("session {}: '{}' evicted after {} ms of silence", s->id, s->username,
+                     s->heartbeat.count() * self->o.eviction_factor);
+        self->send_error(*s, errc::heartbeat_timeout,
+                         "Nothing arrived for " + std::to_string(s->heartbeat.count() * self->o.eviction_factor) +
+                             " ms; you were evicted: send a heartbeat every heartbeat_interval_ms.");
+      }
+      s->begin_close();
+    }
+    self->schedule_sweep();
+  });
+}
+
+void broker::impl::schedule_expiry_sweep() {
+  expiry_timer.expires_after(60s);
+  auto self = shared_from_this();
+  expiry_timer.async_wait([self](boost::system::error_code ec) {
+    if (ec || self->stopping) return;
+    self->submit(
+        [](database& db) {
+          if (auto n = db.sweep_expired(now_ms()); n > 0) spdlog::info("{} dead letters expired", n);
+        },
+        [](std::exception_ptr) {});
+    self->schedule_expiry_sweep();
+  });
+}
+
+// ------------------------------------------------------------------------------------------
+// discovery
+
+asio::awaitable<void> broker::impl::discovery_loop() {
+  auto self = shared_from_this();
+  std::array<char, 2048> buf;
+  udp::endpoint from;
+  while (!stopping) {
+    auto [ec, n] = co_await udp_socket.async_receive_from(asio::buffer(buf), from, asio::as_tuple(asio::use_awaitable));
+    if (ec) {
+      if (stopping || ec == asio::error::operation_aborted) co_return;
+      continue;
+    }
+    if (n > max_datagram) continue;  // oversized: dropped, never answered
+    auto r = datagram_decoder.decode_datagram(std::string_view(buf.data(), n));
+    if (!r) continue;  // malformed: dropped, never answered
+    // Bound the replies one source gets, so the broker can not be used to amplify traffic.
+    const auto now = steady::now();
+    if (discovery_rates.size() > 10'000) discovery_rates.clear();
+    auto& rate = discovery_rates[from.address().to_string()];
+    if (now - rate.window > 1s) rate = {now, 0};
+    if (++rate.count > discovery_replies_per_second) continue;
+
+    // The address to announce: configured, else the listen address, else the local address
+    // that faces the asker.
+    std::string host = o.advertise_address;
+    if (host.empty()) {
+      const auto listen = acceptor.local_endpoint().address();
+      if (!listen.is_unspecified()) {
+        host = listen.to_string();
+      } else {
+        udp::socket probe(io);
+        boost::system::error_code pec;
+        probe.connect(udp::endpoint(from.address(), from.port()), pec);
+        host = pec ? std::string("127.0.0.1") : probe.local_endpoint(pec).address().to_string();
+      }
+    }
+    if (host.find(':') != std::string::npos) host = "[" + host + "]";
+    const std::string address = host + ":" + std::to_string(acceptor.local_endpoint().port());
+
+    json::object content;
+    udp::endpoint to = from;
+    std::string reply;
+    if (r->k == kind::discover_broker) {
+      content["broker_name"] = o.broker_name;
+      content["broker_address"] = address;
+      content["protocol_version"] = protocol_version;
+      content["online_users"] = online.size();
+      if (!r->request_id.empty()) content["request_id"] = r->request_id;
+      reply = make_frame(kind::broker_announce, content);
+    } else {
+      content["broker_address"] = address;
+      if (!r->request_id.empty()) content["request_id"] = r->request_id;
+      if (r->sender_port) to.port(*r->sender_port);
+      reply = make_frame(kind::acknowledge_log_in, content);
+    }
+    reply.pop_back();  // a datagram is one object, no newline needed
+    co_await udp_socket.async_send_to(asio::buffer(reply), to, asio::as_tuple(asio::use_awaitable));
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// sessions
+
+void broker::impl::send_error(session& s, errc code, std::string text, const request* r) {
+  protocol_error e{code, std::move(text), r ? r->request_id : std::string(), r ? r->message_uuid : std::string()};
+  s.push(make_error_frame(e));
+}
+
+asio::awaitable<void> broker::impl::handle_frame(std::shared_ptr<session> s, std::string_view frame) {
+  spdlog::trace("session {}: <- {}", s->id, frame.substr(0, 200));
+  auto decoded = decoder.decode(frame);
+  if (!decoded) {
+    s->push(make_error_frame(decoded.error()));
+    co_return;
+  }
+  request& r = *decoded;
+  if (!s->logged_in && r.k != kind::log_in && r.k != kind::heartbeat) {
+    send_error(*s, errc::not_logged_in,
+               std::string(to_string(r.k)) + " needs a session: send log_in with your sender_username first.", &r);
+    co_return;
+  }
+  switch (r.k) {
+    case kind::log_in:
+      co_await handle_log_in(s, std::move(r));
+      break;
+    case kind::heartbeat:
+      handle_heartbeat(*s, r);
+      break;
+    case kind::log_out:
+      handle_log_out(*s, r);
+      break;
+    case kind::get_user_list:
+      handle_user_list(*s, r);
+      break;
+    case kind::send_message:
+    case kind::multicast_message:
+    case kind::broadcast_message:
+    case kind::group_message:
+      handle_message(*s, r);
+      break;
+    case kind::acknowledge_message:
+      handle_ack(*s, r);
+      break;
+    case kind::create_group:
+    case kind::join_group:
+    case kind::leave_group:
+      co_await handle_group(s, std::move(r));
+      break;
+    case kind::get_group_list:
+      handle_group_list(*s, r);
+      break;
+    default:
+      send_error(*s, errc::unknown_message_id, std::string(to_string(r.k)) + " is not sent to the broker.", &r);
+  }
+}
+
+void broker::impl::handle_heartbeat(session& s, const request& r) {
+  json::object c;
+  if (!r.request_id.empty()) c["request_id"] = r.request_id;
+  s.push(make_frame(kind::acknowledge_heartbeat, c));
+}
+
+asio::awaitable<void> broker::impl::handle_log_in(std::shared_ptr<session> s, request r) {
+  if (s->logged_in) {
+    send_error(*s, errc::already_logged_in,
+               "This connection is already logged in as '" + s->username + "'; open another connection for another user.",
+               &r);
+    co_return;
+  }
+  if (online.count(r.username)) {
+    send_error(*s, errc::username_taken,
+               "The username '" + r.username + "' is online on another connection; choose another name.", &r);
+    co_return;
+  }
+  if (stopping) co_return;
+  // The name is held from here, so no other session can take it while the store answers.
+  s->username = r.username;
+  s->logged_in = true;
+  online[s->username] = s.get();
+  // The broker grants its own interval, or a longer one the agent asks for (up to 10 times).
+  auto granted = o.heartbeat_interval_ms;
+  if (r.heartbeat_interval_ms) granted = std::clamp(*r.heartbeat_interval_ms, o.heartbeat_interval_ms, o.heartbeat_interval_ms * 10);
+  s->heartbeat = std::chrono::milliseconds(granted);
+  s->last_activity = steady::now();
+
+  std::int64_t pending = 0;
+  try {
+    const std::string name = s->username;
+    auto count = [name](database& db) { return db.count_pending(name); };
+    pending = co_await st.run(std::move(count));
+  } catch (const std::exception& e) {
+    spdlog::error("session {}: counting the dead letters of '{}' failed: {}", s->id, s->username, e.what());
+    if (online[s->username] == s.get()) online.erase(s->username);
+    s->logged_in = false;
+    send_error(*s, errc::internal_error,
+               "The broker could not read its database; try logging in again in a moment.", &r);
+    co_return;
+  }
+  if (s->closed || s->closing) co_return;
+
+  json::object c;
+  c["sender_username"] = s->username;
+  json::array users;
+  for (auto& [name, _] : online) users.emplace_back(name);
+  c["user_list"] = std::move(users);
+  c["heartbeat_interval_ms"] = granted;
+  c["ack_timeout_ms"] = o.ack_timeout_ms;
+  c["max_frame_bytes"] = o.max_frame_bytes;
+  c["pending_dead_letters"] = pending;
+  c["broker_name"] = o.broker_name;
+  c["protocol_version"] = protocol_version;
+  if (!r.request_id.empty()) c["request_id"] = r.request_id;
+  s->push(make_frame(kind::acknowledge_log_in, c));
+  spdlog::info("session {}: '{}' logged in from {} ({} pending dead letters)", s->id, s->username, s->peer, pending);
+  presence(s->username, true);
+  if (pending > 0) {
+    s->draining = true;
+    auto self = shared_from_this();
+    asio::co_spawn(io, redeliver(s), [s](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        spdlog::error("session {}: redelivery to '{}' stopped: {}", s->id, s->username, ex.what());
+      }
+    });
+  }
+}
+
+void broker::impl::handle_log_out(session& s, const request& r) {
+  json::object c;
+  if (!r.request_id.empty()) c["request_id"] = r.request_id;
+  s.push(make_frame(kind::acknowledge_log_out, c));
+  spdlog::info("session {}: '{}' logged out", s.id, s.username);
+  s.begin_close();
+}
+
+void broker::impl::handle_user_list(session& s, const request& r) {
+  json::object c;
+  json::array users;
+  for (auto& [name, _] : online) users.emplace_back(name);
+  c["user_list"] = std::move(users);
+  if (!r.request_id.empty()) c["request_id"] = r.request_id;
+  s.push(make_frame(kind::user_list, c));
+}
+
+void broker::impl::presence(const std::string& who, bool joined) {
+  json::object c;
+  if (online.size() <= max_user_list_in_updates) {
+    json::array users;
+    for (auto& [name, _] : online) users.emplace_back(name);
+    c["user_list"] = std::move(users);
+  }
+  c["user_count"] = online.size();
+  c[joined ? "joined" : "left"] = json::array{json::value(who)};
+  auto frame = std::make_shared<const std::string>(make_frame(kind::update_user_set, c));
+  for (auto& [name, s] : online) {
+    if (name != who && !s->closing) s->push_shared(frame);
+  }
+}
+
+void broker::impl::on_session_closed(const std::shared_ptr<session>& s) {
+  s->closed = true;
+  s->wake.cancel();
+  s->redelivery_wake.cancel();
+  boost::system::error_code ignored;
+  s->socket.close(ignored);
+  sessions.erase(s->id);
+  if (s->logged_in) {
+    auto it = online.find(s->username);
+    if (it != online.end() && it->second == s.get()) {
+      online.erase(it);
+      presence(s->username, false);
+    }
+    spdlog::info("session {}: '{}' disconnected ({} unacknowledged)", s->id, s->username,
+                 s->in_flight.size() + s->held.size());
+  } else {
+    spdlog::debug("session {}: closed before logging in", s->id);
+  }
+  std::vector<failed_delivery> failed;
+  failed.reserve(s->in_flight.size() + s->held.size());
+  // In the order they were sent, so that redelivery keeps the order.
+  std::vector<std::pair<std::uint64_t, delivery*>> ordered;
+  for (auto& [id, d] : s->in_flight) ordered.emplace_back(id, &d);
+  std::sort(ordered.begin(), ordered.end(), [](auto& a, auto& b) { return a.first < b.first; });
+  for (auto& [id, d] : ordered) failed.push_back({s->username, std::move(*d), true});
+  for (auto& [m, seq] : s->held) failed.push_back({s->username, delivery{m, seq, 0, 1, m->rec.accepted_at}, false});
+  s->in_flight.clear();
+  s->by_uuid.clear();
+  s->held.clear();
+  s->redeliveries_in_flight = 0;
+  if (!failed.empty()) {
+    dead_letter(std::move(failed), stopping ? dead_letter_reason::broker_restart
+                                            : dead_letter_reason::recipient_disconnected);
+  }
+  maybe_finish_stop();
+}
+
+// ------------------------------------------------------------------------------------------
+// relay
+
+void broker::impl::remember(const std::string& key, dedupe_entry e) {
+  // Forget, oldest first, what is past the window (or past the cap on entries).
+  const auto window = std::chrono::milliseconds(o.dedupe_window_ms);
+  const auto now = steady::now();
+  while (!dedupe_order.empty()) {
+    auto it = dedupe.find(dedupe_order.front());
+    if (it != dedupe.end()) {
+      if (!it->second.done) break;  // still being accepted
+      if (now - it->second.at < window && dedupe.size() < max_dedupe_entries) break;
+      dedupe.erase(it);
+    }
+    dedupe_order.pop_front();
+  }
+  if (dedupe.emplace(key, std::move(e)).second) dedupe_order.push_back(key);
+}
+
+void broker::impl::handle_message(session& s, request& r) {
+  std::string uuid = r.message_uuid.empty() ? make_message_uuid() : r.message_uuid;
+  std::string key = s.username + '\n' + uuid;
+  if (auto it = dedupe.find(key); it != dedupe.end()) {
+    auto& e = it->second;
+    if (e.done) {
+      s.push(e.many ? make_accepted_many_frame(uuid, e.status, true, r.request_id)
+                    : make_accepted_frame(uuid, e.status, true, r.request_id));
+    } else {
+      e.waiters.emplace_back(s.weak_from_this(), r.request_id);
+    }
+    return;
+  }
+
+  auto m = std::make_shared<accepted_message>();
+  message_record& rec = m->rec;
+  rec.message_uuid = uuid;
+  rec.sender = s.username;
+  rec.body = std::move(r.body);
+  rec.accepted_at = now_ms();
+  rec.expires_at = rec.accepted_at + std::chrono::milliseconds(r.ttl_ms ? *r.ttl_ms : o.dead_letter_ttl_ms);
+  m->sent_at = format_iso8601(rec.accepted_at);
+
+  std::vector<std::string> recipients;
+  switch (r.k) {
+    case kind::send_message:
+      rec.ch = channel::direct;
+      recipients = std::move(r.receivers);
+      break;
+    case kind::multicast_message:
+      rec.ch = channel::multicast;
+      recipients = std::move(r.receivers);
+      break;
+    case kind::broadcast_message:
+      rec.ch = channel::broadcast;
+      for (auto& [name, _] : online) {
+        if (name != s.username) recipients.push_back(name);
+      }
+      break;
+    default: {
+      rec.ch = channel::group;
+      auto g = groups.find(r.group_name);
+      if (g == groups.end()) {
+        send_error(s, errc::unknown_group,
+                   "There is no group '" + r.group_name + "'; create it with create_group or check get_group_list.", &r);
+        return;
+      }
+      if (!g->second.count(s.username)) {
+        send_error(s, errc::not_group_member,
+                   "You are not a member of '" + r.group_name + "'; join_group first to send to it.", &r);
+        return;
+      }
+      rec.group_name = r.group_name;
+      for (auto& member : g->second) {
+        if (member != s.username) recipients.push_back(member);
+      }
+    }
+  }
+
+  struct target {
+    std::string name;
+    std::weak_ptr<session> to;
+    bool live = false;
+    dead_letter_reason reason = dead_letter_reason::recipient_offline;
+    std::int64_t seq = 0;
+  };
+  auto targets = std::make_shared<std::vector<target>>();
+  targets->reserve(recipients.size());
+  bool any_dead = false;
+  for (auto& name : recipients) {
+    target t{std::move(name), {}, false, dead_letter_reason::recipient_offline, 0};
+    if (session* to = find_online(t.name); to && !to->closing) {
+      if (to->out_bytes > o.max_outbound_bytes) {
+        t.reason = dead_letter_reason::queue_overflow;
+      } else {
+        t.live = true;
+        t.to = to->weak_from_this();
+      }
+    }
+    any_dead = any_dead || !t.live;
+    targets->push_back(std::move(t));
+  }
+
+  dedupe_entry e;
+  e.many = r.k != kind::send_message;
+  if (e.many) {
+    std::string arr = "[";
+    for (auto& t : *targets) {
+      if (arr.size() > 1) arr += ',';
+      arr += "{\"receiver_username\":";
+      append_json_string(arr, t.name);
+      arr += ",\"status\":\"";
+      arr += status_of(t.live);
+      arr += "\"}";
+    }
+    arr += ']';
+    e.status = std::move(arr);
+  } else {
+    e.status = std::string(status_of(targets->front().live));
+  }
+  e.at = steady::now();
+  e.waiters.emplace_back(s.weak_from_this(), r.request_id);
+  remember(key, std::move(e));
+
+  const bool persist = o.persist_accepted;
+  if (!persist) {
+    for (auto& t : *targets) {
+      if (!t.live) continue;
+      if (auto to = t.to.lock()) deliver(*to, m, 0);
+    }
+    if (!any_dead) {
+      finish_accept(key, uuid);
+      return;
+    }
+  }
+
+  auto self = shared_from_this();
+  auto job = [m, targets, persist](database& db) {
+    const auto now = now_ms();
+    for (auto& t : *targets) {
+      if (t.live) {
+        if (persist) t.seq = db.journal(m->rec, t.name);
+      } else {
+        db.dead_letter_new(m->rec, t.name, t.reason, now);
+      }
+    }
+  };
+  auto done = [self, m, targets, persist, key, uuid](std::exception_ptr err) {
+    if (err) {
+      // Nothing of it was committed: the sender hears internal_error, never message_accepted.
+      auto it = self->dedupe.find(key);
+      if (it == self->dedupe.end()) return;
+      auto waiters = std::move(it->second.waiters);
+      self->dedupe.erase(it);
+      for (auto& [w, request_id] : waiters) {
+        if (auto s = w.lock(); s && !s->closed) {
+          s->push(make_error_frame({errc::internal_error,
+                                    "The broker could not store the message; it was not accepted: send it again.",
+                                    request_id, uuid}));
+        }
+      }
+      return;
+    }
+    if (persist) {
+      std::vector<failed_delivery> gone;
+      for (auto& t : *targets) {
+        if (!t.live) continue;
+        auto to = t.to.lock();
+        if (to && !to->closed && !to->closing) {
+          self->deliver(*to, m, t.seq);
+        } else {
+          gone.push_back({t.name, delivery{m, t.seq, 0, 1, m->rec.accepted_at}, false});
+        }
+      }
+      if (!gone.empty()) self->dead_letter(std::move(gone), dead_letter_reason::recipient_disconnected);
+    }
+    self->finish_accept(key, uuid);
+  };
+  submit(std::move(job), std::move(done));
+}
+
+void broker::impl::finish_accept(const std::string& key, const std::string& uuid) {
+  auto it = dedupe.find(key);
+  if (it == dedupe.end()) return;
+  auto& e = it->second;
+  e.done = true;
+  e.at = steady::now();
+  bool first = true;
+  for (auto& [w, request_id] : e.waiters) {
+    if (auto s = w.lock(); s && !s->closed) {
+      s->push(e.many ? make_accepted_many_frame(uuid, e.status, !first, request_id)
+                     : make_accepted_frame(uuid, e.status, !first, request_id));
+    }
+    first = false;
+  }
+  e.waiters.clear();
+  e.waiters.shrink_to_fit();
+}
+
+void broker::impl::deliver(session& to, const message_ptr& m, std::int64_t seq) {
+  if (to.draining) {
+    to.held.emplace_back(m, seq);
+    return;
+  }
+  if (!m->frame.head) m->frame = make_receive_frame(m->header());
+  to.push_shared(m->frame.head);
+  to.push(receiver_part(to.username));
+  to.push_shared(m->frame.tail);
+  register_in_flight(to, delivery{m, seq, 0, 1, now_ms()});
+}
+
+void broker::impl::register_in_flight(session& to, delivery d) {
+  const std::uint64_t id = ++to.next_delivery;
+  to.by_uuid.emplace(d.msg->rec.message_uuid, id);
+  to.in_flight.emplace(id, std::move(d));
+  ack_deadlines.push_back({steady::now() + ack_timeout(), to.weak_from_this(), id});
+  arm_ack_timer();
+}
+
+void broker::impl::arm_ack_timer() {
+  if (ack_timer_armed || ack_deadlines.empty() || (stopping && sessions.empty())) return;
+  ack_timer_armed = true;
+  ack_timer.expires_at(ack_deadlines.front().at);
+  auto self = shared_from_this();
+  ack_timer.async_wait([self](boost::system::error_code ec) {
+    self->ack_timer_armed = false;
+    if (ec) return;
+    self->on_ack_timer();
+  });
+}
+
+void broker::impl::on_ack_timer() {
+  const auto now = steady::now();
+  std::vector<failed_delivery> expired;
+  while (!ack_deadlines.empty() && ack_deadlines.front().at <= now) {
+    auto entry = std::move(ack_deadlines.front());
+    ack_deadlines.pop_front();
+    auto s = entry.s.lock();
+    if (!s) continue;
+    auto it = s->in_flight.find(entry.id);
+    if (it == s->in_flight.end()) continue;  // acknowledged in time
+    auto range = s->by_uuid.equal_range(it->second.msg->rec.message_uuid);
+    for (auto u = range.first; u != range.second; ++u) {
+      if (u->second == entry.id) {
+        s->by_uuid.erase(u);
+        break;
+      }
+    }
+    if (it->second.dead_letter_id) {
+      --s->redeliveries_in_flight;
+      s->redelivery_wake.cancel_one();
+    }
+    expired.push_back({s->username, std::move(it->second), true});
+    s->in_flight.erase(it);
+  }
+  if (!expired.empty()) dead_letter(std::move(expired), dead_letter_reason::ack_timeout);
+  arm_ack_timer();
+}
+
+void broker::impl::dead_letter(std::vector<failed_delivery> failed, dead_letter_reason reason) {
+  auto batch = std::make_shared<std::vector<failed_delivery>>(std::move(failed));
+  const int max_attempts = static_cast<int>(o.max_delivery_attempts);
+  auto job = [batch, reason, max_attempts](database& db) {
+    const auto now = now_ms();
+    for (auto& f : *batch) {
+      if (f.d.dead_letter_id) {
+        db.record_attempt(f.d.dead_letter_id, f.d.attempt, f.d.started, to_string(reason), now, max_attempts);
+      } else if (f.d.seq) {
+        db.dead_letter_journaled(f.d.seq, reason, now, f.attempted);
+      } else {
+        db.dead_letter_new(f.d.msg->rec, f.receiver, reason, now);
+      }
+    }
+  };
+  auto self = shared_from_this();
+  auto done = [self, batch, reason](std::exception_ptr err) {
+    if (err) {
+      spdlog::error("{} deliveries could not be moved to the Dead Letter Channel ({}); journaled ones are "
+                    "recovered at the next start",
+                    batch->size(), to_string(reason));
+      return;
+    }
+    for (auto& f : *batch) {
+      if (f.d.dead_letter_id) continue;  // already a dead letter: its sender heard so before
+      self->notify(f.d.msg->rec.sender,
+                   make_dead_lettered_frame(f.d.msg->rec.message_uuid, f.receiver, to_string(reason)));
+    }
+  };
+  submit(std::move(job), std::move(done));
+}
+
+void broker::impl::notify(const std::string& user, std::string frame) {
+  if (session* s = find_online(user); s && !s->closing) s->push(std::move(frame));
+}
+
+void broker::impl::handle_ack(session& s, const request& r) {
+  struct late_ack {
+    std::string uuid;
+  };
+  std::vector<std::int64_t> seqs;
+  std::vector<delivery> redelivered;
+  auto late = std::make_shared<std::vector<std::string>>();
+  const sys_ms now = now_ms();
+  std::string delivered_at;
+  for (const std::string& uuid : r.ack_uuids) {
+    auto range = s.by_uuid.equal_range(uuid);
+    auto match = s.by_uuid.end();
+    for (auto u = range.first; u != range.second; ++u) {
+      auto d = s.in_flight.find(u->second);
+      if (d != s.in_flight.end() && (r.ack_sender.empty() || d->second.msg->rec.sender == r.ack_sender)) {
+        match = u;
+        break;
+      }
+    }
+    if (match == s.by_uuid.end()) {
+      late->push_back(uuid);
+      continue;
+    }
+    auto it = s.in_flight.find(match->second);
+    delivery d = std::move(it->second);
+    s.in_flight.erase(it);
+    s.by_uuid.erase(match);
+    if (delivered_at.empty()) delivered_at = format_iso8601(now);
+    notify(d.msg->rec.sender, make_delivered_frame(uuid, s.username, delivered_at));
+    if (d.dead_letter_id) {
+      --s.redeliveries_in_flight;
+      s.redelivery_wake.cancel_one();
+      redelivered.push_back(std::move(d));
+    } else if (d.seq) {
+      seqs.push_back(d.seq);
+    }
+  }
+  if (seqs.empty() && redelivered.empty() && late->empty()) return;
+  const int max_attempts = static_cast<int>(o.max_delivery_attempts);
+  auto late_senders = std::make_shared<std::vector<std::vector<std::string>>>();
+  auto job = [seqs = std::move(seqs), redelivered = std::move(redelivered), late, late_senders,
+              receiver = s.username, ack_sender = r.ack_sender, now, max_attempts](database& db) {
+    for (auto seq : seqs) db.acknowledge(seq);
+    for (auto& d : redelivered) db.record_attempt(d.dead_letter_id, d.attempt, d.started, "acknowledged", now, max_attempts);
+    for (auto& uuid : *late) late_senders->push_back(db.mark_delivered(receiver, uuid, ack_sender, now));
+  };
+  auto self = shared_from_this();
+  auto done = [self, late, late_senders, receiver = s.username, now](std::exception_ptr err) {
+    if (err) {
+      spdlog::error("acknowledgements from '{}' could not be stored; the messages stay journaled", receiver);
+      return;
+    }
+    const std::string at = format_iso8601(now);
+    for (std::size_t i = 0; i < late_senders->size(); ++i) {
+      for (auto& sender : (*late_senders)[i]) self->notify(sender, make_delivered_frame((*late)[i], receiver, at));
+    }
+  };
+  submit(std::move(job), std::move(done));
+}
+
+asio::awaitable<void> broker::impl::redeliver(std::shared_ptr<session> s) {
+  std::int64_t after = 0;
+  const std::string name = s->username;
+  for (;;) {
+    auto page_of = [name, after](database& db) { return db.pending_for(name, after, redelivery_page); };
+    auto page = co_await st.run(std::move(page_of));
+    if (s->closed || s->closing) co_return;
+    if (page.empty()) break;
+    after = page.back().seq;
+    for (auto& letter : page) {
+      // Pace: a bounded number unacknowledged and a bounded amount unsent, so a large backlog
+      // neither floods memory nor starves the session's live traffic.
+      while (!s->closed && !s->closing &&
+             (s->redeliveries_in_flight >= redelivery_window || s->out_bytes > o.max_outbound_bytes / 2)) {
+        s->redelivery_wake.expires_at(steady::time_point::max());
+        co_await s->redelivery_wake.async_wait(asio::as_tuple(asio::use_awaitable));
+      }
+      if (s->closed || s->closing) co_return;
+      auto m = std::make_shared<accepted_message>();
+      m->rec.message_uuid = std::move(letter.message_uuid);
+      m->rec.sender = std::move(letter.sender);
+      m->rec.ch = letter.ch;
+      m->rec.group_name = std::move(letter.group_name);
+      m->rec.body = std::move(letter.body);
+      m->sent_at = std::move(letter.accepted_at);
+      const int attempt = letter.attempts + 1;
+      s->push(make_redelivery_frame(m->header(), s->username, attempt, to_string(letter.reason)));
+      ++s->redeliveries_in_flight;
+      register_in_flight(*s, delivery{m, 0, letter.id, attempt, now_ms()});
+    }
+  }
+  // The backlog is out: what arrived meanwhile follows, in the order it was accepted.
+  s->draining = false;
+  auto held = std::move(s->held);
+  s->held.clear();
+  for (auto& [m, seq] : held) deliver(*s, m, seq);
+  spdlog::info("session {}: redelivery to '{}' done", s->id, s->username);
+}
+
+asio::awaitable<void> broker::impl::handle_group(std::shared_ptr<session> s, request r) {
+  const std::string name = r.group_name;
+  const std::string user = s->username;
+  auto g = groups.find(name);
+  bool ok = true;
+  try {
+    if (r.k == kind::create_group) {
+      if (g != groups.end()) {
+        send_error(*s, errc::invalid_field, "The group '" + name + "' exists already; use join_group to enter it.", &r);
+        co_return;
+      }
+      auto members = r.members;
+      auto create = [name, user, members](database& db) { return db.create_group(name, user, members, now_ms()); };
+      ok = co_await st.run(std::move(create));
+      if (ok) {
+        auto& set = groups[name];
+        set.insert(user);
+        set.insert(r.members.begin(), r.members.end());
+      }
+    } else if (r.k == kind::join_group) {
+      if (g == groups.end()) {
+        send_error(*s, errc::unknown_group, "There is no group '" + name + "'; create it with create_group.", &r);
+        co_return;
+      }
+      auto join = [name, user](database& db) { return db.join_group(name, user, now_ms()); };
+      ok = co_await st.run(std::move(join));
+      if (ok) groups[name].insert(user);
+    } else {
+      if (g == groups.end()) {
+        send_error(*s, errc::unknown_group, "There is no group '" + name + "'; check get_group_list.", &r);
+        co_return;
+      }
+      if (!g->second.count(user)) {
+        send_error(*s, errc::not_group_member, "You are not a member of '" + name + "', so you can not leave it.", &r);
+        co_return;
+      }
+      auto leave = [name, user](database& db) { return db.leave_group(name, user); };
+      ok = co_await st.run(std::move(leave));
+      if (ok) {
+        auto it = groups.find(name);
+        if (it != groups.end()) {
+          it->second.erase(user);
+          if (it->second.empty()) groups.erase(it);
+        }
+      }
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("group change by '{}' failed: {}", user, e.what());
+    if (!s->closed) send_error(*s, errc::internal_error, "The broker could not store the group change; try again.", &r);
+    co_return;
+  }
+  if (s->closed) co_return;
+  if (!ok) {
+    send_error(*s,
+               r.k == kind::create_group ? errc::invalid_field : errc::unknown_group,
+               r.k == kind::create_group ? "The group '" + name + "' exists already; use join_group to enter it."
+                                         : "There is no group '" + name + "'.",
+               &r);
+    co_return;
+  }
+  json::object c;
+  c["group_name"] = name;
+  json::array members;
+  if (auto it = groups.find(name); it != groups.end()) {
+    for (auto& m : it->second) members.emplace_back(m);
+  }
+  c["group_members"] = std::move(members);
+  if (!r.request_id.empty()) c["request_id"] = r.request_id;
+  s->push(make_frame(kind::acknowledge_group, c));
+}
+
+void broker::impl::handle_group_list(session& s, const request& r) {
+  json::array list;
+  for (auto& [name, members] : groups) {
+    json::object g;
+    g["group_name"] = name;
+    json::array m;
+    for (auto& member : members) m.emplace_back(member);
+    g["group_members"] = std::move(m);
+    list.push_back(std::move(g));
+  }
+  json::object c;
+  c["groups"] = std::move(list);
+  if (!r.request_id.empty()) c["request_id"] = r.request_id;
+  s.push(make_frame(kind::group_list, c));
+}
+
+// ------------------------------------------------------------------------------------------
+
+broker::broker(asio::io_context& io, const broker_options& o, store& s) : impl_(std::make_shared<impl>(io, o, s)) {}
+
+broker::~broker() {
+  boost::system::error_code ignored;
+  impl_->acceptor.close(ignored);
+  impl_->udp_socket.close(ignored);
+  impl_->ack_timer.cancel();
+  impl_->sweep_timer.cancel();
+  impl_->expiry_timer.cancel();
+  for (auto& [id, s] : impl_->sessions) s->socket.close(ignored);
+}
+
+void broker::start() { impl_->start(); }
+void broker::stop(std::function<void()> done) { impl_->stop(std::move(done)); }
+std::uint16_t broker::port() const { return impl_->acceptor.local_endpoint().port(); }
+std::uint16_t broker::discovery_port() const {
+  return impl_->udp_socket.is_open() ? impl_->udp_socket.local_endpoint().port() : 0;
+}
+
+broker_status broker::status() const {
+  broker_status st;
+  st.connections = impl_->sessions.size();
+  st.online = impl_->online.size();
+  for (auto& [id, s] : impl_->sessions) st.in_flight += s->in_flight.size();
+  return st;
+}
+
+}  // namespace ma
