@@ -189,11 +189,15 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
   void remember(const std::string& key, dedupe_entry e);
   void send_error(session& s, errc code, std::string text, const request* r = nullptr);
 
-  // Runs job on the store's thread; then done(error) on the broker's thread.
+  // Runs job on the store's thread; then done(error) on the broker's thread, if the broker
+  // still exists. The store's thread keeps no reference to the broker: whatever done captures
+  // moves to the broker's thread, so nothing of the broker is destroyed on the store's thread.
   void submit(store::job job, std::function<void(std::exception_ptr)> done) {
-    auto self = shared_from_this();
-    st.submit(std::move(job), [self, done = std::move(done)](std::exception_ptr e) mutable {
-      asio::post(self->io, [e, done = std::move(done)] { done(e); });
+    std::weak_ptr<impl> weak = weak_from_this();
+    st.submit(std::move(job), [weak, ioc = &io, done = std::move(done)](std::exception_ptr e) mutable {
+      asio::post(*ioc, [weak, e, done = std::move(done)] {
+        if (auto self = weak.lock()) done(e);
+      });
     });
   }
 
@@ -974,7 +978,6 @@ void broker::impl::handle_message(session& s, request& r) {
     }
   }
 
-  auto self = shared_from_this();
   auto job = [m, targets, persist](database& db) {
     const auto now = now_ms();
     for (auto& t : *targets) {
@@ -985,13 +988,13 @@ void broker::impl::handle_message(session& s, request& r) {
       }
     }
   };
-  auto done = [self, m, targets, persist, key, uuid](std::exception_ptr err) {
+  auto done = [this, m, targets, persist, key, uuid](std::exception_ptr err) {
     if (err) {
       // Nothing of it was committed: the sender hears internal_error, never message_accepted.
-      auto it = self->dedupe.find(key);
-      if (it == self->dedupe.end()) return;
+      auto it = this->dedupe.find(key);
+      if (it == this->dedupe.end()) return;
       auto waiters = std::move(it->second.waiters);
-      self->dedupe.erase(it);
+      this->dedupe.erase(it);
       for (auto& [w, request_id] : waiters) {
         if (auto s = w.lock(); s && !s->closed) {
           s->push(make_error_frame({errc::internal_error,
@@ -1007,14 +1010,14 @@ void broker::impl::handle_message(session& s, request& r) {
         if (!t.live) continue;
         auto to = t.to.lock();
         if (to && !to->closed && !to->closing) {
-          self->deliver(*to, m, t.seq);
+          this->deliver(*to, m, t.seq);
         } else {
           gone.push_back({t.name, delivery{m, t.seq, 0, 1, m->rec.accepted_at}, false});
         }
       }
-      if (!gone.empty()) self->dead_letter(std::move(gone), dead_letter_reason::recipient_disconnected);
+      if (!gone.empty()) this->dead_letter(std::move(gone), dead_letter_reason::recipient_disconnected);
     }
-    self->finish_accept(key, uuid);
+    this->finish_accept(key, uuid);
   };
   submit(std::move(job), std::move(done));
 }
@@ -1112,8 +1115,7 @@ void broker::impl::dead_letter(std::vector<failed_delivery> failed, dead_letter_
       }
     }
   };
-  auto self = shared_from_this();
-  auto done = [self, batch, reason](std::exception_ptr err) {
+  auto done = [this, batch, reason](std::exception_ptr err) {
     if (err) {
       spdlog::error("{} deliveries could not be moved to the Dead Letter Channel ({}); journaled ones are "
                     "recovered at the next start",
@@ -1122,7 +1124,7 @@ void broker::impl::dead_letter(std::vector<failed_delivery> failed, dead_letter_
     }
     for (auto& f : *batch) {
       if (f.d.dead_letter_id) continue;  // already a dead letter: its sender heard so before
-      self->notify(f.d.msg->rec.sender,
+      this->notify(f.d.msg->rec.sender,
                    make_dead_lettered_frame(f.d.msg->rec.message_uuid, f.receiver, to_string(reason)));
     }
   };
@@ -1179,15 +1181,14 @@ void broker::impl::handle_ack(session& s, const request& r) {
     for (auto& d : redelivered) db.record_attempt(d.dead_letter_id, d.attempt, d.started, "acknowledged", now, max_attempts);
     for (auto& uuid : *late) late_senders->push_back(db.mark_delivered(receiver, uuid, ack_sender, now));
   };
-  auto self = shared_from_this();
-  auto done = [self, late, late_senders, receiver = s.username, now](std::exception_ptr err) {
+  auto done = [this, late, late_senders, receiver = s.username, now](std::exception_ptr err) {
     if (err) {
       spdlog::error("acknowledgements from '{}' could not be stored; the messages stay journaled", receiver);
       return;
     }
     const std::string at = format_iso8601(now);
     for (std::size_t i = 0; i < late_senders->size(); ++i) {
-      for (auto& sender : (*late_senders)[i]) self->notify(sender, make_delivered_frame((*late)[i], receiver, at));
+      for (auto& sender : (*late_senders)[i]) this->notify(sender, make_delivered_frame((*late)[i], receiver, at));
     }
   };
   submit(std::move(job), std::move(done));

@@ -43,8 +43,9 @@ int main(int argc, char** argv) {
   try {
     const auto dir = std::filesystem::path(o.database).parent_path();
     if (!dir.empty()) std::filesystem::create_directories(dir);
-    ma::store store(ma::store::settings{{o.database, o.sqlite_synchronous == "full"}});
+    // io first: the store, destroyed before it, may still post completions to it.
     boost::asio::io_context io(1);
+    ma::store store(ma::store::settings{{o.database, o.sqlite_synchronous == "full"}});
     ma::broker broker(io, o, store);
     broker.start();
     boost::asio::signal_set signals(io, SIGINT, SIGTERM);

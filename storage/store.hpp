@@ -59,25 +59,19 @@ class store {
     if constexpr (std::is_void_v<R>) {
       return asio::async_initiate<decltype(asio::use_awaitable), void(std::exception_ptr)>(
           [this](auto handler, F f) {
-            auto h = std::make_shared<decltype(handler)>(std::move(handler));
-            auto work = asio::make_work_guard(*h);
+            auto state = make_waiter(std::move(handler));
             submit([f = std::move(f)](database& db) mutable { f(db); },
-                   [h, work](std::exception_ptr e) mutable {
-                     asio::post(work.get_executor(), [h, e] { std::move(*h)(e); });
-                   });
+                   [state](std::exception_ptr e) { state->complete(e); });
           },
           asio::use_awaitable, std::move(f));
     } else {
       return asio::async_initiate<decltype(asio::use_awaitable), void(std::exception_ptr, R)>(
           [this](auto handler, F f) {
-            auto h = std::make_shared<decltype(handler)>(std::move(handler));
-            auto work = asio::make_work_guard(*h);
+            auto state = make_waiter(std::move(handler));
             auto out = std::make_shared<std::optional<R>>();
             submit([f = std::move(f), out](database& db) mutable { out->emplace(f(db)); },
-                   [h, work, out](std::exception_ptr e) mutable {
-                     asio::post(work.get_executor(), [h, e, out] {
-                       std::move(*h)(e, out->has_value() ? std::move(**out) : R{});
-                     });
+                   [state, out](std::exception_ptr e) {
+                     state->complete(e, out->has_value() ? std::move(**out) : R{});
                    });
           },
           asio::use_awaitable, std::move(f));
@@ -88,6 +82,34 @@ class store {
   std::uint64_t batches_committed() const noexcept;
 
  private:
+  // A caller waiting for one operation: its handler, and a work guard that keeps its
+  // io_context running meanwhile. complete() posts to the caller's executor; everything that
+  // touches that io_context is released there, never on the store's thread, which may outlive it.
+  template <class Handler>
+  struct waiter : std::enable_shared_from_this<waiter<Handler>> {
+    using guard_type = boost::asio::executor_work_guard<boost::asio::associated_executor_t<Handler>>;
+    std::optional<Handler> handler;
+    std::optional<guard_type> guard;
+
+    template <class... Args>
+    void complete(Args... args) {
+      auto ex = boost::asio::get_associated_executor(*handler);
+      boost::asio::post(ex, [self = this->shared_from_this(), args...]() mutable {
+        Handler h = std::move(*self->handler);
+        self->handler.reset();
+        self->guard.reset();
+        std::move(h)(std::move(args)...);
+      });
+    }
+  };
+  template <class Handler>
+  static std::shared_ptr<waiter<Handler>> make_waiter(Handler h) {
+    auto w = std::make_shared<waiter<Handler>>();
+    w->guard.emplace(boost::asio::make_work_guard(h));
+    w->handler.emplace(std::move(h));
+    return w;
+  }
+
   struct op {
     job j;
     completion done;

@@ -1,0 +1,39 @@
+// Runs a real binary of ours as a child process, with its stderr in a file to read from.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <regex>
+#include <string>
+#include <vector>
+
+namespace ma::test {
+
+class child_process {
+ public:
+  // Starts path with args; stdout and stderr go to log_file.
+  child_process(const std::string& path, const std::vector<std::string>& args, const std::string& log_file);
+  ~child_process();  // SIGKILL if still running
+  child_process(const child_process&) = delete;
+  child_process& operator=(const child_process&) = delete;
+
+  pid_t pid() const { return pid_; }
+  // Waits until the log has a line matching re; returns its first capture group.
+  std::optional<std::string> wait_for_log(const std::regex& re, std::chrono::milliseconds timeout);
+  void signal(int signo);
+  // The exit status, or nullopt if it did not end in time. Killed by a signal: 128 + signo.
+  std::optional<int> wait(std::chrono::milliseconds timeout);
+  std::string log() const;
+
+ private:
+  pid_t pid_ = -1;
+  std::string log_file_;
+  std::optional<int> status_;
+};
+
+// Runs a command to the end; returns (exit status, stdout + stderr).
+std::pair<int, std::string> run_command(const std::string& path, const std::vector<std::string>& args);
+
+}  // namespace ma::test
