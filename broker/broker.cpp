@@ -654,7 +654,7 @@ void broker::impl::send_error(session& s, errc code, std::string text, const req
 }
 
 asio::awaitable<void> broker::impl::handle_frame(std::shared_ptr<session> s, std::string_view frame) {
-  spdlog::trace("session {}: <- {}", s->id, frame.substr(0, 200));
+  spdlog::debug("session {}: <- {}", s->id, frame.substr(0, 200));
   auto decoded = decoder.decode(frame);
   if (!decoded) {
     s->push(make_error_frame(decoded.error()));

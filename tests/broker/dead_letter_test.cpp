@@ -223,3 +223,56 @@ TEST_F(DeadLetters, GracefulStopMovesTheUnacknowledgedToTheChannel) {
 
 }  // namespace
 }  // namespace ma
+
+namespace ma {
+namespace {
+
+TEST_F(DeadLetters, AStorageFailureIsInternalErrorNeverAFalseAccept) {
+  test::running_broker b(o);
+  client alice(b.port()), bob(b.port());
+  alice.log_in("alice");
+  bob.log_in("bob");
+  {
+    // An operator's mistake from another connection: the journal disappears under the broker.
+    sqlite::connection other(o.database, sqlite::connection::mode::existing_only);
+    other.exec("ALTER TABLE journal RENAME TO journal_gone");
+  }
+  alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", "x"}, {"message_uuid", "e1"},
+                              {"request_id", "r"}});
+  auto e = alice.expect_error("internal_error");
+  EXPECT_EQ(e.at("message_uuid").as_string(), "e1");
+  EXPECT_EQ(e.at("request_id").as_string(), "r");
+  EXPECT_TRUE(alice.quiet_of("message_accepted", 200ms));
+  EXPECT_TRUE(bob.quiet_of("receive_message", 200ms));
+  {
+    sqlite::connection other(o.database, sqlite::connection::mode::existing_only);
+    other.exec("ALTER TABLE journal_gone RENAME TO journal");
+  }
+  // The next batch works again, and the same uuid is not taken for a duplicate.
+  alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", "x"}, {"message_uuid", "e1"}});
+  auto a = alice.expect_content("message_accepted");
+  EXPECT_FALSE(a.at("duplicate").as_bool());
+  bob.expect("receive_message");
+}
+
+TEST_F(DeadLetters, ExpiredLettersAreNotRedelivered) {
+  {
+    test::running_broker b(o);
+    client alice(b.port());
+    alice.log_in("alice");
+    alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", "soon stale"}, {"ttl_ms", 1},
+                                {"message_uuid", "x1"}});
+    alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", "fresh"}, {"message_uuid", "x2"}});
+    alice.expect("message_accepted");
+    alice.expect("message_accepted");
+  }
+  std::this_thread::sleep_for(20ms);
+  test::running_broker b(o);  // the sweep runs at start (and every minute)
+  client bob(b.port());
+  EXPECT_EQ(bob.log_in("bob").at("pending_dead_letters").as_int64(), 1);
+  EXPECT_EQ(bob.expect_content("receive_message").at("message_uuid").as_string(), "x2");
+  EXPECT_EQ(letters("x1")[0].state, dead_letter_state::expired);
+}
+
+}  // namespace
+}  // namespace ma

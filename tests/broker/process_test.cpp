@@ -128,6 +128,11 @@ TEST(BrokerBinary, SigkillMidStreamLosesNoAcceptedMessage) {
   for (const auto& uuid : accepted) {
     ASSERT_TRUE(redelivered.count(uuid)) << uuid << " was accepted before the kill and is lost";
   }
+  // The sender's retry of an accepted message after the restart is a duplicate, not a new one.
+  client alice(static_cast<std::uint16_t>(std::stoi(*port)));
+  alice.log_in("alice");
+  alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", "again"}, {"message_uuid", *accepted.begin()}});
+  EXPECT_TRUE(alice.expect_content("message_accepted").at("duplicate").as_bool());
 }
 
 TEST(BrokerBinary, SigtermFlushesAndExitsZeroWithTheUnacknowledgedKept) {
