@@ -1,0 +1,213 @@
+#include "agent/chat.hpp"
+
+#include <termios.h>
+#include <unistd.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <iostream>
+#include <sstream>
+
+namespace ma::agent {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using namespace asio::experimental::awaitable_operators;
+
+namespace {
+
+constexpr const char* help_text =
+    "commands: /to NAME TEXT, /all TEXT, /group NAME TEXT, /users, /groups, /help, /quit; "
+    "a plain line goes to the last correspondent";
+
+// The terminal in non-canonical mode without echo, restored on destruction.
+class raw_terminal {
+ public:
+  raw_terminal() {
+    if (!::isatty(STDIN_FILENO) || ::tcgetattr(STDIN_FILENO, &saved_) != 0) return;
+    termios raw = saved_;
+    raw.c_lflag &= static_cast<tcflag_t>(~(ICANON | ECHO));
+    raw.c_cc[VMIN] = 1;
+    raw.c_cc[VTIME] = 0;
+    active_ = ::tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+  }
+  ~raw_terminal() {
+    if (active_) ::tcsetattr(STDIN_FILENO, TCSANOW, &saved_);
+  }
+  bool active() const { return active_; }
+
+ private:
+  termios saved_{};
+  bool active_ = false;
+};
+
+struct chat_state {
+  client& c;
+  bool tty;
+  std::string typed;        // the line being typed
+  std::string correspondent;
+  bool quit = false;
+
+  std::string prompt() const { return (correspondent.empty() ? std::string() : "to " + correspondent) + "> "; }
+
+  // Prints a line above the one being typed, and redraws that.
+  void print(const std::string& line) {
+    if (tty) {
+      std::cout << "\r\033[K" << line << "\n" << prompt() << typed << std::flush;
+    } else {
+      std::cout << line << "\n" << std::flush;
+    }
+  }
+};
+
+asio::awaitable<void> send_to(chat_state& st, const std::string& to, const std::string& text) {
+  outgoing m;
+  m.text = text;
+  try {
+    auto r = co_await st.c.send(to, m);
+    st.correspondent = to;
+    st.print("(" + r.recipients.front().status + " to " + to + ")");
+  } catch (const broker_error& e) {
+    st.print("! " + e.code + ": " + e.what());
+  }
+}
+
+asio::awaitable<void> command(chat_state& st, const std::string& line) {
+  if (line.empty()) co_return;
+  if (line[0] != '/') {
+    if (st.correspondent.empty()) {
+      st.print("! nobody to send to yet: /to NAME TEXT first (" + std::string(help_text) + ")");
+      co_return;
+    }
+    const std::string to = st.correspondent;
+    co_await send_to(st, to, line);
+    co_return;
+  }
+  std::istringstream in(line);
+  std::string cmd, name;
+  in >> cmd;
+  auto rest = [&in] {
+    std::string r;
+    std::getline(in, r);
+    const auto start = r.find_first_not_of(' ');
+    return start == std::string::npos ? std::string() : r.substr(start);
+  };
+  try {
+    if (cmd == "/quit") {
+      st.quit = true;
+    } else if (cmd == "/help") {
+      st.print(help_text);
+    } else if (cmd == "/to") {
+      in >> name;
+      const std::string text = rest();
+      if (name.empty() || text.empty()) {
+        st.print("! usage: /to NAME TEXT");
+      } else {
+        co_await send_to(st, name, text);
+      }
+    } else if (cmd == "/all") {
+      outgoing m;
+      m.text = rest();
+      auto r = co_await st.c.broadcast(m);
+      st.print("(broadcast to " + std::to_string(r.recipients.size()) + ")");
+    } else if (cmd == "/group") {
+      in >> name;
+      outgoing m;
+      m.text = rest();
+      auto r = co_await st.c.group_send(name, m);
+      st.print("(sent to group " + name + ", " + std::to_string(r.recipients.size()) + " members)");
+    } else if (cmd == "/users") {
+      std::string line_out = "online:";
+      for (auto& u : co_await st.c.users()) line_out += " " + u;
+      st.print(line_out);
+    } else if (cmd == "/groups") {
+      auto groups = co_await st.c.groups();
+      if (groups.empty()) st.print("no groups");
+      for (auto& g : groups) {
+        std::string line_out = g.name + ":";
+        for (auto& m : g.members) line_out += " " + m;
+        st.print(line_out);
+      }
+    } else {
+      st.print("! unknown command " + cmd + "; " + help_text);
+    }
+  } catch (const broker_error& e) {
+    st.print("! " + e.code + ": " + e.what());
+  }
+}
+
+asio::awaitable<void> read_input(chat_state& st) {
+  asio::posix::stream_descriptor in(co_await asio::this_coro::executor, ::dup(STDIN_FILENO));
+  char buf[256];
+  std::string pending;
+  while (!st.quit) {
+    auto [ec, n] = co_await in.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
+    if (ec) co_return;  // end of input
+    for (std::size_t i = 0; i < n && !st.quit; ++i) {
+      const char ch = buf[i];
+      if (ch == '\n' || ch == '\r') {
+        std::string line = std::move(st.typed);
+        st.typed.clear();
+        if (st.tty) std::cout << "\r\033[K" << std::flush;
+        if (st.tty && !line.empty()) std::cout << st.prompt() << line << "\n" << std::flush;
+        co_await command(st, line);
+        if (st.tty) std::cout << "\r\033[K" << st.prompt() << st.typed << std::flush;
+      } else if (ch == 127 || ch == 8) {
+        if (!st.typed.empty()) {
+          st.typed.pop_back();
+          if (st.tty) std::cout << "\b \b" << std::flush;
+        }
+      } else if (ch == 4) {  // Ctrl-D
+        st.quit = true;
+      } else if (static_cast<unsigned char>(ch) >= 32 || ch == '\t') {
+        st.typed += ch;
+        if (st.tty) std::cout << ch << std::flush;
+      }
+    }
+  }
+}
+
+asio::awaitable<void> show_messages(chat_state& st) {
+  for (;;) {
+    auto m = co_await st.c.receive(std::chrono::milliseconds(24h));
+    if (!m) continue;
+    std::string line = m->group_name.empty() ? m->sender : "[" + m->group_name + "] " + m->sender;
+    if (m->channel == "broadcast") line = "[all] " + line;
+    line += ": " + (m->text ? *m->text : std::string()) + (m->payload_json ? " " + *m->payload_json : std::string());
+    if (m->redelivery) line += "  (sent " + m->sent_at + ", delivered late)";
+    st.print(line);
+    st.c.acknowledge(*m);
+    if (m->channel == "direct") st.correspondent = m->sender;
+  }
+}
+
+asio::awaitable<void> show_presence(chat_state& st) {
+  for (;;) {
+    auto p = co_await st.c.next_presence(std::chrono::milliseconds(24h));
+    if (!p) continue;
+    for (auto& u : p->joined) st.print("* " + u + " joined");
+    for (auto& u : p->left) st.print("* " + u + " left");
+  }
+}
+
+}  // namespace
+
+asio::awaitable<void> run_chat(client& c) {
+  raw_terminal terminal;
+  chat_state st{c, terminal.active(), {}, {}, false};
+  std::string users;
+  for (auto& u : c.login().user_list) users += " " + u;
+  st.print("connected to " + c.login().broker_name + " as " + c.username() + "; online:" + users + "; " + help_text);
+  try {
+    co_await (read_input(st) || show_messages(st) || show_presence(st));
+  } catch (const connection_error&) {
+  }
+  if (st.tty) std::cout << "\r\033[K" << std::flush;
+}
+
+}  // namespace ma::agent

@@ -1,0 +1,155 @@
+// The agent library: a coroutine client of message-broker.
+//
+// One client is one agent (one username) on one connection. Every member function must be
+// called from the executor given to the constructor (one thread); the client's own coroutines
+// (reader, writer, heartbeats, reconnects) run there too. Heartbeats are sent by the client at
+// the granted interval. When the connection drops, the client reconnects with backoff, logs in
+// again and resends every send the broker had not yet accepted, with the same message_uuid
+// (the broker's dedupe makes that safe): a caller awaiting send() sees neither loss nor
+// duplicate, and a message it already received is not handed to it twice.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace ma::agent {
+
+// The broker answered a request with an error: its error_code and its sentence.
+struct broker_error : std::runtime_error {
+  broker_error(std::string code, const std::string& text) : std::runtime_error(text), code(std::move(code)) {}
+  std::string code;
+};
+
+// No connection: could not connect, the client was closed, or reconnecting is off.
+struct connection_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// What to send: message_text and/or payload (JSON text).
+struct outgoing {
+  std::optional<std::string> text;
+  std::optional<std::string> payload_json;
+  std::string message_uuid;  // empty: the client makes one, so a resend can be recognized
+  std::optional<std::uint64_t> ttl_ms;
+};
+
+struct recipient_status {
+  std::string receiver;
+  std::string status;  // relayed | dead_lettered
+};
+
+struct send_result {
+  std::string message_uuid;
+  std::vector<recipient_status> recipients;  // one for send()
+  bool duplicate = false;
+};
+
+struct message {
+  std::string message_uuid;
+  std::string sender;
+  std::string receiver;
+  std::string channel;
+  std::string group_name;
+  std::string sent_at;
+  std::optional<std::string> text;
+  std::optional<std::string> payload_json;
+  bool redelivery = false;
+  int attempt = 1;
+  std::string dead_letter_reason;
+  std::string content_json;  // the whole receive_message content, as the broker sent it
+};
+
+struct presence_event {
+  std::vector<std::string> joined;
+  std::vector<std::string> left;
+  std::vector<std::string> user_list;  // empty when the broker left it out (many users)
+};
+
+struct group_info {
+  std::string name;
+  std::vector<std::string> members;
+};
+
+struct login_info {
+  std::string broker_name;
+  std::vector<std::string> user_list;
+  std::uint64_t heartbeat_interval_ms = 0;
+  std::uint64_t ack_timeout_ms = 0;
+  std::int64_t pending_dead_letters = 0;
+};
+
+struct delivery_report {
+  std::string receiver;
+  std::string delivered_at;
+};
+
+class client {
+ public:
+  struct settings {
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 10000;
+    std::string username;
+    bool reconnect = true;
+    std::chrono::milliseconds backoff_min{100};
+    std::chrono::milliseconds backoff_max{5000};
+    std::optional<std::uint64_t> heartbeat_interval_ms;  // ask for a longer interval
+  };
+
+  client(boost::asio::any_io_executor ex, settings s);
+  ~client();
+  client(const client&) = delete;
+  client& operator=(const client&) = delete;
+
+  // Connects and logs in. Throws broker_error (e.g. username_taken) or connection_error.
+  boost::asio::awaitable<login_info> connect();
+  // log_out, then close. Every waiting call ends with connection_error.
+  boost::asio::awaitable<void> close();
+
+  // Each completes with message_accepted (throws broker_error on an error reply).
+  boost::asio::awaitable<send_result> send(std::string to, outgoing m);
+  boost::asio::awaitable<send_result> multicast(std::vector<std::string> to, outgoing m);
+  boost::asio::awaitable<send_result> broadcast(outgoing m);
+  boost::asio::awaitable<send_result> group_send(std::string group, outgoing m);
+  // The recipient's acknowledgement of a message this client sent (message_delivered), or
+  // nullopt if none came within the timeout. Reports that arrived earlier are kept.
+  boost::asio::awaitable<std::optional<delivery_report>> delivered(std::string message_uuid,
+                                                                   std::chrono::milliseconds timeout);
+
+  // The next message, or nullopt after the timeout. Throws connection_error once closed.
+  boost::asio::awaitable<std::optional<message>> receive(std::chrono::milliseconds timeout);
+  // Acknowledges a received message (the sender is told it was delivered).
+  void acknowledge(const message& m);
+  // Hands each message to handler and acknowledges it when handler returns (if it throws, the
+  // message stays unacknowledged and the exception ends consume). Returns when the client is
+  // closed.
+  boost::asio::awaitable<void> consume(std::function<void(const message&)> handler);
+
+  // The next presence change, or nullopt after the timeout.
+  boost::asio::awaitable<std::optional<presence_event>> next_presence(std::chrono::milliseconds timeout);
+  boost::asio::awaitable<std::vector<std::string>> users();
+  boost::asio::awaitable<group_info> create_group(std::string name, std::vector<std::string> members);
+  boost::asio::awaitable<group_info> join_group(std::string name);
+  boost::asio::awaitable<group_info> leave_group(std::string name);
+  boost::asio::awaitable<std::vector<group_info>> groups();
+
+  const login_info& login() const;
+  const std::string& username() const;
+  // How many times the connection was made again after a drop.
+  std::uint64_t reconnects() const;
+
+  struct impl;
+
+ private:
+  std::shared_ptr<impl> impl_;
+};
+
+}  // namespace ma::agent
