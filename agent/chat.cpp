@@ -144,10 +144,9 @@ asio::awaitable<void> command(chat_state& st, const std::string& line) {
 asio::awaitable<void> read_input(chat_state& st) {
   asio::posix::stream_descriptor in(co_await asio::this_coro::executor, ::dup(STDIN_FILENO));
   char buf[256];
-  std::string pending;
   while (!st.quit) {
     auto [ec, n] = co_await in.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
-    if (ec) co_return;  // end of input
+    if (ec) break;  // end of input
     for (std::size_t i = 0; i < n && !st.quit; ++i) {
       const char ch = buf[i];
       if (ch == '\n' || ch == '\r') {
@@ -170,6 +169,8 @@ asio::awaitable<void> read_input(chat_state& st) {
       }
     }
   }
+  // Closing the client ends the other loops, which wait on it.
+  co_await st.c.close();
 }
 
 asio::awaitable<void> show_messages(chat_state& st) {

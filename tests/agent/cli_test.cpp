@@ -1,0 +1,224 @@
+// The real message-agent and message-broker binaries.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/json/parse.hpp>
+#include <regex>
+#include <thread>
+
+#include "tests/support/process.hpp"
+#include "tests/support/temp_dir.hpp"
+
+namespace ma {
+namespace {
+
+using namespace std::chrono_literals;
+namespace json = boost::json;
+
+const std::string broker_binary = MA_BROKER_BINARY;
+const std::string agent_binary = MA_AGENT_BINARY;
+
+class AgentCli : public ::testing::Test {
+ protected:
+  test::temp_dir dir;
+  std::unique_ptr<test::child_process> broker;
+  std::string address;
+  std::string discovery_port;
+
+  void SetUp() override {
+    broker = std::make_unique<test::child_process>(
+        broker_binary,
+        std::vector<std::string>{"--port", "0", "--discovery-port", "0", "--database", dir.file("broker.db"),
+                                 "--broker-name", "cli-test"},
+        dir.file("broker.log"));
+    auto port = broker->wait_for_log(std::regex(R"(listening on 127\.0\.0\.1:(\d+))"), 20s);
+    ASSERT_TRUE(port) << broker->log();
+    address = "127.0.0.1:" + *port;
+    auto dport = broker->wait_for_log(std::regex(R"(discovery on 239\.255\.77\.77:(\d+))"), 20s);
+    ASSERT_TRUE(dport) << broker->log();
+    discovery_port = *dport;
+  }
+
+  std::pair<int, std::string> agent(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--broker", address});
+    return test::run_command(agent_binary, args);
+  }
+
+  // Starts a listener and waits until it is logged in (the broker's log says so).
+  std::unique_ptr<test::child_process> listener(const std::string& user, std::vector<std::string> extra) {
+    std::vector<std::string> args{"--broker", address, "--user", user};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto p = std::make_unique<test::child_process>(agent_binary, args, dir.file(user + ".out"));
+    EXPECT_TRUE(broker->wait_for_log(std::regex("'" + user + "' logged in"), 20s)) << broker->log();
+    return p;
+  }
+};
+
+TEST_F(AgentCli, SendAndListenAsText) {
+  auto bob = listener("bob", {"listen", "--count", "2", "--timeout-ms", "20000"});
+  auto [s1, out1] = agent({"--user", "alice", "send", "bob", "hello there"});
+  EXPECT_EQ(s1, 0) << out1;
+  EXPECT_TRUE(std::regex_search(out1, std::regex(R"([0-9a-f-]{36} relayed)"))) << out1;
+  auto [s2, out2] = agent({"--user", "alice", "send", "bob", "second", "--uuid", "cli-2", "--payload", "{\"k\":[1,2]}"});
+  EXPECT_EQ(s2, 0) << out2;
+  EXPECT_EQ(out2, "cli-2 relayed\n");
+  EXPECT_EQ(bob->wait(20s), 0);
+  const std::string got = bob->log();
+  EXPECT_NE(got.find("alice -> bob (direct): hello there"), std::string::npos) << got;
+  EXPECT_NE(got.find("second  {\"k\":[1,2]}"), std::string::npos) << got;
+}
+
+TEST_F(AgentCli, SendAndListenAsJsonAndWaitDelivered) {
+  auto bob = listener("bob", {"--json", "listen", "--count", "1", "--timeout-ms", "20000"});
+  auto [status, out] = agent({"--user", "alice", "--json", "send", "bob", "ack me", "--uuid", "w1", "--wait-delivered",
+                              "--timeout-ms", "20000"});
+  EXPECT_EQ(status, 0) << out;
+  std::istringstream lines(out);
+  std::string accepted, delivered;
+  std::getline(lines, accepted);
+  std::getline(lines, delivered);
+  auto a = json::parse(accepted).as_object();
+  EXPECT_EQ(a.at("message_uuid").as_string(), "w1");
+  EXPECT_EQ(a.at("status").as_string(), "relayed");
+  auto d = json::parse(delivered).as_object();
+  EXPECT_EQ(d.at("receiver_username").as_string(), "bob");
+  EXPECT_EQ(bob->wait(20s), 0);
+  auto m = json::parse(bob->log()).as_object();
+  EXPECT_EQ(m.at("message_uuid").as_string(), "w1");
+  EXPECT_EQ(m.at("message_text").as_string(), "ack me");
+  EXPECT_EQ(m.at("sender_username").as_string(), "alice");
+}
+
+TEST_F(AgentCli, WaitDeliveredTimesOutWithFour) {
+  auto [status, out] = agent({"--user", "alice", "send", "nobody", "x", "--wait-delivered", "--timeout-ms", "300"});
+  EXPECT_EQ(status, 4) << out;
+  EXPECT_NE(out.find("dead_lettered"), std::string::npos) << out;
+}
+
+TEST_F(AgentCli, DiscoverOnLoopbackAndSendWithoutBroker) {
+  auto [status, out] = test::run_command(agent_binary, {"discover", "--discovery-port", discovery_port, "--json"});
+  EXPECT_EQ(status, 0) << out;
+  auto b = json::parse(out).as_object();
+  EXPECT_EQ(b.at("broker_name").as_string(), "cli-test");
+  EXPECT_EQ(b.at("broker_address").as_string(), address);
+  // Without --broker, send finds it by discovery.
+  auto [s2, out2] = test::run_command(agent_binary, {"--discovery-port", discovery_port, "--user", "alice", "send", "bob", "via discovery"});
+  EXPECT_EQ(s2, 0) << out2;
+}
+
+TEST_F(AgentCli, ExitCodes) {
+  // 1: bad usage, refused before anything is sent.
+  auto [s1, out1] = agent({"--user", "bad name", "send", "bob", "x"});
+  EXPECT_EQ(s1, 1);
+  EXPECT_NE(out1.find("1 to 64 characters"), std::string::npos) << out1;
+  auto [s1b, out1b] = agent({"--user", "alice", "send", "bob"});
+  EXPECT_EQ(s1b, 1) << out1b;
+  auto [s1c, out1c] = agent({"--user", "alice", "teleport"});
+  EXPECT_EQ(s1c, 1) << out1c;
+  // 2: no broker.
+  auto [s2, out2] = test::run_command(agent_binary, {"--discovery-port", "9", "--discovery-timeout-ms", "200", "--user", "a",
+                                                     "send", "b", "x"});
+  EXPECT_EQ(s2, 2);
+  EXPECT_NE(out2.find("239.255.77.77"), std::string::npos) << out2;
+  EXPECT_NE(out2.find("--broker"), std::string::npos) << out2;
+  auto [s2b, out2b] = test::run_command(agent_binary, {"--broker", "127.0.0.1:1", "--user", "a", "users"});
+  EXPECT_EQ(s2b, 2) << out2b;
+  // 3: refused by the broker, its code and sentence on stderr.
+  auto [s3, out3] = agent({"--user", "eve", "group", "send", "nothere", "x"});
+  EXPECT_EQ(s3, 3);
+  EXPECT_NE(out3.find("unknown_group"), std::string::npos) << out3;
+}
+
+TEST_F(AgentCli, UsersGroupsMulticastBroadcast) {
+  auto bob = listener("bob", {"--json", "listen", "--count", "3", "--timeout-ms", "20000"});
+  auto [s1, users] = agent({"--user", "alice", "users"});
+  EXPECT_EQ(s1, 0);
+  EXPECT_EQ(users, "alice\nbob\n");
+  auto [s2, created] = agent({"--user", "alice", "group", "create", "ops", "bob"});
+  EXPECT_EQ(s2, 0) << created;
+  EXPECT_EQ(created, "ops: alice bob\n");
+  auto [s3, list] = agent({"--user", "carol", "--json", "group", "list"});
+  EXPECT_EQ(s3, 0);
+  EXPECT_EQ(json::parse(list).at("group_members").as_array().size(), 2u);
+  auto [s4, sent] = agent({"--user", "alice", "group", "send", "ops", "to the group"});
+  EXPECT_EQ(s4, 0) << sent;
+  EXPECT_NE(sent.find("bob=relayed"), std::string::npos) << sent;
+  auto [s5, multi] = agent({"--user", "alice", "multicast", "bob,zed", "to some"});
+  EXPECT_EQ(s5, 0) << multi;
+  EXPECT_NE(multi.find("zed=dead_lettered"), std::string::npos) << multi;
+  auto [s6, all] = agent({"--user", "alice", "broadcast", "to all"});
+  EXPECT_EQ(s6, 0) << all;
+  EXPECT_EQ(bob->wait(20s), 0);
+  const std::string got = bob->log();
+  EXPECT_NE(got.find("\"channel\":\"group\""), std::string::npos) << got;
+  EXPECT_NE(got.find("\"channel\":\"multicast\""), std::string::npos) << got;
+  EXPECT_NE(got.find("\"channel\":\"broadcast\""), std::string::npos) << got;
+}
+
+TEST_F(AgentCli, ListenEndsCleanlyOnSigint) {
+  auto bob = listener("bob", {"listen"});
+  bob->signal(SIGINT);
+  EXPECT_EQ(bob->wait(20s), 0) << bob->log();
+  EXPECT_TRUE(broker->wait_for_log(std::regex("'bob' logged out"), 20s));
+}
+
+// chat in a pseudo-terminal: type a message, see one arrive.
+TEST_F(AgentCli, ChatThroughAPseudoTerminal) {
+  int master = -1;
+  const pid_t pid = ::forkpty(&master, nullptr, nullptr, nullptr);
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::execl(agent_binary.c_str(), agent_binary.c_str(), "--broker", address.c_str(), "--user", "alice", "chat",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  std::string screen;
+  auto read_until = [&](const std::string& needle, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (screen.find(needle) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+      pollfd p{master, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      char buf[4096];
+      const ssize_t n = ::read(master, buf, sizeof buf);
+      if (n <= 0) break;
+      screen.append(buf, static_cast<std::size_t>(n));
+    }
+    return screen.find(needle) != std::string::npos;
+  };
+  auto type = [&](const std::string& keys) { (void)!::write(master, keys.data(), keys.size()); };
+
+  EXPECT_TRUE(read_until("connected to cli-test as alice", 20s)) << screen;
+  auto bob = listener("bob", {"listen", "--count", "1", "--timeout-ms", "20000"});
+  EXPECT_TRUE(read_until("* bob joined", 20s)) << screen;
+  // Half a line typed when a message arrives: the message shows, the half line survives.
+  type("/to bob hel");
+  auto [status, out] = agent({"--user", "carol", "send", "alice", "hi alice"});
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_TRUE(read_until("carol: hi alice", 20s)) << screen;
+  EXPECT_TRUE(read_until("/to bob hel", 5s)) << screen;
+  type("lo from chat\r");
+  EXPECT_TRUE(read_until("(relayed to bob)", 20s)) << screen;
+  EXPECT_EQ(bob->wait(20s), 0);
+  EXPECT_NE(bob->log().find("alice -> bob (direct): hello from chat"), std::string::npos) << bob->log();
+  type("/users\r");
+  EXPECT_TRUE(read_until("online: alice", 20s)) << screen;
+  type("/quit\r");
+  int st = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  pid_t done = 0;
+  while ((done = ::waitpid(pid, &st, WNOHANG)) == 0 && std::chrono::steady_clock::now() < deadline) {
+    read_until("\x01", 50ms);  // keep the terminal drained
+  }
+  EXPECT_EQ(done, pid);
+  if (done != pid) ::kill(pid, SIGKILL), ::waitpid(pid, &st, 0);
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
+  ::close(master);
+}
+
+}  // namespace
+}  // namespace ma
