@@ -1334,6 +1334,45 @@ broker::~broker() {
   for (auto& [id, s] : impl_->sessions) s->socket.close(ignored);
 }
 
+std::vector<std::string> broker::reload(const broker_options& fresh) {
+  broker_options& o = impl_->o;
+  std::vector<std::string> changes;
+  auto apply = [&changes](const char* name, auto& current, const auto& next) {
+    if (current == next) return;
+    changes.push_back(fmt::format("{} changed from {} to {}", name, current, next));
+    current = next;
+  };
+  auto restart_only = [&changes](const char* name, const auto& current, const auto& next) {
+    if (current == next) return;
+    changes.push_back(fmt::format("{} changed from {} to {}: takes effect after a restart", name, current, next));
+  };
+  apply("heartbeat-interval-ms", o.heartbeat_interval_ms, fresh.heartbeat_interval_ms);
+  apply("eviction-factor", o.eviction_factor, fresh.eviction_factor);
+  apply("ack-timeout-ms", o.ack_timeout_ms, fresh.ack_timeout_ms);
+  apply("login-timeout-ms", o.login_timeout_ms, fresh.login_timeout_ms);
+  apply("max-connections", o.max_connections, fresh.max_connections);
+  apply("max-frame-bytes", o.max_frame_bytes, fresh.max_frame_bytes);  // new connections
+  apply("max-message-bytes", o.max_message_bytes, fresh.max_message_bytes);
+  apply("max-outbound-bytes", o.max_outbound_bytes, fresh.max_outbound_bytes);
+  apply("max-delivery-attempts", o.max_delivery_attempts, fresh.max_delivery_attempts);
+  apply("dead-letter-ttl-ms", o.dead_letter_ttl_ms, fresh.dead_letter_ttl_ms);
+  apply("dedupe-window-ms", o.dedupe_window_ms, fresh.dedupe_window_ms);
+  apply("log-level", o.log_level, fresh.log_level);
+  impl_->decoder.set_max_message_bytes(o.max_message_bytes);
+  restart_only("listen-address", o.listen_address, fresh.listen_address);
+  restart_only("port", o.port, fresh.port);
+  restart_only("discovery", o.discovery, fresh.discovery);
+  restart_only("discovery-group", o.discovery_group, fresh.discovery_group);
+  restart_only("discovery-port", o.discovery_port, fresh.discovery_port);
+  restart_only("discovery-interface", o.discovery_interface, fresh.discovery_interface);
+  restart_only("advertise-address", o.advertise_address, fresh.advertise_address);
+  restart_only("database", o.database, fresh.database);
+  restart_only("broker-name", o.broker_name, fresh.broker_name);
+  restart_only("persist-accepted", o.persist_accepted, fresh.persist_accepted);
+  restart_only("sqlite-synchronous", o.sqlite_synchronous, fresh.sqlite_synchronous);
+  return changes;
+}
+
 void broker::start() { impl_->start(); }
 void broker::stop(std::function<void()> done) { impl_->stop(std::move(done)); }
 std::uint16_t broker::port() const { return impl_->acceptor.local_endpoint().port(); }

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "broker/options.hpp"
 
@@ -38,6 +40,10 @@ class broker {
   // unacknowledged message moved to the Dead Letter Channel and committed; then done() runs
   // on io's thread. Bounded: sockets that do not drain are closed after a few seconds.
   void stop(std::function<void()> done);
+
+  // Takes what can change at run time from fresh (timeouts, limits, the dead-letter settings)
+  // and returns one line per change, including those that need a restart to take effect.
+  std::vector<std::string> reload(const broker_options& fresh);
 
   std::uint16_t port() const;
   std::uint16_t discovery_port() const;

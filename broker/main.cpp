@@ -1,11 +1,11 @@
 // message-broker: parses the options, then runs the broker until SIGTERM or SIGINT.
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -13,6 +13,7 @@
 #include "broker/admin.hpp"
 #include "broker/broker.hpp"
 #include "broker/options.hpp"
+#include "broker/service.hpp"
 #include "storage/store.hpp"
 
 int main(int argc, char** argv) {
@@ -37,8 +38,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   const ma::broker_options& o = cmd.options;
-  spdlog::set_default_logger(spdlog::stderr_color_mt("message-broker"));
-  spdlog::set_level(spdlog::level::from_str(o.log_level));
+  ma::setup_logging(o.log_level);
 
   try {
     const auto dir = std::filesystem::path(o.database).parent_path();
@@ -48,16 +48,38 @@ int main(int argc, char** argv) {
     ma::store store(ma::store::settings{{o.database, o.sqlite_synchronous == "full"}});
     ma::broker broker(io, o, store);
     broker.start();
+    ma::service_notifier notifier(io, broker, store);
+    notifier.ready();
+
     boost::asio::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](boost::system::error_code ec, int signo) {
       if (ec) return;
       spdlog::info("signal {}: shutting down", signo);
+      notifier.stopping();
       broker.stop([&io] { io.stop(); });
       // A second signal stops at once; the journal still holds every accepted message.
       signals.async_wait([&io](boost::system::error_code e, int) {
         if (!e) io.stop();
       });
     });
+
+    // SIGHUP: read the options again (the config file may have changed) and apply what can
+    // change while running.
+    boost::asio::signal_set hangup(io, SIGHUP);
+    std::function<void(boost::system::error_code, int)> on_hangup = [&](boost::system::error_code ec, int) {
+      if (ec) return;
+      try {
+        const auto fresh = ma::parse_broker_command_line(args);
+        const auto changes = broker.reload(fresh.options);
+        spdlog::set_level(spdlog::level::from_str(fresh.options.log_level));
+        if (changes.empty()) spdlog::info("SIGHUP: configuration reloaded, nothing changed");
+        for (const auto& line : changes) spdlog::info("SIGHUP: {}", line);
+      } catch (const std::exception& e) {
+        spdlog::error("SIGHUP: the configuration was not reloaded: {}", e.what());
+      }
+      hangup.async_wait(on_hangup);
+    };
+    hangup.async_wait(on_hangup);
     io.run();
     spdlog::info("stopped");
   } catch (const std::exception& e) {

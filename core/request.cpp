@@ -319,6 +319,8 @@ struct request_decoder::impl {
 request_decoder::request_decoder(std::size_t max_message_bytes) : impl_(std::make_unique<impl>(max_message_bytes)) {}
 request_decoder::~request_decoder() = default;
 
+void request_decoder::set_max_message_bytes(std::size_t n) noexcept { impl_->max_message_bytes = n; }
+
 result<request> request_decoder::decode(std::string_view frame) { return impl_->run(frame, false); }
 result<request> request_decoder::decode_datagram(std::string_view datagram) { return impl_->run(datagram, true); }
 

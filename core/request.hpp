@@ -51,6 +51,8 @@ class request_decoder {
   request_decoder(const request_decoder&) = delete;
   request_decoder& operator=(const request_decoder&) = delete;
 
+  void set_max_message_bytes(std::size_t n) noexcept;
+
   // Validates one TCP frame. Broker-to-agent and discovery kinds are unknown_message_id here.
   result<request> decode(std::string_view frame);
   // Validates one discovery datagram: discover_broker, or the original design's log_in.

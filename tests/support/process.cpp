@@ -12,7 +12,7 @@
 namespace ma::test {
 
 child_process::child_process(const std::string& path, const std::vector<std::string>& args,
-                             const std::string& log_file)
+                             const std::string& log_file, const std::vector<std::string>& env)
     : log_file_(log_file) {
   std::vector<char*> argv;
   argv.push_back(const_cast<char*>(path.c_str()));
@@ -23,6 +23,7 @@ child_process::child_process(const std::string& path, const std::vector<std::str
     const int fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
+    for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
     ::execv(path.c_str(), argv.data());
     ::_exit(127);
   }

@@ -13,8 +13,10 @@ namespace ma::test {
 
 class child_process {
  public:
-  // Starts path with args; stdout and stderr go to log_file.
-  child_process(const std::string& path, const std::vector<std::string>& args, const std::string& log_file);
+  // Starts path with args and the extra environment ("NAME=value"); stdout and stderr go to
+  // log_file.
+  child_process(const std::string& path, const std::vector<std::string>& args, const std::string& log_file,
+                const std::vector<std::string>& env = {});
   ~child_process();  // SIGKILL if still running
   child_process(const child_process&) = delete;
   child_process& operator=(const child_process&) = delete;

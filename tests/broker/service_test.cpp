@@ -1,0 +1,185 @@
+// message-broker as a systemd service: the unit, sd_notify, the watchdog, SIGHUP, install.
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "storage/sqlite.hpp"
+#include "tests/support/broker_harness.hpp"
+#include "tests/support/process.hpp"
+
+namespace ma {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+const std::string broker_binary = MA_BROKER_BINARY;
+const std::string build_dir = MA_BUILD_DIR;
+const std::string cmake_command = MA_CMAKE_COMMAND;
+const std::regex listening(R"(listening on 127\.0\.0\.1:(\d+))");
+
+// The datagram socket systemd would listen on for sd_notify.
+class notify_socket {
+ public:
+  explicit notify_socket(const std::string& path) : path_(path) {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  }
+  ~notify_socket() {
+    ::close(fd_);
+    ::unlink(path_.c_str());
+  }
+  // The next notification, or "" after the timeout.
+  std::string next(std::chrono::milliseconds timeout) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return {};
+    char buf[4096];
+    const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
+  }
+  // Waits for a notification containing text; returns it, or "" after the timeout.
+  std::string wait_for(const std::string& text, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      auto m = next(std::max(left, 1ms));
+      if (m.find(text) != std::string::npos) return m;
+    }
+    return {};
+  }
+  // How many notifications containing text arrive during the time.
+  int count(const std::string& text, std::chrono::milliseconds during) {
+    int n = 0;
+    const auto deadline = std::chrono::steady_clock::now() + during;
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (next(std::max(left, 1ms)).find(text) != std::string::npos) ++n;
+    }
+    return n;
+  }
+
+ private:
+  std::string path_;
+  int fd_;
+};
+
+std::vector<std::string> args_for(const test::temp_dir& dir) {
+  return {"--port", "0", "--discovery", "off", "--database", dir.file("broker.db")};
+}
+
+TEST(Service, UnitPassesSystemdAnalyzeVerify) {
+  if (!fs::exists("/usr/bin/systemd-analyze")) GTEST_SKIP() << "systemd-analyze is not installed";
+  auto [status, out] = test::run_command("/usr/bin/systemd-analyze", {"verify", build_dir + "/message-broker.service"});
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_EQ(out.find("Unknown"), std::string::npos) << out;
+}
+
+TEST(Service, NotifiesReadyStatusWatchdogAndStopping) {
+  test::temp_dir dir;
+  notify_socket notify(dir.file("notify"));
+  test::child_process broker(broker_binary, args_for(dir), dir.file("broker.log"),
+                             {"NOTIFY_SOCKET=" + dir.file("notify"), "WATCHDOG_USEC=200000"});
+  EXPECT_FALSE(notify.wait_for("READY=1", 20s).empty()) << broker.log();
+  auto status = notify.wait_for("STATUS=", 20s);
+  EXPECT_NE(status.find("agents online"), std::string::npos) << status;
+  EXPECT_NE(status.find("pending dead letters"), std::string::npos) << status;
+  EXPECT_GE(notify.count("WATCHDOG=1", 1000ms), 3);  // every 100 ms; a loaded machine gets slack
+  broker.signal(SIGTERM);
+  EXPECT_FALSE(notify.wait_for("STOPPING=1", 20s).empty());
+  EXPECT_EQ(broker.wait(20s), 0);
+}
+
+TEST(Service, WatchdogPingsStopWhileTheDatabaseIsFrozen) {
+  test::temp_dir dir;
+  notify_socket notify(dir.file("notify"));
+  test::child_process broker(broker_binary, args_for(dir), dir.file("broker.log"),
+                             {"NOTIFY_SOCKET=" + dir.file("notify"), "WATCHDOG_USEC=200000"});
+  ASSERT_FALSE(notify.wait_for("READY=1", 20s).empty()) << broker.log();
+  ASSERT_FALSE(notify.wait_for("WATCHDOG=1", 20s).empty());
+  {
+    // Another connection holds the write lock: the broker's probe transaction can not begin.
+    sqlite::connection other(dir.file("broker.db"), sqlite::connection::mode::existing_only);
+    other.exec("BEGIN EXCLUSIVE");
+    notify.count("WATCHDOG=1", 300ms);  // a probe that finished just before the lock may still ping once
+    EXPECT_EQ(notify.count("WATCHDOG=1", 1500ms), 0) << "pings went on while the database was frozen";
+    other.exec("ROLLBACK");
+  }
+  // The database answers again (after the busy timeout at the latest): pings resume.
+  EXPECT_FALSE(notify.wait_for("WATCHDOG=1", 20s).empty());
+}
+
+TEST(Service, SighupChangesTheLogLevelOfARunningBroker) {
+  test::temp_dir dir;
+  const std::string conf = dir.file("broker.conf");
+  std::ofstream(conf) << "log-level = info\nack-timeout-ms = 10000\n";
+  auto args = args_for(dir);
+  args.insert(args.end(), {"--config", conf});
+  test::child_process broker(broker_binary, args, dir.file("broker.log"));
+  auto port = broker.wait_for_log(listening, 20s);
+  ASSERT_TRUE(port) << broker.log();
+  {
+    test::client c(static_cast<std::uint16_t>(std::stoi(*port)));
+    c.log_in("before");
+  }
+  EXPECT_EQ(broker.log().find("connected from"), std::string::npos);  // a debug line
+  std::ofstream(conf) << "log-level = debug\nack-timeout-ms = 5000\nbroker-name = renamed\n";
+  broker.signal(SIGHUP);
+  EXPECT_TRUE(broker.wait_for_log(std::regex("log-level changed from info to debug"), 20s)) << broker.log();
+  EXPECT_TRUE(broker.wait_for_log(std::regex("ack-timeout-ms changed from 10000 to 5000"), 20s)) << broker.log();
+  EXPECT_TRUE(broker.wait_for_log(std::regex("broker-name changed .* restart"), 20s)) << broker.log();
+  {
+    test::client c(static_cast<std::uint16_t>(std::stoi(*port)));
+    c.log_in("after");
+  }
+  EXPECT_TRUE(broker.wait_for_log(std::regex("connected from"), 20s)) << broker.log();
+  // A broken file is refused, and the broker goes on.
+  std::ofstream(conf) << "log-level = loud\n";
+  broker.signal(SIGHUP);
+  EXPECT_TRUE(broker.wait_for_log(std::regex("not reloaded"), 20s)) << broker.log();
+  test::client c(static_cast<std::uint16_t>(std::stoi(*port)));
+  c.log_in("still");
+}
+
+TEST(Service, JournalLinesCarryPriorityPrefixes) {
+  test::temp_dir dir;
+  test::child_process broker(broker_binary, args_for(dir), dir.file("broker.log"), {"JOURNAL_STREAM=8:1234"});
+  auto line = broker.wait_for_log(std::regex(R"((<\d>message-broker 'message-broker' listening)[^\n]*)"), 20s);
+  ASSERT_TRUE(line) << broker.log();
+  EXPECT_EQ(line->substr(0, 3), "<6>");
+  broker.signal(SIGTERM);
+  EXPECT_EQ(broker.wait(20s), 0);
+  EXPECT_EQ(broker.log().find("[info]"), std::string::npos) << broker.log();  // no spdlog decoration
+}
+
+TEST(Service, InstallIntoATemporaryPrefixPutsEveryFileInPlace) {
+  test::temp_dir dir;
+  const std::string prefix = dir.file("prefix");
+  auto [status, out] = test::run_command(cmake_command, {"--install", build_dir, "--prefix", prefix});
+  ASSERT_EQ(status, 0) << out;
+  for (const char* f : {"bin/message-broker", "bin/message-agent", "etc/message-broker/message-broker.conf",
+                        "lib/systemd/system/message-broker.service"}) {
+    EXPECT_TRUE(fs::exists(prefix + "/" + f)) << f;
+  }
+  std::ifstream unit(prefix + "/lib/systemd/system/message-broker.service");
+  const std::string text((std::istreambuf_iterator<char>(unit)), {});
+  EXPECT_NE(text.find("ExecStart=" + prefix + "/bin/message-broker --config " + prefix +
+                      "/etc/message-broker/message-broker.conf"),
+            std::string::npos)
+      << text;
+  auto [s2, out2] = test::run_command(prefix + "/bin/message-broker",
+                                      {"--config", prefix + "/etc/message-broker/message-broker.conf", "--check-config"});
+  EXPECT_EQ(s2, 0) << out2;
+}
+
+}  // namespace
+}  // namespace ma
