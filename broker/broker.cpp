@@ -45,6 +45,9 @@ namespace {
 constexpr int protocol_version = 1;
 // Above this many online users, update_user_set carries user_count instead of user_list.
 constexpr std::size_t max_user_list_in_updates = 1000;
+// Up to this many online users, presence changes go out one by one, at once.
+constexpr std::size_t presence_immediate_below = 64;
+constexpr auto presence_batch = 100ms;
 // Redeliveries sent and not yet acknowledged, per session, before the pager waits.
 constexpr std::size_t redelivery_window = 1000;
 constexpr int redelivery_page = 500;
@@ -52,6 +55,7 @@ constexpr std::size_t max_datagram = 1400;
 constexpr int discovery_replies_per_second = 20;
 constexpr std::size_t max_dedupe_entries = 2'000'000;
 constexpr auto close_flush_limit = 2s;
+constexpr auto backpressure_limit = 200ms;
 
 // One piece of a frame waiting to be written: owned, or shared among recipients.
 struct chunk {
@@ -186,6 +190,10 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
   void dead_letter(std::vector<failed_delivery> failed, dead_letter_reason reason);
   void notify(const std::string& user, std::string frame);
   void presence(const std::string& who, bool joined);
+  void flush_presence(const std::string& except);
+  std::vector<std::string> presence_joined, presence_left;
+  asio::steady_timer presence_timer{io};
+  bool presence_timer_armed = false;
   void remember(const std::string& key, dedupe_entry e);
   void send_error(session& s, errc code, std::string text, const request* r = nullptr);
 
@@ -211,6 +219,7 @@ struct session : std::enable_shared_from_this<session> {
         socket(std::move(sock)),
         wake(socket.get_executor()),
         redelivery_wake(socket.get_executor()),
+        unblock(socket.get_executor()),
         framer(b.o.max_frame_bytes),
         id(id),
         connected_at(steady::now()),
@@ -238,6 +247,16 @@ struct session : std::enable_shared_from_this<session> {
   std::uint64_t next_delivery = 0;
   std::unordered_map<std::uint64_t, delivery> in_flight;
   std::unordered_multimap<std::string, std::uint64_t> by_uuid;
+
+  // Backpressure: a recipient whose unsent data passes a quarter of max_outbound_bytes makes
+  // the senders that feed it stop reading (TCP then slows them down) until it drains to an
+  // eighth, for at most backpressure_limit. A recipient that does not drain in that time is
+  // marked slow: senders no longer wait for it, and what passes max_outbound_bytes goes to
+  // the Dead Letter Channel (queue_overflow) until it catches up.
+  std::weak_ptr<session> blocked_on;              // set on a sender by the frame it just sent
+  std::vector<std::weak_ptr<session>> stalled;    // on a recipient: senders waiting for it
+  asio::steady_timer unblock;                     // a sender waits on it
+  bool slow = false;
 
   bool draining = false;  // redelivering dead letters: live messages wait in held
   std::vector<std::pair<message_ptr, std::int64_t>> held;
@@ -305,8 +324,35 @@ struct session : std::enable_shared_from_this<session> {
           co_await wait_forever();
           co_return;
         }
+        if (auto to = blocked_on.lock()) {
+          blocked_on.reset();
+          co_await wait_for_room(*to);
+        }
       }
     }
+  }
+
+  asio::awaitable<void> wait_for_room(session& to) {
+    const auto limit = steady::now() + backpressure_limit;
+    to.stalled.push_back(weak_from_this());
+    while (!to.closed && !to.closing && !closing && to.out_bytes > b.o.max_outbound_bytes / 8) {
+      if (steady::now() >= limit) {
+        to.slow = true;
+        break;
+      }
+      unblock.expires_at(limit);
+      co_await unblock.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+  }
+
+  // After a write: senders waiting for this session may go on once it has drained.
+  void release_stalled() {
+    if (out_bytes > b.o.max_outbound_bytes / 8) return;
+    slow = false;
+    for (auto& w : stalled) {
+      if (auto s = w.lock()) s->unblock.cancel();
+    }
+    stalled.clear();
   }
 
   asio::awaitable<void> writer() {
@@ -341,6 +387,7 @@ struct session : std::enable_shared_from_this<session> {
       out.erase(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(pieces));
       out_bytes -= written;
       if (draining) redelivery_wake.cancel_one();
+      if (!stalled.empty() || slow) release_stalled();
     }
   }
 };
@@ -460,6 +507,7 @@ void broker::impl::stop(std::function<void()> done) {
   udp_socket.close(ignored);
   sweep_timer.cancel();
   expiry_timer.cancel();
+  presence_timer.cancel();
   // Sessions that do not drain in time are closed by the sweep.
   schedule_sweep();
   for (auto& [id, s] : sessions) s->begin_close();
@@ -792,6 +840,25 @@ void broker::impl::handle_user_list(session& s, const request& r) {
 }
 
 void broker::impl::presence(const std::string& who, bool joined) {
+  (joined ? presence_joined : presence_left).push_back(who);
+  // Few users: tell them at once. Many: one update per presence_batch for all the changes in
+  // it, or a login storm of N agents would cost N * N frames.
+  if (online.size() <= presence_immediate_below) {
+    flush_presence(who);
+    return;
+  }
+  if (presence_timer_armed) return;
+  presence_timer_armed = true;
+  presence_timer.expires_after(presence_batch);
+  auto self = shared_from_this();
+  presence_timer.async_wait([self](boost::system::error_code ec) {
+    self->presence_timer_armed = false;
+    if (!ec) self->flush_presence({});
+  });
+}
+
+void broker::impl::flush_presence(const std::string& except) {
+  if (presence_joined.empty() && presence_left.empty()) return;
   json::object c;
   if (online.size() <= max_user_list_in_updates) {
     json::array users;
@@ -799,10 +866,17 @@ void broker::impl::presence(const std::string& who, bool joined) {
     c["user_list"] = std::move(users);
   }
   c["user_count"] = online.size();
-  c[joined ? "joined" : "left"] = json::array{json::value(who)};
+  auto names = [](std::vector<std::string>& v) {
+    json::array a;
+    for (auto& n : v) a.emplace_back(n);
+    v.clear();
+    return a;
+  };
+  if (!presence_joined.empty()) c["joined"] = names(presence_joined);
+  if (!presence_left.empty()) c["left"] = names(presence_left);
   auto frame = std::make_shared<const std::string>(make_frame(kind::update_user_set, c));
   for (auto& [name, s] : online) {
-    if (name != who && !s->closing) s->push_shared(frame);
+    if (name != except && !s->closing) s->push_shared(frame);
   }
 }
 
@@ -810,6 +884,11 @@ void broker::impl::on_session_closed(const std::shared_ptr<session>& s) {
   s->closed = true;
   s->wake.cancel();
   s->redelivery_wake.cancel();
+  s->unblock.cancel();
+  for (auto& w : s->stalled) {
+    if (auto sender = w.lock()) sender->unblock.cancel();
+  }
+  s->stalled.clear();
   boost::system::error_code ignored;
   s->socket.close(ignored);
   sessions.erase(s->id);
@@ -943,6 +1022,15 @@ void broker::impl::handle_message(session& s, request& r) {
     }
     any_dead = any_dead || !t.live;
     targets->push_back(std::move(t));
+  }
+
+  for (auto& t : *targets) {
+    if (!t.live) continue;
+    auto to = t.to.lock();
+    if (to && !to->slow && to.get() != &s && to->out_bytes > o.max_outbound_bytes / 4) {
+      s.blocked_on = to;  // the reader waits after this frame
+      break;
+    }
   }
 
   dedupe_entry e;
@@ -1331,6 +1419,7 @@ broker::~broker() {
   impl_->ack_timer.cancel();
   impl_->sweep_timer.cancel();
   impl_->expiry_timer.cancel();
+  impl_->presence_timer.cancel();
   for (auto& [id, s] : impl_->sessions) s->socket.close(ignored);
 }
 
