@@ -68,11 +68,13 @@ struct chunk {
 // One accepted message, shared by its recipients' deliveries.
 struct accepted_message {
   message_record rec;
-  std::string sent_at;
-  shared_receive_frame frame;  // built at the first live delivery
+  iso8601_text sent_at{};
+  bool fan_out = false;        // more than one live recipient: share the frame's parts
+  shared_receive_frame frame;  // built at the first live delivery of a fan-out
 
   message_header header() const {
-    return {rec.message_uuid, rec.sender, rec.ch, rec.group_name, sent_at, rec.body};
+    return {rec.message_uuid, rec.sender, rec.ch, rec.group_name, std::string_view(sent_at.data(), sent_at.size()),
+            rec.body};
   }
 };
 using message_ptr = std::shared_ptr<accepted_message>;
@@ -125,15 +127,28 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
   std::map<std::string, session*> online;  // sorted: user lists come out in order
   std::map<std::string, std::set<std::string>> groups;
 
+  // (sender, message_uuid) pairs accepted recently, keyed "sender\nuuid".
   struct dedupe_entry {
-    bool done = false;
+    bool done = false;    // accepted (or failed): duplicates are answered at once
+    bool failed = false;  // the store refused it: the uuid is free to be sent again
     bool many = false;
-    std::string status;  // "relayed"/"dead_lettered", or the recipients array as JSON
-    std::vector<std::pair<std::weak_ptr<session>, std::string>> waiters;  // (session, request_id)
+    std::string status;   // "relayed"/"dead_lettered", or the recipients array as JSON
+    // Who waits for message_accepted: the sender, and duplicates that came meanwhile.
+    std::weak_ptr<session> first_waiter;
+    std::string first_request_id;
+    std::vector<std::pair<std::weak_ptr<session>, std::string>> more_waiters;
     steady::time_point at;
   };
   std::unordered_map<std::string, dedupe_entry> dedupe;
-  std::deque<std::string> dedupe_order;
+  std::deque<const std::string*> dedupe_order;  // the keys inside dedupe, oldest first
+
+  // One recipient of a message being accepted.
+  struct target {
+    std::string name;
+    session* to;  // online and with room: a live delivery; else a dead letter for reason
+    dead_letter_reason reason;
+    std::int64_t seq;
+  };
 
   struct ack_deadline {
     steady::time_point at;
@@ -184,7 +199,9 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
   }
   void deliver(session& to, const message_ptr& m, std::int64_t seq);
   void register_in_flight(session& to, delivery d);
-  void finish_accept(const std::string& key, const std::string& uuid);
+  void finish_accept(dedupe_entry& e, const std::string& uuid);
+  void forget_old_uuids();
+  dedupe_entry* remember(std::string key);
   void on_ack_timer();
   void arm_ack_timer();
   void dead_letter(std::vector<failed_delivery> failed, dead_letter_reason reason);
@@ -194,7 +211,6 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
   std::vector<std::string> presence_joined, presence_left;
   asio::steady_timer presence_timer{io};
   bool presence_timer_armed = false;
-  void remember(const std::string& key, dedupe_entry e);
   void send_error(session& s, errc code, std::string text, const request* r = nullptr);
 
   // Runs job on the store's thread; then done(error) on the broker's thread, if the broker
@@ -246,7 +262,9 @@ struct session : std::enable_shared_from_this<session> {
 
   std::uint64_t next_delivery = 0;
   std::unordered_map<std::uint64_t, delivery> in_flight;
-  std::unordered_multimap<std::string, std::uint64_t> by_uuid;
+  // uuid -> delivery id; the key views the uuid in the delivery's message, which the entry in
+  // in_flight keeps alive: both are always erased together.
+  std::unordered_multimap<std::string_view, std::uint64_t> by_uuid;
 
   // Backpressure: a recipient whose unsent data passes a quarter of max_outbound_bytes makes
   // the senders that feed it stop reading (TCP then slows them down) until it drains to an
@@ -425,11 +443,10 @@ void broker::impl::start() {
   }
   for (auto& g : result->groups) groups[g.name] = std::set<std::string>(g.members.begin(), g.members.end());
   for (auto& [sender, uuid] : result->recent) {
-    dedupe_entry e;
+    dedupe_entry& e = *remember(sender + '\n' + uuid);
     e.done = true;
     e.status = "dead_lettered";
     e.at = steady::now();
-    remember(sender + '\n' + uuid, std::move(e));
   }
 
   boost::system::error_code ec;
@@ -925,44 +942,50 @@ void broker::impl::on_session_closed(const std::shared_ptr<session>& s) {
 // ------------------------------------------------------------------------------------------
 // relay
 
-void broker::impl::remember(const std::string& key, dedupe_entry e) {
-  // Forget, oldest first, what is past the window (or past the cap on entries).
+void broker::impl::forget_old_uuids() {
+  // Oldest first, what is past the window (or past the cap on entries). An entry still being
+  // accepted stops the sweep: the ones behind it are younger anyway.
   const auto window = std::chrono::milliseconds(o.dedupe_window_ms);
   const auto now = steady::now();
   while (!dedupe_order.empty()) {
-    auto it = dedupe.find(dedupe_order.front());
-    if (it != dedupe.end()) {
-      if (!it->second.done) break;  // still being accepted
-      if (now - it->second.at < window && dedupe.size() < max_dedupe_entries) break;
-      dedupe.erase(it);
-    }
+    auto it = dedupe.find(*dedupe_order.front());
+    if (!it->second.done) break;
+    if (now - it->second.at < window && dedupe.size() < max_dedupe_entries) break;
     dedupe_order.pop_front();
+    dedupe.erase(it);
   }
-  if (dedupe.emplace(key, std::move(e)).second) dedupe_order.push_back(key);
+}
+
+broker::impl::dedupe_entry* broker::impl::remember(std::string key) {
+  forget_old_uuids();
+  auto [it, inserted] = dedupe.try_emplace(std::move(key));
+  if (inserted) dedupe_order.push_back(&it->first);
+  return &it->second;
 }
 
 void broker::impl::handle_message(session& s, request& r) {
-  std::string uuid = r.message_uuid.empty() ? make_message_uuid() : r.message_uuid;
-  std::string key = s.username + '\n' + uuid;
-  if (auto it = dedupe.find(key); it != dedupe.end()) {
+  std::string uuid = r.message_uuid.empty() ? make_message_uuid() : std::move(r.message_uuid);
+  std::string key;
+  key.reserve(s.username.size() + 1 + uuid.size());
+  key.append(s.username).append(1, '\n').append(uuid);
+  if (auto it = dedupe.find(key); it != dedupe.end() && !it->second.failed) {
     auto& e = it->second;
     if (e.done) {
       s.push(e.many ? make_accepted_many_frame(uuid, e.status, true, r.request_id)
                     : make_accepted_frame(uuid, e.status, true, r.request_id));
     } else {
-      e.waiters.emplace_back(s.weak_from_this(), r.request_id);
+      e.more_waiters.emplace_back(s.weak_from_this(), r.request_id);
     }
     return;
   }
 
   auto m = std::make_shared<accepted_message>();
   message_record& rec = m->rec;
-  rec.message_uuid = uuid;
   rec.sender = s.username;
   rec.body = std::move(r.body);
   rec.accepted_at = now_ms();
   rec.expires_at = rec.accepted_at + std::chrono::milliseconds(r.ttl_ms ? *r.ttl_ms : o.dead_letter_ttl_ms);
-  m->sent_at = format_iso8601(rec.accepted_at);
+  m->sent_at = format_iso8601_fixed(rec.accepted_at);
 
   std::vector<std::string> recipients;
   switch (r.k) {
@@ -1000,103 +1023,110 @@ void broker::impl::handle_message(session& s, request& r) {
     }
   }
 
-  struct target {
-    std::string name;
-    std::weak_ptr<session> to;
-    bool live = false;
-    dead_letter_reason reason = dead_letter_reason::recipient_offline;
-    std::int64_t seq = 0;
-  };
-  auto targets = std::make_shared<std::vector<target>>();
-  targets->reserve(recipients.size());
+  std::vector<target> targets;
+  targets.reserve(recipients.size());
   bool any_dead = false;
+  int live = 0;
   for (auto& name : recipients) {
-    target t{std::move(name), {}, false, dead_letter_reason::recipient_offline, 0};
+    target t{std::move(name), nullptr, dead_letter_reason::recipient_offline, 0};
     if (session* to = find_online(t.name); to && !to->closing) {
       if (to->out_bytes > o.max_outbound_bytes) {
         t.reason = dead_letter_reason::queue_overflow;
       } else {
-        t.live = true;
-        t.to = to->weak_from_this();
+        t.to = to;
+        ++live;
+        // Backpressure: the sender's reader waits after this frame.
+        if (!to->slow && to != &s && to->out_bytes > o.max_outbound_bytes / 4 && s.blocked_on.expired()) {
+          s.blocked_on = to->weak_from_this();
+        }
       }
     }
-    any_dead = any_dead || !t.live;
-    targets->push_back(std::move(t));
+    any_dead = any_dead || !t.to;
+    targets.push_back(std::move(t));
   }
+  m->fan_out = live > 1;
 
-  for (auto& t : *targets) {
-    if (!t.live) continue;
-    auto to = t.to.lock();
-    if (to && !to->slow && to.get() != &s && to->out_bytes > o.max_outbound_bytes / 4) {
-      s.blocked_on = to;  // the reader waits after this frame
-      break;
-    }
-  }
-
-  dedupe_entry e;
+  dedupe_entry& e = *remember(std::move(key));
+  e = dedupe_entry{};
   e.many = r.k != kind::send_message;
   if (e.many) {
     std::string arr = "[";
-    for (auto& t : *targets) {
+    for (auto& t : targets) {
       if (arr.size() > 1) arr += ',';
       arr += "{\"receiver_username\":";
       append_json_string(arr, t.name);
       arr += ",\"status\":\"";
-      arr += status_of(t.live);
+      arr += status_of(t.to != nullptr);
       arr += "\"}";
     }
     arr += ']';
     e.status = std::move(arr);
   } else {
-    e.status = std::string(status_of(targets->front().live));
+    e.status = status_of(targets.front().to != nullptr);
   }
-  e.at = steady::now();
-  e.waiters.emplace_back(s.weak_from_this(), r.request_id);
-  remember(key, std::move(e));
+  e.first_waiter = s.weak_from_this();
+  e.first_request_id = std::move(r.request_id);
+  rec.message_uuid = std::move(uuid);
 
   const bool persist = o.persist_accepted;
   if (!persist) {
-    for (auto& t : *targets) {
-      if (!t.live) continue;
-      if (auto to = t.to.lock()) deliver(*to, m, 0);
+    for (auto& t : targets) {
+      if (t.to) deliver(*t.to, m, 0);
     }
     if (!any_dead) {
-      finish_accept(key, uuid);
+      finish_accept(e, rec.message_uuid);
       return;
     }
   }
 
-  auto job = [m, targets, persist](database& db) {
+  // The store's part. Sessions are named by weak pointers from here: the commit takes a while.
+  struct pending {
+    std::vector<target> targets;
+    std::vector<std::weak_ptr<session>> to;
+  };
+  auto p = std::make_shared<pending>();
+  p->to.reserve(targets.size());
+  for (auto& t : targets) p->to.push_back(t.to ? t.to->weak_from_this() : std::weak_ptr<session>());
+  p->targets = std::move(targets);
+  std::string dedupe_key = rec.sender + '\n' + rec.message_uuid;
+
+  auto job = [m, p, persist](database& db) {
     const auto now = now_ms();
-    for (auto& t : *targets) {
-      if (t.live) {
+    for (auto& t : p->targets) {
+      if (t.to) {
         if (persist) t.seq = db.journal(m->rec, t.name);
       } else {
         db.dead_letter_new(m->rec, t.name, t.reason, now);
       }
     }
   };
-  auto done = [this, m, targets, persist, key, uuid](std::exception_ptr err) {
+  auto done = [this, m, p, persist, dedupe_key = std::move(dedupe_key)](std::exception_ptr err) {
+    auto it = this->dedupe.find(dedupe_key);
     if (err) {
-      // Nothing of it was committed: the sender hears internal_error, never message_accepted.
-      auto it = this->dedupe.find(key);
+      // Nothing of it was committed: the sender hears internal_error, never message_accepted,
+      // and the same uuid may be sent again.
       if (it == this->dedupe.end()) return;
-      auto waiters = std::move(it->second.waiters);
-      this->dedupe.erase(it);
-      for (auto& [w, request_id] : waiters) {
+      auto& e = it->second;
+      e.failed = true;
+      e.done = true;
+      auto notify_failed = [&](const std::weak_ptr<session>& w, const std::string& request_id) {
         if (auto s = w.lock(); s && !s->closed) {
           s->push(make_error_frame({errc::internal_error,
                                     "The broker could not store the message; it was not accepted: send it again.",
-                                    request_id, uuid}));
+                                    request_id, m->rec.message_uuid}));
         }
-      }
+      };
+      notify_failed(e.first_waiter, e.first_request_id);
+      for (auto& [w, request_id] : e.more_waiters) notify_failed(w, request_id);
+      e.more_waiters.clear();
       return;
     }
     if (persist) {
       std::vector<failed_delivery> gone;
-      for (auto& t : *targets) {
-        if (!t.live) continue;
-        auto to = t.to.lock();
+      for (std::size_t i = 0; i < p->targets.size(); ++i) {
+        auto& t = p->targets[i];
+        if (!t.to) continue;
+        auto to = p->to[i].lock();
         if (to && !to->closed && !to->closing) {
           this->deliver(*to, m, t.seq);
         } else {
@@ -1105,27 +1135,28 @@ void broker::impl::handle_message(session& s, request& r) {
       }
       if (!gone.empty()) this->dead_letter(std::move(gone), dead_letter_reason::recipient_disconnected);
     }
-    this->finish_accept(key, uuid);
+    if (it != this->dedupe.end()) this->finish_accept(it->second, m->rec.message_uuid);
   };
   submit(std::move(job), std::move(done));
 }
 
-void broker::impl::finish_accept(const std::string& key, const std::string& uuid) {
-  auto it = dedupe.find(key);
-  if (it == dedupe.end()) return;
-  auto& e = it->second;
+void broker::impl::finish_accept(dedupe_entry& e, const std::string& uuid) {
   e.done = true;
   e.at = steady::now();
-  bool first = true;
-  for (auto& [w, request_id] : e.waiters) {
-    if (auto s = w.lock(); s && !s->closed) {
-      s->push(e.many ? make_accepted_many_frame(uuid, e.status, !first, request_id)
-                     : make_accepted_frame(uuid, e.status, !first, request_id));
-    }
-    first = false;
+  if (auto s = e.first_waiter.lock(); s && !s->closed) {
+    s->push(e.many ? make_accepted_many_frame(uuid, e.status, false, e.first_request_id)
+                   : make_accepted_frame(uuid, e.status, false, e.first_request_id));
   }
-  e.waiters.clear();
-  e.waiters.shrink_to_fit();
+  e.first_waiter.reset();
+  std::string().swap(e.first_request_id);
+  for (auto& [w, request_id] : e.more_waiters) {
+    if (auto s = w.lock(); s && !s->closed) {
+      s->push(e.many ? make_accepted_many_frame(uuid, e.status, true, request_id)
+                     : make_accepted_frame(uuid, e.status, true, request_id));
+    }
+  }
+  e.more_waiters.clear();
+  e.more_waiters.shrink_to_fit();
 }
 
 void broker::impl::deliver(session& to, const message_ptr& m, std::int64_t seq) {
@@ -1133,16 +1164,20 @@ void broker::impl::deliver(session& to, const message_ptr& m, std::int64_t seq) 
     to.held.emplace_back(m, seq);
     return;
   }
-  if (!m->frame.head) m->frame = make_receive_frame(m->header());
-  to.push_shared(m->frame.head);
-  to.push(receiver_part(to.username));
-  to.push_shared(m->frame.tail);
+  if (m->fan_out) {
+    if (!m->frame.head) m->frame = make_receive_frame(m->header());
+    to.push_shared(m->frame.head);
+    to.push(receiver_part(to.username));
+    to.push_shared(m->frame.tail);
+  } else {
+    to.push(make_live_frame(m->header(), to.username));
+  }
   register_in_flight(to, delivery{m, seq, 0, 1, now_ms()});
 }
 
 void broker::impl::register_in_flight(session& to, delivery d) {
   const std::uint64_t id = ++to.next_delivery;
-  to.by_uuid.emplace(d.msg->rec.message_uuid, id);
+  to.by_uuid.emplace(std::string_view(d.msg->rec.message_uuid), id);
   to.in_flight.emplace(id, std::move(d));
   ack_deadlines.push_back({steady::now() + ack_timeout(), to.weak_from_this(), id});
   arm_ack_timer();
@@ -1306,7 +1341,7 @@ asio::awaitable<void> broker::impl::redeliver(std::shared_ptr<session> s) {
       m->rec.ch = letter.ch;
       m->rec.group_name = std::move(letter.group_name);
       m->rec.body = std::move(letter.body);
-      m->sent_at = std::move(letter.accepted_at);
+      std::copy_n(letter.accepted_at.begin(), std::min(letter.accepted_at.size(), m->sent_at.size()), m->sent_at.begin());
       const int attempt = letter.attempts + 1;
       s->push(make_redelivery_frame(m->header(), s->username, attempt, to_string(letter.reason)));
       ++s->redeliveries_in_flight;

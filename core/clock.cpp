@@ -8,12 +8,18 @@ sys_ms now_ms() noexcept {
 }
 
 std::string format_iso8601(sys_ms t) {
+  const auto text = format_iso8601_fixed(t);
+  return std::string(text.data(), text.size());
+}
+
+iso8601_text format_iso8601_fixed(sys_ms t) noexcept {
   using namespace std::chrono;
   const auto day = floor<days>(t);
   const year_month_day ymd{day};
   const hh_mm_ss hms{t - day};
   // Digits by hand: this runs for every stored row, and snprintf is the slow part of it.
-  std::string out = "0000-00-00T00:00:00.000Z";
+  iso8601_text out{'0', '0', '0', '0', '-', '0', '0', '-', '0', '0', 'T', '0',
+                   '0', ':', '0', '0', ':', '0', '0', '.', '0', '0', '0', 'Z'};
   auto put = [&out](std::size_t pos, std::size_t len, unsigned v) {
     for (std::size_t i = pos + len; i-- > pos; v /= 10) out[i] = static_cast<char>('0' + v % 10);
   };

@@ -50,6 +50,16 @@ shared_receive_frame make_receive_frame(const message_header& h) {
   return {std::move(head), std::move(tail)};
 }
 
+std::string make_live_frame(const message_header& h, std::string_view receiver) {
+  std::string out;
+  out.reserve(200 + h.message_uuid.size() + h.sender.size() + receiver.size() + h.body.size());
+  append_common(out, h);
+  out += ",\"redelivery\":false,\"attempt\":1,\"receiver_username\":";
+  append_json_string(out, receiver);
+  append_body_and_close(out, h.body);
+  return out;
+}
+
 std::string receiver_part(std::string_view receiver) {
   std::string out;
   out.reserve(receiver.size() + 2);

@@ -29,6 +29,8 @@ struct shared_receive_frame {
 shared_receive_frame make_receive_frame(const message_header& h);
 // The middle part for one recipient: "\"bob\"".
 std::string receiver_part(std::string_view receiver);
+// The whole live frame for a message with one recipient (nothing to share).
+std::string make_live_frame(const message_header& h, std::string_view receiver);
 
 // A redelivery from the Dead Letter Channel, whole.
 std::string make_redelivery_frame(const message_header& h, std::string_view receiver, int attempt,

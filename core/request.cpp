@@ -6,6 +6,7 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include "core/encode.hpp"
 #include "core/names.hpp"
 
 namespace json = boost::json;
@@ -129,10 +130,11 @@ class content_reader {
       return fail(errc::invalid_field, "message_text must be a string; put structured data in payload.");
     }
     out_.body.clear();
+    if (text) out_.body.reserve(text->get_string().size() + 24);
     out_.body += '{';
     if (text) {
       out_.body += "\"message_text\":";
-      out_.body += json::serialize(*text);
+      append_json_string(out_.body, std::string_view(text->get_string().data(), text->get_string().size()));
     }
     if (payload) {
       if (text) out_.body += ',';
