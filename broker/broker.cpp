@@ -280,13 +280,37 @@ struct session : std::enable_shared_from_this<session> {
   std::vector<std::pair<message_ptr, std::int64_t>> held;
   std::size_t redeliveries_in_flight = 0;
 
-  void push(chunk c) {
-    out_bytes += c.size();
-    out.push_back(std::move(c));
+  // Appends one frame: write(std::string&) adds it at the end of the last owned chunk that is
+  // not being written, so small frames share one reused buffer instead of one string each.
+  template <class Write>
+  void append(Write&& write) {
+    std::string& buffer = tail();
+    const std::size_t before = buffer.size();
+    write(buffer);
+    out_bytes += buffer.size() - before;
     wake.cancel_one();
   }
-  void push(std::string frame) { push(chunk{nullptr, std::move(frame)}); }
-  void push_shared(std::shared_ptr<const std::string> frame) { push(chunk{std::move(frame), {}}); }
+  void push(std::string_view frame) {
+    append([frame](std::string& b) { b.append(frame); });
+  }
+  void push_shared(std::shared_ptr<const std::string> frame) {
+    out_bytes += frame->size();
+    out.push_back(chunk{std::move(frame), {}});
+    wake.cancel_one();
+  }
+
+  std::string& tail() {
+    if (out.size() > writing && !out.back().shared && out.back().own.size() < 256 * 1024) return out.back().own;
+    chunk c;
+    if (!spare.empty()) {
+      c.own.swap(spare.back());
+      spare.pop_back();
+    }
+    out.push_back(std::move(c));
+    return out.back().own;
+  }
+  std::size_t writing = 0;          // chunks at the front of out that the writer is writing
+  std::vector<std::string> spare;   // emptied buffers, kept for their capacity
 
   void begin_close() {
     if (closing) return;
@@ -397,12 +421,21 @@ struct session : std::enable_shared_from_this<session> {
         bytes += c.size();
       }
       const std::size_t pieces = buffers.size();
+      writing = pieces;
       auto [ec, written] = co_await asio::async_write(socket, buffers, asio::as_tuple(asio::use_awaitable));
+      writing = 0;
       if (ec) {
         spdlog::debug("session {}: write failed: {}", id, ec.message());
         co_return;
       }
-      out.erase(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(pieces));
+      for (std::size_t i = 0; i < pieces; ++i) {
+        chunk& done = out.front();
+        if (!done.shared && spare.size() < 2 && done.own.capacity() <= 256 * 1024) {
+          done.own.clear();
+          spare.push_back(std::move(done.own));
+        }
+        out.pop_front();
+      }
       out_bytes -= written;
       if (draining) redelivery_wake.cancel_one();
       if (!stalled.empty() || slow) release_stalled();
@@ -971,8 +1004,10 @@ void broker::impl::handle_message(session& s, request& r) {
   if (auto it = dedupe.find(key); it != dedupe.end() && !it->second.failed) {
     auto& e = it->second;
     if (e.done) {
-      s.push(e.many ? make_accepted_many_frame(uuid, e.status, true, r.request_id)
-                    : make_accepted_frame(uuid, e.status, true, r.request_id));
+      s.append([&](std::string& b) {
+        e.many ? append_accepted_many_frame(b, uuid, e.status, true, r.request_id)
+               : append_accepted_frame(b, uuid, e.status, true, r.request_id);
+      });
     } else {
       e.more_waiters.emplace_back(s.weak_from_this(), r.request_id);
     }
@@ -1144,15 +1179,19 @@ void broker::impl::finish_accept(dedupe_entry& e, const std::string& uuid) {
   e.done = true;
   e.at = steady::now();
   if (auto s = e.first_waiter.lock(); s && !s->closed) {
-    s->push(e.many ? make_accepted_many_frame(uuid, e.status, false, e.first_request_id)
-                   : make_accepted_frame(uuid, e.status, false, e.first_request_id));
+    s->append([&](std::string& b) {
+      e.many ? append_accepted_many_frame(b, uuid, e.status, false, e.first_request_id)
+             : append_accepted_frame(b, uuid, e.status, false, e.first_request_id);
+    });
   }
   e.first_waiter.reset();
   std::string().swap(e.first_request_id);
   for (auto& [w, request_id] : e.more_waiters) {
     if (auto s = w.lock(); s && !s->closed) {
-      s->push(e.many ? make_accepted_many_frame(uuid, e.status, true, request_id)
-                     : make_accepted_frame(uuid, e.status, true, request_id));
+      s->append([&](std::string& b) {
+        e.many ? append_accepted_many_frame(b, uuid, e.status, true, request_id)
+               : append_accepted_frame(b, uuid, e.status, true, request_id);
+      });
     }
   }
   e.more_waiters.clear();
@@ -1170,7 +1209,7 @@ void broker::impl::deliver(session& to, const message_ptr& m, std::int64_t seq) 
     to.push(receiver_part(to.username));
     to.push_shared(m->frame.tail);
   } else {
-    to.push(make_live_frame(m->header(), to.username));
+    to.append([&](std::string& b) { append_live_frame(b, m->header(), to.username); });
   }
   register_in_flight(to, delivery{m, seq, 0, 1, now_ms()});
 }
@@ -1286,7 +1325,9 @@ void broker::impl::handle_ack(session& s, const request& r) {
     s.in_flight.erase(it);
     s.by_uuid.erase(match);
     if (delivered_at.empty()) delivered_at = format_iso8601(now);
-    notify(d.msg->rec.sender, make_delivered_frame(uuid, s.username, delivered_at));
+    if (session* sender = find_online(d.msg->rec.sender); sender && !sender->closing) {
+      sender->append([&](std::string& b) { append_delivered_frame(b, uuid, s.username, delivered_at); });
+    }
     if (d.dead_letter_id) {
       --s.redeliveries_in_flight;
       s.redelivery_wake.cancel_one();

@@ -50,13 +50,17 @@ shared_receive_frame make_receive_frame(const message_header& h) {
   return {std::move(head), std::move(tail)};
 }
 
-std::string make_live_frame(const message_header& h, std::string_view receiver) {
-  std::string out;
-  out.reserve(200 + h.message_uuid.size() + h.sender.size() + receiver.size() + h.body.size());
+void append_live_frame(std::string& out, const message_header& h, std::string_view receiver) {
   append_common(out, h);
   out += ",\"redelivery\":false,\"attempt\":1,\"receiver_username\":";
   append_json_string(out, receiver);
   append_body_and_close(out, h.body);
+}
+
+std::string make_live_frame(const message_header& h, std::string_view receiver) {
+  std::string out;
+  out.reserve(200 + h.message_uuid.size() + h.sender.size() + receiver.size() + h.body.size());
+  append_live_frame(out, h, receiver);
   return out;
 }
 
@@ -86,6 +90,12 @@ std::string make_accepted_frame(std::string_view message_uuid, std::string_view 
                                 std::string_view request_id) {
   std::string out;
   out.reserve(128);
+  append_accepted_frame(out, message_uuid, status, duplicate, request_id);
+  return out;
+}
+
+void append_accepted_frame(std::string& out, std::string_view message_uuid, std::string_view status, bool duplicate,
+                           std::string_view request_id) {
   out += "{\"message_id\":\"message_accepted\",\"message_content\":{\"message_uuid\":";
   append_json_string(out, message_uuid);
   out += ",\"status\":\"";
@@ -93,13 +103,18 @@ std::string make_accepted_frame(std::string_view message_uuid, std::string_view 
   out += duplicate ? "\",\"duplicate\":true" : "\",\"duplicate\":false";
   append_request_id(out, request_id);
   out += "}}\n";
-  return out;
 }
 
 std::string make_accepted_many_frame(std::string_view message_uuid, std::string_view recipients_json, bool duplicate,
                                      std::string_view request_id) {
   std::string out;
   out.reserve(128 + recipients_json.size());
+  append_accepted_many_frame(out, message_uuid, recipients_json, duplicate, request_id);
+  return out;
+}
+
+void append_accepted_many_frame(std::string& out, std::string_view message_uuid, std::string_view recipients_json,
+                                bool duplicate, std::string_view request_id) {
   out += "{\"message_id\":\"message_accepted\",\"message_content\":{\"message_uuid\":";
   append_json_string(out, message_uuid);
   out += ",\"recipients\":";
@@ -107,13 +122,18 @@ std::string make_accepted_many_frame(std::string_view message_uuid, std::string_
   out += duplicate ? ",\"duplicate\":true" : ",\"duplicate\":false";
   append_request_id(out, request_id);
   out += "}}\n";
-  return out;
 }
 
 std::string make_delivered_frame(std::string_view message_uuid, std::string_view receiver,
                                  std::string_view delivered_at) {
   std::string out;
   out.reserve(128);
+  append_delivered_frame(out, message_uuid, receiver, delivered_at);
+  return out;
+}
+
+void append_delivered_frame(std::string& out, std::string_view message_uuid, std::string_view receiver,
+                            std::string_view delivered_at) {
   out += "{\"message_id\":\"message_delivered\",\"message_content\":{\"message_uuid\":";
   append_json_string(out, message_uuid);
   out += ",\"receiver_username\":";
@@ -121,13 +141,18 @@ std::string make_delivered_frame(std::string_view message_uuid, std::string_view
   out += ",\"delivered_at\":\"";
   out += delivered_at;
   out += "\"}}\n";
-  return out;
 }
 
 std::string make_dead_lettered_frame(std::string_view message_uuid, std::string_view receiver,
                                      std::string_view reason) {
   std::string out;
   out.reserve(128);
+  append_dead_lettered_frame(out, message_uuid, receiver, reason);
+  return out;
+}
+
+void append_dead_lettered_frame(std::string& out, std::string_view message_uuid, std::string_view receiver,
+                                std::string_view reason) {
   out += "{\"message_id\":\"message_dead_lettered\",\"message_content\":{\"message_uuid\":";
   append_json_string(out, message_uuid);
   out += ",\"receiver_username\":";
@@ -135,7 +160,6 @@ std::string make_dead_lettered_frame(std::string_view message_uuid, std::string_
   out += ",\"reason\":";
   append_json_string(out, reason);
   out += "}}\n";
-  return out;
 }
 
 }  // namespace ma

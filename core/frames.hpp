@@ -36,6 +36,18 @@ std::string make_live_frame(const message_header& h, std::string_view receiver);
 std::string make_redelivery_frame(const message_header& h, std::string_view receiver, int attempt,
                                   std::string_view dead_letter_reason);
 
+// Each make_ function below has an append_ twin that writes the frame at the end of out, so a
+// caller can batch frames in one reused buffer without an allocation per frame.
+void append_live_frame(std::string& out, const message_header& h, std::string_view receiver);
+void append_accepted_frame(std::string& out, std::string_view message_uuid, std::string_view status, bool duplicate,
+                           std::string_view request_id);
+void append_accepted_many_frame(std::string& out, std::string_view message_uuid, std::string_view recipients_json,
+                                bool duplicate, std::string_view request_id);
+void append_delivered_frame(std::string& out, std::string_view message_uuid, std::string_view receiver,
+                            std::string_view delivered_at);
+void append_dead_lettered_frame(std::string& out, std::string_view message_uuid, std::string_view receiver,
+                                std::string_view reason);
+
 // message_accepted for one recipient.
 std::string make_accepted_frame(std::string_view message_uuid, std::string_view status, bool duplicate,
                                 std::string_view request_id);
