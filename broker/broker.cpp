@@ -1204,10 +1204,13 @@ void broker::impl::deliver(session& to, const message_ptr& m, std::int64_t seq) 
     return;
   }
   if (m->fan_out) {
+    // Serialized once; each recipient's buffer gets head + its name + tail.
     if (!m->frame.head) m->frame = make_receive_frame(m->header());
-    to.push_shared(m->frame.head);
-    to.push(receiver_part(to.username));
-    to.push_shared(m->frame.tail);
+    to.append([&](std::string& b) {
+      b += *m->frame.head;
+      append_json_string(b, to.username);
+      b += *m->frame.tail;
+    });
   } else {
     to.append([&](std::string& b) { append_live_frame(b, m->header(), to.username); });
   }
