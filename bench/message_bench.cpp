@@ -743,7 +743,7 @@ run_result w5(const settings& s) {
   std::this_thread::sleep_for(200ms);
   const long before = b.rss_kib();
   auto fds = many_agents(b.port(), s.w5_conns, "w5-");
-  std::this_thread::sleep_for(1s);  // presence updates delivered, queues empty
+  std::this_thread::sleep_for(3s);  // idle: presence updates delivered, queues empty, buffers released
   drain_all(fds);
   std::this_thread::sleep_for(200ms);
   drain_all(fds);
