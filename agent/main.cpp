@@ -162,6 +162,18 @@ void print_result(const global_options& g, const send_result& r) {
   say(line);
 }
 
+void print_group(const global_options& g, const group_info& gi) {
+  if (g.json) {
+    json::array a;
+    for (auto& u : gi.members) a.emplace_back(u);
+    say(json::serialize(json::object{{"group_name", gi.name}, {"group_members", a}}));
+    return;
+  }
+  std::string line = gi.name + ":";
+  for (auto& u : gi.members) line += " " + u;
+  say(line);
+}
+
 std::string describe(const message& m) {
   std::string line = "[" + m.sent_at + "] " + m.sender + " -> " + m.receiver + " (" + m.channel;
   if (!m.group_name.empty()) line += " " + m.group_name;
@@ -387,27 +399,9 @@ int main(int argc, char** argv) {
         if (group_create->parsed()) gi = co_await c.create_group(group_name, members);
         else if (group_join->parsed()) gi = co_await c.join_group(group_name);
         else gi = co_await c.leave_group(group_name);
-        if (g.json) {
-          json::array a;
-          for (auto& u : gi.members) a.emplace_back(u);
-          say(json::serialize(json::object{{"group_name", gi.name}, {"group_members", a}}));
-        } else {
-          std::string line = gi.name + ":";
-          for (auto& u : gi.members) line += " " + u;
-          say(line);
-        }
+        print_group(g, gi);
       } else if (group_list->parsed()) {
-        for (auto& gi : co_await c.groups()) {
-          if (g.json) {
-            json::array a;
-            for (auto& u : gi.members) a.emplace_back(u);
-            say(json::serialize(json::object{{"group_name", gi.name}, {"group_members", a}}));
-          } else {
-            std::string line = gi.name + ":";
-            for (auto& u : gi.members) line += " " + u;
-            say(line);
-          }
-        }
+        for (auto& gi : co_await c.groups()) print_group(g, gi);
       } else if (chat_cmd->parsed()) {
         co_await run_chat(c);
       }

@@ -16,9 +16,10 @@ def peer_medians(path):
         key = (kv["backend"], kv["workload"], tag)
         for k, v in kv.items():
             try:
-                runs.setdefault(key, {}).setdefault(k, []).append(float(v))
+                value = float(v)
             except ValueError:
-                pass
+                continue
+            runs.setdefault(key, {}).setdefault(k, []).append(value)
     return {k: {m: statistics.median(v) for m, v in g.items()} for k, g in runs.items()}
 
 def ours(path):

@@ -22,7 +22,10 @@
 #include <future>
 #include <map>
 #include <set>
+#include <optional>
 #include <unordered_map>
+
+#include <boost/unordered/unordered_flat_map.hpp>
 
 #include "core/clock.hpp"
 #include "core/encode.hpp"
@@ -58,6 +61,7 @@ constexpr int discovery_replies_per_second = 20;
 constexpr std::size_t max_dedupe_entries = 2'000'000;
 constexpr auto close_flush_limit = 2s;
 constexpr auto backpressure_limit = 200ms;
+constexpr auto control_frame_delay = 200us;
 
 // One piece of a frame waiting to be written: owned, or shared among recipients.
 struct chunk {
@@ -98,6 +102,87 @@ struct failed_delivery {
 };
 
 std::string_view status_of(bool live) { return live ? "relayed" : "dead_lettered"; }
+
+// The deliveries sent to one session and not yet acknowledged, by id (the order they were sent
+// in) and by message_uuid. The uuid keys view the uuid inside each delivery's message, which the
+// delivery keeps alive; an entry leaves both maps together. Flat maps: no allocation per entry.
+class in_flight_set {
+ public:
+  std::uint64_t add(delivery d) {
+    const std::uint64_t id = ++next_;
+    const std::string_view uuid = d.msg->rec.message_uuid;
+    if (!by_uuid_.try_emplace(uuid, id).second) more_.emplace(uuid, id);
+    by_id_.emplace(id, std::move(d));
+    return id;
+  }
+
+  // The delivery an acknowledgement names (sender empty: any sender), removed.
+  std::optional<delivery> take(std::string_view uuid, std::string_view sender) {
+    if (auto it = by_uuid_.find(uuid); it != by_uuid_.end() && matches(it->second, sender)) return remove(it->second);
+    auto range = more_.equal_range(uuid);
+    for (auto it = range.first; it != range.second; ++it) {
+      if (matches(it->second, sender)) return remove(it->second);
+    }
+    return std::nullopt;
+  }
+
+  // The delivery with this id, removed, if it is still in flight.
+  std::optional<delivery> take(std::uint64_t id) {
+    if (!by_id_.contains(id)) return std::nullopt;
+    return remove(id);
+  }
+
+  // Everything, in the order sent; the set is empty afterwards.
+  std::vector<delivery> drain() {
+    std::vector<std::uint64_t> ids;
+    ids.reserve(by_id_.size());
+    for (auto& [id, d] : by_id_) ids.push_back(id);
+    std::sort(ids.begin(), ids.end());
+    std::vector<delivery> out;
+    out.reserve(ids.size());
+    for (auto id : ids) out.push_back(std::move(by_id_.find(id)->second));
+    by_uuid_.clear();
+    more_.clear();
+    by_id_.clear();
+    return out;
+  }
+
+  std::size_t size() const { return by_id_.size(); }
+
+ private:
+  bool matches(std::uint64_t id, std::string_view sender) const {
+    return sender.empty() || by_id_.find(id)->second.msg->rec.sender == sender;
+  }
+
+  delivery remove(std::uint64_t id) {
+    auto it = by_id_.find(id);
+    const std::string_view uuid = it->second.msg->rec.message_uuid;
+    if (auto u = by_uuid_.find(uuid); u != by_uuid_.end() && u->second == id) {
+      by_uuid_.erase(u);
+      // Another delivery of the same uuid moves up.
+      if (auto more = more_.find(uuid); more != more_.end()) {
+        by_uuid_.emplace(by_id_.find(more->second)->second.msg->rec.message_uuid, more->second);
+        more_.erase(more);
+      }
+    } else {
+      auto range = more_.equal_range(uuid);
+      for (auto m = range.first; m != range.second; ++m) {
+        if (m->second == id) {
+          more_.erase(m);
+          break;
+        }
+      }
+    }
+    delivery d = std::move(it->second);
+    by_id_.erase(it);
+    return d;
+  }
+
+  std::uint64_t next_ = 0;
+  boost::unordered_flat_map<std::uint64_t, delivery> by_id_;
+  boost::unordered_flat_map<std::string_view, std::uint64_t> by_uuid_;
+  std::unordered_multimap<std::string_view, std::uint64_t> more_;
+};
 
 }  // namespace
 
@@ -209,6 +294,13 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
   void arm_ack_timer();
   void dead_letter(std::vector<failed_delivery> failed, dead_letter_reason reason);
   void notify(const std::string& user, std::string frame);
+  // Reports waiting for their moment (session::append_report).
+  std::vector<std::weak_ptr<session>> reports_waiting;
+  asio::steady_timer reports_timer{io};
+  bool reports_timer_armed = false;
+  void later(session& s);
+  void send_reports();
+
   void presence(const std::string& who, bool joined);
   void flush_presence(const std::string& except);
   std::vector<std::string> presence_joined, presence_left;
@@ -263,11 +355,7 @@ struct session : std::enable_shared_from_this<session> {
   bool logged_in = false;
   std::chrono::milliseconds heartbeat{};
 
-  std::uint64_t next_delivery = 0;
-  std::unordered_map<std::uint64_t, delivery> in_flight;
-  // uuid -> delivery id; the key views the uuid in the delivery's message, which the entry in
-  // in_flight keeps alive: both are always erased together.
-  std::unordered_multimap<std::string_view, std::uint64_t> by_uuid;
+  in_flight_set in_flight;
 
   // Backpressure: a recipient whose unsent data passes a quarter of max_outbound_bytes makes
   // the senders that feed it stop reading (TCP then slows them down) until it drains to an
@@ -293,6 +381,18 @@ struct session : std::enable_shared_from_this<session> {
     out_bytes += buffer.size() - before;
     wake.cancel_one();
   }
+  // A report that may wait a moment (message_accepted, message_delivered): it goes out with
+  // the next frame that may not, or after control_frame_delay, so that a report does not cost
+  // a write and a wake-up of its own.
+  template <class Write>
+  void append_report(Write&& write) {
+    std::string& buffer = tail();
+    const std::size_t before = buffer.size();
+    write(buffer);
+    out_bytes += buffer.size() - before;
+    b.later(*this);
+  }
+  bool report_pending = false;
   void push(std::string_view frame) {
     append([frame](std::string& b) { b.append(frame); });
   }
@@ -977,13 +1077,8 @@ void broker::impl::on_session_closed(const std::shared_ptr<session>& s) {
   std::vector<failed_delivery> failed;
   failed.reserve(s->in_flight.size() + s->held.size());
   // In the order they were sent, so that redelivery keeps the order.
-  std::vector<std::pair<std::uint64_t, delivery*>> ordered;
-  for (auto& [id, d] : s->in_flight) ordered.emplace_back(id, &d);
-  std::sort(ordered.begin(), ordered.end(), [](auto& a, auto& b) { return a.first < b.first; });
-  for (auto& [id, d] : ordered) failed.push_back({s->username, std::move(*d), true});
+  for (auto& d : s->in_flight.drain()) failed.push_back({s->username, std::move(d), true});
   for (auto& [m, seq] : s->held) failed.push_back({s->username, delivery{m, seq, 0, 1, m->rec.accepted_at}, false});
-  s->in_flight.clear();
-  s->by_uuid.clear();
   s->held.clear();
   s->redeliveries_in_flight = 0;
   if (!failed.empty()) {
@@ -1025,7 +1120,7 @@ void broker::impl::handle_message(session& s, request& r) {
   if (auto it = dedupe.find(key); it != dedupe.end() && !it->second.failed) {
     auto& e = it->second;
     if (e.done) {
-      s.append([&](std::string& b) {
+      s.append_report([&](std::string& b) {
         e.many ? append_accepted_many_frame(b, uuid, e.status, true, r.request_id)
                : append_accepted_frame(b, uuid, e.status, true, r.request_id);
       });
@@ -1200,7 +1295,7 @@ void broker::impl::finish_accept(dedupe_entry& e, const std::string& uuid) {
   e.done = true;
   e.at = steady::now();
   if (auto s = e.first_waiter.lock(); s && !s->closed) {
-    s->append([&](std::string& b) {
+    s->append_report([&](std::string& b) {
       e.many ? append_accepted_many_frame(b, uuid, e.status, false, e.first_request_id)
              : append_accepted_frame(b, uuid, e.status, false, e.first_request_id);
     });
@@ -1209,7 +1304,7 @@ void broker::impl::finish_accept(dedupe_entry& e, const std::string& uuid) {
   std::string().swap(e.first_request_id);
   for (auto& [w, request_id] : e.more_waiters) {
     if (auto s = w.lock(); s && !s->closed) {
-      s->append([&](std::string& b) {
+      s->append_report([&](std::string& b) {
         e.many ? append_accepted_many_frame(b, uuid, e.status, true, request_id)
                : append_accepted_frame(b, uuid, e.status, true, request_id);
       });
@@ -1217,6 +1312,31 @@ void broker::impl::finish_accept(dedupe_entry& e, const std::string& uuid) {
   }
   e.more_waiters.clear();
   e.more_waiters.shrink_to_fit();
+}
+
+void broker::impl::later(session& s) {
+  if (!s.report_pending) {
+    s.report_pending = true;
+    reports_waiting.push_back(s.weak_from_this());
+  }
+  if (reports_timer_armed) return;
+  reports_timer_armed = true;
+  reports_timer.expires_after(control_frame_delay);
+  reports_timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    self->reports_timer_armed = false;
+    if (!ec) self->send_reports();
+  });
+}
+
+void broker::impl::send_reports() {
+  auto waiting = std::move(reports_waiting);
+  reports_waiting.clear();
+  for (auto& w : waiting) {
+    if (auto s = w.lock()) {
+      s->report_pending = false;
+      s->wake.cancel_one();
+    }
+  }
 }
 
 void broker::impl::deliver(session& to, const message_ptr& m, std::int64_t seq) {
@@ -1239,9 +1359,7 @@ void broker::impl::deliver(session& to, const message_ptr& m, std::int64_t seq) 
 }
 
 void broker::impl::register_in_flight(session& to, delivery d) {
-  const std::uint64_t id = ++to.next_delivery;
-  to.by_uuid.emplace(std::string_view(d.msg->rec.message_uuid), id);
-  to.in_flight.emplace(id, std::move(d));
+  const std::uint64_t id = to.in_flight.add(std::move(d));
   ack_deadlines.push_back({steady::now() + ack_timeout(), to.weak_from_this(), id});
   arm_ack_timer();
 }
@@ -1266,21 +1384,13 @@ void broker::impl::on_ack_timer() {
     ack_deadlines.pop_front();
     auto s = entry.s.lock();
     if (!s) continue;
-    auto it = s->in_flight.find(entry.id);
-    if (it == s->in_flight.end()) continue;  // acknowledged in time
-    auto range = s->by_uuid.equal_range(it->second.msg->rec.message_uuid);
-    for (auto u = range.first; u != range.second; ++u) {
-      if (u->second == entry.id) {
-        s->by_uuid.erase(u);
-        break;
-      }
-    }
-    if (it->second.dead_letter_id) {
+    auto d = s->in_flight.take(entry.id);
+    if (!d) continue;  // acknowledged in time
+    if (d->dead_letter_id) {
       --s->redeliveries_in_flight;
       s->redelivery_wake.cancel_one();
     }
-    expired.push_back({s->username, std::move(it->second), true});
-    s->in_flight.erase(it);
+    expired.push_back({s->username, std::move(*d), true});
   }
   if (!expired.empty()) dead_letter(std::move(expired), dead_letter_reason::ack_timeout);
   arm_ack_timer();
@@ -1322,35 +1432,21 @@ void broker::impl::notify(const std::string& user, std::string frame) {
 }
 
 void broker::impl::handle_ack(session& s, const request& r) {
-  struct late_ack {
-    std::string uuid;
-  };
   std::vector<std::int64_t> seqs;
   std::vector<delivery> redelivered;
   auto late = std::make_shared<std::vector<std::string>>();
   const sys_ms now = now_ms();
   std::string delivered_at;
   for (const std::string& uuid : r.ack_uuids) {
-    auto range = s.by_uuid.equal_range(uuid);
-    auto match = s.by_uuid.end();
-    for (auto u = range.first; u != range.second; ++u) {
-      auto d = s.in_flight.find(u->second);
-      if (d != s.in_flight.end() && (r.ack_sender.empty() || d->second.msg->rec.sender == r.ack_sender)) {
-        match = u;
-        break;
-      }
-    }
-    if (match == s.by_uuid.end()) {
+    auto taken = s.in_flight.take(uuid, r.ack_sender);
+    if (!taken) {
       late->push_back(uuid);
       continue;
     }
-    auto it = s.in_flight.find(match->second);
-    delivery d = std::move(it->second);
-    s.in_flight.erase(it);
-    s.by_uuid.erase(match);
+    delivery d = std::move(*taken);
     if (delivered_at.empty()) delivered_at = format_iso8601(now);
     if (session* sender = find_online(d.msg->rec.sender); sender && !sender->closing) {
-      sender->append([&](std::string& b) { append_delivered_frame(b, uuid, s.username, delivered_at); });
+      sender->append_report([&](std::string& b) { append_delivered_frame(b, uuid, s.username, delivered_at); });
     }
     if (d.dead_letter_id) {
       --s.redeliveries_in_flight;
@@ -1520,6 +1616,7 @@ broker::~broker() {
   impl_->sweep_timer.cancel();
   impl_->expiry_timer.cancel();
   impl_->presence_timer.cancel();
+  impl_->reports_timer.cancel();
   for (auto& [id, s] : impl_->sessions) s->socket.close(ignored);
 }
 
