@@ -55,8 +55,14 @@ struct settings {
   int w5_conns = 5000, w6 = 50'000, w7_agents = 10'000, w7_seconds = 60;
 };
 
+// The brokers this process started, stopped by fail() too: nothing is left running.
+std::vector<int> started_brokers;
+
 [[noreturn]] void fail(const std::string& what) {
   std::fprintf(stderr, "message-bench: %s\n", what.c_str());
+  for (int pid : started_brokers) {
+    if (pid > 0) ::kill(pid, SIGKILL);
+  }
   std::exit(1);
 }
 
@@ -119,6 +125,7 @@ class broker_process {
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     pid_ = ::fork();
+    if (pid_ > 0) started_brokers.push_back(pid_);
     if (pid_ == 0) {
       const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       ::dup2(fd, 2);
@@ -142,8 +149,11 @@ class broker_process {
     fail("the broker did not start within 30 s");
   }
 
+  void forget_pid() { std::erase(started_brokers, pid_); }
+
   void stop() {
     if (external_ || pid_ <= 0) return;
+    forget_pid();
     ::kill(pid_, SIGTERM);
     const auto deadline = clock_type::now() + 15s;
     int st;
@@ -160,6 +170,7 @@ class broker_process {
 
   void kill9() {
     if (external_) fail("W6 after kill -9 needs a broker of its own (no --broker)");
+    forget_pid();
     ::kill(pid_, SIGKILL);
     int st;
     ::waitpid(pid_, &st, 0);
@@ -789,7 +800,9 @@ run_result w7(const settings& s) {
   log_in(check, r, "w7-check");
   write_all(check, "{\"message_id\":\"get_user_list\",\"message_content\":{}}\n");
   const std::string list = r.wait_for(R"({"message_id":"user_list")");
-  const auto online = std::count(list.begin(), list.end(), ',') + 1;
+  // {"message_id":"user_list","message_content":{"user_list":[...]}}: one comma before the
+  // list, then one between each two names.
+  const auto online = std::count(list.begin(), list.end(), ',');
   ::close(check);
   for (int fd : fds) ::close(fd);
   if (closed > 0 || online < s.w7_agents + 1) {
