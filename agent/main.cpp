@@ -69,6 +69,7 @@ std::pair<std::string, std::uint16_t> split_host_port(const std::string& address
   return {host, static_cast<std::uint16_t>(port)};
 }
 
+// The brokers that answered discovery, in the order they answered; exit 2 when none did.
 asio::awaitable<std::vector<discovered_broker>> find_brokers(const global_options& g) {
   discovery_settings d = g.discovery;
   d.timeout = std::chrono::milliseconds(g.discovery_timeout_ms);
@@ -80,18 +81,18 @@ asio::awaitable<std::vector<discovered_broker>> find_brokers(const global_option
                                    std::to_string(d.port) + " via interface " + d.interface +
                                    "; give --broker HOST:PORT instead."};
   }
+  if (found.empty()) {
+    throw exit_with{no_broker, "No broker answered on group " + d.group + " port " + std::to_string(d.port) +
+                                   " via interface " + d.interface + " within " +
+                                   std::to_string(g.discovery_timeout_ms) +
+                                   " ms; start message-broker, or give --broker HOST:PORT."};
+  }
   co_return found;
 }
 
 asio::awaitable<std::pair<std::string, std::uint16_t>> broker_address(const global_options& g) {
   if (!g.broker.empty()) co_return split_host_port(g.broker);
-  auto found = co_await find_brokers(g);
-  if (found.empty()) {
-    throw exit_with{no_broker, "No broker answered on group " + g.discovery.group + " port " +
-                                   std::to_string(g.discovery.port) + " via interface " + g.discovery.interface +
-                                   " within " + std::to_string(g.discovery_timeout_ms) +
-                                   " ms; start message-broker, or give --broker HOST:PORT."};
-  }
+  auto found = co_await find_brokers(g);  // throws when none answered
   co_return split_host_port(found.front().address);
 }
 
@@ -293,14 +294,7 @@ int main(int argc, char** argv) {
 
   auto program = [&]() -> asio::awaitable<void> {
     if (discover_cmd->parsed()) {
-      auto found = co_await find_brokers(g);
-      if (found.empty()) {
-        throw exit_with{no_broker, "No broker answered on group " + g.discovery.group + " port " +
-                                       std::to_string(g.discovery.port) + " via interface " + g.discovery.interface +
-                                       " within " + std::to_string(g.discovery_timeout_ms) +
-                                       " ms; start message-broker, or give --broker HOST:PORT."};
-      }
-      for (auto& b : found) {
+      for (auto& b : co_await find_brokers(g)) {
         if (g.json) {
           say(json::serialize(json::object{{"broker_name", b.name},
                                            {"broker_address", b.address},
