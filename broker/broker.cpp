@@ -294,6 +294,11 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
   void arm_ack_timer();
   void dead_letter(std::vector<failed_delivery> failed, dead_letter_reason reason);
   void notify(const std::string& user, std::string frame);
+  // Sessions with frames queued since the last flush (session::kick).
+  std::vector<std::shared_ptr<session>> to_flush;
+  bool flush_posted = false;
+  void queue_flush(session& s);
+
   // Reports waiting for their moment (session::append_report).
   std::vector<std::weak_ptr<session>> reports_waiting;
   asio::steady_timer reports_timer{io};
@@ -379,7 +384,7 @@ struct session : std::enable_shared_from_this<session> {
     const std::size_t before = buffer.size();
     write(buffer);
     out_bytes += buffer.size() - before;
-    wake.cancel_one();
+    kick();
   }
   // A report that may wait a moment (message_accepted, message_delivered): it goes out with
   // the next frame that may not, or after control_frame_delay, so that a report does not cost
@@ -399,7 +404,74 @@ struct session : std::enable_shared_from_this<session> {
   void push_shared(std::shared_ptr<const std::string> frame) {
     out_bytes += frame->size();
     out.push_back(chunk{std::move(frame), {}});
-    wake.cancel_one();
+    kick();
+  }
+
+  // Something was queued: write it once the current burst of work is done (the broker flushes
+  // every kicked session in one posted handler), so the frames of a burst share one write.
+  void kick() {
+    if (flush_queued) return;
+    flush_queued = true;
+    b.queue_flush(*this);
+  }
+  bool flush_queued = false;
+
+  // Writes what is queued with one non-blocking call, unless the writer coroutine is busy.
+  // What does not go out at once (a full socket), and a close, are left to the writer.
+  void flush_now() {
+    flush_queued = false;
+    if (closed) return;
+    if (!writing && !out.empty()) {
+      gather();
+      boost::system::error_code ec;
+      const std::size_t n = socket.write_some(buffers, ec);
+      if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
+        wake.cancel_one();  // the writer meets the error and ends the session
+        return;
+      }
+      consume(n);
+    }
+    if (!out.empty() || closing) wake.cancel_one();
+  }
+
+  // The gather list for one write: every queued piece, up to a bound.
+  void gather() {
+    buffers.clear();
+    std::size_t bytes = 0;
+    for (const chunk& c : out) {
+      if (buffers.size() == 512 || bytes >= 512 * 1024) break;
+      buffers.push_back(c.buffer());
+      bytes += c.size();
+    }
+  }
+
+  // n bytes from the front of the queue were written.
+  void consume(std::size_t n) {
+    if (n == 0) return;
+    out_bytes -= n;
+    last_write = steady::now();
+    std::size_t i = 0;
+    while (i < out.size() && n >= out[i].size()) {
+      n -= out[i].size();
+      chunk& done = out[i];
+      if (!done.shared && spare.size() < 2 && done.own.capacity() <= 256 * 1024) {
+        done.own.clear();
+        spare.push_back(std::move(done.own));
+      }
+      ++i;
+    }
+    if (n > 0 && i < out.size()) {  // a piece written in part: keep its rest, owned
+      chunk& part = out[i];
+      if (part.shared) {
+        part.own.assign(part.shared->data() + n, part.shared->size() - n);
+        part.shared.reset();
+      } else {
+        part.own.erase(0, n);
+      }
+    }
+    out.erase(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(i));
+    if (draining) redelivery_wake.cancel_one();
+    if (!stalled.empty() || slow) release_stalled();
   }
 
   std::string& tail() {
@@ -423,6 +495,8 @@ struct session : std::enable_shared_from_this<session> {
   }
 
   asio::awaitable<void> run() {
+    boost::system::error_code ec;
+    socket.non_blocking(true, ec);  // for flush_now's direct writes; async operations are unaffected
     co_await (reader() || writer());
   }
 
@@ -525,34 +599,15 @@ struct session : std::enable_shared_from_this<session> {
         if (closed) co_return;
         continue;
       }
-      // Gather every queued piece (up to a bound) into one write.
-      buffers.clear();
-      std::size_t bytes = 0;
-      for (const chunk& c : out) {
-        if (buffers.size() == 512 || bytes >= 512 * 1024) break;
-        buffers.push_back(c.buffer());
-        bytes += c.size();
-      }
-      const std::size_t pieces = buffers.size();
-      writing = pieces;
+      gather();
+      writing = buffers.size();
       auto [ec, written] = co_await asio::async_write(socket, buffers, asio::as_tuple(asio::use_awaitable));
       writing = 0;
       if (ec) {
         spdlog::debug("session {}: write failed: {}", id, ec.message());
         co_return;
       }
-      for (std::size_t i = 0; i < pieces; ++i) {
-        chunk& done = out[i];
-        if (!done.shared && spare.size() < 2 && done.own.capacity() <= 256 * 1024) {
-          done.own.clear();
-          spare.push_back(std::move(done.own));
-        }
-      }
-      out.erase(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(pieces));
-      last_write = steady::now();
-      out_bytes -= written;
-      if (draining) redelivery_wake.cancel_one();
-      if (!stalled.empty() || slow) release_stalled();
+      consume(written);
     }
   }
 };
@@ -1314,6 +1369,18 @@ void broker::impl::finish_accept(dedupe_entry& e, const std::string& uuid) {
   e.more_waiters.shrink_to_fit();
 }
 
+void broker::impl::queue_flush(session& s) {
+  to_flush.push_back(s.shared_from_this());
+  if (flush_posted) return;
+  flush_posted = true;
+  asio::post(io, [self = shared_from_this()] {
+    self->flush_posted = false;
+    auto sessions = std::move(self->to_flush);
+    self->to_flush.clear();
+    for (auto& s : sessions) s->flush_now();
+  });
+}
+
 void broker::impl::later(session& s) {
   if (!s.report_pending) {
     s.report_pending = true;
@@ -1334,7 +1401,7 @@ void broker::impl::send_reports() {
   for (auto& w : waiting) {
     if (auto s = w.lock()) {
       s->report_pending = false;
-      s->wake.cancel_one();
+      s->kick();
     }
   }
 }
