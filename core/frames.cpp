@@ -57,20 +57,6 @@ void append_live_frame(std::string& out, const message_header& h, std::string_vi
   append_body_and_close(out, h.body);
 }
 
-std::string make_live_frame(const message_header& h, std::string_view receiver) {
-  std::string out;
-  out.reserve(200 + h.message_uuid.size() + h.sender.size() + receiver.size() + h.body.size());
-  append_live_frame(out, h, receiver);
-  return out;
-}
-
-std::string receiver_part(std::string_view receiver) {
-  std::string out;
-  out.reserve(receiver.size() + 2);
-  append_json_string(out, receiver);
-  return out;
-}
-
 std::string make_redelivery_frame(const message_header& h, std::string_view receiver, int attempt,
                                   std::string_view dead_letter_reason) {
   std::string out;
@@ -86,14 +72,6 @@ std::string make_redelivery_frame(const message_header& h, std::string_view rece
   return out;
 }
 
-std::string make_accepted_frame(std::string_view message_uuid, std::string_view status, bool duplicate,
-                                std::string_view request_id) {
-  std::string out;
-  out.reserve(128);
-  append_accepted_frame(out, message_uuid, status, duplicate, request_id);
-  return out;
-}
-
 void append_accepted_frame(std::string& out, std::string_view message_uuid, std::string_view status, bool duplicate,
                            std::string_view request_id) {
   out += "{\"message_id\":\"message_accepted\",\"message_content\":{\"message_uuid\":";
@@ -103,14 +81,6 @@ void append_accepted_frame(std::string& out, std::string_view message_uuid, std:
   out += duplicate ? "\",\"duplicate\":true" : "\",\"duplicate\":false";
   append_request_id(out, request_id);
   out += "}}\n";
-}
-
-std::string make_accepted_many_frame(std::string_view message_uuid, std::string_view recipients_json, bool duplicate,
-                                     std::string_view request_id) {
-  std::string out;
-  out.reserve(128 + recipients_json.size());
-  append_accepted_many_frame(out, message_uuid, recipients_json, duplicate, request_id);
-  return out;
 }
 
 void append_accepted_many_frame(std::string& out, std::string_view message_uuid, std::string_view recipients_json,
