@@ -406,15 +406,18 @@ void check_loss(const std::string& w, std::uint64_t unique, std::uint64_t want, 
   }
 }
 
-// --- W1: one sender, one receiver, pipelined, every message acknowledged (persist off) --------
+// --- W1 and W2: one sender streams n messages to one receiver --------------------------------
 
-run_result w1(const settings& s) {
-  broker_process b(s, {"--persist-accepted", "off"});
+// window 0: pipelined without limit; otherwise at most window sends not yet accepted. The rate
+// counts until the last message arrived and (with a window) the last send was accepted.
+run_result stream(const settings& s, const std::string& name, std::vector<std::string> broker_args, int count,
+                  int window, const std::string& note) {
+  broker_process b(s, std::move(broker_args));
   const int tx = connect_to(b.port()), rx = connect_to(b.port());
   line_reader rtx(tx), rrx(rx);
-  log_in(tx, rtx, "w1-sender");
-  log_in(rx, rrx, "w1-receiver");
-  const std::uint64_t n = static_cast<std::uint64_t>(s.w1);
+  log_in(tx, rtx, name + "-sender");
+  log_in(rx, rrx, name + "-receiver");
+  const std::uint64_t n = static_cast<std::uint64_t>(count);
   receiver recv(n);
   accept_counter acks;
   acks.start(tx);
@@ -422,59 +425,17 @@ run_result w1(const settings& s) {
   const auto start = clock_type::now();
   std::thread sender([&] {
     std::string batch;
+    const std::size_t batch_bytes = window ? 16 * 1024 : 64 * 1024;
     for (std::uint64_t i = 0; i < n; ++i) {
-      batch += send_frame("w1-receiver", "w1-" + std::to_string(i), payload(i, s.payload));
-      if (batch.size() > 64 * 1024) {
-        write_all(tx, batch);
-        batch.clear();
-      }
-    }
-    write_all(tx, batch);
-  });
-  recv.run(rx, n);
-  sender.join();
-  const double cpu = b.cpu_s() - cpu0;
-  acks.wait(n, 30s);
-  acks.finish();
-  ::close(tx);
-  ::close(rx);
-  check_loss("W1", recv.unique, n, recv.dups);
-  const double secs = seconds(recv.last - start);
-  return {"W1",
-          {{"rate", static_cast<double>(n) / secs, "msg/s"},
-           {"broker_cpu_us_per_msg", cpu * 1e6 / static_cast<double>(n), "us"},
-           {"lost", static_cast<double>(n - recv.unique), ""},
-           {"dups", static_cast<double>(recv.dups), ""}},
-          "persist-accepted off, receiver acknowledges every message"};
-}
-
-// --- W2: acknowledged both ways, window of unaccepted sends, journal on -------------------------
-
-run_result w2(const settings& s) {
-  broker_process b(s, {});
-  const int tx = connect_to(b.port()), rx = connect_to(b.port());
-  line_reader rtx(tx), rrx(rx);
-  log_in(tx, rtx, "w2-sender");
-  log_in(rx, rrx, "w2-receiver");
-  const std::uint64_t n = static_cast<std::uint64_t>(s.w2);
-  receiver recv(n);
-  accept_counter acks;
-  acks.start(tx);
-  const double cpu0 = b.cpu_s();
-  const auto start = clock_type::now();
-  std::thread sender([&] {
-    std::string batch;
-    for (std::uint64_t i = 0; i < n; ++i) {
-      // At most window sends not yet accepted.
-      while (i >= acks.accepted + static_cast<std::uint64_t>(s.w2_window)) {
+      while (window && i >= acks.accepted + static_cast<std::uint64_t>(window)) {
         if (!batch.empty()) {
           write_all(tx, batch);
           batch.clear();
         }
         std::this_thread::sleep_for(20us);
       }
-      batch += send_frame("w2-receiver", "w2-" + std::to_string(i), payload(i, s.payload));
-      if (batch.size() > 16 * 1024) {
+      batch += send_frame(name + "-receiver", name + "-" + std::to_string(i), payload(i, s.payload));
+      if (batch.size() > batch_bytes) {
         write_all(tx, batch);
         batch.clear();
       }
@@ -483,20 +444,32 @@ run_result w2(const settings& s) {
   });
   recv.run(rx, n);
   sender.join();
-  if (!acks.wait(n, 60s)) fail("W2: not every send was accepted");
-  const auto end = std::max(clock_type::now(), recv.last);
+  const bool all_accepted = acks.wait(n, 60s);
+  const auto end = window ? std::max(clock_type::now(), recv.last) : recv.last;
   const double cpu = b.cpu_s() - cpu0;
   acks.finish();
   ::close(tx);
   ::close(rx);
-  check_loss("W2", recv.unique, n, recv.dups);
+  if (!all_accepted) fail(name + ": not every send was accepted");
+  check_loss(name, recv.unique, n, recv.dups);
   const double secs = seconds(end - start);
-  return {"W2",
+  return {name,
           {{"rate", static_cast<double>(n) / secs, "msg/s"},
            {"broker_cpu_us_per_msg", cpu * 1e6 / static_cast<double>(n), "us"},
            {"lost", static_cast<double>(n - recv.unique), ""},
            {"dups", static_cast<double>(recv.dups), ""}},
-          "persist-accepted on (journal), window " + std::to_string(s.w2_window)};
+          note};
+}
+
+// W1: pipelined, every message acknowledged by the receiver, persist-accepted off.
+run_result w1(const settings& s) {
+  return stream(s, "W1", {"--persist-accepted", "off"}, s.w1, 0,
+                "persist-accepted off, receiver acknowledges every message");
+}
+
+// W2: acknowledged both ways, a window of unaccepted sends, the journal on.
+run_result w2(const settings& s) {
+  return stream(s, "W2", {}, s.w2, s.w2_window, "persist-accepted on (journal), window " + std::to_string(s.w2_window));
 }
 
 // --- W3: round trip A -> broker -> B -> broker -> A, one at a time, and a bare TCP relay -------
