@@ -61,7 +61,6 @@ constexpr int discovery_replies_per_second = 20;
 constexpr std::size_t max_dedupe_entries = 2'000'000;
 constexpr auto close_flush_limit = 2s;
 constexpr auto backpressure_limit = 200ms;
-constexpr auto control_frame_delay = 200us;
 
 // One piece of a frame waiting to be written: owned, or shared among recipients.
 struct chunk {
@@ -299,13 +298,6 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
   bool flush_posted = false;
   void queue_flush(session& s);
 
-  // Reports waiting for their moment (session::append_report).
-  std::vector<std::weak_ptr<session>> reports_waiting;
-  asio::steady_timer reports_timer{io};
-  bool reports_timer_armed = false;
-  void later(session& s);
-  void send_reports();
-
   void presence(const std::string& who, bool joined);
   void flush_presence(const std::string& except);
   std::vector<std::string> presence_joined, presence_left;
@@ -386,18 +378,6 @@ struct session : std::enable_shared_from_this<session> {
     out_bytes += buffer.size() - before;
     kick();
   }
-  // A report that may wait a moment (message_accepted, message_delivered): it goes out with
-  // the next frame that may not, or after control_frame_delay, so that a report does not cost
-  // a write and a wake-up of its own.
-  template <class Write>
-  void append_report(Write&& write) {
-    std::string& buffer = tail();
-    const std::size_t before = buffer.size();
-    write(buffer);
-    out_bytes += buffer.size() - before;
-    b.later(*this);
-  }
-  bool report_pending = false;
   void push(std::string_view frame) {
     append([frame](std::string& b) { b.append(frame); });
   }
@@ -1175,7 +1155,7 @@ void broker::impl::handle_message(session& s, request& r) {
   if (auto it = dedupe.find(key); it != dedupe.end() && !it->second.failed) {
     auto& e = it->second;
     if (e.done) {
-      s.append_report([&](std::string& b) {
+      s.append([&](std::string& b) {
         e.many ? append_accepted_many_frame(b, uuid, e.status, true, r.request_id)
                : append_accepted_frame(b, uuid, e.status, true, r.request_id);
       });
@@ -1350,7 +1330,7 @@ void broker::impl::finish_accept(dedupe_entry& e, const std::string& uuid) {
   e.done = true;
   e.at = steady::now();
   if (auto s = e.first_waiter.lock(); s && !s->closed) {
-    s->append_report([&](std::string& b) {
+    s->append([&](std::string& b) {
       e.many ? append_accepted_many_frame(b, uuid, e.status, false, e.first_request_id)
              : append_accepted_frame(b, uuid, e.status, false, e.first_request_id);
     });
@@ -1359,7 +1339,7 @@ void broker::impl::finish_accept(dedupe_entry& e, const std::string& uuid) {
   std::string().swap(e.first_request_id);
   for (auto& [w, request_id] : e.more_waiters) {
     if (auto s = w.lock(); s && !s->closed) {
-      s->append_report([&](std::string& b) {
+      s->append([&](std::string& b) {
         e.many ? append_accepted_many_frame(b, uuid, e.status, true, request_id)
                : append_accepted_frame(b, uuid, e.status, true, request_id);
       });
@@ -1379,31 +1359,6 @@ void broker::impl::queue_flush(session& s) {
     self->to_flush.clear();
     for (auto& s : sessions) s->flush_now();
   });
-}
-
-void broker::impl::later(session& s) {
-  if (!s.report_pending) {
-    s.report_pending = true;
-    reports_waiting.push_back(s.weak_from_this());
-  }
-  if (reports_timer_armed) return;
-  reports_timer_armed = true;
-  reports_timer.expires_after(control_frame_delay);
-  reports_timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-    self->reports_timer_armed = false;
-    if (!ec) self->send_reports();
-  });
-}
-
-void broker::impl::send_reports() {
-  auto waiting = std::move(reports_waiting);
-  reports_waiting.clear();
-  for (auto& w : waiting) {
-    if (auto s = w.lock()) {
-      s->report_pending = false;
-      s->kick();
-    }
-  }
 }
 
 void broker::impl::deliver(session& to, const message_ptr& m, std::int64_t seq) {
@@ -1513,7 +1468,7 @@ void broker::impl::handle_ack(session& s, const request& r) {
     delivery d = std::move(*taken);
     if (delivered_at.empty()) delivered_at = format_iso8601(now);
     if (session* sender = find_online(d.msg->rec.sender); sender && !sender->closing) {
-      sender->append_report([&](std::string& b) { append_delivered_frame(b, uuid, s.username, delivered_at); });
+      sender->append([&](std::string& b) { append_delivered_frame(b, uuid, s.username, delivered_at); });
     }
     if (d.dead_letter_id) {
       --s.redeliveries_in_flight;
@@ -1683,7 +1638,6 @@ broker::~broker() {
   impl_->sweep_timer.cancel();
   impl_->expiry_timer.cancel();
   impl_->presence_timer.cancel();
-  impl_->reports_timer.cancel();
   for (auto& [id, s] : impl_->sessions) s->socket.close(ignored);
 }
 
