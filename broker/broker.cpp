@@ -75,7 +75,7 @@ struct accepted_message {
   message_record rec;
   iso8601_text sent_at{};
   bool fan_out = false;        // more than one live recipient: share the frame's parts
-  shared_receive_frame frame;  // built at the first live delivery of a fan-out
+  receive_frame_parts frame;  // built at the first live delivery of a fan-out
 
   message_header header() const {
     return {rec.message_uuid, rec.sender, rec.ch, rec.group_name, std::string_view(sent_at.data(), sent_at.size()),
@@ -292,7 +292,9 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
   void on_ack_timer();
   void arm_ack_timer();
   void dead_letter(std::vector<failed_delivery> failed, dead_letter_reason reason);
-  void notify(const std::string& user, std::string frame);
+  // Appends a frame for user if it is online (write as in session::append).
+  template <class Write>
+  void notify(const std::string& user, Write&& write);
   // Sessions with frames queued since the last flush (session::kick).
   std::vector<std::shared_ptr<session>> to_flush;
   bool flush_posted = false;
@@ -327,11 +329,11 @@ struct session : std::enable_shared_from_this<session> {
         socket(std::move(sock)),
         wake(socket.get_executor()),
         redelivery_wake(socket.get_executor()),
-        unblock(socket.get_executor()),
         framer(b.o.max_frame_bytes),
         id(id),
         connected_at(steady::now()),
-        last_activity(connected_at) {}
+        last_activity(connected_at),
+        unblock(socket.get_executor()) {}
 
   broker::impl& b;
   tcp::socket socket;
@@ -591,6 +593,11 @@ struct session : std::enable_shared_from_this<session> {
     }
   }
 };
+
+template <class Write>
+void broker::impl::notify(const std::string& user, Write&& write) {
+  if (session* s = find_online(user); s && !s->closing) s->append(std::forward<Write>(write));
+}
 
 // ------------------------------------------------------------------------------------------
 // lifecycle
@@ -1274,7 +1281,8 @@ void broker::impl::handle_message(session& s, request& r) {
   p->to.reserve(targets.size());
   for (auto& t : targets) p->to.push_back(t.to ? t.to->weak_from_this() : std::weak_ptr<session>());
   p->targets = std::move(targets);
-  std::string dedupe_key = rec.sender + '\n' + rec.message_uuid;
+  // The dedupe entry outlives the commit: an entry is only forgotten once done.
+  dedupe_entry* entry = &e;
 
   auto job = [m, p, persist](database& db) {
     const auto now = now_ms();
@@ -1286,13 +1294,11 @@ void broker::impl::handle_message(session& s, request& r) {
       }
     }
   };
-  auto done = [this, m, p, persist, dedupe_key = std::move(dedupe_key)](std::exception_ptr err) {
-    auto it = this->dedupe.find(dedupe_key);
+  auto done = [this, m, p, persist, entry](std::exception_ptr err) {
     if (err) {
       // Nothing of it was committed: the sender hears internal_error, never message_accepted,
       // and the same uuid may be sent again.
-      if (it == this->dedupe.end()) return;
-      auto& e = it->second;
+      auto& e = *entry;
       e.failed = true;
       e.done = true;
       auto notify_failed = [&](const std::weak_ptr<session>& w, const std::string& request_id) {
@@ -1321,7 +1327,7 @@ void broker::impl::handle_message(session& s, request& r) {
       }
       if (!gone.empty()) this->dead_letter(std::move(gone), dead_letter_reason::recipient_disconnected);
     }
-    if (it != this->dedupe.end()) this->finish_accept(it->second, m->rec.message_uuid);
+    this->finish_accept(*entry, m->rec.message_uuid);
   };
   submit(std::move(job), std::move(done));
 }
@@ -1368,11 +1374,11 @@ void broker::impl::deliver(session& to, const message_ptr& m, std::int64_t seq) 
   }
   if (m->fan_out) {
     // Serialized once; each recipient's buffer gets head + its name + tail.
-    if (!m->frame.head) m->frame = make_receive_frame(m->header());
+    if (m->frame.head.empty()) m->frame = make_receive_frame(m->header());
     to.append([&](std::string& b) {
-      b += *m->frame.head;
+      b += m->frame.head;
       append_json_string(b, to.username);
-      b += *m->frame.tail;
+      b += m->frame.tail;
     });
   } else {
     to.append([&](std::string& b) { append_live_frame(b, m->header(), to.username); });
@@ -1442,16 +1448,14 @@ void broker::impl::dead_letter(std::vector<failed_delivery> failed, dead_letter_
     }
     for (auto& f : *batch) {
       if (f.d.dead_letter_id) continue;  // already a dead letter: its sender heard so before
-      this->notify(f.d.msg->rec.sender,
-                   make_dead_lettered_frame(f.d.msg->rec.message_uuid, f.receiver, to_string(reason)));
+      this->notify(f.d.msg->rec.sender, [&](std::string& b) {
+        append_dead_lettered_frame(b, f.d.msg->rec.message_uuid, f.receiver, to_string(reason));
+      });
     }
   };
   submit(std::move(job), std::move(done));
 }
 
-void broker::impl::notify(const std::string& user, std::string frame) {
-  if (session* s = find_online(user); s && !s->closing) s->push(std::move(frame));
-}
 
 void broker::impl::handle_ack(session& s, const request& r) {
   std::vector<std::int64_t> seqs;
@@ -1467,9 +1471,7 @@ void broker::impl::handle_ack(session& s, const request& r) {
     }
     delivery d = std::move(*taken);
     if (delivered_at.empty()) delivered_at = format_iso8601(now);
-    if (session* sender = find_online(d.msg->rec.sender); sender && !sender->closing) {
-      sender->append([&](std::string& b) { append_delivered_frame(b, uuid, s.username, delivered_at); });
-    }
+    notify(d.msg->rec.sender, [&](std::string& b) { append_delivered_frame(b, uuid, s.username, delivered_at); });
     if (d.dead_letter_id) {
       --s.redeliveries_in_flight;
       s.redelivery_wake.cancel_one();
@@ -1494,7 +1496,9 @@ void broker::impl::handle_ack(session& s, const request& r) {
     }
     const std::string at = format_iso8601(now);
     for (std::size_t i = 0; i < late_senders->size(); ++i) {
-      for (auto& sender : (*late_senders)[i]) this->notify(sender, make_delivered_frame((*late)[i], receiver, at));
+      for (auto& sender : (*late_senders)[i]) {
+        this->notify(sender, [&](std::string& b) { append_delivered_frame(b, (*late)[i], receiver, at); });
+      }
     }
   };
   submit(std::move(job), std::move(done));

@@ -39,15 +39,14 @@ void append_request_id(std::string& out, std::string_view request_id) {
 
 }  // namespace
 
-shared_receive_frame make_receive_frame(const message_header& h) {
-  auto head = std::make_shared<std::string>();
-  head->reserve(160 + h.message_uuid.size() + h.sender.size());
-  append_common(*head, h);
-  *head += ",\"redelivery\":false,\"attempt\":1,\"receiver_username\":";
-  auto tail = std::make_shared<std::string>();
-  tail->reserve(h.body.size() + 4);
-  append_body_and_close(*tail, h.body);
-  return {std::move(head), std::move(tail)};
+receive_frame_parts make_receive_frame(const message_header& h) {
+  receive_frame_parts parts;
+  parts.head.reserve(160 + h.message_uuid.size() + h.sender.size());
+  append_common(parts.head, h);
+  parts.head += ",\"redelivery\":false,\"attempt\":1,\"receiver_username\":";
+  parts.tail.reserve(h.body.size() + 4);
+  append_body_and_close(parts.tail, h.body);
+  return parts;
 }
 
 void append_live_frame(std::string& out, const message_header& h, std::string_view receiver) {
@@ -94,14 +93,6 @@ void append_accepted_many_frame(std::string& out, std::string_view message_uuid,
   out += "}}\n";
 }
 
-std::string make_delivered_frame(std::string_view message_uuid, std::string_view receiver,
-                                 std::string_view delivered_at) {
-  std::string out;
-  out.reserve(128);
-  append_delivered_frame(out, message_uuid, receiver, delivered_at);
-  return out;
-}
-
 void append_delivered_frame(std::string& out, std::string_view message_uuid, std::string_view receiver,
                             std::string_view delivered_at) {
   out += "{\"message_id\":\"message_delivered\",\"message_content\":{\"message_uuid\":";
@@ -111,14 +102,6 @@ void append_delivered_frame(std::string& out, std::string_view message_uuid, std
   out += ",\"delivered_at\":\"";
   out += delivered_at;
   out += "\"}}\n";
-}
-
-std::string make_dead_lettered_frame(std::string_view message_uuid, std::string_view receiver,
-                                     std::string_view reason) {
-  std::string out;
-  out.reserve(128);
-  append_dead_lettered_frame(out, message_uuid, receiver, reason);
-  return out;
 }
 
 void append_dead_lettered_frame(std::string& out, std::string_view message_uuid, std::string_view receiver,

@@ -2,7 +2,6 @@
 // is one whole frame ending in '\n', except the parts of a shared receive_message.
 #pragma once
 
-#include <memory>
 #include <string>
 #include <string_view>
 
@@ -22,11 +21,11 @@ struct message_header {
 
 // A live (first) delivery of a message to many recipients: the frame is
 // head + json_string(receiver) + tail, head and tail serialized once.
-struct shared_receive_frame {
-  std::shared_ptr<const std::string> head;
-  std::shared_ptr<const std::string> tail;
+struct receive_frame_parts {
+  std::string head;
+  std::string tail;
 };
-shared_receive_frame make_receive_frame(const message_header& h);
+receive_frame_parts make_receive_frame(const message_header& h);
 
 // A redelivery from the Dead Letter Channel, whole.
 std::string make_redelivery_frame(const message_header& h, std::string_view receiver, int attempt,
@@ -47,7 +46,5 @@ void append_dead_lettered_frame(std::string& out, std::string_view message_uuid,
                                 std::string_view reason);
 
 
-std::string make_delivered_frame(std::string_view message_uuid, std::string_view receiver, std::string_view delivered_at);
-std::string make_dead_lettered_frame(std::string_view message_uuid, std::string_view receiver, std::string_view reason);
 
 }  // namespace ma

@@ -40,9 +40,9 @@ TEST(Frames, LiveFrameCarriesEveryField) {
 
 TEST(Frames, SharedPartsMakeTheSameFrameAsTheWholeOne) {
   const auto parts = make_receive_frame(header);
-  std::string shared = *parts.head;
+  std::string shared = parts.head;
   append_json_string(shared, "bob");
-  shared += *parts.tail;
+  shared += parts.tail;
   std::string whole;
   append_live_frame(whole, header, "bob");
   EXPECT_EQ(shared, whole);
