@@ -4,7 +4,9 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/multicast.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -43,7 +45,6 @@ using tcp = asio::ip::tcp;
 using udp = asio::ip::udp;
 using steady = std::chrono::steady_clock;
 using namespace std::chrono_literals;
-using namespace asio::experimental::awaitable_operators;
 
 namespace {
 
@@ -61,6 +62,9 @@ constexpr int discovery_replies_per_second = 20;
 constexpr std::size_t max_dedupe_entries = 2'000'000;
 constexpr auto close_flush_limit = 2s;
 constexpr auto backpressure_limit = 200ms;
+constexpr std::size_t large_frame = 16 * 1024;  // session::push
+constexpr auto busy_gap = 100ms;   // a session whose data comes closer than this keeps its coroutine
+constexpr auto park_after = 1s;    // of silence, before the sweep parks a busy session's coroutine
 
 // One piece of a frame waiting to be written: owned, or shared among recipients.
 struct chunk {
@@ -267,6 +271,7 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
   void schedule_expiry_sweep();
 
   // --- sessions
+  void start_session(const std::shared_ptr<session>& s);
   void on_session_closed(const std::shared_ptr<session>& s);
   asio::awaitable<void> handle_frame(std::shared_ptr<session> s, std::string_view frame);
   void handle_heartbeat(session& s, const request& r);
@@ -322,23 +327,47 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
   std::chrono::milliseconds ack_timeout() const { return std::chrono::milliseconds(o.ack_timeout_ms); }
 };
 
-// One TCP connection: a reader and a writer coroutine joined with ||, on the broker's thread.
+// Where a coroutine sleeps until other code wakes it or a deadline passes. The timer lives in
+// the sleeping coroutine's frame, so a session that waits for nothing holds no timer. One
+// sleeper at a time; a wake with nobody asleep is lost, so sleepers test their condition first.
+class wake_point {
+ public:
+  asio::awaitable<void> sleep_until(steady::time_point deadline) {
+    asio::steady_timer timer(co_await asio::this_coro::executor, deadline);
+    timer_ = &timer;
+    struct forget {
+      asio::steady_timer*& t;
+      ~forget() { t = nullptr; }
+    } on_exit{timer_};
+    co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  void wake() {
+    if (timer_) timer_->cancel();
+  }
+
+ private:
+  asio::steady_timer* timer_ = nullptr;
+};
+
+// One TCP connection, on the broker's thread. While data comes in, a coroutine (run) reads and
+// handles it; an idle connection has no coroutine, only a callback waiting for data
+// (wait_for_data). What the broker sends is appended to the session's output and written with
+// one non-blocking call at the end of each burst of work (flush_now); only a socket that cannot
+// take it all gets asynchronous writes (write_rest), for as long as it stays full.
 struct session : std::enable_shared_from_this<session> {
   session(broker::impl& b, tcp::socket sock, std::uint64_t id)
       : b(b),
         socket(std::move(sock)),
-        wake(socket.get_executor()),
-        redelivery_wake(socket.get_executor()),
         framer(b.o.max_frame_bytes),
         id(id),
         connected_at(steady::now()),
-        last_activity(connected_at),
-        unblock(socket.get_executor()) {}
+        last_activity(connected_at) {
+    boost::system::error_code ignored;
+    socket.non_blocking(true, ignored);  // for flush_now's direct writes; async operations are unaffected
+  }
 
   broker::impl& b;
   tcp::socket socket;
-  asio::steady_timer wake;             // the writer sleeps on it while there is nothing to write
-  asio::steady_timer redelivery_wake;  // the redelivery pager sleeps on it while its window is full
   line_framer framer;
   std::vector<chunk> out;  // a vector: unlike a deque it costs nothing while empty
   std::size_t out_bytes = 0;
@@ -348,6 +377,8 @@ struct session : std::enable_shared_from_this<session> {
   steady::time_point closing_since{};
   steady::time_point connected_at;
   steady::time_point last_activity;
+  steady::time_point last_read{};  // unlike last_activity, not set at connect
+  bool busy = false;               // the last read came within busy_gap of the one before
   std::string peer;
 
   std::string username;
@@ -361,14 +392,18 @@ struct session : std::enable_shared_from_this<session> {
   // eighth, for at most backpressure_limit. A recipient that does not drain in that time is
   // marked slow: senders no longer wait for it, and what passes max_outbound_bytes goes to
   // the Dead Letter Channel (queue_overflow) until it catches up.
-  std::weak_ptr<session> blocked_on;              // set on a sender by the frame it just sent
-  std::vector<std::weak_ptr<session>> stalled;    // on a recipient: senders waiting for it
-  asio::steady_timer unblock;                     // a sender waits on it
+  std::weak_ptr<session> blocked_on;            // set on a sender by the frame it just sent
+  std::vector<std::weak_ptr<session>> stalled;  // on a recipient: senders waiting for it
+  wake_point room;                              // a stalled sender sleeps here
   bool slow = false;
 
   bool draining = false;  // redelivering dead letters: live messages wait in held
   std::vector<std::pair<message_ptr, std::int64_t>> held;
   std::size_t redeliveries_in_flight = 0;
+  wake_point redelivery_room;  // the redelivery pager sleeps here while its window is full
+
+  asio::cancellation_signal stop_reading;  // begin_close ends a wait or read for data
+  wake_point written;                      // a closing reader waits here for the writer
 
   // Appends one frame: write(std::string&) adds it at the end of the last owned chunk that is
   // not being written, so small frames share one reused buffer instead of one string each.
@@ -380,8 +415,11 @@ struct session : std::enable_shared_from_this<session> {
     out_bytes += buffer.size() - before;
     kick();
   }
-  void push(std::string_view frame) {
-    append([frame](std::string& b) { b.append(frame); });
+  // A whole frame. A large one (a user list of thousands, a big redelivered message) keeps its
+  // own string, freed once written, rather than growing the reused buffers for good.
+  void push(std::string frame) {
+    if (frame.size() >= large_frame) return push_shared(std::make_shared<const std::string>(std::move(frame)));
+    append([&frame](std::string& b) { b.append(frame); });
   }
   void push_shared(std::shared_ptr<const std::string> frame) {
     out_bytes += frame->size();
@@ -398,22 +436,44 @@ struct session : std::enable_shared_from_this<session> {
   }
   bool flush_queued = false;
 
-  // Writes what is queued with one non-blocking call, unless the writer coroutine is busy.
-  // What does not go out at once (a full socket), and a close, are left to the writer.
+  // Writes what is queued with one non-blocking call, unless write_rest is at work. What the
+  // socket does not take at once is left to write_rest.
   void flush_now() {
     flush_queued = false;
-    if (closed) return;
-    if (!writing && !out.empty()) {
-      gather();
-      boost::system::error_code ec;
-      const std::size_t n = socket.write_some(buffers, ec);
-      if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
-        wake.cancel_one();  // the writer meets the error and ends the session
-        return;
-      }
-      consume(n);
+    if (closed || writer_active || out.empty()) return;
+    gather();
+    boost::system::error_code ec;
+    const std::size_t n = socket.write_some(buffers, ec);
+    if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
+      spdlog::debug("session {}: write failed: {}", id, ec.message());
+      boost::system::error_code ignored;
+      socket.close(ignored);  // the reader fails and ends the session
+      return;
     }
-    if (!out.empty() || closing) wake.cancel_one();
+    consume(n);
+    if (!out.empty()) {
+      writer_active = true;
+      write_rest();
+    }
+  }
+  bool writer_active = false;  // write_rest is at work: the socket was full
+
+  // Writes what the socket did not take at once, and whatever is queued meanwhile, with
+  // asynchronous writes (no coroutine: a full socket is common under load).
+  void write_rest() {
+    gather();
+    writing = buffers.size();
+    asio::async_write(socket, buffers, [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
+      self->writing = 0;
+      if (ec) {
+        spdlog::debug("session {}: write failed: {}", self->id, ec.message());
+      } else {
+        self->consume(n);
+        if (!self->out.empty() && !self->closed) return self->write_rest();
+      }
+      self->writer_active = false;
+      self->written.wake();
+    });
   }
 
   // The gather list for one write: every queued piece, up to a bound.
@@ -452,7 +512,7 @@ struct session : std::enable_shared_from_this<session> {
       }
     }
     out.erase(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(i));
-    if (draining) redelivery_wake.cancel_one();
+    if (draining) redelivery_room.wake();
     if (!stalled.empty() || slow) release_stalled();
   }
 
@@ -466,71 +526,116 @@ struct session : std::enable_shared_from_this<session> {
     out.push_back(std::move(c));
     return out.back().own;
   }
-  std::size_t writing = 0;          // chunks at the front of out that the writer is writing
-  std::vector<std::string> spare;   // emptied buffers, kept for their capacity
+  std::size_t writing = 0;         // chunks at the front of out that the writer is writing
+  std::vector<std::string> spare;  // emptied buffers, kept for their capacity
 
+  // Stop reading; what is queued goes out, then the connection closes (the sweep closes it if
+  // that takes longer than close_flush_limit).
   void begin_close() {
     if (closing) return;
     closing = true;
     closing_since = steady::now();
-    wake.cancel_one();
+    stop_reading.emit(asio::cancellation_type::terminal);
+    room.wake();
   }
 
-  asio::awaitable<void> run() {
+  // A read-side completion token that begin_close cancels.
+  auto until_closing() {
+    return asio::bind_cancellation_slot(stop_reading.slot(), asio::as_tuple(asio::use_awaitable));
+  }
+
+  // The session's coroutine, started when data arrives: it reads and hands complete frames to
+  // handle_input. It returns true when the session is over (after finish, if it was closing),
+  // and false when it parks: an idle session has no coroutine, whose frames would cost about
+  // 1.5 KiB, only a callback waiting for data (wait_for_data), about 200 bytes. A busy session
+  // (data came within busy_gap) keeps waiting in the coroutine, so relaying pays no new
+  // coroutine per burst; the sweep parks it once it has been silent for park_after.
+  asio::awaitable<bool> run() {
     boost::system::error_code ec;
-    socket.non_blocking(true, ec);  // for flush_now's direct writes; async operations are unaffected
-    co_await (reader() || writer());
-  }
-
-  asio::awaitable<void> wait_forever() {
-    asio::steady_timer never(socket.get_executor(), steady::time_point::max());
-    co_await never.async_wait(asio::as_tuple(asio::use_awaitable));
-  }
-
-  asio::awaitable<void> reader() {
-    auto self = shared_from_this();
-    bool filled = false;
-    for (;;) {
+    bool filled = true;  // the socket is readable
+    while (!closing) {
       if (!filled && framer.buffered() == 0) {
-        // Idle: wait for data without holding a read buffer.
-        framer.release_if_idle();
-        auto [ec] = co_await socket.async_wait(tcp::socket::wait_read, asio::as_tuple(asio::use_awaitable));
-        if (ec) co_return;
+        framer.release_if_idle();  // no read buffer while idle
+        if (!busy) {
+          wait_for_data();
+          co_return false;
+        }
+        awaiting_data = true;
+        std::tie(ec) = co_await socket.async_wait(tcp::socket::wait_read, until_closing());
+        awaiting_data = false;
+        if (std::exchange(park_requested, false) && ec == asio::error::operation_aborted && !closing) {
+          wait_for_data();
+          co_return false;
+        }
+        if (ec) break;
       }
       auto space = framer.prepare();
-      auto [ec, n] = co_await socket.async_read_some(asio::buffer(space.data(), space.size()),
-                                                      asio::as_tuple(asio::use_awaitable));
+      std::size_t n = 0;
+      std::tie(ec, n) = co_await socket.async_read_some(asio::buffer(space.data(), space.size()), until_closing());
       if (ec) {
         if (ec != asio::error::eof && ec != asio::error::operation_aborted) {
           spdlog::debug("session {}: read failed: {}", id, ec.message());
         }
-        co_return;
+        break;
       }
       filled = n == space.size();
       framer.commit(n);
-      last_activity = steady::now();
-      for (;;) {
-        auto r = framer.next();
-        if (r.st == line_framer::status::need_more) break;
-        if (r.st == line_framer::status::too_large) {
-          b.send_error(*this, errc::frame_too_large,
-                       "A frame was longer than max_frame_bytes (" + std::to_string(b.o.max_frame_bytes) +
-                           "); the connection is closed: send smaller messages, one JSON object per line.");
-          begin_close();
-          co_await wait_forever();
-          co_return;
-        }
-        co_await b.handle_frame(self, r.line);
-        if (closing) {
-          co_await wait_forever();
-          co_return;
-        }
-        if (auto to = blocked_on.lock()) {
-          blocked_on.reset();
-          co_await wait_for_room(*to);
-        }
+      const auto now = steady::now();
+      busy = now - last_read < busy_gap;
+      last_read = last_activity = now;
+      co_await handle_input();
+    }
+    if (closing) co_await finish();  // else the peer left or the socket failed: nothing more to say
+    co_return true;
+  }
+
+  // Handles the complete frames that were read.
+  asio::awaitable<void> handle_input() {
+    auto self = shared_from_this();
+    while (!closing) {
+      auto r = framer.next();
+      if (r.st == line_framer::status::need_more) break;
+      if (r.st == line_framer::status::too_large) {
+        frame_too_large();
+        break;
+      }
+      co_await b.handle_frame(self, r.line);
+      if (auto to = blocked_on.lock()) {
+        blocked_on.reset();
+        co_await wait_for_room(*to);
       }
     }
+  }
+
+  // Closing: what is queued goes out, then the send side shuts down.
+  asio::awaitable<void> finish() {
+    flush_now();
+    while (writer_active && !closed) co_await written.sleep_until(steady::time_point::max());
+    boost::system::error_code ignored;
+    socket.shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  // Waits for the next data without a coroutine; data, an error or begin_close start run(),
+  // which tells them apart.
+  void wait_for_data() {
+    auto on_ready = [self = shared_from_this()](boost::system::error_code) { self->b.start_session(self); };
+    socket.async_wait(tcp::socket::wait_read, asio::bind_cancellation_slot(stop_reading.slot(), std::move(on_ready)));
+  }
+
+  // Called by the sweep for a session silent for park_after.
+  void park() {
+    if (!awaiting_data || closing || park_requested) return;
+    park_requested = true;
+    stop_reading.emit(asio::cancellation_type::terminal);
+  }
+  bool awaiting_data = false;  // run() waits for data in the coroutine
+  bool park_requested = false;
+
+  void frame_too_large() {
+    b.send_error(*this, errc::frame_too_large,
+                 "A frame was longer than max_frame_bytes (" + std::to_string(b.o.max_frame_bytes) +
+                     "); the connection is closed: send smaller messages, one JSON object per line.");
+    begin_close();
   }
 
   asio::awaitable<void> wait_for_room(session& to) {
@@ -541,8 +646,7 @@ struct session : std::enable_shared_from_this<session> {
         to.slow = true;
         break;
       }
-      unblock.expires_at(limit);
-      co_await unblock.async_wait(asio::as_tuple(asio::use_awaitable));
+      co_await room.sleep_until(limit);
     }
   }
 
@@ -551,7 +655,7 @@ struct session : std::enable_shared_from_this<session> {
     if (out_bytes > b.o.max_outbound_bytes / 8) return;
     slow = false;
     for (auto& w : stalled) {
-      if (auto s = w.lock()) s->unblock.cancel();
+      if (auto s = w.lock()) s->room.wake();
     }
     stalled.clear();
   }
@@ -559,39 +663,13 @@ struct session : std::enable_shared_from_this<session> {
   // Called by the sweep: a session that wrote nothing for a while gives its buffers back, so
   // an idle connection costs a few KiB, not the largest frame it ever sent.
   void release_idle_buffers(steady::time_point now) {
-    if (!out.empty() || writing || now - last_write < 1s) return;
+    if (!out.empty() || writer_active || now - last_write < 1s) return;
     std::vector<std::string>().swap(spare);
     std::vector<chunk>().swap(out);
     std::vector<asio::const_buffer>().swap(buffers);
   }
   steady::time_point last_write{};
-  std::vector<asio::const_buffer> buffers;  // the writer's gather list, reused
-
-  asio::awaitable<void> writer() {
-    auto self = shared_from_this();
-    for (;;) {
-      if (out.empty()) {
-        if (closing) {
-          boost::system::error_code ignored;
-          socket.shutdown(tcp::socket::shutdown_send, ignored);
-          co_return;
-        }
-        wake.expires_at(steady::time_point::max());
-        co_await wake.async_wait(asio::as_tuple(asio::use_awaitable));
-        if (closed) co_return;
-        continue;
-      }
-      gather();
-      writing = buffers.size();
-      auto [ec, written] = co_await asio::async_write(socket, buffers, asio::as_tuple(asio::use_awaitable));
-      writing = 0;
-      if (ec) {
-        spdlog::debug("session {}: write failed: {}", id, ec.message());
-        co_return;
-      }
-      consume(written);
-    }
-  }
+  std::vector<asio::const_buffer> buffers;  // the gather list, reused
 };
 
 template <class Write>
@@ -764,19 +842,25 @@ asio::awaitable<void> broker::impl::accept_loop() {
     s->peer = ec ? std::string("?") : remote.address().to_string() + ":" + std::to_string(remote.port());
     sessions.emplace(s->id, s);
     spdlog::debug("session {}: connected from {}", s->id, s->peer);
-    asio::co_spawn(io, s->run(), [self, s](std::exception_ptr e) {
-      if (e) {
-        try {
-          std::rethrow_exception(e);
-        } catch (const boost::system::system_error& ex) {
-          if (ex.code() != asio::error::operation_aborted) spdlog::warn("session {}: {}", s->id, ex.what());
-        } catch (const std::exception& ex) {
-          spdlog::error("session {}: ended by an error: {}", s->id, ex.what());
-        }
-      }
-      self->on_session_closed(s);
-    });
+    start_session(s);
   }
+}
+
+// Starts the session's coroutine: at accept, and each time data arrives for an idle session.
+void broker::impl::start_session(const std::shared_ptr<session>& s) {
+  asio::co_spawn(io, s->run(), [s](std::exception_ptr e, bool over) {
+    if (e) {
+      over = true;
+      try {
+        std::rethrow_exception(e);
+      } catch (const boost::system::system_error& ex) {
+        if (ex.code() != asio::error::operation_aborted) spdlog::warn("session {}: {}", s->id, ex.what());
+      } catch (const std::exception& ex) {
+        spdlog::error("session {}: ended by an error: {}", s->id, ex.what());
+      }
+    }
+    if (over) s->b.on_session_closed(s);
+  });
 }
 
 void broker::impl::schedule_sweep() {
@@ -793,6 +877,7 @@ void broker::impl::schedule_sweep() {
     for (auto& [id, s] : self->sessions) {
       if (s->closed) continue;
       s->release_idle_buffers(now);
+      if (now - s->last_activity > park_after) s->park();
       if (s->closing) {
         if (now - s->closing_since > close_flush_limit) {
           boost::system::error_code ignored;
@@ -1095,11 +1180,9 @@ void broker::impl::flush_presence(const std::string& except) {
 
 void broker::impl::on_session_closed(const std::shared_ptr<session>& s) {
   s->closed = true;
-  s->wake.cancel();
-  s->redelivery_wake.cancel();
-  s->unblock.cancel();
+  s->redelivery_room.wake();
   for (auto& w : s->stalled) {
-    if (auto sender = w.lock()) sender->unblock.cancel();
+    if (auto sender = w.lock()) sender->room.wake();
   }
   s->stalled.clear();
   boost::system::error_code ignored;
@@ -1416,7 +1499,7 @@ void broker::impl::on_ack_timer() {
     if (!d) continue;  // acknowledged in time
     if (d->dead_letter_id) {
       --s->redeliveries_in_flight;
-      s->redelivery_wake.cancel_one();
+      s->redelivery_room.wake();
     }
     expired.push_back({s->username, std::move(*d), true});
   }
@@ -1474,7 +1557,7 @@ void broker::impl::handle_ack(session& s, const request& r) {
     notify(d.msg->rec.sender, [&](std::string& b) { append_delivered_frame(b, uuid, s.username, delivered_at); });
     if (d.dead_letter_id) {
       --s.redeliveries_in_flight;
-      s.redelivery_wake.cancel_one();
+      s.redelivery_room.wake();
       redelivered.push_back(std::move(d));
     } else if (d.seq) {
       seqs.push_back(d.seq);
@@ -1518,8 +1601,7 @@ asio::awaitable<void> broker::impl::redeliver(std::shared_ptr<session> s) {
       // neither floods memory nor starves the session's live traffic.
       while (!s->closed && !s->closing &&
              (s->redeliveries_in_flight >= redelivery_window || s->out_bytes > o.max_outbound_bytes / 2)) {
-        s->redelivery_wake.expires_at(steady::time_point::max());
-        co_await s->redelivery_wake.async_wait(asio::as_tuple(asio::use_awaitable));
+        co_await s->redelivery_room.sleep_until(steady::time_point::max());
       }
       if (s->closed || s->closing) co_return;
       auto m = std::make_shared<accepted_message>();

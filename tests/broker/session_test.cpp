@@ -3,6 +3,9 @@
 
 #include <boost/json/serialize.hpp>
 #include <random>
+#include <thread>
+
+#include "storage/sqlite.hpp"
 
 #include "tests/support/broker_harness.hpp"
 
@@ -143,6 +146,43 @@ TEST_F(Sessions, EvictionWaitsForTheWholeSilence) {
   quiet.expect_error("heartbeat_timeout", 20s);
   const auto silent = std::chrono::steady_clock::now() - start;
   EXPECT_GE(silent, 850ms);  // 3 x 300 ms, less scheduling slack on the test's side
+}
+
+// A frame that arrives while the session's previous frame waits for the store is handled when
+// that wait ends, though no more data comes to wake the session.
+TEST_F(Sessions, AFrameThatArrivesWhileTheStoreIsBusyIsHandled) {
+  test::running_broker b(o);
+  client alice(b.port());
+  alice.log_in("alice");
+  {
+    sqlite::connection other(o.database, sqlite::connection::mode::existing_only);
+    other.exec("BEGIN EXCLUSIVE");  // create_group's write waits for this lock
+    alice.send("create_group", {{"group_name", "ops"}, {"request_id", "g"}});
+    std::this_thread::sleep_for(300ms);
+    alice.send("get_user_list", {{"request_id", "u"}});
+    std::this_thread::sleep_for(300ms);
+    other.exec("ROLLBACK");
+  }
+  EXPECT_EQ(alice.expect_content("acknowledge_group").at("request_id").as_string(), "g");
+  EXPECT_EQ(alice.expect_content("user_list").at("request_id").as_string(), "u");
+}
+
+// A session that sends often keeps its reading coroutine between frames; once silent for a
+// second the sweep parks it, and its next frame is read as before.
+TEST_F(Sessions, ABusySessionThatFallsSilentStillAnswers) {
+  test::running_broker b(o);
+  client alice(b.port());
+  alice.log_in("alice");
+  for (int i = 0; i < 5; ++i) {
+    alice.send("get_user_list", {{"request_id", "busy" + std::to_string(i)}});
+    alice.expect_content("user_list");
+  }
+  std::this_thread::sleep_for(2500ms);  // the sweep (every second at most) parks it after 1 s
+  alice.send("get_user_list", {{"request_id", "later"}});
+  EXPECT_EQ(alice.expect_content("user_list").at("request_id").as_string(), "later");
+  alice.send("log_out", {{"request_id", "bye"}});
+  EXPECT_EQ(alice.expect_content("acknowledge_log_out").at("request_id").as_string(), "bye");
+  EXPECT_TRUE(alice.closed_within(10s));
 }
 
 TEST_F(Sessions, BadInputGetsErrorsAndTheSessionGoesOn) {
