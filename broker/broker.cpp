@@ -842,7 +842,7 @@ asio::awaitable<void> broker::impl::accept_loop() {
     s->peer = ec ? std::string("?") : remote.address().to_string() + ":" + std::to_string(remote.port());
     sessions.emplace(s->id, s);
     spdlog::debug("session {}: connected from {}", s->id, s->peer);
-    start_session(s);
+    s->wait_for_data();  // no coroutine and no read buffer before the first data
   }
 }
 
