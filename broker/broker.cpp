@@ -217,8 +217,10 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
   std::map<std::string, session*> online;  // sorted: user lists come out in order
   std::map<std::string, std::set<std::string>> groups;
 
-  // (sender, message_uuid) pairs accepted recently, keyed "sender\nuuid".
+  // (sender, message_uuid) pairs accepted recently. The entries sit in a deque in the order they
+  // came (oldest first, addresses stable); a flat map finds them by a view of their key.
   struct dedupe_entry {
+    std::string key;      // "sender\nuuid"
     bool done = false;    // accepted (or failed): duplicates are answered at once
     bool failed = false;  // the store refused it: the uuid is free to be sent again
     bool many = false;
@@ -229,8 +231,8 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
     std::vector<std::pair<std::weak_ptr<session>, std::string>> more_waiters;
     steady::time_point at;
   };
-  std::unordered_map<std::string, dedupe_entry> dedupe;
-  std::deque<const std::string*> dedupe_order;  // the keys inside dedupe, oldest first
+  std::deque<dedupe_entry> dedupe_log;
+  boost::unordered_flat_map<std::string_view, dedupe_entry*> dedupe;
 
   // One recipient of a message being accepted.
   struct target {
@@ -1221,20 +1223,29 @@ void broker::impl::forget_old_uuids() {
   // accepted stops the sweep: the ones behind it are younger anyway.
   const auto window = std::chrono::milliseconds(o.dedupe_window_ms);
   const auto now = steady::now();
-  while (!dedupe_order.empty()) {
-    auto it = dedupe.find(*dedupe_order.front());
-    if (!it->second.done) break;
-    if (now - it->second.at < window && dedupe.size() < max_dedupe_entries) break;
-    dedupe_order.pop_front();
-    dedupe.erase(it);
+  while (!dedupe_log.empty()) {
+    const dedupe_entry& e = dedupe_log.front();
+    if (!e.done) break;
+    if (now - e.at < window && dedupe.size() < max_dedupe_entries) break;
+    dedupe.erase(std::string_view(e.key));
+    dedupe_log.pop_front();
   }
 }
 
+// The entry for key, new (or emptied, if a failed attempt left one).
 broker::impl::dedupe_entry* broker::impl::remember(std::string key) {
   forget_old_uuids();
-  auto [it, inserted] = dedupe.try_emplace(std::move(key));
-  if (inserted) dedupe_order.push_back(&it->first);
-  return &it->second;
+  if (auto it = dedupe.find(std::string_view(key)); it != dedupe.end()) {
+    dedupe_entry& e = *it->second;
+    std::string kept = std::move(e.key);
+    e = dedupe_entry{};
+    e.key = std::move(kept);  // the same buffer (or the same object's): the map's view holds
+    return &e;
+  }
+  dedupe_entry& e = dedupe_log.emplace_back();
+  e.key = std::move(key);
+  dedupe.emplace(std::string_view(e.key), &e);
+  return &e;
 }
 
 void broker::impl::handle_message(session& s, request& r) {
@@ -1242,8 +1253,8 @@ void broker::impl::handle_message(session& s, request& r) {
   std::string key;
   key.reserve(s.username.size() + 1 + uuid.size());
   key.append(s.username).append(1, '\n').append(uuid);
-  if (auto it = dedupe.find(key); it != dedupe.end() && !it->second.failed) {
-    auto& e = it->second;
+  if (auto it = dedupe.find(std::string_view(key)); it != dedupe.end() && !it->second->failed) {
+    auto& e = *it->second;
     if (e.done) {
       s.append([&](std::string& b) {
         e.many ? append_accepted_many_frame(b, uuid, e.status, true, r.request_id)
@@ -1323,7 +1334,6 @@ void broker::impl::handle_message(session& s, request& r) {
   m->fan_out = live > 1;
 
   dedupe_entry& e = *remember(std::move(key));
-  e = dedupe_entry{};
   e.many = r.k != kind::send_message;
   if (e.many) {
     std::string arr = "[";
