@@ -620,7 +620,10 @@ struct session : std::enable_shared_from_this<session> {
   // Waits for the next data without a coroutine; data, an error or begin_close start run(),
   // which tells them apart.
   void wait_for_data() {
-    auto on_ready = [self = shared_from_this()](boost::system::error_code) { self->b.start_session(self); };
+    // It keeps the broker alive too, like a running coroutine's completion does.
+    auto on_ready = [self = shared_from_this(), broker = b.shared_from_this()](boost::system::error_code) {
+      broker->start_session(self);
+    };
     socket.async_wait(tcp::socket::wait_read, asio::bind_cancellation_slot(stop_reading.slot(), std::move(on_ready)));
   }
 
@@ -850,7 +853,7 @@ asio::awaitable<void> broker::impl::accept_loop() {
 
 // Starts the session's coroutine: at accept, and each time data arrives for an idle session.
 void broker::impl::start_session(const std::shared_ptr<session>& s) {
-  asio::co_spawn(io, s->run(), [s](std::exception_ptr e, bool over) {
+  asio::co_spawn(io, s->run(), [self = shared_from_this(), s](std::exception_ptr e, bool over) {
     if (e) {
       over = true;
       try {
@@ -861,7 +864,7 @@ void broker::impl::start_session(const std::shared_ptr<session>& s) {
         spdlog::error("session {}: ended by an error: {}", s->id, ex.what());
       }
     }
-    if (over) s->b.on_session_closed(s);
+    if (over) self->on_session_closed(s);
   });
 }
 
