@@ -78,6 +78,42 @@ auto make_async(Register reg) {
       asio::use_awaitable);
 }
 
+// Items for whoever waits for them (the first waiter that has not timed out), or kept, at most
+// cap of them, until somebody asks.
+template <class T>
+struct mailbox {
+  std::deque<T> items;
+  std::deque<waiter_ptr<std::optional<T>>> waiters;
+  std::size_t cap = SIZE_MAX;
+
+  void put(T v) {
+    while (!waiters.empty()) {
+      auto w = std::move(waiters.front());
+      waiters.pop_front();
+      if (!w->done) return w->complete(nullptr, std::move(v));
+    }
+    items.push_back(std::move(v));
+    if (items.size() > cap) items.pop_front();
+  }
+  // Hands w the oldest item; false if there is none.
+  bool take(const waiter_ptr<std::optional<T>>& w) {
+    if (items.empty()) return false;
+    auto v = std::move(items.front());
+    items.pop_front();
+    w->complete(nullptr, std::move(v));
+    return true;
+  }
+  void wait(waiter_ptr<std::optional<T>> w) {
+    std::erase_if(waiters, [](const auto& old) { return old->done; });
+    waiters.push_back(std::move(w));
+  }
+  void fail(std::exception_ptr e) {
+    auto ws = std::move(waiters);
+    waiters.clear();
+    for (auto& w : ws) w->complete(e, {});
+  }
+};
+
 std::exception_ptr closed_error() { return std::make_exception_ptr(connection_error("The client is closed.")); }
 
 std::vector<std::string> strings_of(const json::value* v) {
@@ -132,10 +168,8 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   std::unordered_map<std::string, delivery_report> delivered_seen;
   std::deque<std::string> delivered_order;
 
-  std::deque<message> inbox;
-  std::deque<waiter_ptr<std::optional<message>>> inbox_waiters;
-  std::deque<presence_event> presence_box;
-  std::deque<waiter_ptr<std::optional<presence_event>>> presence_waiters;
+  mailbox<message> inbox;
+  mailbox<presence_event> presence_box{.cap = 10'000};
 
   std::unordered_set<std::string> surfaced;  // sender + '\n' + uuid of messages handed out
   std::deque<std::string> surfaced_order;
@@ -410,26 +444,13 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
       surfaced.erase(surfaced_order.front());
       surfaced_order.pop_front();
     }
-    if (!inbox_waiters.empty()) {
-      auto w = inbox_waiters.front();
-      inbox_waiters.pop_front();
-      w->complete(nullptr, std::move(m));
-    } else {
-      inbox.push_back(std::move(m));
-    }
+    inbox.put(std::move(m));
   }
 
   void on_presence(const json::object& c) {
     presence_event p{strings_of(c.if_contains("joined")), strings_of(c.if_contains("left")),
                      strings_of(c.if_contains("user_list"))};
-    if (!presence_waiters.empty()) {
-      auto w = presence_waiters.front();
-      presence_waiters.pop_front();
-      w->complete(nullptr, std::move(p));
-    } else {
-      presence_box.push_back(std::move(p));
-      if (presence_box.size() > 10'000) presence_box.pop_front();
-    }
+    presence_box.put(std::move(p));
   }
 
   void acknowledge(const message& m) {
@@ -452,12 +473,19 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
     auto dw = std::move(delivered_waiters);
     delivered_waiters.clear();
     for (auto& [id, w] : dw) w->complete(e, {});
-    auto iw = std::move(inbox_waiters);
-    inbox_waiters.clear();
-    for (auto& w : iw) w->complete(e, {});
-    auto pw = std::move(presence_waiters);
-    presence_waiters.clear();
-    for (auto& w : pw) w->complete(e, {});
+    inbox.fail(e);
+    presence_box.fail(e);
+  }
+
+  // The next item of box, or nothing after timeout.
+  template <class T>
+  auto next_from(mailbox<T>& box, std::chrono::milliseconds timeout) {
+    return make_async<std::optional<T>>([self = shared_from_this(), &box, timeout](waiter_ptr<std::optional<T>> w) {
+      if (box.take(w)) return;
+      if (self->closed) return w->complete(closed_error(), {});
+      box.wait(w);
+      self->arm_timeout(w, timeout);
+    });
   }
 
   // --- requests ----------------------------------------------------------------------------
@@ -616,25 +644,8 @@ asio::awaitable<std::optional<delivery_report>> client::delivered(std::string me
 }
 
 asio::awaitable<std::optional<message>> client::receive(std::chrono::milliseconds timeout) {
-  auto self = impl_;
-  auto op = make_async<std::optional<message>>([self, timeout](waiter_ptr<std::optional<message>> w) {
-    if (!self->inbox.empty()) {
-      auto m = std::move(self->inbox.front());
-      self->inbox.pop_front();
-      w->complete(nullptr, std::move(m));
-      return;
-    }
-    if (self->closed) {
-      w->complete(closed_error(), {});
-      return;
-    }
-    self->inbox_waiters.push_back(w);
-    self->arm_timeout(w, timeout);
-  });
-  auto m = co_await std::move(op);
-  // A timed-out waiter is left behind in the queue, done; drop such ones.
-  while (!self->inbox_waiters.empty() && self->inbox_waiters.front()->done) self->inbox_waiters.pop_front();
-  co_return m;
+  auto op = impl_->next_from(impl_->inbox, timeout);
+  co_return co_await std::move(op);
 }
 
 void client::acknowledge(const message& m) { impl_->acknowledge(m); }
@@ -655,24 +666,8 @@ asio::awaitable<void> client::consume(std::function<void(const message&)> handle
 }
 
 asio::awaitable<std::optional<presence_event>> client::next_presence(std::chrono::milliseconds timeout) {
-  auto self = impl_;
-  auto op = make_async<std::optional<presence_event>>([self, timeout](waiter_ptr<std::optional<presence_event>> w) {
-    if (!self->presence_box.empty()) {
-      auto p = std::move(self->presence_box.front());
-      self->presence_box.pop_front();
-      w->complete(nullptr, std::move(p));
-      return;
-    }
-    if (self->closed) {
-      w->complete(closed_error(), {});
-      return;
-    }
-    self->presence_waiters.push_back(w);
-    self->arm_timeout(w, timeout);
-  });
-  auto p = co_await std::move(op);
-  while (!self->presence_waiters.empty() && self->presence_waiters.front()->done) self->presence_waiters.pop_front();
-  co_return p;
+  auto op = impl_->next_from(impl_->presence_box, timeout);
+  co_return co_await std::move(op);
 }
 
 asio::awaitable<std::vector<std::string>> client::users() {

@@ -131,6 +131,41 @@ TEST_F(AgentLibrary, HeartbeatsKeepAQuietAgentOnline) {
   }());
 }
 
+// A receive that timed out while another receive was still waiting leaves no trace: the
+// messages that come after go to the waiting one and to the next receive, none is swallowed.
+TEST_F(AgentLibrary, AReceiveThatTimedOutTakesNoMessage) {
+  test::running_broker b(o);
+  test::run_coroutine(io, [&]() -> asio::awaitable<void> {
+    client alice(io.get_executor(), for_user(b.port(), "alice"));
+    client bob(io.get_executor(), for_user(b.port(), "bob"));
+    co_await alice.connect();
+    co_await bob.connect();
+    std::optional<agent::message> first;
+    bool first_done = false;
+    auto wait_long = [&]() -> asio::awaitable<void> {
+      first = co_await bob.receive(10s);
+      first_done = true;
+    };
+    asio::co_spawn(io, wait_long(), asio::detached);
+    co_await sleep_for(50ms);  // wait_long is waiting first
+    auto none = co_await bob.receive(100ms);  // waits behind wait_long's receive, and times out
+    EXPECT_FALSE(none);
+    // Both in one burst, so that they reach bob in one read.
+    auto send_one = [&]() -> asio::awaitable<void> { co_await alice.send("bob", text("one")); };
+    asio::co_spawn(io, send_one(), asio::detached);
+    co_await alice.send("bob", text("two"));
+    auto second = co_await bob.receive(10s);
+    for (int i = 0; i < 100 && !first_done; ++i) co_await sleep_for(100ms);
+    EXPECT_TRUE(first);
+    EXPECT_TRUE(second);
+    if (first && second) {
+      EXPECT_EQ((std::set<std::string>{*first->text, *second->text}), (std::set<std::string>{"one", "two"}));
+    }
+    co_await alice.close();
+    co_await bob.close();
+  }());
+}
+
 TEST_F(AgentLibrary, ConsumeAcknowledgesAfterTheHandlerReturns) {
   test::running_broker b(o);
   test::run_coroutine(io, [&]() -> asio::awaitable<void> {
