@@ -230,6 +230,11 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
     std::string first_request_id;
     std::vector<std::pair<std::weak_ptr<session>, std::string>> more_waiters;
     steady::time_point at;
+
+    void append_accepted(std::string& b, std::string_view uuid, bool duplicate, std::string_view request_id) const {
+      many ? append_accepted_many_frame(b, uuid, status, duplicate, request_id)
+           : append_accepted_frame(b, uuid, status, duplicate, request_id);
+    }
   };
   std::deque<dedupe_entry> dedupe_log;
   boost::unordered_flat_map<std::string_view, dedupe_entry*> dedupe;
@@ -287,6 +292,11 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
   asio::awaitable<void> redeliver(std::shared_ptr<session> s);
 
   // --- relay
+  json::array online_names() const {  // sorted, as online is
+    json::array users;
+    for (auto& [name, _] : online) users.emplace_back(name);
+    return users;
+  }
   session* find_online(const std::string& name) const {
     auto it = online.find(name);
     return it == online.end() ? nullptr : it->second;
@@ -1098,9 +1108,7 @@ asio::awaitable<void> broker::impl::handle_log_in(std::shared_ptr<session> s, re
 
   json::object c;
   c["sender_username"] = s->username;
-  json::array users;
-  for (auto& [name, _] : online) users.emplace_back(name);
-  c["user_list"] = std::move(users);
+  c["user_list"] = online_names();
   c["heartbeat_interval_ms"] = granted;
   c["ack_timeout_ms"] = o.ack_timeout_ms;
   c["max_frame_bytes"] = o.max_frame_bytes;
@@ -1113,7 +1121,6 @@ asio::awaitable<void> broker::impl::handle_log_in(std::shared_ptr<session> s, re
   presence(s->username, true);
   if (pending > 0) {
     s->draining = true;
-    auto self = shared_from_this();
     asio::co_spawn(io, redeliver(s), [s](std::exception_ptr e) {
       if (!e) return;
       try {
@@ -1135,9 +1142,7 @@ void broker::impl::handle_log_out(session& s, const request& r) {
 
 void broker::impl::handle_user_list(session& s, const request& r) {
   json::object c;
-  json::array users;
-  for (auto& [name, _] : online) users.emplace_back(name);
-  c["user_list"] = std::move(users);
+  c["user_list"] = online_names();
   if (!r.request_id.empty()) c["request_id"] = r.request_id;
   s.push(make_frame(kind::user_list, c));
 }
@@ -1163,11 +1168,7 @@ void broker::impl::presence(const std::string& who, bool joined) {
 void broker::impl::flush_presence(const std::string& except) {
   if (presence_joined.empty() && presence_left.empty()) return;
   json::object c;
-  if (online.size() <= max_user_list_in_updates) {
-    json::array users;
-    for (auto& [name, _] : online) users.emplace_back(name);
-    c["user_list"] = std::move(users);
-  }
+  if (online.size() <= max_user_list_in_updates) c["user_list"] = online_names();
   c["user_count"] = online.size();
   auto names = [](std::vector<std::string>& v) {
     json::array a;
@@ -1259,10 +1260,7 @@ void broker::impl::handle_message(session& s, request& r) {
   if (auto it = dedupe.find(std::string_view(key)); it != dedupe.end() && !it->second->failed) {
     auto& e = *it->second;
     if (e.done) {
-      s.append([&](std::string& b) {
-        e.many ? append_accepted_many_frame(b, uuid, e.status, true, r.request_id)
-               : append_accepted_frame(b, uuid, e.status, true, r.request_id);
-      });
+      s.append([&](std::string& b) { e.append_accepted(b, uuid, true, r.request_id); });
     } else {
       e.more_waiters.emplace_back(s.weak_from_this(), r.request_id);
     }
@@ -1432,19 +1430,13 @@ void broker::impl::finish_accept(dedupe_entry& e, const std::string& uuid) {
   e.done = true;
   e.at = steady::now();
   if (auto s = e.first_waiter.lock(); s && !s->closed) {
-    s->append([&](std::string& b) {
-      e.many ? append_accepted_many_frame(b, uuid, e.status, false, e.first_request_id)
-             : append_accepted_frame(b, uuid, e.status, false, e.first_request_id);
-    });
+    s->append([&](std::string& b) { e.append_accepted(b, uuid, false, e.first_request_id); });
   }
   e.first_waiter.reset();
   std::string().swap(e.first_request_id);
   for (auto& [w, request_id] : e.more_waiters) {
     if (auto s = w.lock(); s && !s->closed) {
-      s->append([&](std::string& b) {
-        e.many ? append_accepted_many_frame(b, uuid, e.status, true, request_id)
-               : append_accepted_frame(b, uuid, e.status, true, request_id);
-      });
+      s->append([&](std::string& b) { e.append_accepted(b, uuid, true, request_id); });
     }
   }
   e.more_waiters.clear();
