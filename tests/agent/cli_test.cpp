@@ -36,9 +36,9 @@ class AgentCli : public ::testing::Test {
         std::vector<std::string>{"--port", "0", "--discovery-port", "0", "--database", dir.file("broker.db"),
                                  "--broker-name", "cli-test"},
         dir.file("broker.log"));
-    auto port = broker->wait_for_log(std::regex(R"(listening on 127\.0\.0\.1:(\d+))"), 20s);
+    auto port = test::listening_port(*broker, 20s);
     ASSERT_TRUE(port) << broker->log();
-    address = "127.0.0.1:" + *port;
+    address = "127.0.0.1:" + std::to_string(*port);
     auto dport = broker->wait_for_log(std::regex(R"(discovery on 239\.255\.77\.77:(\d+))"), 20s);
     ASSERT_TRUE(dport) << broker->log();
     discovery_port = *dport;

@@ -21,11 +21,7 @@ using test::client;
 namespace json = boost::json;
 
 const std::string broker_binary = MA_BROKER_BINARY;
-const std::regex listening(R"(listening on 127\.0\.0\.1:(\d+))");
-
-std::vector<std::string> broker_args(const test::temp_dir& dir) {
-  return {"--port", "0", "--discovery", "off", "--database", dir.file("broker.db")};
-}
+using test::broker_args;
 
 TEST(BrokerBinary, CheckConfigPrintsEveryOptionAndItsSource) {
   auto [status, out] = test::run_command(broker_binary, {"--check-config", "--port", "12345"});
@@ -61,10 +57,10 @@ TEST(BrokerBinary, SigkillMidStreamLosesNoAcceptedMessage) {
   std::set<std::string> accepted;
   {
     test::child_process broker(broker_binary, broker_args(dir), dir.file("run1.log"));
-    auto port = broker.wait_for_log(listening, 20s);
+    auto port = test::listening_port(broker, 20s);
     ASSERT_TRUE(port) << broker.log();
-    client alice(static_cast<std::uint16_t>(std::stoi(*port)));
-    client bob(static_cast<std::uint16_t>(std::stoi(*port)));
+    client alice(*port);
+    client bob(*port);
     alice.log_in("alice");
     bob.log_in("bob");  // receives, never acknowledges
     // A stream of 40,000 messages in bursts of 100, 1 ms apart: it lasts long enough that the
@@ -106,11 +102,11 @@ TEST(BrokerBinary, SigkillMidStreamLosesNoAcceptedMessage) {
   ASSERT_LT(accepted.size(), static_cast<std::size_t>(stream)) << "the kill came after the whole stream";
 
   test::child_process broker(broker_binary, broker_args(dir), dir.file("run2.log"));
-  auto port = broker.wait_for_log(listening, 20s);
+  auto port = test::listening_port(broker, 20s);
   ASSERT_TRUE(port) << broker.log();
   std::set<std::string> redelivered;
   for (const char* name : {"bob", "carol"}) {
-    client c(static_cast<std::uint16_t>(std::stoi(*port)));
+    client c(*port);
     const auto pending = c.log_in(name).at("pending_dead_letters").as_int64();
     json::array acks;
     for (std::int64_t i = 0; i < pending; ++i) {
@@ -129,7 +125,7 @@ TEST(BrokerBinary, SigkillMidStreamLosesNoAcceptedMessage) {
     ASSERT_TRUE(redelivered.count(uuid)) << uuid << " was accepted before the kill and is lost";
   }
   // The sender's retry of an accepted message after the restart is a duplicate, not a new one.
-  client alice(static_cast<std::uint16_t>(std::stoi(*port)));
+  client alice(*port);
   alice.log_in("alice");
   alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", "again"}, {"message_uuid", *accepted.begin()}});
   EXPECT_TRUE(alice.expect_content("message_accepted").at("duplicate").as_bool());
@@ -138,10 +134,10 @@ TEST(BrokerBinary, SigkillMidStreamLosesNoAcceptedMessage) {
 TEST(BrokerBinary, SigtermFlushesAndExitsZeroWithTheUnacknowledgedKept) {
   test::temp_dir dir;
   test::child_process broker(broker_binary, broker_args(dir), dir.file("run.log"));
-  auto port = broker.wait_for_log(listening, 20s);
+  auto port = test::listening_port(broker, 20s);
   ASSERT_TRUE(port) << broker.log();
-  client alice(static_cast<std::uint16_t>(std::stoi(*port)));
-  client bob(static_cast<std::uint16_t>(std::stoi(*port)));
+  client alice(*port);
+  client bob(*port);
   alice.log_in("alice");
   bob.log_in("bob");
   for (int i = 0; i < 10; ++i) {

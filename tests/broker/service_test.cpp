@@ -23,7 +23,6 @@ namespace fs = std::filesystem;
 const std::string broker_binary = MA_BROKER_BINARY;
 const std::string build_dir = MA_BUILD_DIR;
 const std::string cmake_command = MA_CMAKE_COMMAND;
-const std::regex listening(R"(listening on 127\.0\.0\.1:(\d+))");
 
 // The datagram socket systemd would listen on for sd_notify.
 class notify_socket {
@@ -73,9 +72,6 @@ class notify_socket {
   int fd_;
 };
 
-std::vector<std::string> args_for(const test::temp_dir& dir) {
-  return {"--port", "0", "--discovery", "off", "--database", dir.file("broker.db")};
-}
 
 TEST(Service, UnitPassesSystemdAnalyzeVerify) {
   if (!fs::exists("/usr/bin/systemd-analyze")) GTEST_SKIP() << "systemd-analyze is not installed";
@@ -87,7 +83,7 @@ TEST(Service, UnitPassesSystemdAnalyzeVerify) {
 TEST(Service, NotifiesReadyStatusWatchdogAndStopping) {
   test::temp_dir dir;
   notify_socket notify(dir.file("notify"));
-  test::child_process broker(broker_binary, args_for(dir), dir.file("broker.log"),
+  test::child_process broker(broker_binary, test::broker_args(dir), dir.file("broker.log"),
                              {"NOTIFY_SOCKET=" + dir.file("notify"), "WATCHDOG_USEC=200000"});
   EXPECT_FALSE(notify.wait_for("READY=1", 20s).empty()) << broker.log();
   auto status = notify.wait_for("STATUS=", 20s);
@@ -102,7 +98,7 @@ TEST(Service, NotifiesReadyStatusWatchdogAndStopping) {
 TEST(Service, WatchdogPingsStopWhileTheDatabaseIsFrozen) {
   test::temp_dir dir;
   notify_socket notify(dir.file("notify"));
-  test::child_process broker(broker_binary, args_for(dir), dir.file("broker.log"),
+  test::child_process broker(broker_binary, test::broker_args(dir), dir.file("broker.log"),
                              {"NOTIFY_SOCKET=" + dir.file("notify"), "WATCHDOG_USEC=200000"});
   ASSERT_FALSE(notify.wait_for("READY=1", 20s).empty()) << broker.log();
   ASSERT_FALSE(notify.wait_for("WATCHDOG=1", 20s).empty());
@@ -122,13 +118,13 @@ TEST(Service, SighupChangesTheLogLevelOfARunningBroker) {
   test::temp_dir dir;
   const std::string conf = dir.file("broker.conf");
   std::ofstream(conf) << "log-level = info\nack-timeout-ms = 10000\n";
-  auto args = args_for(dir);
+  auto args = test::broker_args(dir);
   args.insert(args.end(), {"--config", conf});
   test::child_process broker(broker_binary, args, dir.file("broker.log"));
-  auto port = broker.wait_for_log(listening, 20s);
+  auto port = test::listening_port(broker, 20s);
   ASSERT_TRUE(port) << broker.log();
   {
-    test::client c(static_cast<std::uint16_t>(std::stoi(*port)));
+    test::client c(*port);
     c.log_in("before");
   }
   EXPECT_EQ(broker.log().find("connected from"), std::string::npos);  // a debug line
@@ -138,7 +134,7 @@ TEST(Service, SighupChangesTheLogLevelOfARunningBroker) {
   EXPECT_TRUE(broker.wait_for_log(std::regex("ack-timeout-ms changed from 10000 to 5000"), 20s)) << broker.log();
   EXPECT_TRUE(broker.wait_for_log(std::regex("broker-name changed .* restart"), 20s)) << broker.log();
   {
-    test::client c(static_cast<std::uint16_t>(std::stoi(*port)));
+    test::client c(*port);
     c.log_in("after");
   }
   EXPECT_TRUE(broker.wait_for_log(std::regex("connected from"), 20s)) << broker.log();
@@ -146,13 +142,13 @@ TEST(Service, SighupChangesTheLogLevelOfARunningBroker) {
   std::ofstream(conf) << "log-level = loud\n";
   broker.signal(SIGHUP);
   EXPECT_TRUE(broker.wait_for_log(std::regex("not reloaded"), 20s)) << broker.log();
-  test::client c(static_cast<std::uint16_t>(std::stoi(*port)));
+  test::client c(*port);
   c.log_in("still");
 }
 
 TEST(Service, JournalLinesCarryPriorityPrefixes) {
   test::temp_dir dir;
-  test::child_process broker(broker_binary, args_for(dir), dir.file("broker.log"), {"JOURNAL_STREAM=8:1234"});
+  test::child_process broker(broker_binary, test::broker_args(dir), dir.file("broker.log"), {"JOURNAL_STREAM=8:1234"});
   auto line = broker.wait_for_log(std::regex(R"((<\d>message-broker 'message-broker' listening)[^\n]*)"), 20s);
   ASSERT_TRUE(line) << broker.log();
   EXPECT_EQ(line->substr(0, 3), "<6>");

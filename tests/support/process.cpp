@@ -57,6 +57,17 @@ std::optional<std::string> child_process::wait_for_log(const std::regex& re, std
 
 void child_process::signal(int signo) { ::kill(pid_, signo); }
 
+std::vector<std::string> broker_args(const temp_dir& dir) {
+  return {"--port", "0", "--discovery", "off", "--database", dir.file("broker.db")};
+}
+
+std::optional<std::uint16_t> listening_port(child_process& broker, std::chrono::milliseconds timeout) {
+  static const std::regex listening(R"(listening on 127\.0\.0\.1:(\d+))");
+  auto port = broker.wait_for_log(listening, timeout);
+  if (!port) return std::nullopt;
+  return static_cast<std::uint16_t>(std::stoi(*port));
+}
+
 std::optional<int> child_process::wait(std::chrono::milliseconds timeout) {
   if (status_) return status_;
   const auto deadline = std::chrono::steady_clock::now() + timeout;

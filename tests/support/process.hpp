@@ -4,10 +4,13 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <regex>
 #include <string>
 #include <vector>
+
+#include "tests/support/temp_dir.hpp"
 
 namespace ma::test {
 
@@ -34,6 +37,12 @@ class child_process {
   std::string log_file_;
   std::optional<int> status_;
 };
+
+// Arguments for the real broker binary: 127.0.0.1, an ephemeral port, discovery off, its
+// database in dir.
+std::vector<std::string> broker_args(const temp_dir& dir);
+// The port of a broker started with an ephemeral port, from its "listening on" log line.
+std::optional<std::uint16_t> listening_port(child_process& broker, std::chrono::milliseconds timeout);
 
 // Runs a command to the end; returns (exit status, stdout + stderr).
 std::pair<int, std::string> run_command(const std::string& path, const std::vector<std::string>& args);
