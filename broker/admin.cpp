@@ -6,6 +6,7 @@
 #include <boost/json/serialize.hpp>
 #include <ostream>
 
+#include "core/duration.hpp"
 #include "storage/database.hpp"
 
 namespace ma {
@@ -104,7 +105,8 @@ int run_dead_letters_command(const std::vector<std::string>& args, std::ostream&
   std::string purge_state;
   purge->add_option("--state", purge_state, "Only this state (default: all but pending)")
       ->check(CLI::IsMember({"delivered", "expired", "parked"}));
-  purge->add_option("--older-than-ms", older_than_ms, "Only those dead-lettered longer ago than this");
+  purge->add_option("--older-than-ms", older_than_ms, "Only those dead-lettered longer ago than this")
+      ->check(CLI::Range(std::uint64_t{0}, max_duration_ms));
 
   try {
     std::vector<std::string> reversed(args.rbegin(), args.rend());
@@ -118,7 +120,13 @@ int run_dead_letters_command(const std::vector<std::string>& args, std::ostream&
   }
 
   try {
-    database db({path, false, false});
+    // Readers open the file read-only; writers need this broker's schema and never add it.
+    const bool writes = (replay->parsed() && !dry_run) || purge->parsed();
+    database::settings settings{path};
+    settings.create = false;
+    settings.read_only = !writes;
+    settings.schema_required = true;
+    database db(settings);
     if (list->parsed()) {
       dead_letter_filter f;
       if (!recipient.empty()) f.recipient = recipient;
@@ -160,18 +168,16 @@ int run_dead_letters_command(const std::vector<std::string>& args, std::ostream&
       }
     } else if (replay->parsed()) {
       const std::optional<std::string> who = recipient.empty() ? std::nullopt : std::optional(recipient);
-      db.begin();
+      if (!dry_run) db.begin();
       const auto n = db.replay(who, *state_from_string(replay_state), dry_run, now_ms());
-      db.commit();
+      if (!dry_run) db.commit();
       out << (dry_run ? "would replay " : "replayed ") << n << " dead letter" << (n == 1 ? "" : "s") << '\n';
     } else if (purge->parsed()) {
       std::optional<dead_letter_state> which;
       if (!purge_state.empty()) which = state_from_string(purge_state);
       std::optional<sys_ms> cutoff;
       if (purge->count("--older-than-ms") > 0) cutoff = now_ms() - std::chrono::milliseconds(older_than_ms);
-      db.begin();
-      const auto n = db.purge(which, cutoff);
-      db.commit();
+      const auto n = db.purge(which, cutoff);  // in chunks, each its own short transaction
       out << "purged " << n << " dead letter" << (n == 1 ? "" : "s") << '\n';
     }
   } catch (const sqlite::storage_error& e) {

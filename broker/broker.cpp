@@ -29,7 +29,9 @@
 
 #include <boost/unordered/unordered_flat_map.hpp>
 
+#include "broker/letter_warnings.hpp"
 #include "core/clock.hpp"
+#include "core/duration.hpp"
 #include "core/encode.hpp"
 #include "core/framer.hpp"
 #include "core/frames.hpp"
@@ -45,6 +47,8 @@ using tcp = asio::ip::tcp;
 using udp = asio::ip::udp;
 using steady = std::chrono::steady_clock;
 using namespace std::chrono_literals;
+
+struct session;
 
 namespace {
 
@@ -65,6 +69,7 @@ constexpr auto backpressure_limit = 200ms;
 constexpr std::size_t large_frame = 16 * 1024;  // session::push
 constexpr auto busy_gap = 100ms;   // a session whose data comes closer than this keeps its coroutine
 constexpr auto park_after = 1s;    // of silence, before the sweep parks a busy session's coroutine
+constexpr auto letter_warning_interval = 10s;
 
 // One piece of a frame waiting to be written: owned, or shared among recipients.
 struct chunk {
@@ -80,6 +85,7 @@ struct accepted_message {
   iso8601_text sent_at{};
   bool fan_out = false;        // more than one live recipient: share the frame's parts
   receive_frame_parts frame;  // built at the first live delivery of a fan-out
+  std::weak_ptr<session> origin;  // the session that sent it: its receipts go there
 
   message_header header() const {
     return {rec.message_uuid, rec.sender, rec.ch, rec.group_name, std::string_view(sent_at.data(), sent_at.size()),
@@ -189,8 +195,6 @@ class in_flight_set {
 
 }  // namespace
 
-struct session;
-
 struct broker::impl : std::enable_shared_from_this<broker::impl> {
   impl(asio::io_context& io, const broker_options& o, store& s)
       : io(io),
@@ -214,7 +218,8 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
 
   std::uint64_t next_session_id = 0;
   std::unordered_map<std::uint64_t, std::shared_ptr<session>> sessions;
-  std::map<std::string, session*> online;  // sorted: user lists come out in order
+  std::map<std::string, session*> online;  // receiving sessions, sorted: user lists come out in order
+  std::multimap<std::string, session*> send_only;  // sessions that only send, by user
   std::map<std::string, std::set<std::string>> groups;
 
   // (sender, message_uuid) pairs accepted recently. The entries sit in a deque in the order they
@@ -264,6 +269,13 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
   };
   std::unordered_map<std::string, rate> discovery_rates;
 
+  letter_warnings warnings{letter_warning_interval};
+  asio::steady_timer warnings_timer{io};
+  bool warnings_armed = false;
+  // Logs the parked and expired letters now, or after the interval (letter_warnings).
+  void warn_letters(const counts_by_recipient& parked, const counts_by_recipient& expired);
+  void flush_warnings();
+
   bool stopping = false;
   std::function<void()> on_stopped;
   steady::time_point last_trim{};
@@ -302,6 +314,11 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
     return it == online.end() ? nullptr : it->second;
   }
   void deliver(session& to, const message_ptr& m, std::int64_t seq);
+  void send_live(session& to, const message_ptr& m, std::int64_t seq);
+  // Sends what waits in to.held while its receive window has room and no backlog is being
+  // redelivered.
+  void refill(session& to);
+  void refill_soon(session& to);
   void register_in_flight(session& to, delivery d);
   void finish_accept(dedupe_entry& e, const std::string& uuid);
   void forget_old_uuids();
@@ -309,9 +326,13 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
   void on_ack_timer();
   void arm_ack_timer();
   void dead_letter(std::vector<failed_delivery> failed, dead_letter_reason reason);
-  // Appends a frame for user if it is online (write as in session::append).
+  // A receipt for the sender of m: to the session that sent it while it is connected, else to
+  // every session of that user.
   template <class Write>
-  void notify(const std::string& user, Write&& write);
+  void notify_sender(const accepted_message& m, Write&& write);
+  // Appends a frame (write as in session::append) to every session of user.
+  template <class Write>
+  void notify_all_sessions(const std::string& user, Write&& write);
   // Sessions with frames queued since the last flush (session::kick).
   std::vector<std::shared_ptr<session>> to_flush;
   bool flush_posted = false;
@@ -323,20 +344,28 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
   asio::steady_timer presence_timer{io};
   bool presence_timer_armed = false;
   void send_error(session& s, errc code, std::string text, const request* r = nullptr);
+  // Removes s from online or send_only; true if it held its name (was online).
+  bool forget_name(session& s);
 
   // Runs job on the store's thread; then done(error) on the broker's thread, if the broker
   // still exists. The store's thread keeps no reference to the broker: whatever done captures
   // moves to the broker's thread, so nothing of the broker is destroyed on the store's thread.
-  void submit(store::job job, std::function<void(std::exception_ptr)> done) {
+  void submit(store::job job, std::function<void(std::exception_ptr)> done,
+              store::on_failure policy = store::on_failure::fail, const char* name = "operation") {
     std::weak_ptr<impl> weak = weak_from_this();
-    st.submit(std::move(job), [weak, ioc = &io, done = std::move(done)](std::exception_ptr e) mutable {
-      asio::post(*ioc, [weak, e, done = std::move(done)] {
-        if (auto self = weak.lock()) done(e);
-      });
-    });
+    st.submit(
+        std::move(job),
+        [weak, ioc = &io, done = std::move(done)](std::exception_ptr e) mutable {
+          asio::post(*ioc, [weak, e, done = std::move(done)] {
+            if (auto self = weak.lock()) done(e);
+          });
+        },
+        policy, name);
   }
 
-  std::chrono::milliseconds ack_timeout() const { return std::chrono::milliseconds(o.ack_timeout_ms); }
+  std::chrono::milliseconds ack_timeout() const { return bounded_ms(o.ack_timeout_ms); }
+  // Silence after which a session is evicted: its interval times the factor, saturated.
+  std::chrono::milliseconds evict_after(const session& s) const;
 };
 
 // Where a coroutine sleeps until other code wakes it or a deadline passes. The timer lives in
@@ -395,7 +424,10 @@ struct session : std::enable_shared_from_this<session> {
 
   std::string username;
   bool logged_in = false;
+  bool send_only = false;  // gets no deliveries, redeliveries or presence; holds no name
   std::chrono::milliseconds heartbeat{};
+  std::size_t window = 0;  // at most this many unacknowledged deliveries; 0: no limit
+  bool window_full() const { return window != 0 && in_flight.size() >= window; }
 
   in_flight_set in_flight;
 
@@ -410,7 +442,12 @@ struct session : std::enable_shared_from_this<session> {
   bool slow = false;
 
   bool draining = false;  // redelivering dead letters: live messages wait in held
+  // Live deliveries not handed to the socket yet (backlog being redelivered, window full), in
+  // order from held_next. Never attempted: they count no attempt when the session ends.
   std::vector<std::pair<message_ptr, std::int64_t>> held;
+  std::size_t held_next = 0;
+  bool refill_posted = false;
+  std::size_t held_count() const { return held.size() - held_next; }
   std::size_t redeliveries_in_flight = 0;
   wake_point redelivery_room;  // the redelivery pager sleeps here while its window is full
 
@@ -687,9 +724,23 @@ struct session : std::enable_shared_from_this<session> {
   std::vector<asio::const_buffer> buffers;  // the gather list, reused
 };
 
+std::chrono::milliseconds broker::impl::evict_after(const session& s) const {
+  return bounded_ms(saturating_mul_ms(static_cast<std::uint64_t>(s.heartbeat.count()), o.eviction_factor));
+}
+
 template <class Write>
-void broker::impl::notify(const std::string& user, Write&& write) {
-  if (session* s = find_online(user); s && !s->closing) s->append(std::forward<Write>(write));
+void broker::impl::notify_all_sessions(const std::string& user, Write&& write) {
+  if (session* s = find_online(user); s && !s->closing) s->append(write);
+  auto range = send_only.equal_range(user);
+  for (auto it = range.first; it != range.second; ++it) {
+    if (!it->second->closing) it->second->append(write);
+  }
+}
+
+template <class Write>
+void broker::impl::notify_sender(const accepted_message& m, Write&& write) {
+  if (auto origin = m.origin.lock(); origin && !origin->closed && !origin->closing) return origin->append(write);
+  notify_all_sessions(m.rec.sender, write);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -700,18 +751,19 @@ void broker::impl::start() {
   struct loaded {
     std::int64_t recovered = 0;
     std::vector<group_record> groups;
-    std::vector<std::pair<std::string, std::string>> recent;
-    std::int64_t swept = 0;
+    std::vector<accepted_pair> recent;
+    counts_by_recipient expired;
   };
   auto result = std::make_shared<loaded>();
   std::promise<void> done;
-  const auto window = std::chrono::milliseconds(o.dedupe_window_ms);
+  const auto window = bounded_ms(o.dedupe_window_ms);
   st.submit(
       [result, window](database& db) {
         const auto now = now_ms();
         result->recovered = db.recover(now);
-        result->swept = db.sweep_expired(now);
+        result->expired = db.sweep_expired(now);
         result->groups = db.list_groups();
+        db.forget_accepted(now - window, max_dedupe_entries);
         result->recent = db.accepted_since(now - window);
       },
       [&done](std::exception_ptr e) {
@@ -724,12 +776,16 @@ void broker::impl::start() {
                  result->recovered);
   }
   for (auto& g : result->groups) groups[g.name] = std::set<std::string>(g.members.begin(), g.members.end());
-  for (auto& [sender, uuid] : result->recent) {
-    dedupe_entry& e = *remember(sender + '\n' + uuid);
+  // The dedupe window goes on across the restart: what was accepted within it is answered
+  // again with its first statuses, whether it was acknowledged since or not.
+  for (auto& p : result->recent) {
+    dedupe_entry& e = *remember(p.sender + '\n' + p.message_uuid);
     e.done = true;
-    e.status = "dead_lettered";
+    e.many = p.status.starts_with('[');
+    e.status = std::move(p.status);
     e.at = steady::now();
   }
+  warn_letters({}, result->expired);
 
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(o.listen_address, ec);
@@ -807,6 +863,7 @@ void broker::impl::stop(std::function<void()> done) {
   sweep_timer.cancel();
   expiry_timer.cancel();
   presence_timer.cancel();
+  warnings_timer.cancel();
   // Sessions that do not drain in time are closed by the sweep.
   schedule_sweep();
   for (auto& [id, s] : sessions) s->begin_close();
@@ -901,8 +958,8 @@ void broker::impl::schedule_sweep() {
         continue;
       }
       if (!s->logged_in) {
-        if (now - s->connected_at > std::chrono::milliseconds(self->o.login_timeout_ms)) to_kill.push_back(s);
-      } else if (now - s->last_activity > s->heartbeat * self->o.eviction_factor) {
+        if (now - s->connected_at > bounded_ms(self->o.login_timeout_ms)) to_kill.push_back(s);
+      } else if (now - s->last_activity > self->evict_after(*s)) {
         to_kill.push_back(s);
       }
     }
@@ -913,10 +970,10 @@ void broker::impl::schedule_sweep() {
                          "No log_in arrived within login_timeout_ms (" + std::to_string(self->o.login_timeout_ms) +
                              "); the connection is closed: log in right after connecting.");
       } else {
-        spdlog::info("session {}: '{}' evicted after {} ms of silence", s->id, s->username,
-                     s->heartbeat.count() * self->o.eviction_factor);
+        const auto silence = self->evict_after(*s).count();
+        spdlog::info("session {}: '{}' evicted after {} ms of silence", s->id, s->username, silence);
         self->send_error(*s, errc::heartbeat_timeout,
-                         "Nothing arrived for " + std::to_string(s->heartbeat.count() * self->o.eviction_factor) +
+                         "Nothing arrived for " + std::to_string(silence) +
                              " ms; you were evicted: send a heartbeat every heartbeat_interval_ms.");
       }
       s->begin_close();
@@ -931,16 +988,40 @@ void broker::impl::schedule_sweep() {
   });
 }
 
+void broker::impl::warn_letters(const counts_by_recipient& parked, const counts_by_recipient& expired) {
+  for (auto& [who, n] : parked) warnings.add_parked(who, n);
+  for (auto& [who, n] : expired) warnings.add_expired(who, n);
+  flush_warnings();
+}
+
+void broker::impl::flush_warnings() {
+  for (auto& line : warnings.due(steady::now())) spdlog::warn("{}", line);
+  const auto next = warnings.next_due();
+  if (!next || warnings_armed || stopping) return;
+  warnings_armed = true;
+  warnings_timer.expires_at(*next);
+  warnings_timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    self->warnings_armed = false;
+    if (!ec) self->flush_warnings();
+  });
+}
+
 void broker::impl::schedule_expiry_sweep() {
   expiry_timer.expires_after(60s);
   auto self = shared_from_this();
   expiry_timer.async_wait([self](boost::system::error_code ec) {
     if (ec || self->stopping) return;
+    auto expired = std::make_shared<counts_by_recipient>();
+    const auto window = bounded_ms(self->o.dedupe_window_ms);
     self->submit(
-        [](database& db) {
-          if (auto n = db.sweep_expired(now_ms()); n > 0) spdlog::info("{} dead letters expired", n);
+        [expired, window](database& db) {
+          const auto now = now_ms();
+          *expired = db.sweep_expired(now);
+          db.forget_accepted(now - window, max_dedupe_entries);
         },
-        [](std::exception_ptr) {});
+        [self, expired](std::exception_ptr e) {
+          if (!e) self->warn_letters({}, *expired);
+        });
     self->schedule_expiry_sweep();
   });
 }
@@ -1075,7 +1156,8 @@ asio::awaitable<void> broker::impl::handle_log_in(std::shared_ptr<session> s, re
                &r);
     co_return;
   }
-  if (online.count(r.username)) {
+  // A send-only session holds no name: it may sit beside the user's receiving session.
+  if (!r.send_only && online.count(r.username)) {
     send_error(*s, errc::username_taken,
                "The username '" + r.username + "' is online on another connection; choose another name.", &r);
     co_return;
@@ -1084,10 +1166,18 @@ asio::awaitable<void> broker::impl::handle_log_in(std::shared_ptr<session> s, re
   // The name is held from here, so no other session can take it while the store answers.
   s->username = r.username;
   s->logged_in = true;
-  online[s->username] = s.get();
+  s->send_only = r.send_only;
+  s->window = r.receive_window ? static_cast<std::size_t>(*r.receive_window) : 0;
+  if (s->send_only) {
+    send_only.emplace(s->username, s.get());
+  } else {
+    online[s->username] = s.get();
+  }
   // The broker grants its own interval, or a longer one the agent asks for (up to 10 times).
-  auto granted = o.heartbeat_interval_ms;
-  if (r.heartbeat_interval_ms) granted = std::clamp(*r.heartbeat_interval_ms, o.heartbeat_interval_ms, o.heartbeat_interval_ms * 10);
+  auto granted = std::min(o.heartbeat_interval_ms, max_duration_ms);
+  if (r.heartbeat_interval_ms) {
+    granted = std::clamp(*r.heartbeat_interval_ms, granted, saturating_mul_ms(granted, 10));
+  }
   s->heartbeat = std::chrono::milliseconds(granted);
   s->last_activity = steady::now();
 
@@ -1098,7 +1188,7 @@ asio::awaitable<void> broker::impl::handle_log_in(std::shared_ptr<session> s, re
     pending = co_await st.run(std::move(count));
   } catch (const std::exception& e) {
     spdlog::error("session {}: counting the dead letters of '{}' failed: {}", s->id, s->username, e.what());
-    if (online[s->username] == s.get()) online.erase(s->username);
+    forget_name(*s);
     s->logged_in = false;
     send_error(*s, errc::internal_error,
                "The broker could not read its database; try logging in again in a moment.", &r);
@@ -1116,8 +1206,12 @@ asio::awaitable<void> broker::impl::handle_log_in(std::shared_ptr<session> s, re
   c["broker_name"] = o.broker_name;
   c["protocol_version"] = protocol_version;
   if (!r.request_id.empty()) c["request_id"] = r.request_id;
+  if (s->send_only) c["send_only"] = true;
+  if (s->window) c["receive_window"] = s->window;
   s->push(make_frame(kind::acknowledge_log_in, c));
-  spdlog::info("session {}: '{}' logged in from {} ({} pending dead letters)", s->id, s->username, s->peer, pending);
+  spdlog::info("session {}: '{}' logged in from {}{} ({} pending dead letters)", s->id, s->username, s->peer,
+               s->send_only ? ", send-only" : "", pending);
+  if (s->send_only) co_return;  // no presence, no redelivery
   presence(s->username, true);
   if (pending > 0) {
     s->draining = true;
@@ -1184,6 +1278,23 @@ void broker::impl::flush_presence(const std::string& except) {
   }
 }
 
+bool broker::impl::forget_name(session& s) {
+  if (s.send_only) {
+    auto range = send_only.equal_range(s.username);
+    for (auto it = range.first; it != range.second; ++it) {
+      if (it->second == &s) {
+        send_only.erase(it);
+        break;
+      }
+    }
+    return false;
+  }
+  auto it = online.find(s.username);
+  if (it == online.end() || it->second != &s) return false;
+  online.erase(it);
+  return true;
+}
+
 void broker::impl::on_session_closed(const std::shared_ptr<session>& s) {
   s->closed = true;
   s->redelivery_room.wake();
@@ -1195,22 +1306,22 @@ void broker::impl::on_session_closed(const std::shared_ptr<session>& s) {
   s->socket.close(ignored);
   sessions.erase(s->id);
   if (s->logged_in) {
-    auto it = online.find(s->username);
-    if (it != online.end() && it->second == s.get()) {
-      online.erase(it);
-      presence(s->username, false);
-    }
+    if (forget_name(*s)) presence(s->username, false);
     spdlog::info("session {}: '{}' disconnected ({} unacknowledged)", s->id, s->username,
-                 s->in_flight.size() + s->held.size());
+                 s->in_flight.size() + s->held_count());
   } else {
     spdlog::debug("session {}: closed before logging in", s->id);
   }
   std::vector<failed_delivery> failed;
-  failed.reserve(s->in_flight.size() + s->held.size());
+  failed.reserve(s->in_flight.size() + s->held_count());
   // In the order they were sent, so that redelivery keeps the order.
   for (auto& d : s->in_flight.drain()) failed.push_back({s->username, std::move(d), true});
-  for (auto& [m, seq] : s->held) failed.push_back({s->username, delivery{m, seq, 0, 1, m->rec.accepted_at}, false});
+  for (std::size_t i = s->held_next; i < s->held.size(); ++i) {
+    auto& [m, seq] = s->held[i];
+    failed.push_back({s->username, delivery{m, seq, 0, 1, m->rec.accepted_at}, false});
+  }
   s->held.clear();
+  s->held_next = 0;
   s->redeliveries_in_flight = 0;
   if (!failed.empty()) {
     dead_letter(std::move(failed), stopping ? dead_letter_reason::broker_restart
@@ -1272,8 +1383,9 @@ void broker::impl::handle_message(session& s, request& r) {
   rec.sender = s.username;
   rec.body = std::move(r.body);
   rec.accepted_at = now_ms();
-  rec.expires_at = rec.accepted_at + std::chrono::milliseconds(r.ttl_ms ? *r.ttl_ms : o.dead_letter_ttl_ms);
+  rec.expires_at = saturating_add(rec.accepted_at, bounded_ms(r.ttl_ms ? *r.ttl_ms : o.dead_letter_ttl_ms));
   m->sent_at = format_iso8601_fixed(rec.accepted_at);
+  m->origin = s.weak_from_this();
 
   std::vector<std::string> recipients;
   switch (r.k) {
@@ -1378,7 +1490,9 @@ void broker::impl::handle_message(session& s, request& r) {
   // The dedupe entry outlives the commit: an entry is only forgotten once done.
   dedupe_entry* entry = &e;
 
-  auto job = [m, p, persist](database& db) {
+  // The pair is remembered in the same transaction: once message_accepted is out, a resend
+  // is a duplicate also after a crash, until the dedupe window ends.
+  auto job = [m, p, persist, status = e.status](database& db) {
     const auto now = now_ms();
     for (auto& t : p->targets) {
       if (t.to) {
@@ -1387,6 +1501,7 @@ void broker::impl::handle_message(session& s, request& r) {
         db.dead_letter_new(m->rec, t.name, t.reason, now);
       }
     }
+    db.remember_accepted(m->rec.sender, m->rec.message_uuid, m->rec.accepted_at, status);
   };
   auto done = [this, m, p, persist, entry](std::exception_ptr err) {
     if (err) {
@@ -1423,7 +1538,7 @@ void broker::impl::handle_message(session& s, request& r) {
     }
     this->finish_accept(*entry, m->rec.message_uuid);
   };
-  submit(std::move(job), std::move(done));
+  submit(std::move(job), std::move(done), store::on_failure::fail, "accept");
 }
 
 void broker::impl::finish_accept(dedupe_entry& e, const std::string& uuid) {
@@ -1456,10 +1571,40 @@ void broker::impl::queue_flush(session& s) {
 }
 
 void broker::impl::deliver(session& to, const message_ptr& m, std::int64_t seq) {
-  if (to.draining) {
+  // Behind the backlog, or behind what already waits for room in the window: order holds.
+  if (to.draining || to.held_count() > 0 || to.window_full()) {
     to.held.emplace_back(m, seq);
     return;
   }
+  send_live(to, m, seq);
+}
+
+void broker::impl::refill(session& to) {
+  while (!to.draining && !to.closing && !to.closed && to.held_count() > 0 && !to.window_full()) {
+    auto [m, seq] = std::move(to.held[to.held_next++]);
+    send_live(to, m, seq);
+  }
+  if (to.held_next == to.held.size()) {
+    to.held.clear();
+    to.held_next = 0;
+  } else if (to.held_next > 1024 && to.held_next > to.held.size() / 2) {
+    to.held.erase(to.held.begin(), to.held.begin() + static_cast<std::ptrdiff_t>(to.held_next));
+    to.held_next = 0;
+  }
+}
+
+// After the burst of frames being handled: acknowledgements followed by log_out in one write
+// (listen --count) free the window but get nothing more handed to them.
+void broker::impl::refill_soon(session& to) {
+  if (to.refill_posted || to.held_count() == 0) return;
+  to.refill_posted = true;
+  asio::post(io, [self = shared_from_this(), s = to.shared_from_this()] {
+    s->refill_posted = false;
+    self->refill(*s);
+  });
+}
+
+void broker::impl::send_live(session& to, const message_ptr& m, std::int64_t seq) {
   if (m->fan_out) {
     // Serialized once; each recipient's buffer gets head + its name + tail.
     if (m->frame.head.empty()) m->frame = make_receive_frame(m->header());
@@ -1476,7 +1621,7 @@ void broker::impl::deliver(session& to, const message_ptr& m, std::int64_t seq) 
 
 void broker::impl::register_in_flight(session& to, delivery d) {
   const std::uint64_t id = to.in_flight.add(std::move(d));
-  ack_deadlines.push_back({steady::now() + ack_timeout(), to.weak_from_this(), id});
+  ack_deadlines.push_back({saturating_add(steady::now(), ack_timeout()), to.weak_from_this(), id});
   arm_ack_timer();
 }
 
@@ -1507,6 +1652,7 @@ void broker::impl::on_ack_timer() {
       s->redelivery_room.wake();
     }
     expired.push_back({s->username, std::move(*d), true});
+    refill_soon(*s);
   }
   if (!expired.empty()) dead_letter(std::move(expired), dead_letter_reason::ack_timeout);
   arm_ack_timer();
@@ -1514,12 +1660,16 @@ void broker::impl::on_ack_timer() {
 
 void broker::impl::dead_letter(std::vector<failed_delivery> failed, dead_letter_reason reason) {
   auto batch = std::make_shared<std::vector<failed_delivery>>(std::move(failed));
+  auto parked = std::make_shared<counts_by_recipient>();
   const int max_attempts = static_cast<int>(o.max_delivery_attempts);
-  auto job = [batch, reason, max_attempts](database& db) {
+  auto job = [batch, parked, reason, max_attempts](database& db) {
     const auto now = now_ms();
+    parked->clear();  // a retried job starts afresh
     for (auto& f : *batch) {
       if (f.d.dead_letter_id) {
-        db.record_attempt(f.d.dead_letter_id, f.d.attempt, f.d.started, to_string(reason), now, max_attempts);
+        if (db.record_attempt(f.d.dead_letter_id, f.d.attempt, f.d.started, to_string(reason), now, max_attempts)) {
+          parked->emplace_back(f.receiver, 1);
+        }
       } else if (f.d.seq) {
         db.dead_letter_journaled(f.d.seq, reason, now, f.attempted);
       } else {
@@ -1527,21 +1677,23 @@ void broker::impl::dead_letter(std::vector<failed_delivery> failed, dead_letter_
       }
     }
   };
-  auto done = [this, batch, reason](std::exception_ptr err) {
+  auto done = [this, batch, parked, reason](std::exception_ptr err) {
     if (err) {
       spdlog::error("{} deliveries could not be moved to the Dead Letter Channel ({}); journaled ones are "
                     "recovered at the next start",
                     batch->size(), to_string(reason));
       return;
     }
+    this->warn_letters(*parked, {});
     for (auto& f : *batch) {
       if (f.d.dead_letter_id) continue;  // already a dead letter: its sender heard so before
-      this->notify(f.d.msg->rec.sender, [&](std::string& b) {
+      this->notify_sender(*f.d.msg, [&](std::string& b) {
         append_dead_lettered_frame(b, f.d.msg->rec.message_uuid, f.receiver, to_string(reason));
       });
     }
   };
-  submit(std::move(job), std::move(done));
+  // Retried until it commits: a delivery that left the session lives only here until then.
+  submit(std::move(job), std::move(done), store::on_failure::retry, "move to the Dead Letter Channel");
 }
 
 
@@ -1559,7 +1711,7 @@ void broker::impl::handle_ack(session& s, const request& r) {
     }
     delivery d = std::move(*taken);
     if (delivered_at.empty()) delivered_at = format_iso8601(now);
-    notify(d.msg->rec.sender, [&](std::string& b) { append_delivered_frame(b, uuid, s.username, delivered_at); });
+    notify_sender(*d.msg, [&](std::string& b) { append_delivered_frame(b, uuid, s.username, delivered_at); });
     if (d.dead_letter_id) {
       --s.redeliveries_in_flight;
       s.redelivery_room.wake();
@@ -1568,11 +1720,13 @@ void broker::impl::handle_ack(session& s, const request& r) {
       seqs.push_back(d.seq);
     }
   }
+  refill_soon(s);
   if (seqs.empty() && redelivered.empty() && late->empty()) return;
   const int max_attempts = static_cast<int>(o.max_delivery_attempts);
   auto late_senders = std::make_shared<std::vector<std::vector<std::string>>>();
   auto job = [seqs = std::move(seqs), redelivered = std::move(redelivered), late, late_senders,
               receiver = s.username, ack_sender = r.ack_sender, now, max_attempts](database& db) {
+    late_senders->clear();  // a retried job starts afresh
     for (auto seq : seqs) db.acknowledge(seq);
     for (auto& d : redelivered) db.record_attempt(d.dead_letter_id, d.attempt, d.started, "acknowledged", now, max_attempts);
     for (auto& uuid : *late) late_senders->push_back(db.mark_delivered(receiver, uuid, ack_sender, now));
@@ -1585,11 +1739,12 @@ void broker::impl::handle_ack(session& s, const request& r) {
     const std::string at = format_iso8601(now);
     for (std::size_t i = 0; i < late_senders->size(); ++i) {
       for (auto& sender : (*late_senders)[i]) {
-        this->notify(sender, [&](std::string& b) { append_delivered_frame(b, (*late)[i], receiver, at); });
+        this->notify_all_sessions(sender, [&](std::string& b) { append_delivered_frame(b, (*late)[i], receiver, at); });
       }
     }
   };
-  submit(std::move(job), std::move(done));
+  // Retried until it commits: an acknowledgement lost here would deliver the message again.
+  submit(std::move(job), std::move(done), store::on_failure::retry, "acknowledgement");
 }
 
 asio::awaitable<void> broker::impl::redeliver(std::shared_ptr<session> s) {
@@ -1605,7 +1760,8 @@ asio::awaitable<void> broker::impl::redeliver(std::shared_ptr<session> s) {
       // Pace: a bounded number unacknowledged and a bounded amount unsent, so a large backlog
       // neither floods memory nor starves the session's live traffic.
       while (!s->closed && !s->closing &&
-             (s->redeliveries_in_flight >= redelivery_window || s->out_bytes > o.max_outbound_bytes / 2)) {
+             (s->redeliveries_in_flight >= redelivery_window || s->window_full() ||
+              s->out_bytes > o.max_outbound_bytes / 2)) {
         co_await s->redelivery_room.sleep_until(steady::time_point::max());
       }
       if (s->closed || s->closing) co_return;
@@ -1624,9 +1780,7 @@ asio::awaitable<void> broker::impl::redeliver(std::shared_ptr<session> s) {
   }
   // The backlog is out: what arrived meanwhile follows, in the order it was accepted.
   s->draining = false;
-  auto held = std::move(s->held);
-  s->held.clear();
-  for (auto& [m, seq] : held) deliver(*s, m, seq);
+  refill(*s);
   spdlog::info("session {}: redelivery to '{}' done", s->id, s->username);
 }
 
@@ -1729,6 +1883,7 @@ broker::~broker() {
   impl_->sweep_timer.cancel();
   impl_->expiry_timer.cancel();
   impl_->presence_timer.cancel();
+  impl_->warnings_timer.cancel();
   for (auto& [id, s] : impl_->sessions) s->socket.close(ignored);
 }
 

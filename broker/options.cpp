@@ -4,6 +4,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "core/duration.hpp"
+
 namespace ma {
 namespace {
 
@@ -51,6 +53,21 @@ CLI::Option* positive(CLI::App& app, const char* name, T& value, const char* hel
       ->check(CLI::Range(T{1}, std::numeric_limits<T>::max()));
 }
 
+// A duration in milliseconds, from 1 to what every deadline computed from it can hold.
+CLI::Option* duration(CLI::App& app, const char* name, std::uint64_t& value, const char* help) {
+  static const CLI::Validator bounded(
+      [](std::string& v) -> std::string {
+        if (v == "0") return "the duration must be at least 1 ms";
+        if (v.size() > 13 || std::stoull(v) > max_duration_ms) {
+          return "'" + v + "' ms is longer than " + std::to_string(max_duration_ms) +
+                 " ms (100 years), the longest duration the broker can represent";
+        }
+        return {};
+      },
+      "1.." + std::to_string(max_duration_ms));
+  return app.add_option(name, value, help)->check(whole_number)->check(bounded);
+}
+
 }  // namespace
 
 broker_command parse_broker_command_line(const std::vector<std::string>& args) {
@@ -85,10 +102,10 @@ broker_command parse_broker_command_line(const std::vector<std::string>& args) {
   app.add_option("--broker-name", o.broker_name, "Name announced to agents")->check([](const std::string& v) {
     return v.empty() || v.size() > 128 ? std::string("the broker name must be 1 to 128 characters") : std::string();
   });
-  positive(app, "--heartbeat-interval-ms", o.heartbeat_interval_ms, "Heartbeat interval granted to agents");
+  duration(app, "--heartbeat-interval-ms", o.heartbeat_interval_ms, "Heartbeat interval granted to agents");
   positive(app, "--eviction-factor", o.eviction_factor, "Silent intervals before an agent is evicted");
-  positive(app, "--ack-timeout-ms", o.ack_timeout_ms, "Time a recipient has to acknowledge a message");
-  positive(app, "--login-timeout-ms", o.login_timeout_ms, "Time a new connection has to log in");
+  duration(app, "--ack-timeout-ms", o.ack_timeout_ms, "Time a recipient has to acknowledge a message");
+  duration(app, "--login-timeout-ms", o.login_timeout_ms, "Time a new connection has to log in");
   positive(app, "--max-connections", o.max_connections, "Connections beyond this get server_busy");
   app.add_option("--max-frame-bytes", o.max_frame_bytes, "Longest frame (line) accepted")
       ->check(whole_number)
@@ -97,8 +114,8 @@ broker_command parse_broker_command_line(const std::vector<std::string>& args) {
   positive(app, "--max-outbound-bytes", o.max_outbound_bytes,
            "Unsent bytes to one recipient before its further messages go to the Dead Letter Channel");
   positive(app, "--max-delivery-attempts", o.max_delivery_attempts, "Attempts before a dead letter is parked");
-  positive(app, "--dead-letter-ttl-ms", o.dead_letter_ttl_ms, "Age at which a dead letter expires");
-  positive(app, "--dedupe-window-ms", o.dedupe_window_ms, "How long a (sender, message_uuid) is remembered");
+  duration(app, "--dead-letter-ttl-ms", o.dead_letter_ttl_ms, "Age at which a dead letter expires");
+  duration(app, "--dedupe-window-ms", o.dedupe_window_ms, "How long a (sender, message_uuid) is remembered");
   app.add_option("--persist-accepted", o.persist_accepted,
                  "Commit every accepted message to SQLite before message_accepted (on|off)")
       ->default_str("on");

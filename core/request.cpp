@@ -1,11 +1,13 @@
 #include "core/request.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <boost/json/monotonic_resource.hpp>
 #include <boost/json/parser.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include "core/duration.hpp"
 #include "core/encode.hpp"
 #include "core/names.hpp"
 
@@ -15,6 +17,25 @@ namespace ma {
 namespace {
 
 std::string kind_name(kind k) { return std::string(to_string(k)); }
+
+// False if v holds a number that is not finite: 1e400, or an integer of more than 309 digits,
+// which the parser reads as infinity and no JSON text can carry.
+bool all_numbers_finite(const json::value& v) {
+  switch (v.kind()) {
+    case json::kind::double_: return std::isfinite(v.get_double());
+    case json::kind::array:
+      for (const json::value& item : v.get_array()) {
+        if (!all_numbers_finite(item)) return false;
+      }
+      return true;
+    case json::kind::object:
+      for (const auto& item : v.get_object()) {
+        if (!all_numbers_finite(item.value())) return false;
+      }
+      return true;
+    default: return true;
+  }
+}
 
 // Reads the fields of one request's content and builds the errors that name them.
 class content_reader {
@@ -49,18 +70,30 @@ class content_reader {
     return std::nullopt;
   }
 
+  // A whole number from 0 (or 1 if positive) to max; unit names it in the sentence.
   std::optional<protocol_error> optional_count(std::string_view key, std::string_view what, bool positive,
-                                               std::optional<std::uint64_t>& dst) const {
+                                               std::optional<std::uint64_t>& dst,
+                                               std::uint64_t max = max_duration_ms,
+                                               std::string_view unit = "milliseconds") const {
     const json::value* v = find(key);
     if (!v || v->is_null()) return std::nullopt;
     std::optional<std::uint64_t> n;
     if (v->is_uint64()) n = v->get_uint64();
     else if (v->is_int64() && v->get_int64() >= 0) n = static_cast<std::uint64_t>(v->get_int64());
-    if (!n || (positive && *n == 0)) {
-      return fail(errc::invalid_field, std::string(key) + " must be a " + (positive ? "positive" : "non-negative") +
-                                           " whole number of milliseconds: " + std::string(what) + ".");
+    if (!n || (positive && *n == 0) || *n > max) {
+      return fail(errc::invalid_field, std::string(key) + " must be a whole number of " + std::string(unit) +
+                                           " from " + (positive ? "1" : "0") + " to " + std::to_string(max) + ": " +
+                                           std::string(what) + ".");
     }
     dst = n;
+    return std::nullopt;
+  }
+
+  std::optional<protocol_error> optional_bool(std::string_view key, std::string_view what, bool& dst) const {
+    const json::value* v = find(key);
+    if (!v || v->is_null()) return std::nullopt;
+    if (!v->is_bool()) return fail(errc::invalid_field, std::string(key) + " must be true or false: " + std::string(what) + ".");
+    dst = v->get_bool();
     return std::nullopt;
   }
 
@@ -89,7 +122,7 @@ class content_reader {
   std::optional<protocol_error> username_array(std::string_view key, std::string_view what, bool required,
                                                bool non_empty, std::vector<std::string>& dst) const {
     const json::value* v = find(key);
-    if (!v) {
+    if (!v || v->is_null()) {
       if (!required) return std::nullopt;
       return fail(errc::missing_field, kind_name(k_) + " needs " + std::string(key) + ", " + std::string(what) + ".");
     }
@@ -122,12 +155,16 @@ class content_reader {
   std::optional<protocol_error> body() const {
     const json::value* text = find("message_text");
     const json::value* payload = find("payload");
-    if (text && text->is_null()) text = nullptr;
+    if (text && text->is_null()) text = nullptr;  // payload null stays: null is a JSON payload
     if (!text && !payload) {
       return fail(errc::missing_field, kind_name(k_) + " needs message_text (a string) or payload (any JSON), or both.");
     }
     if (text && !text->is_string()) {
       return fail(errc::invalid_field, "message_text must be a string; put structured data in payload.");
+    }
+    if (payload && !all_numbers_finite(*payload)) {
+      return fail(errc::invalid_field,
+                  "payload holds a number too large for JSON (it would be Infinity): send it as a string.");
     }
     out_.body.clear();
     if (text) out_.body.reserve(text->get_string().size() + 24);
@@ -162,6 +199,13 @@ std::optional<protocol_error> read_content(kind k, content_reader& r, request& o
     case kind::log_in:
       if (auto e = r.username("sender_username", "the username to log in as", out.username)) return e;
       if (auto e = r.optional_string("password", "the password of the username", out.password)) return e;
+      if (auto e = r.optional_bool("send_only", "true for a session that only sends (no deliveries)", out.send_only)) {
+        return e;
+      }
+      if (auto e = r.optional_count("receive_window", "the most unacknowledged messages the agent takes at once", true,
+                                    out.receive_window, max_receive_window, "messages")) {
+        return e;
+      }
       return r.optional_count("heartbeat_interval_ms", "how often the agent will send heartbeats", true,
                               out.heartbeat_interval_ms);
     case kind::log_out:
@@ -191,6 +235,7 @@ std::optional<protocol_error> read_content(kind k, content_reader& r, request& o
       const json::value* one = r.find("message_uuid");
       const json::value* many = r.find("message_uuids");
       if (one && one->is_null()) one = nullptr;
+      if (many && many->is_null()) many = nullptr;
       if (!one && !many) {
         return r.fail(errc::missing_field,
                       "acknowledge_message needs message_uuid, or message_uuids (an array), naming what was received.");
@@ -306,13 +351,17 @@ struct request_decoder::impl {
     }
     content_reader reader(*k, *content, out);
     if (auto e = read_content(*k, reader, out)) return std::move(*e);
+    // The body as stored and relayed can be longer than the frame (numbers are re-serialized).
+    if (out.body.size() > max_message_bytes) {
+      return fail(errc::message_too_large, "The message body is larger than max_message_bytes (" +
+                                               std::to_string(max_message_bytes) + ") as stored; send it in smaller parts.");
+    }
     if (datagram && *k == kind::log_in) {
       std::optional<std::uint64_t> port;
-      if (auto e = reader.optional_count("sender_port", "the UDP port to answer", true, port)) return std::move(*e);
-      if (port) {
-        if (*port > 65535) return fail(errc::invalid_field, "sender_port must be a UDP port from 1 to 65535.");
-        out.sender_port = static_cast<std::uint16_t>(*port);
+      if (auto e = reader.optional_count("sender_port", "the UDP port to answer", true, port, 65535, "a UDP port")) {
+        return std::move(*e);
       }
+      if (port) out.sender_port = static_cast<std::uint16_t>(*port);
     }
     return out;
   }

@@ -24,6 +24,8 @@ struct request {
   std::optional<std::string> password;
   std::optional<std::uint64_t> heartbeat_interval_ms;
   std::optional<std::uint16_t> sender_port;  // the log_in datagram of the original design
+  bool send_only = false;                    // no deliveries, no redeliveries, no presence
+  std::optional<std::uint64_t> receive_window;  // at most this many unacknowledged deliveries
 
   // send_message, multicast_message, broadcast_message, group_message
   std::string message_uuid;             // empty: the broker makes one
@@ -41,6 +43,8 @@ struct request {
   std::vector<std::string> ack_uuids;
   std::string ack_sender;  // empty unless given
 };
+
+inline constexpr std::uint64_t max_receive_window = 1'000'000;
 
 // Decodes frames one at a time, reusing its parser and memory between frames.
 // Not thread-safe; one per session.

@@ -1,9 +1,11 @@
 #include "storage/database.hpp"
 
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <array>
+#include <map>
 
 namespace ma {
 namespace {
@@ -91,9 +93,33 @@ CREATE VIEW in_flight AS
   SELECT id AS seq, message_uuid, sender_username, receiver_username, channel, accepted_at FROM journal;
 )sql";
 
+// Version 2: a replayed letter keeps counting its attempts (attempt numbers stay unique) and
+// gets max_attempts anew from attempts_before_replay; letters replayed under version 1 had
+// their count reset below their attempt rows, which is repaired here. The dedupe table keeps
+// what was accepted within the dedupe window across restarts, also after acknowledgement: one
+// row per accepted message, appended, and forgotten oldest first (no index beyond the rowid).
+constexpr const char* schema_v2 = R"sql(
+ALTER TABLE dead_letters ADD COLUMN attempts_before_replay INTEGER NOT NULL DEFAULT 0;
+UPDATE dead_letters SET attempts_before_replay = a.last - dead_letters.attempts, attempts = a.last
+  FROM (SELECT dead_letter_id, max(attempt) AS last FROM delivery_attempts GROUP BY dead_letter_id) AS a
+  WHERE a.dead_letter_id = dead_letters.id AND a.last > dead_letters.attempts;
+
+CREATE TABLE dedupe (
+  id                INTEGER PRIMARY KEY,   -- acceptance order
+  sender_username   TEXT NOT NULL,
+  message_uuid      TEXT NOT NULL,
+  accepted_at       TEXT NOT NULL,         -- ISO 8601 UTC
+  status            TEXT NOT NULL          -- what message_accepted said: relayed, dead_lettered, or the
+                                           -- recipients array as JSON
+);
+INSERT INTO dedupe (sender_username, message_uuid, accepted_at, status)
+  SELECT sender_username, message_uuid, min(accepted_at), 'dead_lettered' FROM dead_letters
+  GROUP BY sender_username, message_uuid ORDER BY min(seq);
+)sql";
+
 constexpr const char* dead_letter_columns =
     "id, seq, message_uuid, sender_username, receiver_username, channel, group_name, body, reason, state, attempts, "
-    "accepted_at, dead_lettered_at, last_attempt_at, delivered_at, expires_at";
+    "accepted_at, dead_lettered_at, last_attempt_at, delivered_at, expires_at, attempts_before_replay";
 
 std::optional<std::string> group_or_null(const std::string& g) {
   return g.empty() ? std::nullopt : std::optional<std::string>(g);
@@ -122,7 +148,7 @@ std::optional<dead_letter_state> state_from_string(std::string_view text) noexce
 struct database::statements {
   sqlite::statement journal_insert, journal_delete, journal_move, dl_insert, pending_page, pending_count,
       attempt_insert, letter_after_attempt, late_ack_any, late_ack_sender, expire, group_insert, member_insert, member_delete, member_count,
-      group_delete, group_exists;
+      group_delete, group_exists, dedupe_insert;
 
   explicit statements(sqlite::connection& db)
       : journal_insert(db,
@@ -148,9 +174,9 @@ struct database::statements {
         letter_after_attempt(db,
                              "UPDATE dead_letters SET attempts = ?2, last_attempt_at = ?3, "
                              "state = CASE WHEN ?4 = 'acknowledged' THEN 'delivered' "
-                             "WHEN ?2 >= ?5 THEN 'parked' ELSE 'pending' END, "
+                             "WHEN ?2 - attempts_before_replay >= ?5 THEN 'parked' ELSE 'pending' END, "
                              "delivered_at = CASE WHEN ?4 = 'acknowledged' THEN ?6 END "
-                             "WHERE id = ?1 AND state = 'pending'"),
+                             "WHERE id = ?1 AND state = 'pending' RETURNING state"),
         late_ack_any(db,
                      "UPDATE dead_letters SET state = 'delivered', delivered_at = ?3 "
                      "WHERE message_uuid = ?2 AND receiver_username = ?1 AND state <> 'delivered' RETURNING sender_username"),
@@ -159,13 +185,15 @@ struct database::statements {
                         "WHERE message_uuid = ?2 AND receiver_username = ?1 AND sender_username = ?4 "
                         "AND state <> 'delivered' RETURNING sender_username"),
         expire(db,
-               "UPDATE dead_letters SET state = 'expired' WHERE state = 'pending' AND expires_at <= ?"),
+               "UPDATE dead_letters SET state = 'expired' WHERE state = 'pending' AND expires_at <= ? "
+               "RETURNING receiver_username"),
         group_insert(db, "INSERT OR IGNORE INTO groups (group_name, created_by, created_at) VALUES (?,?,?)"),
         member_insert(db, "INSERT OR IGNORE INTO group_members (group_name, username, joined_at) VALUES (?,?,?)"),
         member_delete(db, "DELETE FROM group_members WHERE group_name = ? AND username = ?"),
         member_count(db, "SELECT count(*) FROM group_members WHERE group_name = ?"),
         group_delete(db, "DELETE FROM groups WHERE group_name = ?"),
-        group_exists(db, "SELECT 1 FROM groups WHERE group_name = ?") {}
+        group_exists(db, "SELECT 1 FROM groups WHERE group_name = ?"),
+        dedupe_insert(db, "INSERT INTO dedupe (sender_username, message_uuid, accepted_at, status) VALUES (?,?,?,?)") {}
 };
 
 namespace {
@@ -188,6 +216,7 @@ dead_letter read_letter(const sqlite::statement& s) {
   d.last_attempt_at = s.column_optional_text(13);
   d.delivered_at = s.column_optional_text(14);
   d.expires_at = s.column_text(15);
+  d.attempts_before_replay = static_cast<int>(s.column_int(16));
   return d;
 }
 
@@ -199,7 +228,11 @@ std::int64_t single_int(sqlite::connection& db, std::string_view sql) {
 }  // namespace
 
 database::database(const settings& s)
-    : db_(s.path, s.create ? sqlite::connection::mode::create : sqlite::connection::mode::existing_only) {
+    : db_(s.path,
+          s.read_only ? sqlite::connection::mode::read_only
+          : s.create  ? sqlite::connection::mode::create
+                      : sqlite::connection::mode::existing_only,
+          s.busy_timeout_ms) {
   // Reading the header first: a file that is not a database fails here, before any write.
   const std::int64_t version = single_int(db_, "PRAGMA user_version");
   if (version > schema_version) {
@@ -207,7 +240,17 @@ database::database(const settings& s)
                                 ", newer than this broker's " + std::to_string(schema_version) +
                                 ": run a newer message-broker, or give --database another file.");
   }
-  {
+  if ((s.read_only || s.schema_required) && version != schema_version) {
+    if (version == 0) {
+      throw sqlite::storage_error("The file '" + s.path +
+                                  "' has no message-broker schema (it is empty, or another program's database); "
+                                  "it was left untouched: give --database the broker's file.");
+    }
+    throw sqlite::storage_error("The database '" + s.path + "' has schema version " + std::to_string(version) +
+                                ", older than this command's " + std::to_string(schema_version) +
+                                "; it was left untouched: start message-broker on it once to migrate it.");
+  }
+  if (!s.schema_required && !s.read_only) {
     sqlite::statement check(db_, "PRAGMA quick_check(1)");
     const std::string verdict = check.step() ? check.column_text(0) : std::string("no answer");
     if (verdict != "ok") {
@@ -215,7 +258,7 @@ database::database(const settings& s)
                                   "); it was left untouched: restore a backup or give --database another file.");
     }
   }
-  db_.exec("PRAGMA journal_mode = WAL");
+  if (!s.read_only) db_.exec("PRAGMA journal_mode = WAL");
   db_.exec(s.synchronous_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
   db_.exec("PRAGMA foreign_keys = ON");
   db_.exec("PRAGMA temp_store = MEMORY");
@@ -225,6 +268,22 @@ database::database(const settings& s)
   st_ = std::make_unique<statements>(db_);
   last_seq_ = std::max(single_int(db_, "SELECT coalesce(max(id), 0) FROM journal"),
                        single_int(db_, "SELECT coalesce(max(seq), 0) FROM dead_letters"));
+  struct stat st {};
+  if (::stat(s.path.c_str(), &st) == 0) {
+    device_ = st.st_dev;
+    inode_ = st.st_ino;
+  }
+}
+
+void database::check_file() const {
+  if (inode_ == 0) return;  // not a file (":memory:")
+  struct stat st {};
+  if (::stat(path().c_str(), &st) != 0 || st.st_ino != inode_ || st.st_dev != device_) {
+    throw sqlite::storage_error("The database file '" + path() +
+                                    "' was deleted or replaced while the broker ran: what it writes now would be "
+                                    "lost at the next start. Restore the file (or stop the broker) to go on.",
+                                SQLITE_CANTOPEN);
+  }
 }
 
 database::~database() = default;
@@ -233,6 +292,7 @@ void database::migrate() {
   sqlite::transaction t(db_);
   const std::int64_t version = single_int(db_, "PRAGMA user_version");
   if (version < 1) db_.exec(schema_v1);
+  if (version < 2) db_.exec(schema_v2);
   // Later versions add their steps here, each from the one before.
   db_.exec("PRAGMA user_version = " + std::to_string(schema_version));
   t.commit();
@@ -306,14 +366,17 @@ std::int64_t database::count_pending(std::string_view receiver) {
   return n;
 }
 
-void database::record_attempt(std::int64_t id, int attempt, sys_ms started, std::string_view outcome, sys_ms now,
+bool database::record_attempt(std::int64_t id, int attempt, sys_ms started, std::string_view outcome, sys_ms now,
                               int max_attempts) {
   const std::string started_at = format_iso8601(started);
   const std::string at = format_iso8601(now);
   st_->attempt_insert.bind(1, id).bind(2, std::int64_t{attempt}).bind(3, started_at).bind(4, at).bind(5, outcome).run();
   auto& s = st_->letter_after_attempt;
   s.bind(1, id).bind(2, std::int64_t{attempt}).bind(3, started_at).bind(4, outcome).bind(5, std::int64_t{max_attempts});
-  s.bind(6, at).run();
+  s.bind(6, at);
+  const bool parked = s.step() && s.column_text(0) == "parked";
+  s.reset();
+  return parked;
 }
 
 std::vector<std::string> database::mark_delivered(std::string_view receiver, std::string_view message_uuid,
@@ -328,9 +391,13 @@ std::vector<std::string> database::mark_delivered(std::string_view receiver, std
   return senders;
 }
 
-std::int64_t database::sweep_expired(sys_ms now) {
-  st_->expire.bind(1, format_iso8601(now)).run();
-  return db_.changes();
+counts_by_recipient database::sweep_expired(sys_ms now) {
+  auto& s = st_->expire;
+  s.bind(1, format_iso8601(now));
+  std::map<std::string, std::int64_t> by;
+  while (s.step()) ++by[s.column_text(0)];
+  s.reset();
+  return {by.begin(), by.end()};
 }
 
 bool database::create_group(std::string_view name, std::string_view creator, const std::vector<std::string>& members,
@@ -429,7 +496,7 @@ std::int64_t database::replay(const std::optional<std::string>& recipient, dead_
     return s.step() ? s.column_int(0) : 0;
   }
   // A replayed letter gets a fresh lifetime from now, keeping its original ttl span.
-  sqlite::statement s(db_, "UPDATE dead_letters SET state = 'pending', attempts = 0, expires_at = "
+  sqlite::statement s(db_, "UPDATE dead_letters SET state = 'pending', attempts_before_replay = attempts, expires_at = "
                            "strftime('%Y-%m-%dT%H:%M:%fZ', ?3, "
                            "((julianday(expires_at) - julianday(accepted_at)) * 86400) || ' seconds')" + where);
   s.bind(1, to_string(from));
@@ -439,15 +506,23 @@ std::int64_t database::replay(const std::optional<std::string>& recipient, dead_
   return db_.changes();
 }
 
-std::int64_t database::purge(std::optional<dead_letter_state> state, std::optional<sys_ms> older_than) {
-  std::string sql = "DELETE FROM dead_letters WHERE ";
-  sql += state ? "state = ?1" : "state <> 'pending'";
-  if (older_than) sql += " AND dead_lettered_at < ?2";
-  sqlite::statement s(db_, sql);
-  if (state) s.bind(1, to_string(*state));
-  if (older_than) s.bind(2, format_iso8601(*older_than));
-  s.run();
-  return db_.changes();
+std::int64_t database::purge(std::optional<dead_letter_state> state, std::optional<sys_ms> older_than, int chunk) {
+  std::string where = state ? "state = ?1" : "state <> 'pending'";
+  if (older_than) where += " AND dead_lettered_at < ?2";
+  sqlite::statement s(db_, "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE " + where +
+                               " LIMIT ?3)");
+  std::int64_t total = 0;
+  for (;;) {
+    sqlite::transaction t(db_);
+    if (state) s.bind(1, to_string(*state));
+    if (older_than) s.bind(2, format_iso8601(*older_than));
+    s.bind(3, std::int64_t{chunk});
+    s.run();
+    const std::int64_t n = db_.changes();
+    t.commit();
+    total += n;
+    if (n < chunk) return total;
+  }
 }
 
 std::int64_t database::count_journal() { return single_int(db_, "SELECT count(*) FROM journal"); }
@@ -455,13 +530,31 @@ std::int64_t database::count_all_pending() {
   return single_int(db_, "SELECT count(*) FROM dead_letters WHERE state = 'pending'");
 }
 
-std::vector<std::pair<std::string, std::string>> database::accepted_since(sys_ms t) {
+void database::remember_accepted(std::string_view sender, std::string_view message_uuid, sys_ms at,
+                                 std::string_view status) {
+  st_->dedupe_insert.bind(1, sender).bind(2, message_uuid).bind(3, format_iso8601(at)).bind(4, status).run();
+}
+
+std::vector<accepted_pair> database::accepted_since(sys_ms t) {
   sqlite::statement s(db_,
-                      "SELECT DISTINCT sender_username, message_uuid FROM dead_letters WHERE accepted_at >= ?");
+                      "SELECT sender_username, message_uuid, status FROM dedupe WHERE accepted_at >= ? ORDER BY id");
   s.bind(1, format_iso8601(t));
-  std::vector<std::pair<std::string, std::string>> out;
-  while (s.step()) out.emplace_back(s.column_text(0), s.column_text(1));
+  std::vector<accepted_pair> out;
+  while (s.step()) out.push_back({s.column_text(0), s.column_text(1), s.column_text(2)});
   return out;
+}
+
+std::int64_t database::forget_accepted(sys_ms before, std::int64_t keep_at_most) {
+  // Rows are in acceptance order: everything below the first young one is old. Finding it
+  // reads only the rows that are deleted.
+  sqlite::statement old(db_,
+                        "DELETE FROM dedupe WHERE id < coalesce((SELECT id FROM dedupe WHERE accepted_at >= ?1 "
+                        "ORDER BY id LIMIT 1), (SELECT coalesce(max(id), 0) + 1 FROM dedupe))");
+  old.bind(1, format_iso8601(before)).run();
+  std::int64_t n = db_.changes();
+  sqlite::statement many(db_, "DELETE FROM dedupe WHERE id <= (SELECT max(id) FROM dedupe) - ?1");
+  many.bind(1, keep_at_most).run();
+  return n + db_.changes();
 }
 
 }  // namespace ma

@@ -46,7 +46,8 @@ struct dead_letter {
   std::string body;
   dead_letter_reason reason = dead_letter_reason::recipient_offline;
   dead_letter_state state = dead_letter_state::pending;
-  int attempts = 0;
+  int attempts = 0;                // every attempt so far, also those before a replay
+  int attempts_before_replay = 0;  // attempts made before the last replay
   std::string accepted_at;
   std::string dead_lettered_at;
   std::optional<std::string> last_attempt_at;
@@ -66,6 +67,16 @@ struct group_record {
   std::vector<std::string> members;  // sorted
 };
 
+// A (sender, message_uuid) accepted within the dedupe window, with what message_accepted said.
+struct accepted_pair {
+  std::string sender;
+  std::string message_uuid;
+  std::string status;  // relayed | dead_lettered, or the recipients array as JSON text
+};
+
+// Letters that left pending in one call, by recipient (for the broker's warnings).
+using counts_by_recipient = std::vector<std::pair<std::string, std::int64_t>>;
+
 struct dead_letter_filter {
   std::optional<std::string> recipient;
   std::optional<dead_letter_reason> reason;
@@ -75,16 +86,23 @@ struct dead_letter_filter {
 
 class database {
  public:
-  static constexpr int schema_version = 1;
+  static constexpr int schema_version = 2;
 
   struct settings {
     std::string path;
     bool synchronous_full = false;  // PRAGMA synchronous: FULL, else NORMAL
     bool create = true;             // false: a missing file is an error (admin command)
+    // Opened read-only: nothing is written, not even the schema (admin command's readers).
+    bool read_only = false;
+    // A file without this broker's schema (another program's, an empty one) is refused instead
+    // of being given the schema; an older schema is refused instead of migrated.
+    bool schema_required = false;
+    int busy_timeout_ms = 5000;
   };
 
   // Opens (or creates) the file, refuses a non-SQLite, corrupt or newer file with a sentence
-  // naming it, and migrates an older schema forward in one transaction.
+  // naming it, and migrates an older schema forward in one transaction (unless read_only or
+  // schema_required, which refuse it).
   explicit database(const settings& s);
   ~database();
   database(const database&) = delete;
@@ -120,14 +138,16 @@ class database {
   // delivered; any other outcome (the reason it failed) leaves it pending, or parks it once it
   // has had max_attempts attempts. An attempt cut short by a crash is not recorded: the letter
   // is still pending and is sent again.
-  void record_attempt(std::int64_t id, int attempt, sys_ms started, std::string_view outcome, sys_ms now,
+  // Returns true if this attempt parked the letter. After a replay the letter has
+  // max_attempts again, and its attempts go on being numbered from where they were.
+  bool record_attempt(std::int64_t id, int attempt, sys_ms started, std::string_view outcome, sys_ms now,
                       int max_attempts);
   // A late acknowledgement (the message was dead-lettered first). An empty sender matches
   // any. Returns the senders of the letters it marked delivered.
   std::vector<std::string> mark_delivered(std::string_view receiver, std::string_view message_uuid,
                                           std::string_view sender, sys_ms now);
-  // Pending letters past their expiry become expired. Returns how many.
-  std::int64_t sweep_expired(sys_ms now);
+  // Pending letters past their expiry become expired. Returns how many, by recipient.
+  counts_by_recipient sweep_expired(sys_ms now);
 
   // --- groups -------------------------------------------------------------------------------
   // False if the group exists already.
@@ -143,15 +163,28 @@ class database {
   std::vector<dead_letter> list(const dead_letter_filter& f);
   std::vector<dead_letter> find(std::string_view message_uuid);
   std::vector<delivery_attempt> attempts_of(std::int64_t id);
-  // Back to pending (attempts reset) for letters in state from; returns how many (or would).
+  // Back to pending, with max_attempts attempts again, for letters in state from; returns how
+  // many (or would).
   std::int64_t replay(const std::optional<std::string>& recipient, dead_letter_state from, bool dry_run, sys_ms now);
   // Deletes letters in the given state (any but pending when empty) dead-lettered before
-  // cutoff (any age when empty); returns how many.
-  std::int64_t purge(std::optional<dead_letter_state> state, std::optional<sys_ms> older_than);
+  // cutoff (any age when empty); returns how many. Runs its own transactions, one per chunk
+  // rows, so the write lock is never held for long: call it outside begin()/commit().
+  std::int64_t purge(std::optional<dead_letter_state> state, std::optional<sys_ms> older_than,
+                     int chunk = 5000);
   std::int64_t count_journal();
   std::int64_t count_all_pending();
-  // (sender, message_uuid) of letters accepted since t, for the broker's dedupe after a restart.
-  std::vector<std::pair<std::string, std::string>> accepted_since(sys_ms t);
+
+  // --- dedupe: what was accepted within the window, kept across restarts ----------------------
+  // Committed with the accept, before message_accepted goes out; kept after acknowledgement.
+  void remember_accepted(std::string_view sender, std::string_view message_uuid, sys_ms at, std::string_view status);
+  // The pairs accepted since t, oldest first (a pair accepted again later comes again).
+  std::vector<accepted_pair> accepted_since(sys_ms t);
+  // Forgets pairs accepted before t, and the oldest beyond keep_at_most. Returns how many.
+  std::int64_t forget_accepted(sys_ms before, std::int64_t keep_at_most);
+
+  // Throws a transient storage_error if the file is no longer where it was opened (deleted,
+  // or replaced by another file): what is written then would be lost at the next start.
+  void check_file() const;
 
   const std::string& path() const noexcept { return db_.path(); }
   sqlite::connection& connection() noexcept { return db_; }
@@ -163,6 +196,7 @@ class database {
 
   sqlite::connection db_;
   std::unique_ptr<statements> st_;
+  std::uint64_t device_ = 0, inode_ = 0;  // of the file at open, for check_file
   std::int64_t last_seq_ = 0;
 };
 

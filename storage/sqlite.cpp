@@ -19,23 +19,38 @@ void configure_once() {
   });
 }
 
+bool storage_error::transient() const noexcept {
+  switch (code & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY:
+    case SQLITE_PROTOCOL:
+      return true;
+    default:
+      return false;
+  }
+}
+
 void connection::closer::operator()(sqlite3* db) const noexcept { sqlite3_close_v2(db); }
 void statement::finalizer::operator()(sqlite3_stmt* s) const noexcept { sqlite3_finalize(s); }
 
-connection::connection(const std::string& path, mode m) : path_(path) {
+connection::connection(const std::string& path, mode m, int busy_timeout_ms) : path_(path) {
   configure_once();
   sqlite3* raw = nullptr;
-  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+  int flags = (m == mode::read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) | SQLITE_OPEN_NOMUTEX;
   if (m == mode::create) flags |= SQLITE_OPEN_CREATE;
   const int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
   db_.reset(raw);
   if (rc != SQLITE_OK) {
-    if (m == mode::existing_only && rc == SQLITE_CANTOPEN) {
+    if (m != mode::create && (rc & 0xff) == SQLITE_CANTOPEN) {
       throw storage_error("The database '" + path + "' does not exist or cannot be opened: give --database the broker's file.");
     }
     fail(rc, "opening it");
   }
-  sqlite3_busy_timeout(raw, 5000);
+  sqlite3_busy_timeout(raw, busy_timeout_ms);
   sqlite3_extended_result_codes(raw, 1);
 }
 
@@ -44,9 +59,10 @@ void connection::fail(int rc, std::string_view doing) const {
   const int primary = rc & 0xff;
   if (primary == SQLITE_NOTADB || primary == SQLITE_CORRUPT) {
     throw storage_error("The file '" + path_ + "' is not an SQLite database or is corrupt (" + msg +
-                        "); it was left untouched: move it away or give --database another file.");
+                            "); it was left untouched: move it away or give --database another file.",
+                        rc);
   }
-  throw storage_error("SQLite failed on '" + path_ + "' while " + std::string(doing) + ": " + msg + ".");
+  throw storage_error("SQLite failed on '" + path_ + "' while " + std::string(doing) + ": " + msg + ".", rc);
 }
 
 void connection::exec(std::string_view sql) {

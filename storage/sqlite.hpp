@@ -14,9 +14,13 @@ struct sqlite3_stmt;
 
 namespace ma::sqlite {
 
-// An SQLite failure or a refused database file; what() is a sentence naming the file.
+// An SQLite failure or a refused database file; what() is a sentence naming the file. code is
+// SQLite's extended result code (0 when the file was refused for its content).
 struct storage_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
+  explicit storage_error(const std::string& what, int code = 0) : std::runtime_error(what), code(code) {}
+  // The database was busy, locked, full, unreadable or gone: the same work may succeed later.
+  bool transient() const noexcept;
+  int code;
 };
 
 // Puts SQLite in multi-thread mode without memory statistics (no mutex per call or malloc).
@@ -59,8 +63,10 @@ class statement {
 
 class connection {
  public:
-  enum class mode { create, existing_only };
-  connection(const std::string& path, mode m);
+  enum class mode { create, existing_only, read_only };
+  // busy_timeout_ms: how long a statement waits for another connection's lock before it fails
+  // with SQLITE_BUSY.
+  connection(const std::string& path, mode m, int busy_timeout_ms = 5000);
 
   void exec(std::string_view sql);
   std::int64_t changes() const noexcept;

@@ -1,10 +1,44 @@
 #include "storage/store.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sqlite3.h>
 
 #include <future>
 
 namespace ma {
+
+namespace {
+
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+constexpr auto first_backoff = 10ms;
+constexpr auto max_backoff = 1s;
+// Retried work still failing this long after a stop was asked for is given up: the journal
+// rows it would have moved are recovered at the next start.
+constexpr auto give_up_when_stopping = 10s;
+
+std::string what_of(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "an unknown error";
+  }
+}
+
+bool is_transient(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const sqlite::storage_error& x) {
+    return x.transient();
+  } catch (...) {
+    return false;
+  }
+}
+
+}  // namespace
 
 store::store(const settings& s) : path_(s.db.path), max_batch_(s.max_batch) {
   std::promise<void> opened;
@@ -27,10 +61,10 @@ store::~store() {
   if (thread_.joinable()) thread_.join();
 }
 
-void store::submit(job j, completion done) {
+void store::submit(job j, completion done, on_failure policy, const char* name) {
   {
     std::lock_guard lock(mutex_);
-    queue_.push_back(op{std::move(j), std::move(done)});
+    queue_.push_back(op{std::move(j), std::move(done), policy, name, nullptr});
   }
   wake_.notify_one();
 }
@@ -40,20 +74,30 @@ std::uint64_t store::batches_committed() const noexcept {
   return batches_;
 }
 
+std::size_t store::retrying() const noexcept {
+  std::lock_guard lock(mutex_);
+  return retrying_;
+}
+
 void store::loop(const settings& s, std::promise<void>* opened) {
   try {
     db_ = std::make_unique<database>(s.db);
+    savepoint_.emplace(db_->connection(), "SAVEPOINT op");
+    release_.emplace(db_->connection(), "RELEASE op");
   } catch (...) {
     opened->set_exception(std::current_exception());
     return;
   }
   opened->set_value();
   std::deque<op> batch;
+  auto backoff = first_backoff;
+  std::optional<steady::time_point> failing_since, stop_seen;
   for (;;) {
     {
       std::unique_lock lock(mutex_);
       wake_.wait(lock, [&] { return !queue_.empty() || stopping_; });
       if (queue_.empty()) break;  // stopping, and nothing left to run
+      if (stopping_ && !stop_seen) stop_seen = steady::now();
       if (queue_.size() <= max_batch_) {
         batch.swap(queue_);
       } else {
@@ -62,31 +106,116 @@ void store::loop(const settings& s, std::promise<void>* opened) {
         queue_.erase(queue_.begin(), end);
       }
     }
-    run_batch(batch);
+    std::deque<op> again = run_batch(batch);
     batch.clear();
+    if (again.empty()) {
+      if (failing_since) {
+        spdlog::info("storage: '{}' commits again; the retried work is stored", path_);
+        failing_since.reset();
+      }
+      backoff = first_backoff;
+      continue;
+    }
+    const auto now = steady::now();
+    if (!failing_since) failing_since = now;
+    if (stop_seen && now - *stop_seen > give_up_when_stopping) {
+      spdlog::error("storage: stopping; {} operations on '{}' were given up after {} s of failures ({})",
+                    again.size(), path_, std::chrono::duration_cast<std::chrono::seconds>(now - *failing_since).count(),
+                    what_of(again.front().error));
+      for (op& o : again) {
+        if (o.done) o.done(o.error);
+      }
+      continue;
+    }
+    {
+      std::lock_guard lock(mutex_);
+      retrying_ = again.size();
+      while (!again.empty()) {
+        queue_.push_front(std::move(again.back()));
+        again.pop_back();
+      }
+    }
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::duration_cast<std::chrono::milliseconds>(max_backoff));
+    {
+      std::lock_guard lock(mutex_);
+      retrying_ = 0;
+    }
   }
+  savepoint_.reset();
+  release_.reset();
   db_.reset();
 }
 
-void store::run_batch(std::deque<op>& batch) {
-  std::exception_ptr error;
+void store::check_file() {
   try {
-    db_->begin();
-    for (op& o : batch) o.j(*db_);
-    db_->commit();
-  } catch (const std::exception& e) {
-    error = std::current_exception();
-    db_->rollback();
-    spdlog::error("storage: a batch of {} operations on '{}' failed and was rolled back: {}", batch.size(), path_,
-                  e.what());
+    db_->check_file();
+  } catch (const sqlite::storage_error& e) {
+    if (file_present_.exchange(false)) spdlog::critical("storage: {}", e.what());
+    throw;
   }
-  {
+  if (!file_present_.exchange(true)) spdlog::critical("storage: the database file '{}' is back", path_);
+}
+
+bool store::run_op(op& o) {
+  sqlite::connection& c = db_->connection();
+  savepoint_->run();
+  try {
+    o.j(*db_);
+    release_->run();
+    return true;
+  } catch (const std::exception& e) {
+    o.error = std::current_exception();
+    if (sqlite3_get_autocommit(c.handle())) return false;  // SQLite rolled the whole transaction back
+    sqlite3_exec(c.handle(), "ROLLBACK TO op; RELEASE op", nullptr, nullptr, nullptr);
+    spdlog::error("storage: one {} on '{}' failed and was rolled back alone: {}", o.name, path_, e.what());
+    return true;
+  }
+}
+
+std::deque<store::op> store::run_batch(std::deque<op>& batch) {
+  std::exception_ptr whole;  // the transaction failed: nothing of the batch is committed
+  for (op& o : batch) o.error = nullptr;  // a retried op's last error is history
+  try {
+    check_file();
+    db_->begin();
+    for (op& o : batch) {
+      if (!run_op(o)) {
+        whole = o.error;
+        break;
+      }
+    }
+    if (!whole) db_->commit();
+  } catch (const std::exception&) {
+    whole = std::current_exception();
+  }
+  if (whole) db_->rollback();
+  if (!whole) {
     std::lock_guard lock(mutex_);
     ++batches_;
   }
+  std::deque<op> again;
+  std::size_t failed = 0;
   for (op& o : batch) {
-    if (o.done) o.done(error);
+    // Retried: its transaction failed, or it failed alone for a passing reason.
+    if (o.policy == on_failure::retry && (whole || (o.error && is_transient(o.error)))) {
+      if (whole) o.error = whole;
+      again.push_back(std::move(o));
+      continue;
+    }
+    if (whole) {
+      o.error = whole;
+      ++failed;
+    }
+    if (o.done) o.done(o.error);
   }
+  const auto now = steady::now();
+  if (whole && (failed > 0 || now - last_failure_log_ > 10s)) {
+    last_failure_log_ = now;
+    spdlog::error("storage: a transaction of {} operations on '{}' failed and was rolled back ({} failed, {} to retry): {}",
+                  batch.size(), path_, failed, again.size(), what_of(whole));
+  }
+  return again;
 }
 
 }  // namespace ma

@@ -3,8 +3,12 @@
 // Callers on network threads never block and never touch SQLite: they hand over an operation
 // (a function of database&) and get its result after the transaction that ran it committed.
 // Operations run in the order submitted. A batch closes when the queue is empty or it holds
-// max_batch operations; an SQLite error fails every operation of that batch (nothing of it is
-// committed), is logged once, and the next batch starts afresh.
+// max_batch operations. Each operation runs in a savepoint of its own: one that throws is
+// rolled back alone and gets its error (naming it, if it has a name); the others commit. When
+// the transaction itself fails (the database locked past the busy timeout, the disk full, the
+// file deleted), operations submitted with retry run again, in order, with back-off, until they
+// commit; the others get the error. Before each batch the store checks that the file is still
+// where it was opened.
 #pragma once
 
 #include <boost/asio/async_result.hpp>
@@ -13,6 +17,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -37,8 +42,13 @@ class store {
   };
 
   using job = std::function<void(database&)>;
-  // Called on the store's thread after the commit (or with the batch's error).
+  // Called on the store's thread after the commit (or with the operation's error).
   using completion = std::function<void(std::exception_ptr)>;
+  // fail: an error reaches the completion (the caller can say so, e.g. internal_error to a
+  // sender). retry: work the broker depends on and cannot hand back (moving deliveries to the
+  // Dead Letter Channel, acknowledgements), run again until it commits. A retried job runs from
+  // the start each time and must leave its outputs as if it ran once.
+  enum class on_failure { fail, retry };
 
   // Opens the database on the store's thread; rethrows what opening threw.
   explicit store(const settings& s);
@@ -47,7 +57,8 @@ class store {
   store(const store&) = delete;
   store& operator=(const store&) = delete;
 
-  void submit(job j, completion done);
+  // name says what the operation is, for the log line of its failure ("accept", ...).
+  void submit(job j, completion done, on_failure policy = on_failure::fail, const char* name = "operation");
 
   // The coroutine form: co_await run([](database& db) { return ...; }) resumes on the caller's
   // executor with the result after the commit, or throws what the batch threw. (Not itself a
@@ -80,6 +91,10 @@ class store {
 
   const std::string& path() const noexcept { return path_; }
   std::uint64_t batches_committed() const noexcept;
+  // False while the database file is missing from its path (deleted under the broker).
+  bool file_present() const noexcept { return file_present_.load(); }
+  // Operations waiting to be retried after a failed transaction.
+  std::size_t retrying() const noexcept;
 
  private:
   // A caller waiting for one operation: its handler, and a work guard that keeps its
@@ -113,18 +128,28 @@ class store {
   struct op {
     job j;
     completion done;
+    on_failure policy = on_failure::fail;
+    const char* name = "operation";
+    std::exception_ptr error;
   };
   void loop(const settings& s, std::promise<void>* opened);
-  void run_batch(std::deque<op>& batch);
+  // Runs one batch; returns the operations to run again.
+  std::deque<op> run_batch(std::deque<op>& batch);
+  bool run_op(op& o);  // false if the transaction is gone (SQLite rolled it back)
+  void check_file();
 
   std::string path_;
   std::size_t max_batch_;
   std::unique_ptr<database> db_;
+  std::optional<sqlite::statement> savepoint_, release_;
+  std::chrono::steady_clock::time_point last_failure_log_{};
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<op> queue_;
   bool stopping_ = false;
   std::uint64_t batches_ = 0;
+  std::size_t retrying_ = 0;
+  std::atomic<bool> file_present_{true};
   std::thread thread_;
 };
 

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <filesystem>
 #include <fstream>
 
 #include "tests/support/temp_dir.hpp"
@@ -229,7 +233,7 @@ TEST_F(Database, SweepExpiresOnlyPendingPastTheirTime) {
   db.begin();
   db.dead_letter_new(old, "bob", dead_letter_reason::recipient_offline, t);
   db.dead_letter_new(fresh, "bob", dead_letter_reason::recipient_offline, t);
-  EXPECT_EQ(db.sweep_expired(t), 1);
+  EXPECT_EQ(db.sweep_expired(t), (counts_by_recipient{{"bob", 1}}));
   db.commit();
   EXPECT_EQ(db.find("old")[0].state, dead_letter_state::expired);
   EXPECT_EQ(db.find("fresh")[0].state, dead_letter_state::pending);
@@ -272,7 +276,8 @@ TEST_F(Database, AdminListReplayPurge) {
   EXPECT_EQ(db.replay(std::string("bob"), dead_letter_state::parked, false, now_ms()), 1);
   auto replayed = db.find("a")[0];
   EXPECT_EQ(replayed.state, dead_letter_state::pending);
-  EXPECT_EQ(replayed.attempts, 0);
+  EXPECT_EQ(replayed.attempts, 1);  // counting goes on; the budget starts again
+  EXPECT_EQ(replayed.attempts_before_replay, 1);
   EXPECT_TRUE(parse_iso8601(replayed.expires_at)) << replayed.expires_at;
   EXPECT_GT(*parse_iso8601(replayed.expires_at), now_ms() + 6 * 24h);
 
@@ -285,15 +290,131 @@ TEST_F(Database, AdminListReplayPurge) {
   EXPECT_EQ(db.list({}).size(), 1u);
 }
 
-TEST_F(Database, AcceptedSinceFeedsDedupe) {
+TEST_F(Database, AcceptedPairsOutliveAcknowledgementAndAreForgottenOldestFirst) {
+  auto db = open();
+  const auto t = now_ms();
+  db.begin();
+  db.remember_accepted("alice", "old", t - 1h, "relayed");
+  const auto seq = db.journal(message("m1"), "bob");
+  db.remember_accepted("alice", "m1", t, "relayed");
+  db.remember_accepted("alice", "m2", t, "[{\"receiver_username\":\"bob\",\"status\":\"dead_lettered\"}]");
+  db.acknowledge(seq);  // acknowledged: still a duplicate if sent again
+  db.commit();
+  auto recent = db.accepted_since(t - 10min);
+  ASSERT_EQ(recent.size(), 2u);
+  EXPECT_EQ(recent[0].message_uuid, "m1");
+  EXPECT_EQ(recent[0].status, "relayed");
+  EXPECT_EQ(recent[1].status.front(), '[');
+  db.begin();
+  EXPECT_EQ(db.forget_accepted(t - 10min, 1'000'000), 1);  // the one past the window
+  EXPECT_EQ(db.forget_accepted(t - 10min, 1), 1);          // past the cap: the oldest goes
+  db.commit();
+  recent = db.accepted_since(t - 2h);
+  ASSERT_EQ(recent.size(), 1u);
+  EXPECT_EQ(recent[0].message_uuid, "m2");
+}
+
+// The bug of schema 1: a replay reset attempts below the letter's attempt rows, and its next
+// attempt could never be recorded (UNIQUE constraint failed), so it was redelivered forever.
+TEST_F(Database, AReplayedLetterIsRedeliveredAndItsAcknowledgementStored) {
   auto db = open();
   db.begin();
-  db.dead_letter_new(message("recent"), "bob", dead_letter_reason::recipient_offline, now_ms());
-  db.dead_letter_new(message("old", "alice", now_ms() - 1h), "bob", dead_letter_reason::recipient_offline, now_ms());
+  const auto id = db.dead_letter_new(message("r1"), "bob", dead_letter_reason::recipient_offline, now_ms());
+  EXPECT_FALSE(db.record_attempt(id, 1, now_ms(), "ack_timeout", now_ms(), 2));
+  EXPECT_TRUE(db.record_attempt(id, 2, now_ms(), "ack_timeout", now_ms(), 2));  // parked
+  EXPECT_EQ(db.replay(std::nullopt, dead_letter_state::parked, false, now_ms()), 1);
+  auto letter = db.pending_for("bob", 0, 10);
+  ASSERT_EQ(letter.size(), 1u);
+  // The broker sends attempt attempts + 1; it gets the whole budget again.
+  EXPECT_FALSE(db.record_attempt(id, letter[0].attempts + 1, now_ms(), "ack_timeout", now_ms(), 2));
+  EXPECT_EQ(db.find("r1")[0].state, dead_letter_state::pending);
+  db.record_attempt(id, letter[0].attempts + 2, now_ms(), "acknowledged", now_ms(), 2);
   db.commit();
-  auto recent = db.accepted_since(now_ms() - 10min);
-  ASSERT_EQ(recent.size(), 1u);
-  EXPECT_EQ(recent[0].second, "recent");
+  EXPECT_EQ(db.find("r1")[0].state, dead_letter_state::delivered);
+  const auto attempts = db.attempts_of(id);
+  ASSERT_EQ(attempts.size(), 4u);
+  EXPECT_EQ(attempts.back().attempt, 4);
+  EXPECT_EQ(attempts.back().outcome, "acknowledged");
+}
+
+TEST_F(Database, MigratingSchemaOneRepairsLettersReplayedByIt) {
+  std::int64_t id;
+  {
+    auto db = open();
+    db.begin();
+    id = db.dead_letter_new(message("r1"), "bob", dead_letter_reason::recipient_offline, now_ms());
+    db.record_attempt(id, 1, now_ms(), "ack_timeout", now_ms(), 5);
+    db.record_attempt(id, 2, now_ms(), "ack_timeout", now_ms(), 5);
+    db.commit();
+    // Back to what schema 1 had: no column, no dedupe table, and a replay's reset count.
+    auto& c = db.connection();
+    c.exec("ALTER TABLE dead_letters DROP COLUMN attempts_before_replay");
+    c.exec("DROP TABLE dedupe");
+    c.exec("UPDATE dead_letters SET attempts = 0");
+    c.exec("PRAGMA user_version = 1");
+  }
+  auto db = open();
+  auto letter = db.find("r1");
+  ASSERT_EQ(letter.size(), 1u);
+  EXPECT_EQ(letter[0].attempts, 2);
+  EXPECT_EQ(letter[0].attempts_before_replay, 2);
+  db.begin();
+  db.record_attempt(id, letter[0].attempts + 1, now_ms(), "acknowledged", now_ms(), 5);
+  db.commit();
+  EXPECT_EQ(db.find("r1")[0].state, dead_letter_state::delivered);
+  ASSERT_EQ(db.accepted_since(now_ms() - 1h).size(), 1u);  // its pair, for dedupe
+}
+
+TEST_F(Database, PurgeRunsInChunksOfItsOwn) {
+  auto db = open();
+  db.begin();
+  for (int i = 0; i < 25; ++i) {
+    const auto id = db.dead_letter_new(message("p" + std::to_string(i)), "bob", dead_letter_reason::recipient_offline, now_ms());
+    db.record_attempt(id, 1, now_ms(), "ack_timeout", now_ms(), 1);
+  }
+  db.commit();
+  int commits = 0;
+  sqlite3_commit_hook(db.connection().handle(), [](void* n) { return ++*static_cast<int*>(n), 0; }, &commits);
+  EXPECT_EQ(db.purge(dead_letter_state::parked, std::nullopt, 10), 25);
+  EXPECT_EQ(commits, 3);  // 10 + 10 + 5, each its own short transaction
+  sqlite3_commit_hook(db.connection().handle(), nullptr, nullptr);
+  EXPECT_EQ(db.list({}).size(), 0u);
+}
+
+TEST_F(Database, ReadOnlyOpeningWritesNothingAndRefusesAFileWithoutTheSchema) {
+  std::ofstream(path).close();  // zero bytes
+  database::settings reader{path};
+  reader.create = false;
+  reader.read_only = true;
+  reader.schema_required = true;
+  try {
+    database db(reader);
+    FAIL() << "opened a file without the schema";
+  } catch (const sqlite::storage_error& e) {
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("no message-broker schema"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(std::filesystem::file_size(path), 0u);  // still not a database
+  reader.read_only = false;  // a writer that needs the schema refuses it too
+  EXPECT_THROW(database{reader}, sqlite::storage_error);
+  EXPECT_EQ(std::filesystem::file_size(path), 0u);
+}
+
+TEST_F(Database, CheckFileNoticesTheFileDeletedAndRestored) {
+  auto db = open();
+  EXPECT_NO_THROW(db.check_file());
+  const std::string kept = path + ".kept";
+  ASSERT_EQ(::link(path.c_str(), kept.c_str()), 0);
+  ASSERT_EQ(::unlink(path.c_str()), 0);
+  try {
+    db.check_file();
+    FAIL() << "the deleted file went unnoticed";
+  } catch (const sqlite::storage_error& e) {
+    EXPECT_TRUE(e.transient());
+    EXPECT_NE(std::string(e.what()).find("deleted"), std::string::npos) << e.what();
+  }
+  ASSERT_EQ(::link(kept.c_str(), path.c_str()), 0);  // the operator puts the same file back
+  EXPECT_NO_THROW(db.check_file());
 }
 
 }  // namespace

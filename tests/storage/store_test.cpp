@@ -6,7 +6,10 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/this_coro.hpp>
 
+#include <unistd.h>
+
 #include <atomic>
+#include <future>
 #include <latch>
 
 #include "tests/support/run_coroutine.hpp"
@@ -79,31 +82,103 @@ TEST(Store, ManyOperationsInFlightAreGroupCommittedInOrder) {
   EXPECT_LT(s.batches_committed(), static_cast<std::uint64_t>(n));  // many per transaction
 }
 
-TEST(Store, AnSqliteErrorFailsTheWholeBatchAndTheNextBatchWorks) {
+// Keeps the store's thread busy until release(), so that what is submitted meanwhile lands in
+// one batch.
+struct held_store {
+  std::latch hold{1}, blocked{1};
+  explicit held_store(store& s) {
+    s.submit([this](database&) { blocked.count_down(); hold.wait(); }, nullptr);
+    blocked.wait();
+  }
+  void release() { hold.count_down(); }
+};
+
+TEST(Store, AFailingOperationFailsAloneAndTheOthersOfItsBatchCommit) {
   test::temp_dir dir;
   store s(store::settings{{dir.file("b.db")}});
-  std::latch hold(1);
-  std::latch blocked(1);
-  // Keep the store busy so that the next three operations land in one batch.
-  s.submit([&](database&) { blocked.count_down(); hold.wait(); }, nullptr);
-  blocked.wait();
-  std::vector<std::exception_ptr> errors(3);
-  std::latch finished(3);
-  s.submit([](database& db) { db.journal(message("good-1"), "bob"); },
-           [&](std::exception_ptr e) { errors[0] = e; finished.count_down(); });
-  s.submit([](database& db) { db.connection().exec("INSERT INTO no_such_table VALUES (1)"); },
-           [&](std::exception_ptr e) { errors[1] = e; finished.count_down(); });
-  s.submit([](database& db) { db.journal(message("good-2"), "bob"); },
-           [&](std::exception_ptr e) { errors[2] = e; finished.count_down(); });
-  hold.count_down();
+  std::vector<std::exception_ptr> errors(4);
+  std::latch finished(4);
+  {
+    held_store held(s);
+    s.submit([](database& db) { db.journal(message("good-1"), "bob"); },
+             [&](std::exception_ptr e) { errors[0] = e; finished.count_down(); });
+    // Fault injection: an SQLite error after a write of its own, and a plain exception.
+    s.submit([](database& db) {
+               db.journal(message("half"), "bob");
+               db.connection().exec("INSERT INTO no_such_table VALUES (1)");
+             },
+             [&](std::exception_ptr e) { errors[1] = e; finished.count_down(); }, store::on_failure::fail,
+             "test accept");
+    s.submit([](database&) { throw std::runtime_error("injected"); },
+             [&](std::exception_ptr e) { errors[2] = e; finished.count_down(); });
+    s.submit([](database& db) { db.journal(message("good-2"), "bob"); },
+             [&](std::exception_ptr e) { errors[3] = e; finished.count_down(); });
+    held.release();
+  }
   finished.wait();
-  for (auto& e : errors) EXPECT_TRUE(e);
-  asio::io_context io;
-  test::run_coroutine(io, [&]() -> asio::awaitable<void> {
-    co_await s.run([](database& db) { db.journal(message("after"), "bob"); });
-    const auto count = co_await s.run([](database& db) { return db.count_journal(); });
-    EXPECT_EQ(count, 1);  // nothing of the failed batch was committed
-  }());
+  EXPECT_FALSE(errors[0]);
+  EXPECT_TRUE(errors[1]);
+  EXPECT_TRUE(errors[2]);
+  EXPECT_FALSE(errors[3]);
+  database reader({dir.file("b.db"), false, false});
+  EXPECT_EQ(reader.count_journal(), 2);  // good-1 and good-2; nothing of the failed one
+}
+
+// An operator's sqlite3 holding the write lock longer than the busy timeout: retried work waits
+// and commits once the lock is gone; the rest gets its error at once.
+TEST(Store, RetriedWorkCommitsOnceTheLockIsReleased) {
+  test::temp_dir dir;
+  const std::string path = dir.file("b.db");
+  store::settings settings{{path}};
+  settings.db.busy_timeout_ms = 20;
+  store s(settings);
+  database operator_session({path, false, false});
+  operator_session.begin();  // BEGIN IMMEDIATE: the write lock
+  std::promise<std::exception_ptr> plain, retried;
+  s.submit([](database& db) { db.journal(message("plain"), "bob"); }, [&](std::exception_ptr e) { plain.set_value(e); });
+  s.submit([](database& db) { db.journal(message("kept"), "bob"); }, [&](std::exception_ptr e) { retried.set_value(e); },
+           store::on_failure::retry, "test move");
+  auto plain_result = plain.get_future();
+  ASSERT_EQ(plain_result.wait_for(30s), std::future_status::ready);
+  EXPECT_TRUE(plain_result.get());
+  auto retried_result = retried.get_future();
+  // Still waiting while the lock is held.
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (s.retrying() == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  EXPECT_GT(s.retrying(), 0u);
+  EXPECT_EQ(retried_result.wait_for(0s), std::future_status::timeout);
+  operator_session.rollback();
+  ASSERT_EQ(retried_result.wait_for(30s), std::future_status::ready);
+  EXPECT_FALSE(retried_result.get());
+  EXPECT_EQ(operator_session.count_journal(), 1);
+}
+
+TEST(Store, TheDatabaseDeletedUnderTheStoreStopsWritesUntilItIsBack) {
+  test::temp_dir dir;
+  const std::string path = dir.file("b.db");
+  store s(store::settings{{path}});
+  const std::string kept = path + ".kept";
+  ASSERT_EQ(::link(path.c_str(), kept.c_str()), 0);
+  ASSERT_EQ(::unlink(path.c_str()), 0);
+  std::promise<std::exception_ptr> plain, retried;
+  s.submit([](database& db) { db.journal(message("lost"), "bob"); }, [&](std::exception_ptr e) { plain.set_value(e); });
+  auto plain_result = plain.get_future();
+  ASSERT_EQ(plain_result.wait_for(30s), std::future_status::ready);
+  auto error = plain_result.get();
+  ASSERT_TRUE(error);
+  try {
+    std::rethrow_exception(error);
+  } catch (const sqlite::storage_error& e) {
+    EXPECT_NE(std::string(e.what()).find("deleted"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(s.file_present());
+  s.submit([](database& db) { db.journal(message("kept"), "bob"); }, [&](std::exception_ptr e) { retried.set_value(e); },
+           store::on_failure::retry);
+  ASSERT_EQ(::link(kept.c_str(), path.c_str()), 0);
+  auto retried_result = retried.get_future();
+  ASSERT_EQ(retried_result.wait_for(30s), std::future_status::ready);
+  EXPECT_FALSE(retried_result.get());
+  EXPECT_TRUE(s.file_present());
 }
 
 TEST(Store, ErrorsReachTheCoroutineAsExceptions) {
