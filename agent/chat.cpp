@@ -13,6 +13,8 @@
 #include <iostream>
 #include <sstream>
 
+#include "core/utf8.hpp"
+
 namespace ma::agent {
 
 namespace asio = boost::asio;
@@ -74,6 +76,10 @@ asio::awaitable<void> send_to(chat_state& st, const std::string& to, const std::
     st.print("(" + r.recipients.front().status + " to " + to + ")");
   } catch (const broker_error& e) {
     st.print("! " + e.code + ": " + e.what());
+  } catch (const invalid_argument& e) {
+    st.print(std::string("! ") + e.what());
+  } catch (const timeout_error& e) {
+    st.print(std::string("! ") + e.what());
   }
 }
 
@@ -138,6 +144,10 @@ asio::awaitable<void> command(chat_state& st, const std::string& line) {
     }
   } catch (const broker_error& e) {
     st.print("! " + e.code + ": " + e.what());
+  } catch (const invalid_argument& e) {
+    st.print(std::string("! ") + e.what());
+  } catch (const timeout_error& e) {
+    st.print(std::string("! ") + e.what());
   }
 }
 
@@ -158,7 +168,7 @@ asio::awaitable<void> read_input(chat_state& st) {
         if (st.tty) std::cout << "\r\033[K" << st.prompt() << st.typed << std::flush;
       } else if (ch == 127 || ch == 8) {
         if (!st.typed.empty()) {
-          st.typed.pop_back();
+          erase_last_utf8_char(st.typed);  // the whole character, not its last byte
           if (st.tty) std::cout << "\b \b" << std::flush;
         }
       } else if (ch == 4) {  // Ctrl-D

@@ -21,6 +21,7 @@
 
 #include "core/encode.hpp"
 #include "core/framer.hpp"
+#include "core/utf8.hpp"
 #include "core/uuid.hpp"
 
 namespace ma::agent {
@@ -217,6 +218,8 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
         c["sender_username"] = s.username;
         c["request_id"] = login_request_id;
         if (s.heartbeat_interval_ms) c["heartbeat_interval_ms"] = *s.heartbeat_interval_ms;
+        if (s.send_only) c["send_only"] = true;
+        if (s.receive_window) c["receive_window"] = *s.receive_window;
         out.push_back(make_frame(kind::log_in, c));
         co_await (reader() || writer() || heartbeats());
         const bool was_logged_in = logged_in;
@@ -500,8 +503,28 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
     });
   }
 
+  // A request's answer that does not come in time fails it: a frame the broker could not
+  // match to it (or a broker that stopped reading) must not leave the caller waiting forever.
+  template <class Forget>
+  void arm_request_timeout(const waiter_ptr<json::object>& w, kind k, Forget forget) {
+    w->timer.emplace(ex, s.request_timeout);
+    std::weak_ptr<waiter<json::object>> weak = w;
+    const auto ms = s.request_timeout.count();
+    w->timer->async_wait([weak, k, ms, forget = std::move(forget)](boost::system::error_code ec) mutable {
+      if (ec) return;
+      auto w = weak.lock();
+      if (!w || w->done) return;
+      forget();
+      w->complete(std::make_exception_ptr(timeout_error("The broker did not answer " + std::string(to_string(k)) +
+                                                        " within " + std::to_string(ms) + " ms.")),
+                  {});
+    });
+  }
+
   auto request(kind k, json::object content) {
     auto self = shared_from_this();
+    std::string frame_text = make_frame(k, content);  // checked before anything is sent
+    check_utf8(frame_text, "The request");
     return make_async<json::object>([self, k, content = std::move(content)](waiter_ptr<json::object> w) mutable {
       if (self->closed || !self->logged_in) {
         w->complete(std::make_exception_ptr(connection_error("Not connected to the broker.")), {});
@@ -511,15 +534,28 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
       content["request_id"] = id;
       self->requests[id] = w;
       self->push(make_frame(k, content));
+      std::weak_ptr<impl> weak = self;
+      self->arm_request_timeout(w, k, [weak, id] {
+        if (auto me = weak.lock()) me->requests.erase(id);
+      });
     });
   }
 
   auto send_message(kind k, json::object content, const outgoing& m) {
     auto self = shared_from_this();
     content["message_uuid"] = m.message_uuid.empty() ? make_message_uuid() : m.message_uuid;
-    if (m.text) content["message_text"] = *m.text;
-    if (m.payload_json) content["payload"] = json::parse(*m.payload_json);
+    if (m.text) {
+      check_utf8(*m.text, "The message text");
+      content["message_text"] = *m.text;
+    }
+    if (m.payload_json) {
+      boost::system::error_code ec;
+      json::value payload = json::parse(*m.payload_json, ec);
+      if (ec) throw invalid_argument("The payload is not JSON (" + ec.message() + "); nothing was sent.");
+      content["payload"] = std::move(payload);
+    }
     if (m.ttl_ms) content["ttl_ms"] = *m.ttl_ms;
+    check_utf8(make_frame(k, content), "The message");  // names and uuids too
     return make_async<json::object>([self, k, content = std::move(content)](waiter_ptr<json::object> w) mutable {
       if (self->closed) {
         w->complete(closed_error(), {});
@@ -530,7 +566,20 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
       std::string frame = make_frame(k, content);
       if (self->logged_in) self->push(frame);  // else it goes at the next login
       self->sends.push_back({id, std::move(frame), w});
+      std::weak_ptr<impl> weak = self;
+      self->arm_request_timeout(w, k, [weak, id] {
+        auto me = weak.lock();
+        if (!me) return;
+        std::erase_if(me->sends, [&id](const pending_send& p) { return p.request_id == id; });
+      });
     });
+  }
+
+  static void check_utf8(std::string_view text, const char* what) {
+    if (auto bad = first_invalid_utf8(text)) {
+      throw invalid_argument(std::string(what) + " is not valid UTF-8 (at byte " + std::to_string(*bad) +
+                             "); nothing was sent: send text as UTF-8, or binary data encoded (base64) in a payload.");
+    }
   }
 };
 
@@ -565,6 +614,20 @@ asio::awaitable<login_info> client::connect() {
   auto self = impl_;
   auto op = make_async<login_info>([self](waiter_ptr<login_info> w) {
     self->connect_waiter = w;
+    w->timer.emplace(self->ex, self->s.request_timeout);
+    std::weak_ptr<waiter<login_info>> weak = w;
+    w->timer->async_wait([weak, self](boost::system::error_code ec) {
+      auto w = weak.lock();
+      if (ec || !w || w->done) return;
+      self->connect_waiter.reset();
+      self->closed = true;
+      boost::system::error_code ignored;
+      if (self->sock) self->sock->close(ignored);
+      w->complete(std::make_exception_ptr(timeout_error("The broker at " + self->s.host + ":" +
+                                                        std::to_string(self->s.port) + " did not answer log_in within " +
+                                                        std::to_string(self->s.request_timeout.count()) + " ms.")),
+                  {});
+    });
     asio::co_spawn(self->ex, self->run(), [self](std::exception_ptr e) {
       if (!e) return;
       try {
@@ -649,6 +712,17 @@ asio::awaitable<std::optional<message>> client::receive(std::chrono::millisecond
 }
 
 void client::acknowledge(const message& m) { impl_->acknowledge(m); }
+
+void client::acknowledge(const std::vector<message>& ms) {
+  if (ms.empty() || !impl_->logged_in) return;
+  std::string f = "{\"message_id\":\"acknowledge_message\",\"message_content\":{\"message_uuids\":[";
+  for (std::size_t i = 0; i < ms.size(); ++i) {
+    if (i) f += ',';
+    append_json_string(f, ms[i].message_uuid);
+  }
+  f += "]}}\n";
+  impl_->push(std::move(f));
+}
 
 asio::awaitable<void> client::consume(std::function<void(const message&)> handler) {
   for (;;) {

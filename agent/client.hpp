@@ -34,6 +34,17 @@ struct connection_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The broker did not answer a request within settings::request_timeout.
+struct timeout_error : connection_error {
+  using connection_error::connection_error;
+};
+
+// What the call was given can not be sent (text that is not UTF-8, a payload that is not
+// JSON); thrown at once, before anything is sent.
+struct invalid_argument : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
 // What to send: message_text and/or payload (JSON text).
 struct outgoing {
   std::optional<std::string> text;
@@ -102,6 +113,15 @@ class client {
     std::chrono::milliseconds backoff_min{100};
     std::chrono::milliseconds backoff_max{5000};
     std::optional<std::uint64_t> heartbeat_interval_ms;  // ask for a longer interval
+    // Only sends: the broker hands this session no messages, redeliveries or presence, and it
+    // may be connected beside the same user's receiving session (one-shot commands).
+    bool send_only = false;
+    // At most this many unacknowledged messages handed to this session at once; the broker
+    // keeps the rest, with no delivery attempt counted, until acknowledgements make room.
+    std::optional<std::uint64_t> receive_window;
+    // How long a request (log_in, a send, a list, a group change, log_out) waits for its
+    // answer before it fails with timeout_error.
+    std::chrono::milliseconds request_timeout{30'000};
   };
 
   client(boost::asio::any_io_executor ex, settings s);
@@ -109,12 +129,15 @@ class client {
   client(const client&) = delete;
   client& operator=(const client&) = delete;
 
-  // Connects and logs in. Throws broker_error (e.g. username_taken) or connection_error.
+  // Connects and logs in. Throws broker_error (e.g. username_taken) or connection_error
+  // (timeout_error when the broker does not answer).
   boost::asio::awaitable<login_info> connect();
   // log_out, then close. Every waiting call ends with connection_error.
   boost::asio::awaitable<void> close();
 
-  // Each completes with message_accepted (throws broker_error on an error reply).
+  // Each completes with message_accepted (throws broker_error on an error reply, timeout_error
+  // when none comes within request_timeout, invalid_argument at once for text that is not
+  // UTF-8 or a payload that is not JSON).
   boost::asio::awaitable<send_result> send(std::string to, outgoing m);
   boost::asio::awaitable<send_result> multicast(std::vector<std::string> to, outgoing m);
   boost::asio::awaitable<send_result> broadcast(outgoing m);
@@ -128,6 +151,8 @@ class client {
   boost::asio::awaitable<std::optional<message>> receive(std::chrono::milliseconds timeout);
   // Acknowledges a received message (the sender is told it was delivered).
   void acknowledge(const message& m);
+  // Acknowledges several in one frame.
+  void acknowledge(const std::vector<message>& ms);
   // Hands each message to handler and acknowledges it when handler returns (if it throws, the
   // message stays unacknowledged and the exception ends consume). Returns when the client is
   // closed.

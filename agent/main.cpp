@@ -17,7 +17,10 @@
 #include "agent/client.hpp"
 #include "agent/discovery.hpp"
 #include "core/config.hpp"
+#include "core/duration.hpp"
 #include "core/names.hpp"
+#include "core/request.hpp"
+#include "core/utf8.hpp"
 
 namespace asio = boost::asio;
 namespace json = boost::json;
@@ -103,13 +106,22 @@ void require_user(const global_options& g) {
   }
 }
 
-asio::awaitable<std::unique_ptr<client>> connect_client(const global_options& g) {
+// How a command receives: one-shot commands only send (the broker hands them none of the
+// user's messages, so they eat no delivery attempt), listen --count N takes at most N at once.
+struct receiving {
+  bool send_only = false;
+  std::optional<std::uint64_t> window;
+};
+
+asio::awaitable<std::unique_ptr<client>> connect_client(const global_options& g, receiving how) {
   require_user(g);
   auto [host, port] = co_await broker_address(g);
   client::settings s;
   s.host = host;
   s.port = port;
   s.username = g.user;
+  s.send_only = how.send_only;
+  s.receive_window = how.window;
   auto c = std::make_unique<client>(co_await asio::this_coro::executor, s);
   try {
     co_await c->connect();
@@ -130,9 +142,10 @@ outgoing make_outgoing(const std::string& text, const std::string& payload, cons
     if (ec) throw exit_with{usage, "--payload must be JSON (" + ec.message() + "), e.g. '{\"n\":1}'."};
     m.payload_json = payload;
   }
-  if (!text.empty() || !payload.empty()) {
-  } else {
-    throw exit_with{usage, "Give the message TEXT, or --payload JSON, or both."};
+  if (text.empty() && payload.empty()) throw exit_with{usage, "Give the message TEXT, or --payload JSON, or both."};
+  if (auto bad = ma::first_invalid_utf8(text)) {
+    throw exit_with{usage, "The message TEXT is not valid UTF-8 (at byte " + std::to_string(*bad) +
+                               "); nothing was sent: check the terminal's encoding (LANG), or send bytes in --payload."};
   }
   if (!uuid.empty() && !ma::is_valid_message_uuid(uuid)) {
     throw exit_with{usage, "--uuid must be 1 to 128 characters of A-Z a-z 0-9 . _ : -."};
@@ -220,7 +233,9 @@ int main(int argc, char** argv) {
   send_cmd->add_option("--payload", payload, "JSON payload");
   send_cmd->add_option("--uuid", uuid, "message_uuid to use (default: a new UUID)");
   send_cmd->add_flag("--wait-delivered", wait_delivered, "Wait until the recipient acknowledges it");
-  send_cmd->add_option("--timeout-ms", timeout_ms, "How long --wait-delivered waits")->capture_default_str();
+  send_cmd->add_option("--timeout-ms", timeout_ms, "How long --wait-delivered waits")
+      ->check(CLI::Range(std::uint64_t{1}, ma::max_duration_ms))
+      ->capture_default_str();
 
   std::string to_list;
   auto* multicast_cmd = app.add_subcommand("multicast", "Send a message to several users");
@@ -237,8 +252,10 @@ int main(int argc, char** argv) {
   std::uint64_t count = 0;
   std::uint64_t listen_timeout_ms = 0;
   auto* listen_cmd = app.add_subcommand("listen", "Print messages as they arrive, acknowledging each");
-  listen_cmd->add_option("--count", count, "Stop after this many messages");
-  listen_cmd->add_option("--timeout-ms", listen_timeout_ms, "Stop after this long");
+  listen_cmd->add_option("--count", count, "Stop after this many messages (the broker hands no more at once)")
+      ->check(CLI::Range(std::uint64_t{0}, ma::max_receive_window));
+  listen_cmd->add_option("--timeout-ms", listen_timeout_ms, "Stop after this long")
+      ->check(CLI::Range(std::uint64_t{0}, ma::max_duration_ms));
 
   auto* users_cmd = app.add_subcommand("users", "List the online users");
 
@@ -327,7 +344,10 @@ int main(int argc, char** argv) {
       if (recipients.empty()) throw exit_with{usage, "Give the recipients as NAME1,NAME2,..."};
     }
 
-    active = co_await connect_client(g);
+    receiving how;
+    how.send_only = !listen_cmd->parsed() && !chat_cmd->parsed();
+    if (listen_cmd->parsed() && count > 0) how.window = count;
+    active = co_await connect_client(g, how);
     client& c = *active;
     try {
       if (send_cmd->parsed()) {
@@ -357,6 +377,10 @@ int main(int argc, char** argv) {
         const auto deadline = listen_timeout_ms ? std::chrono::steady_clock::now() + std::chrono::milliseconds(listen_timeout_ms)
                                                 : std::chrono::steady_clock::time_point::max();
         std::uint64_t got = 0;
+        // With --count, the messages are acknowledged together at the end, in the same write as
+        // log_out: an acknowledgement that made room in the window earlier would have the broker
+        // hand this session one message more than it will read.
+        std::vector<message> to_acknowledge;
         while (count == 0 || got < count) {
           auto left = deadline == std::chrono::steady_clock::time_point::max()
                           ? std::chrono::milliseconds(24h)
@@ -371,9 +395,14 @@ int main(int argc, char** argv) {
           }
           if (!msg) continue;
           say(g.json ? msg->content_json : describe(*msg));
-          c.acknowledge(*msg);
+          if (count > 0) {
+            to_acknowledge.push_back(std::move(*msg));
+          } else {
+            c.acknowledge(*msg);
+          }
           ++got;
         }
+        c.acknowledge(to_acknowledge);
         if (count > 0 && got < count && !interrupted) {
           co_await c.close();
           throw exit_with{timed_out, "Received " + std::to_string(got) + " of " + std::to_string(count) +
@@ -401,6 +430,8 @@ int main(int argc, char** argv) {
       }
     } catch (const broker_error& e) {
       throw exit_with{refused, "The broker refused: " + e.code + ": " + e.what()};
+    } catch (const invalid_argument& e) {
+      throw exit_with{usage, e.what()};
     } catch (const connection_error& e) {
       if (!interrupted) throw exit_with{no_broker, "The connection to the broker was lost: " + std::string(e.what())};
     }

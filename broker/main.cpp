@@ -14,6 +14,7 @@
 #include "broker/broker.hpp"
 #include "broker/options.hpp"
 #include "broker/service.hpp"
+#include "storage/lock_file.hpp"
 #include "storage/store.hpp"
 
 int main(int argc, char** argv) {
@@ -43,6 +44,8 @@ int main(int argc, char** argv) {
   try {
     const auto dir = std::filesystem::path(o.database).parent_path();
     if (!dir.empty()) std::filesystem::create_directories(dir);
+    // One broker per database, for as long as this process lives.
+    ma::database_lock lock(o.database);
     // io first: the store, destroyed before it, may still post completions to it.
     boost::asio::io_context io(1);
     ma::store store(ma::store::settings{{o.database, o.sqlite_synchronous == "full"}});

@@ -91,9 +91,11 @@ struct service_notifier::impl : std::enable_shared_from_this<service_notifier::i
                 });
     }
     const auto s = b.status();
-    const std::string status = "STATUS=" + std::to_string(s.online) + " agents online, " +
-                               std::to_string(s.in_flight) + " messages in flight, " + std::to_string(pending) +
-                               " pending dead letters";
+    std::string status = "STATUS=" + std::to_string(s.online) + " agents online, " + std::to_string(s.in_flight) +
+                         " messages in flight, " + std::to_string(pending) + " pending dead letters";
+    if (!st.file_present()) {
+      status = "STATUS=the database file " + st.path() + " was deleted: not accepting messages until it is restored";
+    }
     sd_notify(0, status.c_str());
     schedule();
   }
