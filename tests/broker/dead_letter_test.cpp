@@ -255,6 +255,72 @@ TEST_F(DeadLetters, AStorageFailureIsInternalErrorNeverAFalseAccept) {
   bob.expect("receive_message");
 }
 
+// Waits until cond() holds, for at most limit.
+template <class Cond>
+bool eventually(Cond cond, std::chrono::milliseconds limit = 20s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
+// An operator's sqlite3 session holds the write lock past the broker's busy timeout while a
+// recipient disconnects: the deliveries used to be neither in flight nor pending until the next
+// restart. Now their move is retried until it commits, and the next login gets them.
+TEST_F(DeadLetters, DeliveriesMovedWhileTheDatabaseIsLockedAreRedeliveredAtTheNextLogin) {
+  test::running_broker b(o, 50);
+  client alice(b.port());
+  alice.log_in("alice");
+  std::optional<client> bob(std::in_place, b.port());
+  bob->log_in("bob");
+  for (int i = 0; i < 10; ++i) send_to(alice, "bob", "m" + std::to_string(i), "lock" + std::to_string(i));
+  for (int i = 0; i < 10; ++i) alice.expect("message_accepted");
+  for (int i = 0; i < 10; ++i) bob->expect("receive_message");
+  {
+    database operator_session({o.database, false, false});
+    operator_session.begin();  // BEGIN IMMEDIATE, held
+    bob.reset();               // disconnects with 10 unacknowledged
+    ASSERT_TRUE(eventually([&] { return b.store_retrying() > 0; })) << "the move never failed: was the lock held?";
+    operator_session.rollback();
+  }
+  for (int i = 0; i < 10; ++i) alice.expect("message_dead_lettered", 20s);
+  client bob2(b.port());
+  EXPECT_EQ(bob2.log_in("bob").at("pending_dead_letters").as_int64(), 10);
+  for (int i = 0; i < 10; ++i) {
+    auto m = bob2.expect_content("receive_message");
+    EXPECT_EQ(m.at("message_uuid").as_string(), "lock" + std::to_string(i));
+    EXPECT_TRUE(m.at("redelivery").as_bool());
+    EXPECT_EQ(m.at("dead_letter_reason").as_string(), "recipient_disconnected");
+  }
+}
+
+TEST_F(DeadLetters, AcknowledgementsSentWhileTheDatabaseIsLockedAreStoredAfterIt) {
+  test::running_broker b(o, 50);
+  client alice(b.port()), bob(b.port());
+  alice.log_in("alice");
+  bob.log_in("bob");
+  for (int i = 0; i < 5; ++i) send_to(alice, "bob", "m", "ack-lock" + std::to_string(i));
+  for (int i = 0; i < 5; ++i) alice.expect("message_accepted");
+  json::array acks;
+  for (int i = 0; i < 5; ++i) acks.emplace_back(bob.expect_content("receive_message").at("message_uuid"));
+  {
+    database operator_session({o.database, false, false});
+    operator_session.begin();
+    bob.send("acknowledge_message", {{"message_uuids", acks}});
+    for (int i = 0; i < 5; ++i) alice.expect("message_delivered");
+    ASSERT_TRUE(eventually([&] { return b.store_retrying() > 0; }));
+    operator_session.rollback();
+  }
+  database db({o.database, false, false});
+  EXPECT_TRUE(eventually([&] { return db.count_journal() == 0; })) << "the acknowledgements were lost";
+  bob.send("log_out");
+  EXPECT_TRUE(bob.closed_within(10s));
+  client bob2(b.port());
+  EXPECT_EQ(bob2.log_in("bob").at("pending_dead_letters").as_int64(), 0);
+}
+
 TEST_F(DeadLetters, ExpiredLettersAreNotRedelivered) {
   {
     test::running_broker b(o);

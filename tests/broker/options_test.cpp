@@ -1,5 +1,7 @@
 #include "broker/options.hpp"
 
+#include "core/duration.hpp"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -111,6 +113,21 @@ TEST(BrokerOptions, ShippedConfigFileListsEveryOptionWithItsDefault) {
   }
   auto c = parse_broker_command_line({"--config", shipped.string()});
   EXPECT_EQ(c.options.port, defaults.options.port);
+}
+
+// Issue item 8: the top of each duration's accepted range made the time arithmetic wrap
+// (every letter expired at once, everyone evicted, every delivery timed out).
+TEST(BrokerOptions, DurationsPastWhatTheClocksHoldAreRefusedWithASentence) {
+  for (const char* name : {"--heartbeat-interval-ms", "--ack-timeout-ms", "--login-timeout-ms", "--dead-letter-ttl-ms",
+                           "--dedupe-window-ms"}) {
+    const auto e = error_of({name, "18446744073709551615"});
+    EXPECT_NE(e.find(name), std::string::npos) << e;
+    EXPECT_NE(e.find("100 years"), std::string::npos) << e;
+    EXPECT_FALSE(error_of({name, "99999999999999999999999"}).empty()) << name;
+    EXPECT_FALSE(error_of({name, "0"}).empty()) << name;
+    auto ok = parse_broker_command_line({name, std::to_string(max_duration_ms)});
+    (void)ok;
+  }
 }
 
 }  // namespace

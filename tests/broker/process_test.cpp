@@ -7,6 +7,8 @@
 #include <set>
 #include <sys/socket.h>
 #include <atomic>
+#include <mutex>
+#include <regex>
 #include <thread>
 
 #include "storage/database.hpp"
@@ -154,6 +156,202 @@ TEST(BrokerBinary, SigtermFlushesAndExitsZeroWithTheUnacknowledgedKept) {
   EXPECT_EQ(db.count_journal(), 0);
   EXPECT_EQ(db.count_pending("bob"), 10);
   for (auto& d : db.list({})) EXPECT_EQ(d.reason, dead_letter_reason::broker_restart);
+}
+
+// Issue items 1 and 12: letters replayed by the admin command while the broker runs are
+// redelivered and their acknowledgements stored (they used to stay pending forever: the next
+// attempt hit the UNIQUE constraint on delivery_attempts), and parking is logged.
+TEST(BrokerBinary, LettersReplayedWhileTheBrokerRunsAreDeliveredOnceAndParkingIsLogged) {
+  constexpr int n = 20;
+  test::temp_dir dir;
+  auto args = broker_args(dir);
+  args.insert(args.end(), {"--max-delivery-attempts", "1"});
+  test::child_process broker(broker_binary, args, dir.file("run.log"));
+  auto port = test::listening_port(broker, 20s);
+  ASSERT_TRUE(port) << broker.log();
+  client alice(*port);
+  alice.log_in("alice");
+  for (int i = 0; i < n; ++i) {
+    alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", "r"}, {"message_uuid", "rp" + std::to_string(i)}});
+  }
+  for (int i = 0; i < n; ++i) EXPECT_EQ(alice.expect_content("message_accepted").at("status").as_string(), "dead_lettered");
+  {
+    client bob(*port);
+    EXPECT_EQ(bob.log_in("bob").at("pending_dead_letters").as_int64(), n);
+    for (int i = 0; i < n; ++i) bob.expect("receive_message");
+  }  // gone without acknowledging: the one attempt allowed is used, every letter parks
+  EXPECT_TRUE(broker.wait_for_log(std::regex(R"(20 dead letters for 'bob' parked)"), 20s)) << broker.log();
+
+  auto [status, out] = test::run_command(broker_binary, {"dead-letters", "--database", dir.file("broker.db"), "replay"});
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_EQ(out, "replayed 20 dead letters\n");
+  for (int login = 0; login < 2; ++login) {
+    client bob(*port);
+    const auto pending = bob.log_in("bob").at("pending_dead_letters").as_int64();
+    if (login == 1) {
+      EXPECT_EQ(pending, 0) << "acknowledged replayed letters came back";
+      break;
+    }
+    EXPECT_EQ(pending, n);
+    json::array acks;
+    for (int i = 0; i < n; ++i) {
+      auto m = bob.expect_content("receive_message");
+      EXPECT_EQ(m.at("attempt").as_int64(), 2);  // numbering goes on after the replay
+      acks.emplace_back(m.at("message_uuid"));
+    }
+    bob.send("acknowledge_message", {{"message_uuids", acks}});
+    for (int i = 0; i < n; ++i) alice.expect("message_delivered");
+    bob.send("log_out");
+    EXPECT_TRUE(bob.closed_within(10s));
+  }
+  database db({dir.file("broker.db"), false, false});
+  for (auto& d : db.list({})) EXPECT_EQ(d.state, dead_letter_state::delivered) << d.message_uuid;
+  EXPECT_EQ(broker.log().find("UNIQUE constraint"), std::string::npos) << broker.log();
+}
+
+// Issue item 5: a second broker on the same database used to start and turn the first one's
+// live journal into broker_restart dead letters.
+TEST(BrokerBinary, ASecondBrokerOnTheSameDatabaseIsRefusedNamingTheFileAndThePid) {
+  test::temp_dir dir;
+  test::child_process first(broker_binary, broker_args(dir), dir.file("first.log"));
+  auto port = test::listening_port(first, 20s);
+  ASSERT_TRUE(port) << first.log();
+  client alice(*port), bob(*port);
+  alice.log_in("alice");
+  bob.log_in("bob");
+  alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", "live"}, {"message_uuid", "live-1"}});
+  alice.expect("message_accepted");
+  bob.expect("receive_message");  // journaled, in flight, unacknowledged
+
+  auto [status, out] = test::run_command(broker_binary, broker_args(dir));
+  EXPECT_NE(status, 0) << out;
+  EXPECT_NE(out.find(dir.file("broker.db")), std::string::npos) << out;
+  EXPECT_NE(out.find("pid " + std::to_string(first.pid())), std::string::npos) << out;
+  {
+    database db({dir.file("broker.db"), false, false});
+    EXPECT_EQ(db.count_journal(), 1);
+    EXPECT_EQ(db.count_all_pending(), 0);
+  }
+  bob.send("acknowledge_message", {{"message_uuid", "live-1"}});
+  EXPECT_EQ(alice.expect_content("message_delivered").at("message_uuid").as_string(), "live-1");
+  // Once the first has stopped, the lock is free (also after kill -9).
+  first.signal(SIGKILL);
+  EXPECT_EQ(first.wait(20s), 128 + SIGKILL);
+  test::child_process second(broker_binary, broker_args(dir), dir.file("second.log"));
+  EXPECT_TRUE(test::listening_port(second, 20s)) << second.log();
+}
+
+// Issue item 3: after kill -9 the broker remembered only the pairs still held as dead letters,
+// so a sender resending what it had not seen accepted got it delivered again as new.
+TEST(BrokerBinary, SigkillWhileTheSenderHasNotReadItsAcceptsDeliversNothingTwice) {
+  constexpr int total = 5000;
+  test::temp_dir dir;
+  std::set<std::string> received;  // by bob before the kill, as new deliveries
+  std::set<std::string> accepted;  // what alice saw accepted before the kill
+  std::vector<std::string> uuids;
+  for (int i = 0; i < total; ++i) uuids.push_back("once-" + std::to_string(i));
+  auto burst_of = [](const std::vector<std::string>& list, std::size_t from, std::size_t to) {
+    std::string burst;
+    for (std::size_t i = from; i < to && i < list.size(); ++i) {
+      burst += "{\"message_id\":\"send_message\",\"message_content\":{\"receiver_username\":\"bob\","
+               "\"message_uuid\":\"" + list[i] + "\",\"message_text\":\"x\"}}\n";
+    }
+    return burst;
+  };
+  {
+    test::child_process broker(broker_binary, broker_args(dir), dir.file("run1.log"));
+    auto port = test::listening_port(broker, 20s);
+    ASSERT_TRUE(port) << broker.log();
+    client alice(*port);
+    alice.log_in("alice");
+    client bob(*port);
+    bob.log_in("bob");
+    std::mutex m;
+    std::atomic<bool> stop{false};
+    std::thread bob_reader([&] {
+      while (!stop) {
+        auto f = bob.recv(200ms);
+        if (!f) {
+          if (bob.closed_within(0ms)) return;
+          continue;
+        }
+        if (f->at("message_id").as_string() != "receive_message") continue;
+        const auto& c = f->at("message_content").as_object();
+        {
+          std::lock_guard lock(m);
+          received.insert(std::string(c.at("message_uuid").as_string()));
+        }
+        bob.send("acknowledge_message", {{"message_uuid", c.at("message_uuid")}});
+      }
+    });
+    // alice pipelines and does not read: her accepts wait in her socket.
+    std::thread sender([&] {
+      for (std::size_t i = 0; i < uuids.size() && !stop; i += 50) {
+        alice.send_raw(burst_of(uuids, i, i + 50));
+        std::this_thread::sleep_for(1ms);
+      }
+    });
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    for (;;) {
+      {
+        std::lock_guard lock(m);
+        if (received.size() >= 1000) break;
+      }
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "bob got too little";
+      std::this_thread::sleep_for(1ms);
+    }
+    broker.signal(SIGKILL);
+    EXPECT_EQ(broker.wait(20s), 128 + SIGKILL);
+    stop = true;
+    sender.join();
+    bob_reader.join();
+    while (auto f = alice.recv(500ms)) {
+      if (f->at("message_id").as_string() == "message_accepted") {
+        accepted.insert(std::string(f->at("message_content").at("message_uuid").as_string()));
+      }
+    }
+  }
+  ASSERT_LT(accepted.size(), received.size()) << "the sender read its accepts: the test proves nothing";
+
+  test::child_process broker(broker_binary, broker_args(dir), dir.file("run2.log"));
+  auto port = test::listening_port(broker, 20s);
+  ASSERT_TRUE(port) << broker.log();
+  client bob(*port);
+  const auto pending = bob.log_in("bob").at("pending_dead_letters").as_int64();
+  client alice(*port);
+  alice.log_in("alice");
+  std::vector<std::string> resend;
+  for (auto& u : uuids) {
+    if (!accepted.count(u)) resend.push_back(u);
+  }
+  for (std::size_t i = 0; i < resend.size(); i += 200) alice.send_raw(burst_of(resend, i, i + 200));
+  std::size_t fresh = 0;
+  for (std::size_t i = 0; i < resend.size(); ++i) {
+    auto a = alice.expect_content("message_accepted", 30s);
+    ASSERT_FALSE(a.empty());
+    if (!a.at("duplicate").as_bool()) ++fresh;
+  }
+  // bob gets the broker_restart letters as redeliveries, then every fresh one once.
+  int duplicates = 0;
+  std::set<std::string> after;
+  json::array acks;
+  for (std::int64_t i = 0; i < pending + static_cast<std::int64_t>(fresh); ++i) {
+    auto m = bob.expect_content("receive_message", 30s);
+    ASSERT_FALSE(m.empty()) << "bob got " << i << " of " << pending + fresh;
+    const std::string uuid(m.at("message_uuid").as_string());
+    if (!m.at("redelivery").as_bool() && (received.count(uuid) || after.count(uuid))) ++duplicates;
+    after.insert(uuid);
+    acks.emplace_back(m.at("message_uuid"));
+    if (acks.size() == 200) {
+      bob.send("acknowledge_message", {{"message_uuids", acks}});
+      acks.clear();
+    }
+  }
+  EXPECT_EQ(duplicates, 0);
+  EXPECT_TRUE(bob.quiet_of("receive_message", 300ms));
+  for (auto& u : uuids) {
+    EXPECT_TRUE(received.count(u) || after.count(u)) << u << " was never delivered";
+  }
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <boost/json/parse.hpp>
 
+#include "core/duration.hpp"
 #include "core/encode.hpp"
 
 namespace ma {
@@ -232,6 +233,63 @@ TEST(Encode, ErrorFrameRoundTrips) {
   EXPECT_EQ(c.at("error_code").as_string(), "username_taken");
   EXPECT_EQ(c.at("request_id").as_string(), "r1");
   EXPECT_FALSE(c.contains("message_uuid"));
+}
+
+// Issue item 7: 1e400 (or an integer of more than 309 digits) was parsed to infinity, stored
+// and relayed as Infinity, which no recipient could parse.
+TEST(Request, NumbersThatAreNotJsonAreRefused) {
+  auto e = expect_error(frame("send_message", "{\"receiver_username\":\"b\",\"payload\":1e400}"), errc::invalid_field);
+  EXPECT_NE(e.text.find("payload"), std::string::npos) << e.text;
+  expect_error(frame("send_message", "{\"receiver_username\":\"b\",\"payload\":{\"a\":[1,-1e999]}}"),
+               errc::invalid_field);
+  expect_error(frame("send_message", "{\"receiver_username\":\"b\",\"payload\":" + std::string(400, '9') + "}"),
+               errc::invalid_field);
+  auto ok = expect_ok(frame("send_message", "{\"receiver_username\":\"b\",\"payload\":[1e308,-2.5,0]}"));
+  EXPECT_EQ(ok.body.find("Infinity"), std::string::npos) << ok.body;
+}
+
+// The body as stored can be longer than the frame: it is what max_message_bytes bounds.
+TEST(Request, MaxMessageBytesBoundsTheBodyAsStored) {
+  // 1e0 is re-serialized as 1E0 and 0.5 as 5E-1: about 1.5 times the frame.
+  std::string numbers = "[";
+  for (int i = 0; i < 300; ++i) numbers += std::string(i ? "," : "") + "0.5";
+  numbers += "]";
+  const std::string text = frame("send_message", "{\"receiver_username\":\"b\",\"payload\":" + numbers + "}");
+  request_decoder d(text.size());  // the frame fits the limit
+  auto r = d.decode(text);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, errc::message_too_large) << r.error().text;
+}
+
+TEST(Request, OptionalNullFieldsCountAsAbsent) {
+  auto g = expect_ok(frame("create_group", "{\"group_name\":\"ops\",\"group_members\":null}"));
+  EXPECT_TRUE(g.members.empty());
+  auto a = expect_ok(frame("acknowledge_message", "{\"message_uuid\":\"u1\",\"message_uuids\":null}"));
+  EXPECT_EQ(a.ack_uuids, (std::vector<std::string>{"u1"}));
+  auto l = expect_ok(frame("log_in", "{\"sender_username\":\"a\",\"send_only\":null,\"receive_window\":null}"));
+  EXPECT_FALSE(l.send_only);
+  EXPECT_FALSE(l.receive_window);
+  expect_error(frame("multicast_message", "{\"receiver_usernames\":null,\"message_text\":\"x\"}"), errc::missing_field);
+}
+
+// Issue item 8: a ttl_ms of 2^63-1 was accepted and expired at once (expires_at in year 0907).
+TEST(Request, DurationsPastWhatTheClocksHoldAreRefused) {
+  auto e = expect_error(frame("send_message", "{\"receiver_username\":\"b\",\"message_text\":\"x\",\"ttl_ms\":9223372036854775807}"),
+                        errc::invalid_field);
+  EXPECT_NE(e.text.find(std::to_string(max_duration_ms)), std::string::npos) << e.text;
+  expect_error(frame("log_in", "{\"sender_username\":\"a\",\"heartbeat_interval_ms\":18446744073709551615}"),
+               errc::invalid_field);
+  auto ok = expect_ok(frame("send_message", "{\"receiver_username\":\"b\",\"message_text\":\"x\",\"ttl_ms\":" +
+                                                std::to_string(max_duration_ms) + "}"));
+  EXPECT_EQ(ok.ttl_ms, max_duration_ms);
+}
+
+TEST(Request, LogInSaysWhatTheSessionReceives) {
+  auto r = expect_ok(frame("log_in", "{\"sender_username\":\"a\",\"send_only\":true,\"receive_window\":5}"));
+  EXPECT_TRUE(r.send_only);
+  EXPECT_EQ(r.receive_window, 5u);
+  expect_error(frame("log_in", "{\"sender_username\":\"a\",\"send_only\":\"yes\"}"), errc::invalid_field);
+  expect_error(frame("log_in", "{\"sender_username\":\"a\",\"receive_window\":0}"), errc::invalid_field);
 }
 
 }  // namespace

@@ -28,8 +28,10 @@ broker_options test_options(const temp_dir& dir) {
   return o;
 }
 
-running_broker::running_broker(broker_options o) : o_(std::move(o)) {
-  store_ = std::make_unique<store>(store::settings{{o_.database, o_.sqlite_synchronous == "full"}});
+running_broker::running_broker(broker_options o, int busy_timeout_ms) : o_(std::move(o)) {
+  store::settings settings{{o_.database, o_.sqlite_synchronous == "full"}};
+  settings.db.busy_timeout_ms = busy_timeout_ms;
+  store_ = std::make_unique<store>(settings);
   broker_ = std::make_unique<broker>(io_, o_, *store_);
   broker_->start();
   port_ = broker_->port();

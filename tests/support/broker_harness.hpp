@@ -28,7 +28,8 @@ broker_options test_options(const temp_dir& dir);
 
 class running_broker {
  public:
-  explicit running_broker(broker_options o);
+  // busy_timeout_ms: how long the broker's SQLite waits for another connection's lock.
+  explicit running_broker(broker_options o, int busy_timeout_ms = 5000);
   ~running_broker();  // graceful stop, then the store drains
   std::uint16_t port() const { return port_; }
   std::uint16_t discovery_port() const { return discovery_port_; }
@@ -36,6 +37,8 @@ class running_broker {
   // Runs fn on the broker's thread and waits for it.
   void on_broker_thread(std::function<void()> fn);
   broker_status status();
+  // Store operations waiting to be retried after a failed transaction.
+  std::size_t store_retrying() const { return store_->retrying(); }
 
  private:
   broker_options o_;
