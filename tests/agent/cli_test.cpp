@@ -11,6 +11,7 @@
 #include <regex>
 #include <thread>
 
+#include "storage/database.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -207,6 +208,16 @@ TEST_F(AgentCli, ChatThroughAPseudoTerminal) {
   EXPECT_NE(bob->log().find("alice -> bob (direct): hello from chat"), std::string::npos) << bob->log();
   type("/users\r");
   EXPECT_TRUE(read_until("online: alice", 20s)) << screen;
+  // Issue item 11: one backspace over "é" deleted one of its two bytes; the line was no longer
+  // UTF-8 and its send never returned.
+  type("/to carol caf\xc3\xa9\x7f" "e\r");
+  EXPECT_TRUE(read_until("(dead_lettered to carol)", 20s)) << screen;
+  {
+    database db({dir.file("broker.db"), false, false});
+    auto letters = db.list({std::string("carol"), std::nullopt, std::nullopt, 10});
+    ASSERT_EQ(letters.size(), 1u);
+    EXPECT_EQ(letters[0].body, "{\"message_text\":\"cafe\"}");
+  }
   type("/quit\r");
   int st = 0;
   const auto deadline = std::chrono::steady_clock::now() + 20s;
@@ -218,6 +229,55 @@ TEST_F(AgentCli, ChatThroughAPseudoTerminal) {
   if (done != pid) ::kill(pid, SIGKILL), ::waitpid(pid, &st, 0);
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
   ::close(master);
+}
+
+// Issue item 11: text that is not UTF-8 got malformed_json from the broker, which could not
+// be matched to the send, and the command never returned.
+TEST_F(AgentCli, TextThatIsNotUtf8IsRefusedAtOnce) {
+  const auto start = std::chrono::steady_clock::now();
+  auto [status, out] = agent({"--user", "alice", "send", "bob", "caf\xc3"});
+  EXPECT_EQ(status, 1) << out;
+  EXPECT_NE(out.find("not valid UTF-8"), std::string::npos) << out;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+  database db({dir.file("broker.db"), false, false});
+  EXPECT_EQ(db.count_all_pending(), 0);  // nothing was sent
+}
+
+// Issue item 6: send, users, group and listen --count logged in as full agents, were handed the
+// user's pending letters and left without reading them: five sends parked a letter.
+TEST_F(AgentCli, OneShotCommandsUseNoDeliveryAttempts) {
+  for (int i = 0; i < 3; ++i) {
+    auto [s, out] = agent({"--user", "alice", "send", "bob", "waiting " + std::to_string(i), "--uuid", "wait-" + std::to_string(i)});
+    EXPECT_EQ(s, 0) << out;
+    EXPECT_EQ(out, "wait-" + std::to_string(i) + " dead_lettered\n");
+  }
+  for (int i = 0; i < 5; ++i) {
+    auto [s, out] = agent({"--user", "bob", "send", "alice", "hello"});
+    EXPECT_EQ(s, 0) << out;
+  }
+  EXPECT_EQ(agent({"--user", "bob", "users"}).first, 0);
+  EXPECT_EQ(agent({"--user", "bob", "group", "list"}).first, 0);
+  {
+    database db({dir.file("broker.db"), false, false});
+    for (auto& d : db.list({std::string("bob"), std::nullopt, std::nullopt, 10})) {
+      EXPECT_EQ(d.attempts, 0) << d.message_uuid;
+      EXPECT_EQ(d.state, dead_letter_state::pending) << d.message_uuid;
+    }
+  }
+  // listen --count 1 takes one: the two others are not handed to it.
+  auto [s, out] = agent({"--user", "bob", "listen", "--count", "1", "--timeout-ms", "20000"});
+  EXPECT_EQ(s, 0) << out;
+  EXPECT_NE(out.find("redelivery 1, recipient_offline): waiting 0"), std::string::npos) << out;
+  EXPECT_EQ(out.find("waiting 1"), std::string::npos) << out;
+  EXPECT_TRUE(broker->wait_for_log(std::regex("'bob' disconnected"), 20s));
+  database db({dir.file("broker.db"), false, false});
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (db.find("wait-0")[0].state != dead_letter_state::delivered && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(db.find("wait-0")[0].state, dead_letter_state::delivered);
+  EXPECT_EQ(db.find("wait-1")[0].attempts, 0);
+  EXPECT_EQ(db.find("wait-2")[0].attempts, 0);
 }
 
 }  // namespace

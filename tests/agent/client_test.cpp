@@ -3,7 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -268,6 +271,103 @@ TEST_F(AgentLibrary, ReconnectAfterABrokerRestartMidStreamLosesNothingAndDuplica
   EXPECT_EQ(accepted.load(), n);
   EXPECT_EQ(received.size(), static_cast<std::size_t>(n));
   for (int i = 0; i < n; ++i) EXPECT_EQ(received.count("n" + std::to_string(i)), 1u) << i;
+}
+
+// Issue item 11: a send of text that is not UTF-8 never returned; now it fails at once, and
+// nothing reaches the broker.
+TEST_F(AgentLibrary, TextThatIsNotUtf8FailsTheCallAtOnce) {
+  test::running_broker b(o);
+  test::run_coroutine(io, [&]() -> asio::awaitable<void> {
+    client alice(io.get_executor(), for_user(b.port(), "alice"));
+    co_await alice.connect();
+    bool threw = false;
+    try {
+      co_await alice.send("bob", text("caf\xc3"));
+    } catch (const agent::invalid_argument& e) {
+      threw = true;
+      EXPECT_NE(std::string(e.what()).find("UTF-8"), std::string::npos) << e.what();
+    }
+    EXPECT_TRUE(threw);
+    threw = false;
+    std::vector<std::string> members{"b\xff"};
+    try {
+      co_await alice.create_group("ops", members);
+    } catch (const agent::invalid_argument&) {
+      threw = true;
+    }
+    EXPECT_TRUE(threw);
+    outgoing bad_payload;
+    bad_payload.payload_json = "{\"k\":";
+    threw = false;
+    try {
+      co_await alice.send("bob", bad_payload);
+    } catch (const agent::invalid_argument&) {
+      threw = true;
+    }
+    EXPECT_TRUE(threw);
+    // The session is unharmed.
+    auto r = co_await alice.send("bob", text("caf\xc3\xa9"));
+    EXPECT_EQ(r.recipients.at(0).status, "dead_lettered");
+    co_await alice.close();
+  }());
+}
+
+// A peer that answers log_in and then nothing: every call ends with timeout_error in time.
+TEST_F(AgentLibrary, NoCallWaitsForeverForAnAnswerThatDoesNotCome) {
+  asio::ip::tcp::acceptor silent(io, {asio::ip::make_address("127.0.0.1"), 0});
+  const auto port = silent.local_endpoint().port();
+  asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+    for (int peer = 0; peer < 2; ++peer) {
+      auto sock = std::make_shared<asio::ip::tcp::socket>(co_await silent.async_accept(asio::use_awaitable));
+      if (peer == 0) {  // the first answers log_in
+        std::string line;
+        co_await asio::async_read_until(*sock, asio::dynamic_buffer(line), '\n', asio::use_awaitable);
+        const std::string ack =
+            "{\"message_id\":\"acknowledge_log_in\",\"message_content\":{\"request_id\":\"c1\","
+            "\"sender_username\":\"alice\",\"heartbeat_interval_ms\":10000}}\n";
+        co_await asio::async_write(*sock, asio::buffer(ack), asio::use_awaitable);
+      }
+      asio::co_spawn(io, [sock]() -> asio::awaitable<void> {  // reads and never answers
+        std::vector<char> buf(4096);
+        for (;;) {
+          auto [ec, n] = co_await sock->async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
+          if (ec) co_return;
+        }
+      }, asio::detached);
+    }
+  }, asio::detached);
+  test::run_coroutine(io, [&]() -> asio::awaitable<void> {
+    auto s = for_user(port, "alice");
+    s.request_timeout = 300ms;
+    s.reconnect = false;
+    client alice(io.get_executor(), s);
+    co_await alice.connect();
+    int timeouts = 0;
+    try {
+      co_await alice.users();
+    } catch (const agent::timeout_error& e) {
+      ++timeouts;
+      EXPECT_NE(std::string(e.what()).find("get_user_list"), std::string::npos) << e.what();
+    }
+    try {
+      co_await alice.send("bob", text("hi"));
+    } catch (const agent::timeout_error&) {
+      ++timeouts;
+    }
+    EXPECT_EQ(timeouts, 2);
+    client bob(io.get_executor(), [&] {
+      auto b = for_user(port, "bob");
+      b.request_timeout = 300ms;
+      return b;
+    }());
+    bool refused = false;
+    try {
+      co_await bob.connect();  // the second peer never answers log_in
+    } catch (const agent::timeout_error&) {
+      refused = true;
+    }
+    EXPECT_TRUE(refused);
+  }(), 30s);
 }
 
 }  // namespace

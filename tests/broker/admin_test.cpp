@@ -3,15 +3,20 @@
 #include <gtest/gtest.h>
 
 #include <boost/json/parse.hpp>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include "storage/database.hpp"
+#include "tests/support/broker_harness.hpp"
+#include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace ma {
 namespace {
 
 using namespace std::chrono_literals;
+const std::string broker_binary = MA_BROKER_BINARY;
 
 class DeadLettersCommand : public ::testing::Test {
  protected:
@@ -110,6 +115,54 @@ TEST_F(DeadLettersCommand, BadUsageAndMissingFile) {
   EXPECT_EQ(run_dead_letters_command({"--database", dir.file("missing.db"), "list"}, o, e), 1);
   EXPECT_NE(e.str().find("missing.db"), std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(dir.file("missing.db")));
+}
+
+std::string bytes_of(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+// Issue item 10: `dead-letters list` on another program's SQLite file added this broker's
+// tables to it, and turned a 0-byte file into a database.
+TEST(DeadLettersBinary, NoSubcommandWritesToAFileWithoutTheBrokersSchema) {
+  test::temp_dir dir;
+  const std::string other = dir.file("other.db");
+  {
+    sqlite::connection c(other, sqlite::connection::mode::create);
+    c.exec("CREATE TABLE notes (t TEXT); INSERT INTO notes VALUES ('mine')");
+  }
+  const std::string empty = dir.file("empty.db");
+  std::ofstream(empty).close();
+  const std::string other_before = bytes_of(other);
+  const std::vector<std::vector<std::string>> commands{
+      {"list"}, {"show", "some-uuid"}, {"replay", "--dry-run"}, {"replay"}, {"purge"}};
+  for (const std::string& file : {other, empty}) {
+    for (const auto& cmd : commands) {
+      std::vector<std::string> args{"dead-letters", "--database", file};
+      args.insert(args.end(), cmd.begin(), cmd.end());
+      auto [status, out] = test::run_command(broker_binary, args);
+      EXPECT_EQ(status, 1) << cmd[0] << ": " << out;
+      EXPECT_NE(out.find("no message-broker schema"), std::string::npos) << out;
+      EXPECT_NE(out.find(file), std::string::npos) << out;
+    }
+  }
+  EXPECT_EQ(bytes_of(other), other_before);
+  EXPECT_EQ(std::filesystem::file_size(empty), 0u);
+  EXPECT_FALSE(std::filesystem::exists(empty + "-wal"));
+}
+
+TEST(DeadLettersBinary, ListingReadsTheFileOfARunningBrokerReadOnly) {
+  test::temp_dir dir;
+  test::child_process broker(broker_binary, test::broker_args(dir), dir.file("run.log"));
+  auto port = test::listening_port(broker, 20s);
+  ASSERT_TRUE(port) << broker.log();
+  test::client alice(*port);
+  alice.log_in("alice");
+  alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", "hi"}, {"message_uuid", "ro-1"}});
+  alice.expect("message_accepted");
+  auto [status, out] = test::run_command(broker_binary, {"dead-letters", "--database", dir.file("broker.db"), "list"});
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("ro-1"), std::string::npos) << out;
 }
 
 }  // namespace

@@ -114,6 +114,32 @@ TEST(Service, WatchdogPingsStopWhileTheDatabaseIsFrozen) {
   EXPECT_FALSE(notify.wait_for("WATCHDOG=1", 20s).empty());
 }
 
+// Issue item 9: with its database deleted the broker went on answering message_accepted and
+// logged nothing; everything was lost at the next restart.
+TEST(Service, TheDatabaseDeletedUnderTheBrokerStopsAcceptsLogsCriticalAndFailsTheWatchdog) {
+  test::temp_dir dir;
+  notify_socket notify(dir.file("notify"));
+  test::child_process broker(broker_binary, test::broker_args(dir), dir.file("broker.log"),
+                             {"NOTIFY_SOCKET=" + dir.file("notify"), "WATCHDOG_USEC=200000"});
+  ASSERT_FALSE(notify.wait_for("READY=1", 20s).empty()) << broker.log();
+  auto port = test::listening_port(broker, 20s);
+  ASSERT_TRUE(port) << broker.log();
+  test::client alice(*port);
+  alice.log_in("alice");
+  alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", "x"}, {"message_uuid", "before"}});
+  EXPECT_EQ(alice.expect_content("message_accepted").at("message_uuid").as_string(), "before");
+  ASSERT_FALSE(notify.wait_for("WATCHDOG=1", 20s).empty());
+
+  fs::remove(dir.file("broker.db"));
+  alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", "x"}, {"message_uuid", "after"}});
+  EXPECT_EQ(alice.expect_error("internal_error").at("message_uuid").as_string(), "after");
+  EXPECT_TRUE(alice.quiet_of("message_accepted", 200ms));
+  EXPECT_TRUE(broker.wait_for_log(std::regex(R"(critical.*broker\.db' was deleted)"), 20s)) << broker.log();
+  EXPECT_FALSE(notify.wait_for("STATUS=the database file", 20s).empty());
+  notify.count("WATCHDOG=1", 300ms);  // a probe that finished just before may still ping once
+  EXPECT_EQ(notify.count("WATCHDOG=1", 1500ms), 0) << "the watchdog went on with the database gone";
+}
+
 TEST(Service, SighupChangesTheLogLevelOfARunningBroker) {
   test::temp_dir dir;
   const std::string conf = dir.file("broker.conf");

@@ -5,6 +5,8 @@
 #include <random>
 #include <thread>
 
+#include "core/duration.hpp"
+#include "storage/database.hpp"
 #include "storage/sqlite.hpp"
 
 #include "tests/support/broker_harness.hpp"
@@ -254,6 +256,38 @@ TEST_F(Sessions, ServerBusyOverMaxConnections) {
   EXPECT_TRUE(three.closed_within(10s));
   one.send("heartbeat");
   one.expect("acknowledge_heartbeat");
+}
+
+// Issue item 8: at the top of their ranges the durations wrapped: everyone evicted at the first
+// sweep, every delivery timed out, every letter expired, duplicates let through.
+TEST_F(Sessions, DurationsAtTheTopOfTheirRangeAreJustLong) {
+  o.heartbeat_interval_ms = max_duration_ms;
+  o.eviction_factor = std::numeric_limits<std::uint32_t>::max();
+  o.ack_timeout_ms = max_duration_ms;
+  o.login_timeout_ms = max_duration_ms;
+  o.dead_letter_ttl_ms = max_duration_ms;
+  o.dedupe_window_ms = max_duration_ms;
+  test::running_broker b(o);
+  client alice(b.port()), bob(b.port());
+  EXPECT_EQ(alice.log_in("alice", {{"heartbeat_interval_ms", max_duration_ms}}).at("heartbeat_interval_ms").as_int64(),
+            static_cast<std::int64_t>(max_duration_ms));
+  bob.log_in("bob");
+  alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", "x"}, {"message_uuid", "long-1"}});
+  EXPECT_EQ(alice.expect_content("message_accepted").at("status").as_string(), "relayed");
+  bob.expect("receive_message");
+  alice.send("send_message", {{"receiver_username", "carol"}, {"message_text", "x"}, {"message_uuid", "long-2"}});
+  EXPECT_EQ(alice.expect_content("message_accepted").at("status").as_string(), "dead_lettered");
+  // The sweep runs every second: a wrapped eviction deadline or ack timeout shows within two.
+  EXPECT_TRUE(bob.quiet_of("error", 2500ms)) << "evicted";
+  EXPECT_TRUE(alice.quiet_of("message_dead_lettered", 0ms)) << "the ack timeout fired";
+  alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", "x"}, {"message_uuid", "long-1"}});
+  EXPECT_TRUE(alice.expect_content("message_accepted").at("duplicate").as_bool());
+  database db({o.database, false, false});
+  auto l = db.find("long-2");
+  ASSERT_EQ(l.size(), 1u);
+  EXPECT_EQ(l[0].state, dead_letter_state::pending);
+  ASSERT_TRUE(parse_iso8601(l[0].expires_at)) << l[0].expires_at;
+  EXPECT_GT(*parse_iso8601(l[0].expires_at), now_ms() + std::chrono::hours(24 * 365 * 50));
 }
 
 }  // namespace
