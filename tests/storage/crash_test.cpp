@@ -63,7 +63,6 @@ TEST(StorageCrash, KilledMidStreamLosesNothingCompletedAndShowsNothingHalfWritte
     ::close(fds[1]);
     std::set<std::string> completed;
     std::string partial;
-    const auto kill_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(50 + rng() % 400);
     auto drain = [&](int timeout_ms) {
       pollfd p{fds[0], POLLIN, 0};
       if (::poll(&p, 1, timeout_ms) <= 0) return false;
@@ -78,6 +77,11 @@ TEST(StorageCrash, KilledMidStreamLosesNothingCompletedAndShowsNothingHalfWritte
       }
       return true;
     };
+    // Killed at a random moment once the stream is under way (a loaded machine may take a
+    // while to open the store and commit the first batch).
+    const auto started_by = std::chrono::steady_clock::now() + 20s;
+    while (completed.empty() && std::chrono::steady_clock::now() < started_by) drain(5);
+    const auto kill_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(rng() % 400);
     while (std::chrono::steady_clock::now() < kill_at) drain(5);
     ASSERT_EQ(::kill(pid, SIGKILL), 0);
     int status = 0;
