@@ -148,7 +148,7 @@ std::optional<dead_letter_state> state_from_string(std::string_view text) noexce
 struct database::statements {
   sqlite::statement journal_insert, journal_delete, journal_move, dl_insert, pending_page, pending_count,
       attempt_insert, letter_after_attempt, late_ack_any, late_ack_sender, expire, group_insert, member_insert, member_delete, member_count,
-      group_delete, group_exists, dedupe_insert;
+      group_delete, group_exists, dedupe_insert, is_parked;
 
   explicit statements(sqlite::connection& db)
       : journal_insert(db,
@@ -176,7 +176,7 @@ struct database::statements {
                              "state = CASE WHEN ?4 = 'acknowledged' THEN 'delivered' "
                              "WHEN ?2 - attempts_before_replay >= ?5 THEN 'parked' ELSE 'pending' END, "
                              "delivered_at = CASE WHEN ?4 = 'acknowledged' THEN ?6 END "
-                             "WHERE id = ?1 AND state = 'pending' RETURNING state"),
+                             "WHERE id = ?1 AND state = 'pending'"),
         late_ack_any(db,
                      "UPDATE dead_letters SET state = 'delivered', delivered_at = ?3 "
                      "WHERE message_uuid = ?2 AND receiver_username = ?1 AND state <> 'delivered' RETURNING sender_username"),
@@ -193,7 +193,8 @@ struct database::statements {
         member_count(db, "SELECT count(*) FROM group_members WHERE group_name = ?"),
         group_delete(db, "DELETE FROM groups WHERE group_name = ?"),
         group_exists(db, "SELECT 1 FROM groups WHERE group_name = ?"),
-        dedupe_insert(db, "INSERT INTO dedupe (sender_username, message_uuid, accepted_at, status) VALUES (?,?,?,?)") {}
+        dedupe_insert(db, "INSERT INTO dedupe (sender_username, message_uuid, accepted_at, status) VALUES (?,?,?,?)"),
+        is_parked(db, "SELECT 1 FROM dead_letters WHERE id = ? AND state = 'parked'") {}
 };
 
 namespace {
@@ -373,9 +374,14 @@ bool database::record_attempt(std::int64_t id, int attempt, sys_ms started, std:
   st_->attempt_insert.bind(1, id).bind(2, std::int64_t{attempt}).bind(3, started_at).bind(4, at).bind(5, outcome).run();
   auto& s = st_->letter_after_attempt;
   s.bind(1, id).bind(2, std::int64_t{attempt}).bind(3, started_at).bind(4, outcome).bind(5, std::int64_t{max_attempts});
-  s.bind(6, at);
-  const bool parked = s.step() && s.column_text(0) == "parked";
-  s.reset();
+  s.bind(6, at).run();
+  // (Not RETURNING: SQLite builds a temporary table for it on every run.) Only a failed
+  // attempt can park the letter.
+  if (outcome == "acknowledged" || db_.changes() == 0) return false;
+  auto& p = st_->is_parked;
+  p.bind(1, id);
+  const bool parked = p.step();
+  p.reset();
   return parked;
 }
 

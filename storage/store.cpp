@@ -3,7 +3,9 @@
 #include <spdlog/spdlog.h>
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <future>
+#include <vector>
 
 namespace ma {
 
@@ -82,8 +84,6 @@ std::size_t store::retrying() const noexcept {
 void store::loop(const settings& s, std::promise<void>* opened) {
   try {
     db_ = std::make_unique<database>(s.db);
-    savepoint_.emplace(db_->connection(), "SAVEPOINT op");
-    release_.emplace(db_->connection(), "RELEASE op");
   } catch (...) {
     opened->set_exception(std::current_exception());
     return;
@@ -142,8 +142,6 @@ void store::loop(const settings& s, std::promise<void>* opened) {
       retrying_ = 0;
     }
   }
-  savepoint_.reset();
-  release_.reset();
   db_.reset();
 }
 
@@ -157,39 +155,42 @@ void store::check_file() {
   if (!file_present_.exchange(true)) spdlog::critical("storage: the database file '{}' is back", path_);
 }
 
-bool store::run_op(op& o) {
-  sqlite::connection& c = db_->connection();
-  savepoint_->run();
-  try {
-    o.j(*db_);
-    release_->run();
-    return true;
-  } catch (const std::exception& e) {
-    o.error = std::current_exception();
-    if (sqlite3_get_autocommit(c.handle())) return false;  // SQLite rolled the whole transaction back
-    sqlite3_exec(c.handle(), "ROLLBACK TO op; RELEASE op", nullptr, nullptr, nullptr);
-    spdlog::error("storage: one {} on '{}' failed and was rolled back alone: {}", o.name, path_, e.what());
-    return true;
-  }
-}
-
 std::deque<store::op> store::run_batch(std::deque<op>& batch) {
-  std::exception_ptr whole;  // the transaction failed: nothing of the batch is committed
   for (op& o : batch) o.error = nullptr;  // a retried op's last error is history
-  try {
-    check_file();
-    db_->begin();
-    for (op& o : batch) {
-      if (!run_op(o)) {
-        whole = o.error;
-        break;
+  std::vector<op*> live;
+  live.reserve(batch.size());
+  for (op& o : batch) live.push_back(&o);
+  std::exception_ptr whole;  // the transaction failed: nothing of the batch is committed
+  // An operation that fails for a reason of its own (a constraint, a bug) fails alone: the
+  // transaction is rolled back and the others run again without it. (Cheaper than a savepoint
+  // per operation, which copies every page an operation touches.) A passing failure (busy,
+  // full, I/O) is the transaction's: it would fail the others too.
+  for (;;) {
+    op* culprit = nullptr;
+    try {
+      check_file();
+      db_->begin();
+      for (op* o : live) {
+        try {
+          o->j(*db_);
+        } catch (...) {
+          o->error = std::current_exception();
+          if (!is_transient(o->error)) culprit = o;
+          throw;
+        }
       }
+      db_->commit();
+    } catch (...) {
+      if (!culprit) whole = std::current_exception();
     }
-    if (!whole) db_->commit();
-  } catch (const std::exception&) {
-    whole = std::current_exception();
+    if (!culprit && !whole) break;
+    db_->rollback();
+    if (!culprit) break;
+    spdlog::error("storage: one {} on '{}' failed and was rolled back alone ({}); the other {} of its transaction "
+                  "run again",
+                  culprit->name, path_, what_of(culprit->error), live.size() - 1);
+    std::erase(live, culprit);
   }
-  if (whole) db_->rollback();
   if (!whole) {
     std::lock_guard lock(mutex_);
     ++batches_;
@@ -197,16 +198,14 @@ std::deque<store::op> store::run_batch(std::deque<op>& batch) {
   std::deque<op> again;
   std::size_t failed = 0;
   for (op& o : batch) {
+    const bool culprit = o.error && std::find(live.begin(), live.end(), &o) == live.end();
+    if (!culprit) o.error = whole;
     // Retried: its transaction failed, or it failed alone for a passing reason.
-    if (o.policy == on_failure::retry && (whole || (o.error && is_transient(o.error)))) {
-      if (whole) o.error = whole;
+    if (o.policy == on_failure::retry && o.error && (!culprit || is_transient(o.error))) {
       again.push_back(std::move(o));
       continue;
     }
-    if (whole) {
-      o.error = whole;
-      ++failed;
-    }
+    if (o.error && !culprit) ++failed;
     if (o.done) o.done(o.error);
   }
   const auto now = steady::now();

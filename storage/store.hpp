@@ -3,8 +3,10 @@
 // Callers on network threads never block and never touch SQLite: they hand over an operation
 // (a function of database&) and get its result after the transaction that ran it committed.
 // Operations run in the order submitted. A batch closes when the queue is empty or it holds
-// max_batch operations. Each operation runs in a savepoint of its own: one that throws is
-// rolled back alone and gets its error (naming it, if it has a name); the others commit. When
+// max_batch operations. One that throws for a reason of its own fails alone: it gets its error
+// (logged with its name), the transaction is rolled back and the others run again without it,
+// so every operation must be able to run again from the start, leaving its outputs as if it
+// had run once. When
 // the transaction itself fails (the database locked past the busy timeout, the disk full, the
 // file deleted), operations submitted with retry run again, in order, with back-off, until they
 // commit; the others get the error. Before each batch the store checks that the file is still
@@ -46,8 +48,7 @@ class store {
   using completion = std::function<void(std::exception_ptr)>;
   // fail: an error reaches the completion (the caller can say so, e.g. internal_error to a
   // sender). retry: work the broker depends on and cannot hand back (moving deliveries to the
-  // Dead Letter Channel, acknowledgements), run again until it commits. A retried job runs from
-  // the start each time and must leave its outputs as if it ran once.
+  // Dead Letter Channel, acknowledgements), run again until it commits.
   enum class on_failure { fail, retry };
 
   // Opens the database on the store's thread; rethrows what opening threw.
@@ -135,13 +136,11 @@ class store {
   void loop(const settings& s, std::promise<void>* opened);
   // Runs one batch; returns the operations to run again.
   std::deque<op> run_batch(std::deque<op>& batch);
-  bool run_op(op& o);  // false if the transaction is gone (SQLite rolled it back)
   void check_file();
 
   std::string path_;
   std::size_t max_batch_;
   std::unique_ptr<database> db_;
-  std::optional<sqlite::statement> savepoint_, release_;
   std::chrono::steady_clock::time_point last_failure_log_{};
   mutable std::mutex mutex_;
   std::condition_variable wake_;

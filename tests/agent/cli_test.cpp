@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "storage/database.hpp"
+#include "tests/support/broker_harness.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -271,11 +272,7 @@ TEST_F(AgentCli, OneShotCommandsUseNoDeliveryAttempts) {
   EXPECT_EQ(out.find("waiting 1"), std::string::npos) << out;
   EXPECT_TRUE(broker->wait_for_log(std::regex("'bob' disconnected"), 20s));
   database db({dir.file("broker.db"), false, false});
-  const auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (db.find("wait-0")[0].state != dead_letter_state::delivered && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(10ms);
-  }
-  EXPECT_EQ(db.find("wait-0")[0].state, dead_letter_state::delivered);
+  EXPECT_TRUE(test::eventually([&] { return db.find("wait-0")[0].state == dead_letter_state::delivered; }));
   EXPECT_EQ(db.find("wait-1")[0].attempts, 0);
   EXPECT_EQ(db.find("wait-2")[0].attempts, 0);
 }

@@ -255,17 +255,6 @@ TEST_F(DeadLetters, AStorageFailureIsInternalErrorNeverAFalseAccept) {
   bob.expect("receive_message");
 }
 
-// Waits until cond() holds, for at most limit.
-template <class Cond>
-bool eventually(Cond cond, std::chrono::milliseconds limit = 20s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!cond()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
-}
-
 // An operator's sqlite3 session holds the write lock past the broker's busy timeout while a
 // recipient disconnects: the deliveries used to be neither in flight nor pending until the next
 // restart. Now their move is retried until it commits, and the next login gets them.
@@ -282,7 +271,7 @@ TEST_F(DeadLetters, DeliveriesMovedWhileTheDatabaseIsLockedAreRedeliveredAtTheNe
     database operator_session({o.database, false, false});
     operator_session.begin();  // BEGIN IMMEDIATE, held
     bob.reset();               // disconnects with 10 unacknowledged
-    ASSERT_TRUE(eventually([&] { return b.store_retrying() > 0; })) << "the move never failed: was the lock held?";
+    ASSERT_TRUE(test::eventually([&] { return b.store_retrying() > 0; })) << "the move never failed: was the lock held?";
     operator_session.rollback();
   }
   for (int i = 0; i < 10; ++i) alice.expect("message_dead_lettered", 20s);
@@ -310,11 +299,11 @@ TEST_F(DeadLetters, AcknowledgementsSentWhileTheDatabaseIsLockedAreStoredAfterIt
     operator_session.begin();
     bob.send("acknowledge_message", {{"message_uuids", acks}});
     for (int i = 0; i < 5; ++i) alice.expect("message_delivered");
-    ASSERT_TRUE(eventually([&] { return b.store_retrying() > 0; }));
+    ASSERT_TRUE(test::eventually([&] { return b.store_retrying() > 0; }));
     operator_session.rollback();
   }
   database db({o.database, false, false});
-  EXPECT_TRUE(eventually([&] { return db.count_journal() == 0; })) << "the acknowledgements were lost";
+  EXPECT_TRUE(test::eventually([&] { return db.count_journal() == 0; })) << "the acknowledgements were lost";
   bob.send("log_out");
   EXPECT_TRUE(bob.closed_within(10s));
   client bob2(b.port());

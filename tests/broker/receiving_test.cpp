@@ -23,15 +23,6 @@ class Receiving : public ::testing::Test {
     auto l = db.find(uuid);
     return l.empty() ? dead_letter{} : l[0];
   }
-  template <class Cond>
-  bool eventually(Cond cond) {
-    const auto deadline = std::chrono::steady_clock::now() + 20s;
-    while (!cond()) {
-      if (std::chrono::steady_clock::now() > deadline) return false;
-      std::this_thread::sleep_for(5ms);
-    }
-    return true;
-  }
 };
 
 void send_to(client& c, const std::string& to, const std::string& uuid) {
@@ -113,7 +104,7 @@ TEST_F(Receiving, TheWindowBoundsWhatIsUnacknowledgedAndWhatWaitsCountsNoAttempt
     EXPECT_EQ(carol.expect_content("receive_message").at("message_uuid").as_string(), "w2");
     EXPECT_TRUE(carol.quiet_of("receive_message", 100ms));
   }  // gone with w1, w2 in flight and w3, w4 never handed to it
-  ASSERT_TRUE(eventually([&] { return letter("w4").id != 0; }));
+  ASSERT_TRUE(test::eventually([&] { return letter("w4").id != 0; }));
   EXPECT_EQ(letter("w1").attempts, 1);
   EXPECT_EQ(letter("w2").attempts, 1);
   EXPECT_EQ(letter("w3").attempts, 0);
@@ -145,7 +136,7 @@ TEST_F(Receiving, AcknowledgementsFollowedByLogOutGetNothingMoreHanded) {
       "{\"message_id\":\"acknowledge_message\",\"message_content\":{\"message_uuids\":[\"c0\"]}}\n"
       "{\"message_id\":\"log_out\",\"message_content\":{}}\n");
   EXPECT_TRUE(erin.closed_within(10s));
-  EXPECT_TRUE(eventually([&] { return letter("c0").state == dead_letter_state::delivered; }));
+  EXPECT_TRUE(test::eventually([&] { return letter("c0").state == dead_letter_state::delivered; }));
   EXPECT_EQ(letter("c1").attempts, 0);
   EXPECT_EQ(letter("c2").attempts, 0);
 }

@@ -83,7 +83,7 @@ TEST(Store, ManyOperationsInFlightAreGroupCommittedInOrder) {
 }
 
 // Keeps the store's thread busy until release(), so that what is submitted meanwhile lands in
-// one batch.
+// one batch. Must outlive the operation it submits.
 struct held_store {
   std::latch hold{1}, blocked{1};
   explicit held_store(store& s) {
@@ -98,8 +98,8 @@ TEST(Store, AFailingOperationFailsAloneAndTheOthersOfItsBatchCommit) {
   store s(store::settings{{dir.file("b.db")}});
   std::vector<std::exception_ptr> errors(4);
   std::latch finished(4);
+  held_store held(s);  // outlives the batch: the store's thread reads its latch
   {
-    held_store held(s);
     s.submit([](database& db) { db.journal(message("good-1"), "bob"); },
              [&](std::exception_ptr e) { errors[0] = e; finished.count_down(); });
     // Fault injection: an SQLite error after a write of its own, and a plain exception.

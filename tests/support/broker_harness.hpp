@@ -23,6 +23,17 @@ namespace ma::test {
 
 using namespace std::chrono_literals;
 
+// Polls cond every few milliseconds until it holds; false if it did not within limit.
+template <class Cond>
+bool eventually(Cond cond, std::chrono::milliseconds limit = 20s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
 // Options for tests: loopback, ephemeral ports, discovery off, a temporary database.
 broker_options test_options(const temp_dir& dir);
 
