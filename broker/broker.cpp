@@ -29,6 +29,7 @@
 
 #include <boost/unordered/unordered_flat_map.hpp>
 
+#include "broker/in_flight.hpp"
 #include "broker/letter_warnings.hpp"
 #include "core/clock.hpp"
 #include "core/duration.hpp"
@@ -47,8 +48,6 @@ using tcp = asio::ip::tcp;
 using udp = asio::ip::udp;
 using steady = std::chrono::steady_clock;
 using namespace std::chrono_literals;
-
-struct session;
 
 namespace {
 
@@ -79,119 +78,7 @@ struct chunk {
   std::size_t size() const { return shared ? shared->size() : own.size(); }
 };
 
-// One accepted message, shared by its recipients' deliveries.
-struct accepted_message {
-  message_record rec;
-  iso8601_text sent_at{};
-  bool fan_out = false;        // more than one live recipient: share the frame's parts
-  receive_frame_parts frame;  // built at the first live delivery of a fan-out
-  std::weak_ptr<session> origin;  // the session that sent it: its receipts go there
-
-  message_header header() const {
-    return {rec.message_uuid, rec.sender, rec.ch, rec.group_name, std::string_view(sent_at.data(), sent_at.size()),
-            rec.body};
-  }
-};
-using message_ptr = std::shared_ptr<accepted_message>;
-
-// A message sent to a session and not yet acknowledged.
-struct delivery {
-  message_ptr msg;
-  std::int64_t seq = 0;             // its journal row (live delivery, persist-accepted on)
-  std::int64_t dead_letter_id = 0;  // a redelivery: its letter
-  int attempt = 1;
-  sys_ms started{};
-};
-
-// A delivery that failed (or was never made), on its way to the Dead Letter Channel.
-struct failed_delivery {
-  std::string receiver;
-  delivery d;
-  bool attempted = true;
-};
-
 std::string_view status_of(bool live) { return live ? "relayed" : "dead_lettered"; }
-
-// The deliveries sent to one session and not yet acknowledged, by id (the order they were sent
-// in) and by message_uuid. The uuid keys view the uuid inside each delivery's message, which the
-// delivery keeps alive; an entry leaves both maps together. Flat maps: no allocation per entry.
-class in_flight_set {
- public:
-  std::uint64_t add(delivery d) {
-    const std::uint64_t id = ++next_;
-    const std::string_view uuid = d.msg->rec.message_uuid;
-    if (!by_uuid_.try_emplace(uuid, id).second) more_.emplace(uuid, id);
-    by_id_.emplace(id, std::move(d));
-    return id;
-  }
-
-  // The delivery an acknowledgement names (sender empty: any sender), removed.
-  std::optional<delivery> take(std::string_view uuid, std::string_view sender) {
-    if (auto it = by_uuid_.find(uuid); it != by_uuid_.end() && matches(it->second, sender)) return remove(it->second);
-    auto range = more_.equal_range(uuid);
-    for (auto it = range.first; it != range.second; ++it) {
-      if (matches(it->second, sender)) return remove(it->second);
-    }
-    return std::nullopt;
-  }
-
-  // The delivery with this id, removed, if it is still in flight.
-  std::optional<delivery> take(std::uint64_t id) {
-    if (!by_id_.contains(id)) return std::nullopt;
-    return remove(id);
-  }
-
-  // Everything, in the order sent; the set is empty afterwards.
-  std::vector<delivery> drain() {
-    std::vector<std::uint64_t> ids;
-    ids.reserve(by_id_.size());
-    for (auto& [id, d] : by_id_) ids.push_back(id);
-    std::sort(ids.begin(), ids.end());
-    std::vector<delivery> out;
-    out.reserve(ids.size());
-    for (auto id : ids) out.push_back(std::move(by_id_.find(id)->second));
-    by_uuid_.clear();
-    more_.clear();
-    by_id_.clear();
-    return out;
-  }
-
-  std::size_t size() const { return by_id_.size(); }
-
- private:
-  bool matches(std::uint64_t id, std::string_view sender) const {
-    return sender.empty() || by_id_.find(id)->second.msg->rec.sender == sender;
-  }
-
-  delivery remove(std::uint64_t id) {
-    auto it = by_id_.find(id);
-    const std::string_view uuid = it->second.msg->rec.message_uuid;
-    if (auto u = by_uuid_.find(uuid); u != by_uuid_.end() && u->second == id) {
-      by_uuid_.erase(u);
-      // Another delivery of the same uuid moves up.
-      if (auto more = more_.find(uuid); more != more_.end()) {
-        by_uuid_.emplace(by_id_.find(more->second)->second.msg->rec.message_uuid, more->second);
-        more_.erase(more);
-      }
-    } else {
-      auto range = more_.equal_range(uuid);
-      for (auto m = range.first; m != range.second; ++m) {
-        if (m->second == id) {
-          more_.erase(m);
-          break;
-        }
-      }
-    }
-    delivery d = std::move(it->second);
-    by_id_.erase(it);
-    return d;
-  }
-
-  std::uint64_t next_ = 0;
-  boost::unordered_flat_map<std::uint64_t, delivery> by_id_;
-  boost::unordered_flat_map<std::string_view, std::uint64_t> by_uuid_;
-  std::unordered_multimap<std::string_view, std::uint64_t> more_;
-};
 
 }  // namespace
 
