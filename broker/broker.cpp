@@ -31,6 +31,7 @@
 
 #include "broker/in_flight.hpp"
 #include "broker/letter_warnings.hpp"
+#include "broker/outbox.hpp"
 #include "core/clock.hpp"
 #include "core/duration.hpp"
 #include "core/encode.hpp"
@@ -65,18 +66,9 @@ constexpr int discovery_replies_per_second = 20;
 constexpr std::size_t max_dedupe_entries = 2'000'000;
 constexpr auto close_flush_limit = 2s;
 constexpr auto backpressure_limit = 200ms;
-constexpr std::size_t large_frame = 16 * 1024;  // session::push
 constexpr auto busy_gap = 100ms;   // a session whose data comes closer than this keeps its coroutine
 constexpr auto park_after = 1s;    // of silence, before the sweep parks a busy session's coroutine
 constexpr auto letter_warning_interval = 10s;
-
-// One piece of a frame waiting to be written: owned, or shared among recipients.
-struct chunk {
-  std::shared_ptr<const std::string> shared;
-  std::string own;
-  asio::const_buffer buffer() const { return shared ? asio::buffer(*shared) : asio::buffer(own); }
-  std::size_t size() const { return shared ? shared->size() : own.size(); }
-};
 
 std::string_view status_of(bool live) { return live ? "relayed" : "dead_lettered"; }
 
@@ -297,8 +289,7 @@ struct session : std::enable_shared_from_this<session> {
   broker::impl& b;
   tcp::socket socket;
   line_framer framer;
-  std::vector<chunk> out;  // a vector: unlike a deque it costs nothing while empty
-  std::size_t out_bytes = 0;
+  outbox out;
   std::uint64_t id;
   bool closing = false;  // flush what is queued, then close
   bool closed = false;
@@ -341,25 +332,18 @@ struct session : std::enable_shared_from_this<session> {
   asio::cancellation_signal stop_reading;  // begin_close ends a wait or read for data
   wake_point written;                      // a closing reader waits here for the writer
 
-  // Appends one frame: write(std::string&) adds it at the end of the last owned chunk that is
-  // not being written, so small frames share one reused buffer instead of one string each.
+  // Queues a frame (outbox::append, push, push_shared) and has it written after this burst.
   template <class Write>
   void append(Write&& write) {
-    std::string& buffer = tail();
-    const std::size_t before = buffer.size();
-    write(buffer);
-    out_bytes += buffer.size() - before;
+    out.append(std::forward<Write>(write));
     kick();
   }
-  // A whole frame. A large one (a user list of thousands, a big redelivered message) keeps its
-  // own string, freed once written, rather than growing the reused buffers for good.
   void push(std::string frame) {
-    if (frame.size() >= large_frame) return push_shared(std::make_shared<const std::string>(std::move(frame)));
-    append([&frame](std::string& b) { b.append(frame); });
+    out.push(std::move(frame));
+    kick();
   }
   void push_shared(std::shared_ptr<const std::string> frame) {
-    out_bytes += frame->size();
-    out.push_back(chunk{std::move(frame), {}});
+    out.push_shared(std::move(frame));
     kick();
   }
 
@@ -377,9 +361,8 @@ struct session : std::enable_shared_from_this<session> {
   void flush_now() {
     flush_queued = false;
     if (closed || writer_active || out.empty()) return;
-    gather();
     boost::system::error_code ec;
-    const std::size_t n = socket.write_some(buffers, ec);
+    const std::size_t n = socket.write_some(out.gather(), ec);
     if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
       spdlog::debug("session {}: write failed: {}", id, ec.message());
       boost::system::error_code ignored;
@@ -397,10 +380,10 @@ struct session : std::enable_shared_from_this<session> {
   // Writes what the socket did not take at once, and whatever is queued meanwhile, with
   // asynchronous writes (no coroutine: a full socket is common under load).
   void write_rest() {
-    gather();
-    writing = buffers.size();
+    const auto& buffers = out.gather();
+    out.writing();
     asio::async_write(socket, buffers, [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
-      self->writing = 0;
+      self->out.written();
       if (ec) {
         spdlog::debug("session {}: write failed: {}", self->id, ec.message());
       } else {
@@ -412,58 +395,14 @@ struct session : std::enable_shared_from_this<session> {
     });
   }
 
-  // The gather list for one write: every queued piece, up to a bound.
-  void gather() {
-    buffers.clear();
-    std::size_t bytes = 0;
-    for (const chunk& c : out) {
-      if (buffers.size() == 512 || bytes >= 512 * 1024) break;
-      buffers.push_back(c.buffer());
-      bytes += c.size();
-    }
-  }
-
   // n bytes from the front of the queue were written.
   void consume(std::size_t n) {
     if (n == 0) return;
-    out_bytes -= n;
+    out.consume(n);
     last_write = steady::now();
-    std::size_t i = 0;
-    while (i < out.size() && n >= out[i].size()) {
-      n -= out[i].size();
-      chunk& done = out[i];
-      if (!done.shared && spare.size() < 2 && done.own.capacity() <= 256 * 1024) {
-        done.own.clear();
-        spare.push_back(std::move(done.own));
-      }
-      ++i;
-    }
-    if (n > 0 && i < out.size()) {  // a piece written in part: keep its rest, owned
-      chunk& part = out[i];
-      if (part.shared) {
-        part.own.assign(part.shared->data() + n, part.shared->size() - n);
-        part.shared.reset();
-      } else {
-        part.own.erase(0, n);
-      }
-    }
-    out.erase(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(i));
     if (draining) redelivery_room.wake();
     if (!stalled.empty() || slow) release_stalled();
   }
-
-  std::string& tail() {
-    if (out.size() > writing && !out.back().shared && out.back().own.size() < 256 * 1024) return out.back().own;
-    chunk c;
-    if (!spare.empty()) {
-      c.own.swap(spare.back());
-      spare.pop_back();
-    }
-    out.push_back(std::move(c));
-    return out.back().own;
-  }
-  std::size_t writing = 0;         // chunks at the front of out that the writer is writing
-  std::vector<std::string> spare;  // emptied buffers, kept for their capacity
 
   // Stop reading; what is queued goes out, then the connection closes (the sweep closes it if
   // that takes longer than close_flush_limit).
@@ -580,7 +519,7 @@ struct session : std::enable_shared_from_this<session> {
   asio::awaitable<void> wait_for_room(session& to) {
     const auto limit = steady::now() + backpressure_limit;
     to.stalled.push_back(weak_from_this());
-    while (!to.closed && !to.closing && !closing && to.out_bytes > b.o.max_outbound_bytes / 8) {
+    while (!to.closed && !to.closing && !closing && to.out.bytes() > b.o.max_outbound_bytes / 8) {
       if (steady::now() >= limit) {
         to.slow = true;
         break;
@@ -591,7 +530,7 @@ struct session : std::enable_shared_from_this<session> {
 
   // After a write: senders waiting for this session may go on once it has drained.
   void release_stalled() {
-    if (out_bytes > b.o.max_outbound_bytes / 8) return;
+    if (out.bytes() > b.o.max_outbound_bytes / 8) return;
     slow = false;
     for (auto& w : stalled) {
       if (auto s = w.lock()) s->room.wake();
@@ -603,12 +542,9 @@ struct session : std::enable_shared_from_this<session> {
   // an idle connection costs a few KiB, not the largest frame it ever sent.
   void release_idle_buffers(steady::time_point now) {
     if (!out.empty() || writer_active || now - last_write < 1s) return;
-    std::vector<std::string>().swap(spare);
-    std::vector<chunk>().swap(out);
-    std::vector<asio::const_buffer>().swap(buffers);
+    out.release_memory();
   }
   steady::time_point last_write{};
-  std::vector<asio::const_buffer> buffers;  // the gather list, reused
 };
 
 std::chrono::milliseconds broker::impl::evict_after(const session& s) const {
@@ -1317,13 +1253,13 @@ void broker::impl::handle_message(session& s, request& r) {
   for (auto& name : recipients) {
     target t{std::move(name), nullptr, dead_letter_reason::recipient_offline, 0};
     if (session* to = find_online(t.name); to && !to->closing) {
-      if (to->out_bytes > o.max_outbound_bytes) {
+      if (to->out.bytes() > o.max_outbound_bytes) {
         t.reason = dead_letter_reason::queue_overflow;
       } else {
         t.to = to;
         ++live;
         // Backpressure: the sender's reader waits after this frame.
-        if (!to->slow && to != &s && to->out_bytes > o.max_outbound_bytes / 4 && s.blocked_on.expired()) {
+        if (!to->slow && to != &s && to->out.bytes() > o.max_outbound_bytes / 4 && s.blocked_on.expired()) {
           s.blocked_on = to->weak_from_this();
         }
       }
@@ -1648,7 +1584,7 @@ asio::awaitable<void> broker::impl::redeliver(std::shared_ptr<session> s) {
       // neither floods memory nor starves the session's live traffic.
       while (!s->closed && !s->closing &&
              (s->redeliveries_in_flight >= redelivery_window || s->window_full() ||
-              s->out_bytes > o.max_outbound_bytes / 2)) {
+              s->out.bytes() > o.max_outbound_bytes / 2)) {
         co_await s->redelivery_room.sleep_until(steady::time_point::max());
       }
       if (s->closed || s->closing) co_return;

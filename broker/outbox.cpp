@@ -1,0 +1,80 @@
+#include "broker/outbox.hpp"
+
+namespace ma {
+
+namespace {
+
+constexpr std::size_t max_pieces_per_write = 512;
+constexpr std::size_t max_bytes_per_write = 512 * 1024;
+constexpr std::size_t max_buffer = 256 * 1024;  // an owned buffer is not appended to past this
+constexpr std::size_t spare_buffers = 2;
+
+}  // namespace
+
+void outbox::push(std::string frame) {
+  if (frame.size() >= large_frame) return push_shared(std::make_shared<const std::string>(std::move(frame)));
+  append([&frame](std::string& b) { b.append(frame); });
+}
+
+void outbox::push_shared(std::shared_ptr<const std::string> frame) {
+  bytes_ += frame->size();
+  pieces_.push_back(piece{std::move(frame), {}});
+}
+
+const std::vector<boost::asio::const_buffer>& outbox::gather() {
+  buffers_.clear();
+  std::size_t bytes = 0;
+  for (const piece& p : pieces_) {
+    if (buffers_.size() == max_pieces_per_write || bytes >= max_bytes_per_write) break;
+    buffers_.push_back(p.buffer());
+    bytes += p.size();
+  }
+  return buffers_;
+}
+
+void outbox::consume(std::size_t n) {
+  if (n == 0) return;
+  bytes_ -= n;
+  std::size_t i = 0;
+  while (i < pieces_.size() && n >= pieces_[i].size()) {
+    n -= pieces_[i].size();
+    piece& done = pieces_[i];
+    if (!done.shared && spare_.size() < spare_buffers && done.own.capacity() <= max_buffer) {
+      done.own.clear();
+      spare_.push_back(std::move(done.own));
+    }
+    ++i;
+  }
+  if (n > 0 && i < pieces_.size()) {  // a piece written in part: keep its rest, owned
+    piece& part = pieces_[i];
+    if (part.shared) {
+      part.own.assign(part.shared->data() + n, part.shared->size() - n);
+      part.shared.reset();
+    } else {
+      part.own.erase(0, n);
+    }
+  }
+  pieces_.erase(pieces_.begin(), pieces_.begin() + static_cast<std::ptrdiff_t>(i));
+}
+
+void outbox::release_memory() {
+  if (!pieces_.empty() || writing_ != 0) return;
+  std::vector<std::string>().swap(spare_);
+  std::vector<piece>().swap(pieces_);
+  std::vector<boost::asio::const_buffer>().swap(buffers_);
+}
+
+std::string& outbox::tail() {
+  if (pieces_.size() > writing_ && !pieces_.back().shared && pieces_.back().own.size() < max_buffer) {
+    return pieces_.back().own;
+  }
+  piece p;
+  if (!spare_.empty()) {
+    p.own.swap(spare_.back());
+    spare_.pop_back();
+  }
+  pieces_.push_back(std::move(p));
+  return pieces_.back().own;
+}
+
+}  // namespace ma
