@@ -1,5 +1,7 @@
 #include "broker/outbox.hpp"
 
+#include <algorithm>
+
 namespace ma {
 
 namespace {
@@ -8,6 +10,10 @@ constexpr std::size_t max_pieces_per_write = 512;
 constexpr std::size_t max_bytes_per_write = 512 * 1024;
 constexpr std::size_t max_buffer = 256 * 1024;  // an owned buffer is not appended to past this
 constexpr std::size_t spare_buffers = 2;
+// Owned buffers are never short strings: a short string keeps its bytes inside the string
+// object, which moves when pieces_ grows, and an asynchronous write may still point at them.
+// With its bytes on the heap, a moved string keeps them where they were.
+constexpr std::size_t min_owned_capacity = 256;
 
 }  // namespace
 
@@ -48,6 +54,7 @@ void outbox::consume(std::size_t n) {
   if (n > 0 && i < pieces_.size()) {  // a piece written in part: keep its rest, owned
     piece& part = pieces_[i];
     if (part.shared) {
+      part.own.reserve(std::max(part.shared->size() - n, min_owned_capacity));
       part.own.assign(part.shared->data() + n, part.shared->size() - n);
       part.shared.reset();
     } else {
@@ -73,6 +80,7 @@ std::string& outbox::tail() {
     p.own.swap(spare_.back());
     spare_.pop_back();
   }
+  if (p.own.capacity() < min_owned_capacity) p.own.reserve(min_owned_capacity);
   pieces_.push_back(std::move(p));
   return pieces_.back().own;
 }
