@@ -29,6 +29,7 @@
 
 #include <boost/unordered/unordered_flat_map.hpp>
 
+#include "broker/dedupe.hpp"
 #include "broker/in_flight.hpp"
 #include "broker/letter_warnings.hpp"
 #include "broker/outbox.hpp"
@@ -101,27 +102,9 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
   std::multimap<std::string, session*> send_only;  // sessions that only send, by user
   std::map<std::string, std::set<std::string>> groups;
 
-  // (sender, message_uuid) pairs accepted recently. The entries sit in a deque in the order they
-  // came (oldest first, addresses stable); a flat map finds them by a view of their key.
-  struct dedupe_entry {
-    std::string key;      // "sender\nuuid"
-    bool done = false;    // accepted (or failed): duplicates are answered at once
-    bool failed = false;  // the store refused it: the uuid is free to be sent again
-    bool many = false;
-    std::string status;   // "relayed"/"dead_lettered", or the recipients array as JSON
-    // Who waits for message_accepted: the sender, and duplicates that came meanwhile.
-    std::weak_ptr<session> first_waiter;
-    std::string first_request_id;
-    std::vector<std::pair<std::weak_ptr<session>, std::string>> more_waiters;
-    steady::time_point at;
-
-    void append_accepted(std::string& b, std::string_view uuid, bool duplicate, std::string_view request_id) const {
-      many ? append_accepted_many_frame(b, uuid, status, duplicate, request_id)
-           : append_accepted_frame(b, uuid, status, duplicate, request_id);
-    }
-  };
-  std::deque<dedupe_entry> dedupe_log;
-  boost::unordered_flat_map<std::string_view, dedupe_entry*> dedupe;
+  dedupe_table dedupe{max_dedupe_entries};
+  using dedupe_entry = dedupe_table::entry;
+  std::chrono::milliseconds dedupe_window() const { return bounded_ms(o.dedupe_window_ms); }
 
   // One recipient of a message being accepted.
   struct target {
@@ -200,8 +183,6 @@ struct broker::impl : std::enable_shared_from_this<broker::impl> {
   void refill_soon(session& to);
   void register_in_flight(session& to, delivery d);
   void finish_accept(dedupe_entry& e, const std::string& uuid);
-  void forget_old_uuids();
-  dedupe_entry* remember(std::string key);
   void on_ack_timer();
   void arm_ack_timer();
   void dead_letter(std::vector<failed_delivery> failed, dead_letter_reason reason);
@@ -602,7 +583,7 @@ void broker::impl::start() {
   // The dedupe window goes on across the restart: what was accepted within it is answered
   // again with its first statuses, whether it was acknowledged since or not.
   for (auto& p : result->recent) {
-    dedupe_entry& e = *remember(p.sender + '\n' + p.message_uuid);
+    dedupe_entry& e = dedupe.remember(dedupe_table::key_of(p.sender, p.message_uuid), steady::now(), dedupe_window());
     e.done = true;
     e.many = p.status.starts_with('[');
     e.status = std::move(p.status);
@@ -1156,43 +1137,11 @@ void broker::impl::on_session_closed(const std::shared_ptr<session>& s) {
 // ------------------------------------------------------------------------------------------
 // relay
 
-void broker::impl::forget_old_uuids() {
-  // Oldest first, what is past the window (or past the cap on entries). An entry still being
-  // accepted stops the sweep: the ones behind it are younger anyway.
-  const auto window = std::chrono::milliseconds(o.dedupe_window_ms);
-  const auto now = steady::now();
-  while (!dedupe_log.empty()) {
-    const dedupe_entry& e = dedupe_log.front();
-    if (!e.done) break;
-    if (now - e.at < window && dedupe.size() < max_dedupe_entries) break;
-    dedupe.erase(std::string_view(e.key));
-    dedupe_log.pop_front();
-  }
-}
-
-// The entry for key, new (or emptied, if a failed attempt left one).
-broker::impl::dedupe_entry* broker::impl::remember(std::string key) {
-  forget_old_uuids();
-  if (auto it = dedupe.find(std::string_view(key)); it != dedupe.end()) {
-    dedupe_entry& e = *it->second;
-    std::string kept = std::move(e.key);
-    e = dedupe_entry{};
-    e.key = std::move(kept);  // the same buffer (or the same object's): the map's view holds
-    return &e;
-  }
-  dedupe_entry& e = dedupe_log.emplace_back();
-  e.key = std::move(key);
-  dedupe.emplace(std::string_view(e.key), &e);
-  return &e;
-}
-
 void broker::impl::handle_message(session& s, request& r) {
   std::string uuid = r.message_uuid.empty() ? make_message_uuid() : std::move(r.message_uuid);
-  std::string key;
-  key.reserve(s.username.size() + 1 + uuid.size());
-  key.append(s.username).append(1, '\n').append(uuid);
-  if (auto it = dedupe.find(std::string_view(key)); it != dedupe.end() && !it->second->failed) {
-    auto& e = *it->second;
+  std::string key = dedupe_table::key_of(s.username, uuid);
+  if (auto* found = dedupe.find(key); found && !found->failed) {
+    auto& e = *found;
     if (e.done) {
       s.append([&](std::string& b) { e.append_accepted(b, uuid, true, r.request_id); });
     } else {
@@ -1269,7 +1218,7 @@ void broker::impl::handle_message(session& s, request& r) {
   }
   m->fan_out = live > 1;
 
-  dedupe_entry& e = *remember(std::move(key));
+  dedupe_entry& e = dedupe.remember(std::move(key), steady::now(), dedupe_window());
   e.many = r.k != kind::send_message;
   if (e.many) {
     std::string arr = "[";

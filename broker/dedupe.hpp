@@ -1,0 +1,62 @@
+// The (sender, message_uuid) pairs accepted recently, and who waits for an accept still being
+// committed. Entries sit in a deque in the order they came (oldest first, addresses stable); a
+// flat map finds them by a view of their key. Sans-I/O: time is an argument. On the broker's
+// thread.
+#pragma once
+
+#include <boost/unordered/unordered_flat_map.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <deque>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace ma {
+
+struct session;
+
+class dedupe_table {
+ public:
+  using time_point = std::chrono::steady_clock::time_point;
+
+  struct entry {
+    std::string key;      // key_of(sender, uuid)
+    bool done = false;    // accepted (or failed): duplicates are answered at once
+    bool failed = false;  // the store refused it: the uuid is free to be sent again
+    bool many = false;    // status is the recipients array
+    std::string status;   // "relayed"/"dead_lettered", or the recipients array as JSON
+    // Who waits for message_accepted: the sender, and duplicates that came meanwhile.
+    std::weak_ptr<session> first_waiter;
+    std::string first_request_id;
+    std::vector<std::pair<std::weak_ptr<session>, std::string>> more_waiters;
+    time_point at{};  // when it was done: the window runs from here
+
+    // Appends the message_accepted frame this entry answers with.
+    void append_accepted(std::string& b, std::string_view uuid, bool duplicate, std::string_view request_id) const;
+  };
+
+  explicit dedupe_table(std::size_t max_entries) : max_entries_(max_entries) {}
+
+  static std::string key_of(std::string_view sender, std::string_view uuid);
+
+  // The entry for key, or nullptr.
+  entry* find(std::string_view key);
+  // The entry for key, new (or emptied, if a failed attempt left one), after forgetting what
+  // is past the window. Its address stays valid until it is done and forgotten.
+  entry& remember(std::string key, time_point now, std::chrono::milliseconds window);
+  // Oldest first, forgets the done entries past the window, or past max_entries. An entry
+  // still being accepted stops it: the ones behind it are younger anyway.
+  void forget_old(time_point now, std::chrono::milliseconds window);
+  std::size_t size() const noexcept { return by_key_.size(); }
+
+ private:
+  std::size_t max_entries_;
+  std::deque<entry> log_;
+  boost::unordered_flat_map<std::string_view, entry*> by_key_;
+};
+
+}  // namespace ma
