@@ -14,6 +14,7 @@ constexpr std::size_t spare_buffers = 2;
 // object, which moves when pieces_ grows, and an asynchronous write may still point at them.
 // With its bytes on the heap, a moved string keeps them where they were.
 constexpr std::size_t min_owned_capacity = 256;
+constexpr std::size_t short_string = 15;  // what a std::string holds inside itself
 
 }  // namespace
 
@@ -54,7 +55,7 @@ void outbox::consume(std::size_t n) {
   if (n > 0 && i < pieces_.size()) {  // a piece written in part: keep its rest, owned
     piece& part = pieces_[i];
     if (part.shared) {
-      part.own.reserve(std::max(part.shared->size() - n, min_owned_capacity));
+      if (part.shared->size() - n <= short_string) part.own.reserve(min_owned_capacity);
       part.own.assign(part.shared->data() + n, part.shared->size() - n);
       part.shared.reset();
     } else {
@@ -80,7 +81,7 @@ std::string& outbox::tail() {
     p.own.swap(spare_.back());
     spare_.pop_back();
   }
-  if (p.own.capacity() < min_owned_capacity) p.own.reserve(min_owned_capacity);
+  if (p.own.capacity() <= short_string) p.own.reserve(min_owned_capacity);
   pieces_.push_back(std::move(p));
   return pieces_.back().own;
 }

@@ -538,7 +538,9 @@ std::int64_t database::count_all_pending() {
 
 void database::remember_accepted(std::string_view sender, std::string_view message_uuid, sys_ms at,
                                  std::string_view status) {
-  st_->dedupe_insert.bind(1, sender).bind(2, message_uuid).bind(3, format_iso8601(at)).bind(4, status).run();
+  const auto when = format_iso8601_fixed(at);  // no allocation: this runs for every accepted message
+  st_->dedupe_insert.bind(1, sender).bind(2, message_uuid).bind(3, std::string_view(when.data(), when.size()));
+  st_->dedupe_insert.bind(4, status).run();
 }
 
 std::vector<accepted_pair> database::accepted_since(sys_ms t) {
