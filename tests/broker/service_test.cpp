@@ -73,6 +73,11 @@ class notify_socket {
 };
 
 
+// The environment systemd gives a Type=notify unit with a watchdog of 200 ms.
+std::vector<std::string> under_systemd(const test::temp_dir& dir) {
+  return {"NOTIFY_SOCKET=" + dir.file("notify"), "WATCHDOG_USEC=200000"};
+}
+
 TEST(Service, UnitPassesSystemdAnalyzeVerify) {
   if (!fs::exists("/usr/bin/systemd-analyze")) GTEST_SKIP() << "systemd-analyze is not installed";
   auto [status, out] = test::run_command("/usr/bin/systemd-analyze", {"verify", build_dir + "/message-broker.service"});
@@ -83,8 +88,7 @@ TEST(Service, UnitPassesSystemdAnalyzeVerify) {
 TEST(Service, NotifiesReadyStatusWatchdogAndStopping) {
   test::temp_dir dir;
   notify_socket notify(dir.file("notify"));
-  test::child_process broker(broker_binary, test::broker_args(dir), dir.file("broker.log"),
-                             {"NOTIFY_SOCKET=" + dir.file("notify"), "WATCHDOG_USEC=200000"});
+  test::child_process broker(broker_binary, test::broker_args(dir), dir.file("broker.log"), under_systemd(dir));
   EXPECT_FALSE(notify.wait_for("READY=1", 20s).empty()) << broker.log();
   auto status = notify.wait_for("STATUS=", 20s);
   EXPECT_NE(status.find("agents online"), std::string::npos) << status;
@@ -98,8 +102,7 @@ TEST(Service, NotifiesReadyStatusWatchdogAndStopping) {
 TEST(Service, WatchdogPingsStopWhileTheDatabaseIsFrozen) {
   test::temp_dir dir;
   notify_socket notify(dir.file("notify"));
-  test::child_process broker(broker_binary, test::broker_args(dir), dir.file("broker.log"),
-                             {"NOTIFY_SOCKET=" + dir.file("notify"), "WATCHDOG_USEC=200000"});
+  test::child_process broker(broker_binary, test::broker_args(dir), dir.file("broker.log"), under_systemd(dir));
   ASSERT_FALSE(notify.wait_for("READY=1", 20s).empty()) << broker.log();
   ASSERT_FALSE(notify.wait_for("WATCHDOG=1", 20s).empty());
   {
@@ -119,8 +122,7 @@ TEST(Service, WatchdogPingsStopWhileTheDatabaseIsFrozen) {
 TEST(Service, TheDatabaseDeletedUnderTheBrokerStopsAcceptsLogsCriticalAndFailsTheWatchdog) {
   test::temp_dir dir;
   notify_socket notify(dir.file("notify"));
-  test::child_process broker(broker_binary, test::broker_args(dir), dir.file("broker.log"),
-                             {"NOTIFY_SOCKET=" + dir.file("notify"), "WATCHDOG_USEC=200000"});
+  test::child_process broker(broker_binary, test::broker_args(dir), dir.file("broker.log"), under_systemd(dir));
   ASSERT_FALSE(notify.wait_for("READY=1", 20s).empty()) << broker.log();
   auto port = test::listening_port(broker, 20s);
   ASSERT_TRUE(port) << broker.log();
