@@ -141,5 +141,24 @@ TEST_F(Receiving, AcknowledgementsFollowedByLogOutGetNothingMoreHanded) {
   EXPECT_EQ(letter("c2").attempts, 0);
 }
 
+// An ack timeout makes room in the window too, and what waited comes next, in order.
+TEST_F(Receiving, AnAckTimeoutMakesRoomInTheWindow) {
+  o.ack_timeout_ms = 300;
+  test::running_broker b(o);
+  client alice(b.port()), frank(b.port());
+  alice.log_in("alice");
+  frank.log_in("frank", {{"receive_window", 1}});
+  send_to(alice, "frank", "t0");
+  send_to(alice, "frank", "t1");
+  EXPECT_EQ(frank.expect_content("receive_message").at("message_uuid").as_string(), "t0");
+  // t0 is never acknowledged: at its timeout it goes to the Dead Letter Channel, and t1 follows.
+  auto next = frank.expect_content("receive_message", 15s);
+  EXPECT_EQ(next.at("message_uuid").as_string(), "t1");
+  EXPECT_FALSE(next.at("redelivery").as_bool());
+  EXPECT_EQ(alice.expect_content("message_dead_lettered", 15s).at("message_uuid").as_string(), "t0");
+  frank.send("acknowledge_message", {{"message_uuid", "t1"}});
+  EXPECT_EQ(alice.expect_content("message_delivered").at("message_uuid").as_string(), "t1");
+}
+
 }  // namespace
 }  // namespace ma
