@@ -493,38 +493,35 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
 
   // --- requests ----------------------------------------------------------------------------
 
-  template <class T>
-  void arm_timeout(const waiter_ptr<T>& w, std::chrono::milliseconds timeout) {
+  // After timeout, on_timeout(waiter&) completes w if nothing else did first; by default with
+  // an empty result (nothing came).
+  template <class T, class OnTimeout>
+  void arm_timeout(const waiter_ptr<T>& w, std::chrono::milliseconds timeout, OnTimeout on_timeout) {
     w->timer.emplace(ex, timeout);
     std::weak_ptr<waiter<T>> weak = w;
-    w->timer->async_wait([weak](boost::system::error_code ec) {
+    w->timer->async_wait([weak, on_timeout = std::move(on_timeout)](boost::system::error_code ec) mutable {
       if (ec) return;
-      if (auto w = weak.lock()) w->complete(nullptr, T{});
+      if (auto w = weak.lock(); w && !w->done) on_timeout(*w);
     });
+  }
+  template <class T>
+  void arm_timeout(const waiter_ptr<T>& w, std::chrono::milliseconds timeout) {
+    arm_timeout(w, timeout, [](waiter<T>& w) { w.complete(nullptr, T{}); });
   }
 
   // A request's answer that does not come in time fails it: a frame the broker could not
   // match to it (or a broker that stopped reading) must not leave the caller waiting forever.
-  template <class Forget>
-  void arm_request_timeout(const waiter_ptr<json::object>& w, kind k, Forget forget) {
-    w->timer.emplace(ex, s.request_timeout);
-    std::weak_ptr<waiter<json::object>> weak = w;
-    const auto ms = s.request_timeout.count();
-    w->timer->async_wait([weak, k, ms, forget = std::move(forget)](boost::system::error_code ec) mutable {
-      if (ec) return;
-      auto w = weak.lock();
-      if (!w || w->done) return;
+  template <class T, class Forget>
+  void arm_request_timeout(const waiter_ptr<T>& w, std::string what, Forget forget) {
+    const std::string text = what + " within " + std::to_string(s.request_timeout.count()) + " ms.";
+    arm_timeout(w, s.request_timeout, [text, forget = std::move(forget)](waiter<T>& w) mutable {
       forget();
-      w->complete(std::make_exception_ptr(timeout_error("The broker did not answer " + std::string(to_string(k)) +
-                                                        " within " + std::to_string(ms) + " ms.")),
-                  {});
+      w.complete(std::make_exception_ptr(timeout_error(text)), {});
     });
   }
 
   auto request(kind k, json::object content) {
     auto self = shared_from_this();
-    std::string frame_text = make_frame(k, content);  // checked before anything is sent
-    check_utf8(frame_text, "The request");
     return make_async<json::object>([self, k, content = std::move(content)](waiter_ptr<json::object> w) mutable {
       if (self->closed || !self->logged_in) {
         w->complete(std::make_exception_ptr(connection_error("Not connected to the broker.")), {});
@@ -532,10 +529,12 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
       }
       const std::string id = self->new_request_id();
       content["request_id"] = id;
+      std::string frame = make_frame(k, content);
+      if (auto e = utf8_error(frame, "The request")) return w->complete(e, {});  // checked before it is sent
       self->requests[id] = w;
-      self->push(make_frame(k, content));
+      self->push(std::move(frame));
       std::weak_ptr<impl> weak = self;
-      self->arm_request_timeout(w, k, [weak, id] {
+      self->arm_request_timeout(w, "The broker did not answer " + std::string(to_string(k)), [weak, id] {
         if (auto me = weak.lock()) me->requests.erase(id);
       });
     });
@@ -555,7 +554,6 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
       content["payload"] = std::move(payload);
     }
     if (m.ttl_ms) content["ttl_ms"] = *m.ttl_ms;
-    check_utf8(make_frame(k, content), "The message");  // names and uuids too
     return make_async<json::object>([self, k, content = std::move(content)](waiter_ptr<json::object> w) mutable {
       if (self->closed) {
         w->complete(closed_error(), {});
@@ -564,10 +562,11 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
       const std::string id = self->new_request_id();
       content["request_id"] = id;
       std::string frame = make_frame(k, content);
+      if (auto e = utf8_error(frame, "The message")) return w->complete(e, {});  // names and uuids too
       if (self->logged_in) self->push(frame);  // else it goes at the next login
       self->sends.push_back({id, std::move(frame), w});
       std::weak_ptr<impl> weak = self;
-      self->arm_request_timeout(w, k, [weak, id] {
+      self->arm_request_timeout(w, "The broker did not answer " + std::string(to_string(k)), [weak, id] {
         auto me = weak.lock();
         if (!me) return;
         std::erase_if(me->sends, [&id](const pending_send& p) { return p.request_id == id; });
@@ -575,11 +574,16 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
     });
   }
 
+  // invalid_argument if text is not UTF-8, else nullptr.
+  static std::exception_ptr utf8_error(std::string_view text, const char* what) {
+    const auto bad = first_invalid_utf8(text);
+    if (!bad) return nullptr;
+    return std::make_exception_ptr(
+        invalid_argument(std::string(what) + " is not valid UTF-8 (at byte " + std::to_string(*bad) +
+                         "); nothing was sent: send text as UTF-8, or binary data encoded (base64) in a payload."));
+  }
   static void check_utf8(std::string_view text, const char* what) {
-    if (auto bad = first_invalid_utf8(text)) {
-      throw invalid_argument(std::string(what) + " is not valid UTF-8 (at byte " + std::to_string(*bad) +
-                             "); nothing was sent: send text as UTF-8, or binary data encoded (base64) in a payload.");
-    }
+    if (auto e = utf8_error(text, what)) std::rethrow_exception(e);
   }
 };
 
@@ -614,19 +618,16 @@ asio::awaitable<login_info> client::connect() {
   auto self = impl_;
   auto op = make_async<login_info>([self](waiter_ptr<login_info> w) {
     self->connect_waiter = w;
-    w->timer.emplace(self->ex, self->s.request_timeout);
-    std::weak_ptr<waiter<login_info>> weak = w;
-    w->timer->async_wait([weak, self](boost::system::error_code ec) {
-      auto w = weak.lock();
-      if (ec || !w || w->done) return;
-      self->connect_waiter.reset();
-      self->closed = true;
+    // No answer to log_in: the client gives up (and does not reconnect).
+    std::weak_ptr<impl> weak = self;
+    self->arm_request_timeout(w, "The broker at " + self->s.host + ":" + std::to_string(self->s.port) +
+                                     " did not answer log_in", [weak] {
+      auto me = weak.lock();
+      if (!me) return;
+      me->connect_waiter.reset();
+      me->closed = true;
       boost::system::error_code ignored;
-      if (self->sock) self->sock->close(ignored);
-      w->complete(std::make_exception_ptr(timeout_error("The broker at " + self->s.host + ":" +
-                                                        std::to_string(self->s.port) + " did not answer log_in within " +
-                                                        std::to_string(self->s.request_timeout.count()) + " ms.")),
-                  {});
+      if (me->sock) me->sock->close(ignored);
     });
     asio::co_spawn(self->ex, self->run(), [self](std::exception_ptr e) {
       if (!e) return;
