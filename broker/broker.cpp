@@ -560,7 +560,7 @@ void broker::impl::start() {
   };
   auto result = std::make_shared<loaded>();
   std::promise<void> done;
-  const auto window = bounded_ms(o.dedupe_window_ms);
+  const auto window = dedupe_window();
   st.submit(
       [result, window](database& db) {
         const auto now = now_ms();
@@ -582,12 +582,13 @@ void broker::impl::start() {
   for (auto& g : result->groups) groups[g.name] = std::set<std::string>(g.members.begin(), g.members.end());
   // The dedupe window goes on across the restart: what was accepted within it is answered
   // again with its first statuses, whether it was acknowledged since or not.
+  const auto loaded_at = steady::now();
   for (auto& p : result->recent) {
-    dedupe_entry& e = dedupe.remember(dedupe_table::key_of(p.sender, p.message_uuid), steady::now(), dedupe_window());
+    dedupe_entry& e = dedupe.remember(dedupe_table::key_of(p.sender, p.message_uuid), loaded_at, window);
     e.done = true;
     e.many = p.status.starts_with('[');
     e.status = std::move(p.status);
-    e.at = steady::now();
+    e.at = loaded_at;
   }
   warn_letters({}, result->expired);
 
@@ -816,7 +817,7 @@ void broker::impl::schedule_expiry_sweep() {
   expiry_timer.async_wait([self](boost::system::error_code ec) {
     if (ec || self->stopping) return;
     auto expired = std::make_shared<counts_by_recipient>();
-    const auto window = bounded_ms(self->o.dedupe_window_ms);
+    const auto window = self->dedupe_window();
     self->submit(
         [expired, window](database& db) {
           const auto now = now_ms();

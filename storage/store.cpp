@@ -14,8 +14,8 @@ namespace {
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 
-constexpr auto first_backoff = 10ms;
-constexpr auto max_backoff = 1s;
+constexpr std::chrono::milliseconds first_backoff = 10ms;
+constexpr std::chrono::milliseconds max_backoff = 1s;
 // Retried work still failing this long after a stop was asked for is given up: the journal
 // rows it would have moved are recovered at the next start.
 constexpr auto give_up_when_stopping = 10s;
@@ -136,7 +136,7 @@ void store::loop(const settings& s, std::promise<void>* opened) {
       }
     }
     std::this_thread::sleep_for(backoff);
-    backoff = std::min(backoff * 2, std::chrono::duration_cast<std::chrono::milliseconds>(max_backoff));
+    backoff = std::min(backoff * 2, max_backoff);
     {
       std::lock_guard lock(mutex_);
       retrying_ = 0;
