@@ -70,21 +70,13 @@ struct chat_state {
 asio::awaitable<void> send_to(chat_state& st, const std::string& to, const std::string& text) {
   outgoing m;
   m.text = text;
-  try {
-    auto r = co_await st.c.send(to, m);
-    st.correspondent = to;
-    st.print("(" + r.recipients.front().status + " to " + to + ")");
-  } catch (const broker_error& e) {
-    st.print("! " + e.code + ": " + e.what());
-  } catch (const invalid_argument& e) {
-    st.print(std::string("! ") + e.what());
-  } catch (const timeout_error& e) {
-    st.print(std::string("! ") + e.what());
-  }
+  auto r = co_await st.c.send(to, m);
+  st.correspondent = to;
+  st.print("(" + r.recipients.front().status + " to " + to + ")");
 }
 
-asio::awaitable<void> command(chat_state& st, const std::string& line) {
-  if (line.empty()) co_return;
+// One typed line; what the broker or the library refuses is printed by command().
+asio::awaitable<void> run_line(chat_state& st, const std::string& line) {
   if (line[0] != '/') {
     if (st.correspondent.empty()) {
       st.print("! nobody to send to yet: /to NAME TEXT first (" + std::string(help_text) + ")");
@@ -103,45 +95,50 @@ asio::awaitable<void> command(chat_state& st, const std::string& line) {
     const auto start = r.find_first_not_of(' ');
     return start == std::string::npos ? std::string() : r.substr(start);
   };
-  try {
-    if (cmd == "/quit") {
-      st.quit = true;
-    } else if (cmd == "/help") {
-      st.print(help_text);
-    } else if (cmd == "/to") {
-      in >> name;
-      const std::string text = rest();
-      if (name.empty() || text.empty()) {
-        st.print("! usage: /to NAME TEXT");
-      } else {
-        co_await send_to(st, name, text);
-      }
-    } else if (cmd == "/all") {
-      outgoing m;
-      m.text = rest();
-      auto r = co_await st.c.broadcast(m);
-      st.print("(broadcast to " + std::to_string(r.recipients.size()) + ")");
-    } else if (cmd == "/group") {
-      in >> name;
-      outgoing m;
-      m.text = rest();
-      auto r = co_await st.c.group_send(name, m);
-      st.print("(sent to group " + name + ", " + std::to_string(r.recipients.size()) + " members)");
-    } else if (cmd == "/users") {
-      std::string line_out = "online:";
-      for (auto& u : co_await st.c.users()) line_out += " " + u;
-      st.print(line_out);
-    } else if (cmd == "/groups") {
-      auto groups = co_await st.c.groups();
-      if (groups.empty()) st.print("no groups");
-      for (auto& g : groups) {
-        std::string line_out = g.name + ":";
-        for (auto& m : g.members) line_out += " " + m;
-        st.print(line_out);
-      }
+  if (cmd == "/quit") {
+    st.quit = true;
+  } else if (cmd == "/help") {
+    st.print(help_text);
+  } else if (cmd == "/to") {
+    in >> name;
+    const std::string text = rest();
+    if (name.empty() || text.empty()) {
+      st.print("! usage: /to NAME TEXT");
     } else {
-      st.print("! unknown command " + cmd + "; " + help_text);
+      co_await send_to(st, name, text);
     }
+  } else if (cmd == "/all") {
+    outgoing m;
+    m.text = rest();
+    auto r = co_await st.c.broadcast(m);
+    st.print("(broadcast to " + std::to_string(r.recipients.size()) + ")");
+  } else if (cmd == "/group") {
+    in >> name;
+    outgoing m;
+    m.text = rest();
+    auto r = co_await st.c.group_send(name, m);
+    st.print("(sent to group " + name + ", " + std::to_string(r.recipients.size()) + " members)");
+  } else if (cmd == "/users") {
+    std::string line_out = "online:";
+    for (auto& u : co_await st.c.users()) line_out += " " + u;
+    st.print(line_out);
+  } else if (cmd == "/groups") {
+    auto groups = co_await st.c.groups();
+    if (groups.empty()) st.print("no groups");
+    for (auto& g : groups) {
+      std::string line_out = g.name + ":";
+      for (auto& m : g.members) line_out += " " + m;
+      st.print(line_out);
+    }
+  } else {
+    st.print("! unknown command " + cmd + "; " + help_text);
+  }
+}
+
+asio::awaitable<void> command(chat_state& st, const std::string& line) {
+  if (line.empty()) co_return;
+  try {
+    co_await run_line(st, line);
   } catch (const broker_error& e) {
     st.print("! " + e.code + ": " + e.what());
   } catch (const invalid_argument& e) {
