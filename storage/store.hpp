@@ -32,7 +32,7 @@
 #include <thread>
 #include <type_traits>
 
-#include "storage/database.hpp"
+#include "storage/job.hpp"
 
 namespace ma {
 
@@ -43,13 +43,10 @@ class store {
     std::size_t max_batch = 4096;
   };
 
-  using job = std::function<void(database&)>;
+  using job = store_job;
   // Called on the store's thread after the commit (or with the operation's error).
-  using completion = std::function<void(std::exception_ptr)>;
-  // fail: an error reaches the completion (the caller can say so, e.g. internal_error to a
-  // sender). retry: work the broker depends on and cannot hand back (moving deliveries to the
-  // Dead Letter Channel, acknowledgements), run again until it commits.
-  enum class on_failure { fail, retry };
+  using completion = store_completion;
+  using on_failure = ma::on_failure;
 
   // Opens the database on the store's thread; rethrows what opening threw.
   explicit store(const settings& s);

@@ -1,4 +1,4 @@
-#include "broker/outbox.hpp"
+#include "broker/core/outbox.hpp"
 
 #include <gtest/gtest.h>
 

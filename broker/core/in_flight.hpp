@@ -10,7 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "broker/delivery.hpp"
+#include "broker/core/delivery.hpp"
 
 namespace ma {
 

@@ -9,7 +9,7 @@
 #include <chrono>
 #include <cstddef>
 #include <deque>
-#include <memory>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -17,7 +17,7 @@
 
 namespace ma {
 
-struct session;
+using peer_id = std::uint64_t;
 
 class dedupe_table {
  public:
@@ -30,9 +30,9 @@ class dedupe_table {
     bool many = false;    // status is the recipients array
     std::string status;   // "relayed"/"dead_lettered", or the recipients array as JSON
     // Who waits for message_accepted: the sender, and duplicates that came meanwhile.
-    std::weak_ptr<session> first_waiter;
+    peer_id first_waiter = 0;
     std::string first_request_id;
-    std::vector<std::pair<std::weak_ptr<session>, std::string>> more_waiters;
+    std::vector<std::pair<peer_id, std::string>> more_waiters;
     time_point at{};  // when it was done: the window runs from here
 
     // Appends the message_accepted frame this entry answers with.

@@ -1,4 +1,4 @@
-#include "broker/letter_warnings.hpp"
+#include "broker/core/letter_warnings.hpp"
 
 #include <gtest/gtest.h>
 

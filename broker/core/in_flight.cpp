@@ -1,4 +1,4 @@
-#include "broker/in_flight.hpp"
+#include "broker/core/in_flight.hpp"
 
 #include <algorithm>
 

@@ -4,10 +4,9 @@
 // Not thread-safe; on the broker's thread.
 #pragma once
 
-#include <boost/asio/buffer.hpp>
-
 #include <cstddef>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -39,7 +38,8 @@ class outbox {
 
   // The gather list for one write: the queued pieces from the front, up to 512 of them or
   // 512 KiB. Valid until the next call that changes the outbox.
-  const std::vector<boost::asio::const_buffer>& gather();
+  using bytes_view = std::span<const char>;
+  const std::vector<bytes_view>& gather();
   // An asynchronous write of the gathered pieces is under way: appends go after them until
   // written() says it is over.
   void writing() noexcept { writing_ = buffers_.size(); }
@@ -54,9 +54,7 @@ class outbox {
   struct piece {
     std::shared_ptr<const std::string> shared;
     std::string own;
-    boost::asio::const_buffer buffer() const {
-      return shared ? boost::asio::buffer(*shared) : boost::asio::buffer(own);
-    }
+    bytes_view view() const { return shared ? bytes_view(*shared) : bytes_view(own); }
     std::size_t size() const { return shared ? shared->size() : own.size(); }
   };
   std::string& tail();
@@ -65,7 +63,7 @@ class outbox {
   std::size_t bytes_ = 0;
   std::size_t writing_ = 0;         // pieces at the front that an asynchronous write holds
   std::vector<std::string> spare_;  // emptied buffers, kept for their capacity
-  std::vector<boost::asio::const_buffer> buffers_;  // the gather list, reused
+  std::vector<bytes_view> buffers_;  // the gather list, reused
 };
 
 }  // namespace ma

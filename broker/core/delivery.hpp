@@ -1,5 +1,5 @@
 // What the broker holds of a message while it is being delivered: the accepted message shared by
-// its recipients, one delivery of it to one session, and a delivery on its way to the Dead
+// its recipients, one delivery of it to one peer, and a delivery on its way to the Dead
 // Letter Channel. Plain data, no Asio.
 #pragma once
 
@@ -13,7 +13,7 @@
 
 namespace ma {
 
-struct session;
+using peer_id = std::uint64_t;
 
 // One accepted message, shared by its recipients' deliveries.
 struct accepted_message {
@@ -21,7 +21,7 @@ struct accepted_message {
   iso8601_text sent_at{};
   bool fan_out = false;        // more than one live recipient: share the frame's parts
   receive_frame_parts frame;  // built at the first live delivery of a fan-out
-  std::weak_ptr<session> origin;  // the session that sent it: its receipts go there
+  peer_id origin = 0;  // the peer that sent it: its receipts go there while it is connected
 
   message_header header() const {
     return {rec.message_uuid, rec.sender, rec.ch, rec.group_name, std::string_view(sent_at.data(), sent_at.size()),

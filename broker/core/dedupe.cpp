@@ -1,4 +1,4 @@
-#include "broker/dedupe.hpp"
+#include "broker/core/dedupe.hpp"
 
 #include "core/frames.hpp"
 

@@ -1,4 +1,4 @@
-#include "broker/outbox.hpp"
+#include "broker/core/outbox.hpp"
 
 #include <algorithm>
 
@@ -28,12 +28,12 @@ void outbox::push_shared(std::shared_ptr<const std::string> frame) {
   pieces_.push_back(piece{std::move(frame), {}});
 }
 
-const std::vector<boost::asio::const_buffer>& outbox::gather() {
+const std::vector<outbox::bytes_view>& outbox::gather() {
   buffers_.clear();
   std::size_t bytes = 0;
   for (const piece& p : pieces_) {
     if (buffers_.size() == max_pieces_per_write || bytes >= max_bytes_per_write) break;
-    buffers_.push_back(p.buffer());
+    buffers_.push_back(p.view());
     bytes += p.size();
   }
   return buffers_;
@@ -69,7 +69,7 @@ void outbox::release_memory() {
   if (!pieces_.empty() || writing_ != 0) return;
   std::vector<std::string>().swap(spare_);
   std::vector<piece>().swap(pieces_);
-  std::vector<boost::asio::const_buffer>().swap(buffers_);
+  std::vector<bytes_view>().swap(buffers_);
 }
 
 std::string& outbox::tail() {

@@ -1,0 +1,254 @@
+// Accepting a message: dedupe, routing to its recipients, the commit, and the live deliveries
+// that follow it (at once, held behind a backlog, or held while a window is full).
+#include <spdlog/spdlog.h>
+
+#include "broker/core/broker_core.hpp"
+#include "broker/core/store_jobs.hpp"
+#include "core/duration.hpp"
+#include "core/encode.hpp"
+#include "core/frames.hpp"
+#include "core/uuid.hpp"
+
+namespace ma {
+
+namespace {
+
+std::string_view status_of(bool live) { return live ? "relayed" : "dead_lettered"; }
+
+// message_accepted's recipients array, as JSON text.
+std::string recipients_status(const std::vector<store_jobs::accept_target>& targets) {
+  std::string arr = "[";
+  for (auto& t : targets) {
+    if (arr.size() > 1) arr += ',';
+    arr += "{\"receiver_username\":";
+    append_json_string(arr, t.name);
+    arr += ",\"status\":\"";
+    arr += status_of(t.live);
+    arr += "\"}";
+  }
+  arr += ']';
+  return arr;
+}
+
+}  // namespace
+
+// Fills rec's channel (and group) and out with the recipients; false after an error reply.
+bool broker_core::recipients_of(peer& p, request& r, message_record& rec, std::vector<std::string>& out) {
+  switch (r.k) {
+    case kind::send_message:
+      rec.ch = channel::direct;
+      out = std::move(r.receivers);
+      return true;
+    case kind::multicast_message:
+      rec.ch = channel::multicast;
+      out = std::move(r.receivers);
+      return true;
+    case kind::broadcast_message:
+      rec.ch = channel::broadcast;
+      for (auto& [name, id] : online_) {
+        if (name != p.username) out.push_back(name);
+      }
+      return true;
+    default:
+      rec.ch = channel::group;
+      if (!groups_.exists(r.group_name)) {
+        send_error(p, errc::unknown_group,
+                   "There is no group '" + r.group_name + "'; create it with create_group or check get_group_list.", &r);
+        return false;
+      }
+      if (!groups_.is_member(r.group_name, p.username)) {
+        send_error(p, errc::not_group_member,
+                   "You are not a member of '" + r.group_name + "'; join_group first to send to it.", &r);
+        return false;
+      }
+      rec.group_name = r.group_name;
+      out = groups_.recipients(r.group_name, p.username);
+      return true;
+  }
+}
+
+void broker_core::handle_message(peer& p, request& r, const moment& now) {
+  std::string uuid = r.message_uuid.empty() ? make_message_uuid() : std::move(r.message_uuid);
+  std::string key = dedupe_table::key_of(p.username, uuid);
+  if (auto* found = dedupe_.find(key); found && !found->failed) {
+    auto& e = *found;
+    if (e.done) {
+      p.out.append([&](std::string& b) { e.append_accepted(b, uuid, true, r.request_id); });
+      queue_flush(p);
+    } else {
+      e.more_waiters.emplace_back(p.id, std::move(r.request_id));
+    }
+    return;
+  }
+
+  auto m = std::make_shared<accepted_message>();
+  message_record& rec = m->rec;
+  std::vector<std::string> recipients;
+  if (!recipients_of(p, r, rec, recipients)) return;
+  rec.sender = p.username;
+  rec.body = std::move(r.body);
+  rec.accepted_at = now.wall;
+  rec.expires_at = saturating_add(rec.accepted_at, bounded_ms(r.ttl_ms ? *r.ttl_ms : s_.dead_letter_ttl_ms));
+  m->sent_at = format_iso8601_fixed(rec.accepted_at);
+  m->origin = p.id;
+
+  // Routing: a live delivery to each online recipient with room, a dead letter for the others.
+  std::vector<store_jobs::accept_target> targets;
+  std::vector<peer_id> live_to;  // by target; 0 for a dead letter
+  targets.reserve(recipients.size());
+  live_to.reserve(recipients.size());
+  bool any_dead = false;
+  int live = 0;
+  for (auto& name : recipients) {
+    store_jobs::accept_target t{std::move(name), false, dead_letter_reason::recipient_offline, 0};
+    peer_id to_id = 0;
+    if (peer* to = find_online(t.name); to && to->open()) {
+      if (to->out.bytes() > s_.max_outbound_bytes) {
+        t.reason = dead_letter_reason::queue_overflow;
+      } else {
+        t.live = true;
+        to_id = to->id;
+        ++live;
+        // Backpressure: the sender's reading is held after this frame.
+        if (!to->slow && to != &p && to->out.bytes() > s_.max_outbound_bytes / 4 && p.blocked_on == 0) {
+          p.blocked_on = to->id;
+        }
+      }
+    }
+    any_dead = any_dead || !t.live;
+    targets.push_back(std::move(t));
+    live_to.push_back(to_id);
+  }
+  m->fan_out = live > 1;
+
+  dedupe_table::entry& e = dedupe_.remember(std::move(key), now.steady, bounded_ms(s_.dedupe_window_ms));
+  e.many = r.k != kind::send_message;
+  e.status = e.many ? recipients_status(targets) : std::string(status_of(targets.front().live));
+  e.first_waiter = p.id;
+  e.first_request_id = std::move(r.request_id);
+  rec.message_uuid = std::move(uuid);
+
+  const bool persist = s_.persist_accepted;
+  if (!persist) {
+    for (std::size_t i = 0; i < targets.size(); ++i) {
+      if (peer* to = live_to[i] ? find(live_to[i]) : nullptr) deliver(*to, m, 0, now);
+    }
+    if (!any_dead) return finish_accept(e, rec.message_uuid, now.steady);
+  }
+
+  // The dedupe entry outlives the commit: an entry is only forgotten once done.
+  dedupe_table::entry* entry = &e;
+  auto job = store_jobs::accept(m, std::move(targets), persist, e.status, now.wall);
+  auto done = [this, m, persist, entry, live_to = std::move(live_to), committed = job.result](std::exception_ptr err,
+                                                                                             const moment& at) {
+    if (err) return accept_failed(*entry, m->rec.message_uuid);
+    if (persist) {
+      std::vector<failed_delivery> gone;
+      for (std::size_t i = 0; i < committed->size(); ++i) {
+        auto& t = (*committed)[i];
+        if (!t.live) continue;
+        peer* to = find(live_to[i]);
+        if (to && to->open()) {
+          deliver(*to, m, t.seq, at);
+        } else {
+          gone.push_back({t.name, delivery{m, t.seq, 0, 1, m->rec.accepted_at}, false});
+        }
+      }
+      if (!gone.empty()) dead_letter(std::move(gone), dead_letter_reason::recipient_disconnected, at);
+    }
+    finish_accept(*entry, m->rec.message_uuid, at.steady);
+    deadline_may_have_moved();
+  };
+  submit(std::move(job.run), std::move(done), on_failure::fail, "accept");
+}
+
+void broker_core::finish_accept(dedupe_table::entry& e, const std::string& uuid, steady_time now) {
+  e.done = true;
+  e.at = now;
+  if (peer* p = find(e.first_waiter)) {
+    p->out.append([&](std::string& b) { e.append_accepted(b, uuid, false, e.first_request_id); });
+    queue_flush(*p);
+  }
+  e.first_waiter = 0;
+  std::string().swap(e.first_request_id);
+  for (auto& [id, request_id] : e.more_waiters) {
+    if (peer* p = find(id)) {
+      p->out.append([&](std::string& b) { e.append_accepted(b, uuid, true, request_id); });
+      queue_flush(*p);
+    }
+  }
+  e.more_waiters.clear();
+  e.more_waiters.shrink_to_fit();
+}
+
+// Nothing of it was committed: the sender hears internal_error, never message_accepted, and the
+// same uuid may be sent again.
+void broker_core::accept_failed(dedupe_table::entry& e, const std::string& uuid) {
+  e.failed = true;
+  e.done = true;
+  auto notify = [&](peer_id id, const std::string& request_id) {
+    if (peer* p = find(id)) {
+      push(*p, make_error_frame({errc::internal_error,
+                                 "The broker could not store the message; it was not accepted: send it again.",
+                                 request_id, uuid}));
+    }
+  };
+  notify(e.first_waiter, e.first_request_id);
+  for (auto& [id, request_id] : e.more_waiters) notify(id, request_id);
+  e.first_waiter = 0;
+  e.more_waiters.clear();
+}
+
+void broker_core::deliver(peer& to, const message_ptr& m, std::int64_t seq, const moment& now) {
+  // Behind the backlog, or behind what already waits for room in the window, or before the
+  // log_in is answered: order holds.
+  if (to.phase != peer_phase::logged_in || to.redelivery.state != redelivery_state::idle || to.held_count() > 0 ||
+      to.window_full()) {
+    to.held.push_back({m, seq});
+    return;
+  }
+  send_live(to, m, seq, now);
+}
+
+// Sends what waits in to.held while its window has room and no backlog is being redelivered.
+void broker_core::refill(peer& to, const moment& now) {
+  while (to.receiving() && to.redelivery.state == redelivery_state::idle && to.held_count() > 0 &&
+         !to.window_full()) {
+    auto h = std::move(to.held[to.held_next++]);
+    send_live(to, h.msg, h.seq, now);
+  }
+  if (to.held_next == to.held.size()) {
+    to.held.clear();
+    to.held_next = 0;
+  } else if (to.held_next > 1024 && to.held_next > to.held.size() / 2) {
+    to.held.erase(to.held.begin(), to.held.begin() + static_cast<std::ptrdiff_t>(to.held_next));
+    to.held_next = 0;
+  }
+}
+
+// At the next tick, after the burst of frames being handled: acknowledgements followed by
+// log_out in one write (listen --count) free the window but get nothing more handed to them.
+// The redelivery pump goes on then too.
+void broker_core::refill_soon(peer& to) {
+  if (to.refill_due || (to.held_count() == 0 && to.redelivery.state != redelivery_state::sending)) return;
+  to.refill_due = true;
+  refills_.push_back(to.id);
+}
+
+void broker_core::send_live(peer& to, const message_ptr& m, std::int64_t seq, const moment& now) {
+  if (m->fan_out) {
+    // Serialized once; each recipient's buffer gets head + its name + tail.
+    if (m->frame.head.empty()) m->frame = make_receive_frame(m->header());
+    to.out.append([&](std::string& b) {
+      b += m->frame.head;
+      append_json_string(b, to.username);
+      b += m->frame.tail;
+    });
+  } else {
+    to.out.append([&](std::string& b) { append_live_frame(b, m->header(), to.username); });
+  }
+  queue_flush(to);
+  register_in_flight(to, delivery{m, seq, 0, 1, now.wall}, now.steady);
+}
+
+}  // namespace ma

@@ -1,0 +1,123 @@
+// Acknowledgements and their receipts, ack timeouts, and moving failed deliveries to the Dead
+// Letter Channel.
+#include <spdlog/spdlog.h>
+
+#include "broker/core/broker_core.hpp"
+#include "broker/core/store_jobs.hpp"
+#include "core/duration.hpp"
+#include "core/frames.hpp"
+
+namespace ma {
+
+template <class Write>
+void broker_core::notify_all_sessions(std::string_view user, Write&& write) {
+  if (peer* p = find_online(user); p && p->open()) {
+    p->out.append(write);
+    queue_flush(*p);
+  }
+  auto range = send_only_.equal_range(user);
+  for (auto it = range.first; it != range.second; ++it) {
+    if (peer* p = find(it->second); p && p->open()) {
+      p->out.append(write);
+      queue_flush(*p);
+    }
+  }
+}
+
+template <class Write>
+void broker_core::notify_sender(const accepted_message& m, Write&& write) {
+  if (peer* origin = find(m.origin); origin && origin->open()) {
+    origin->out.append(write);
+    return queue_flush(*origin);
+  }
+  notify_all_sessions(m.rec.sender, write);
+}
+
+void broker_core::register_in_flight(peer& to, delivery d, steady_time now) {
+  const std::uint64_t id = to.in_flight.add(std::move(d));
+  ack_deadlines_.push_back({saturating_add(now, bounded_ms(s_.ack_timeout_ms)), to.id, id});
+}
+
+void broker_core::handle_ack(peer& p, const request& r, const moment& now) {
+  auto acks = std::make_shared<store_jobs::acknowledgements>();
+  std::string delivered_at;
+  for (const std::string& uuid : r.ack_uuids) {
+    auto taken = p.in_flight.take(uuid, r.ack_sender);
+    if (!taken) {
+      acks->late.push_back(uuid);
+      continue;
+    }
+    delivery d = std::move(*taken);
+    if (delivered_at.empty()) delivered_at = format_iso8601(now.wall);
+    notify_sender(*d.msg, [&](std::string& b) { append_delivered_frame(b, uuid, p.username, delivered_at); });
+    if (d.dead_letter_id) {
+      --p.redelivery.in_flight;
+      acks->redelivered.push_back(std::move(d));
+    } else if (d.seq) {
+      acks->seqs.push_back(d.seq);
+    }
+  }
+  refill_soon(p);
+  if (acks->seqs.empty() && acks->redelivered.empty() && acks->late.empty()) return;
+  acks->receiver = p.username;
+  acks->ack_sender = r.ack_sender;
+  auto job = store_jobs::acknowledge(acks, now.wall, static_cast<int>(s_.max_delivery_attempts));
+  auto done = [this, acks, late_senders = job.result, now](std::exception_ptr err, const moment&) {
+    if (err) {
+      spdlog::error("acknowledgements from '{}' could not be stored; the messages stay journaled", acks->receiver);
+      return;
+    }
+    const std::string at = format_iso8601(now.wall);
+    for (std::size_t i = 0; i < late_senders->size(); ++i) {
+      for (auto& sender : (*late_senders)[i]) {
+        notify_all_sessions(sender, [&](std::string& b) { append_delivered_frame(b, acks->late[i], acks->receiver, at); });
+      }
+    }
+  };
+  // Retried until it commits: an acknowledgement lost here would deliver the message again.
+  submit(std::move(job.run), std::move(done), on_failure::retry, "acknowledgement");
+}
+
+void broker_core::expire_acks(const moment& now) {
+  std::vector<failed_delivery> expired;
+  while (!ack_deadlines_.empty() && ack_deadlines_.front().at <= now.steady) {
+    const ack_deadline entry = ack_deadlines_.front();
+    ack_deadlines_.pop_front();
+    peer* p = find(entry.to);
+    if (!p) continue;
+    auto d = p->in_flight.take(entry.id);
+    if (!d) continue;  // acknowledged in time
+    const bool redelivery = d->dead_letter_id != 0;
+    expired.push_back({p->username, std::move(*d), true});
+    if (redelivery) {
+      --p->redelivery.in_flight;
+      pump(*p, now);
+    }
+    refill_soon(*p);
+  }
+  if (!expired.empty()) dead_letter(std::move(expired), dead_letter_reason::ack_timeout, now);
+}
+
+void broker_core::dead_letter(std::vector<failed_delivery> failed, dead_letter_reason reason, const moment& now) {
+  auto batch = std::make_shared<const std::vector<failed_delivery>>(std::move(failed));
+  auto job = store_jobs::dead_letter(batch, reason, now.wall, static_cast<int>(s_.max_delivery_attempts));
+  auto done = [this, batch, parked = job.result, reason](std::exception_ptr err, const moment& at) {
+    if (err) {
+      spdlog::error("{} deliveries could not be moved to the Dead Letter Channel ({}); journaled ones are "
+                    "recovered at the next start",
+                    batch->size(), to_string(reason));
+      return;
+    }
+    warn_letters(*parked, {}, at.steady);
+    for (auto& f : *batch) {
+      if (f.d.dead_letter_id) continue;  // already a dead letter: its sender heard so before
+      notify_sender(*f.d.msg, [&](std::string& b) {
+        append_dead_lettered_frame(b, f.d.msg->rec.message_uuid, f.receiver, to_string(reason));
+      });
+    }
+  };
+  // Retried until it commits: a delivery that left its peer lives only here until then.
+  submit(std::move(job.run), std::move(done), on_failure::retry, "move to the Dead Letter Channel");
+}
+
+}  // namespace ma

@@ -1,0 +1,385 @@
+#include "broker/core/broker_core.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <functional>
+
+#include "broker/core/store_jobs.hpp"
+#include "core/duration.hpp"
+#include "core/encode.hpp"
+
+namespace ma {
+
+broker_core::broker_core(const core_settings& s, port& p) : s_(s), port_(p), decoder_(s.max_message_bytes) {}
+
+broker_core::~broker_core() = default;
+
+void broker_core::start(const std::vector<group_record>& groups, std::vector<accepted_pair> recent,
+                        const counts_by_recipient& expired, const moment& now) {
+  groups_.load(groups);
+  // The dedupe window goes on across the restart: what was accepted within it is answered
+  // again with its first statuses, whether it was acknowledged since or not.
+  const auto window = bounded_ms(s_.dedupe_window_ms);
+  for (auto& pair : recent) {
+    auto& e = dedupe_.remember(dedupe_table::key_of(pair.sender, pair.message_uuid), now.steady, window);
+    e.done = true;
+    e.many = pair.status.starts_with('[');
+    e.status = std::move(pair.status);
+    e.at = now.steady;
+  }
+  next_expiry_ = now.steady + expiry_interval;
+  next_idle_release_ = now.steady + idle_buffers_after;
+  warn_letters({}, expired, now.steady);
+  deadline_may_have_moved();
+}
+
+void broker_core::reload(const core_settings& s) {
+  s_ = s;
+  decoder_.set_max_message_bytes(s_.max_message_bytes);
+  // Login timeouts and evictions may come sooner now: check every peer at the next tick.
+  liveness_.clear();
+  for (auto& [id, p] : peers_) {
+    p->check_at = p->connected_at;
+    liveness_.push_back({p->check_at, id});
+  }
+  std::make_heap(liveness_.begin(), liveness_.end(), std::greater<>());
+  deadline_may_have_moved();
+}
+
+// ------------------------------------------------------------------------------------------
+// inputs
+
+void broker_core::connected(peer_id id, std::string address, const moment& now) {
+  auto [it, fresh] = peers_.emplace(id, std::make_unique<peer>(id, std::move(address), now.steady));
+  if (!fresh) return;
+  spdlog::debug("session {}: connected from {}", id, it->second->address);
+  schedule_check(*it->second, saturating_add(now.steady, bounded_ms(s_.login_timeout_ms)));
+  deadline_may_have_moved();
+}
+
+void broker_core::frame_received(peer_id id, std::string_view frame, const moment& now) {
+  peer* p = find(id);
+  if (!p || !p->open() || p->reading != peer_reading::open) return;
+  p->last_activity = now.steady;
+  spdlog::debug("session {}: <- {}", id, frame.substr(0, 200));
+  auto decoded = decoder_.decode(frame);
+  if (!decoded) {
+    push(*p, make_error_frame(decoded.error()));
+  } else {
+    handle(*p, *decoded, now);
+  }
+  if (p->blocked_on) wait_for_room(*p, now);
+  deadline_may_have_moved();
+}
+
+void broker_core::frame_too_large(peer_id id, const moment&) {
+  peer* p = find(id);
+  if (!p || !p->open()) return;
+  send_error(*p, errc::frame_too_large,
+             "A frame was longer than max_frame_bytes (" + std::to_string(s_.max_frame_bytes) +
+                 "); the connection is closed: send smaller messages, one JSON object per line.");
+  begin_close(*p);
+}
+
+void broker_core::written(peer_id id, std::size_t n, const moment& now) {
+  peer* p = find(id);
+  if (!p || n == 0) return;
+  p->out.consume(n);
+  p->last_write = now.steady;
+  if (p->redelivery.state == redelivery_state::sending) pump(*p, now);
+  if (!p->stalled.empty() || p->slow) release_stalled(*p);
+  deadline_may_have_moved();
+}
+
+void broker_core::disconnected(peer_id id, const moment& now) {
+  auto it = peers_.find(id);
+  if (it == peers_.end()) return;
+  std::unique_ptr<peer> gone = std::move(it->second);
+  peers_.erase(it);
+  peer& p = *gone;
+  release_all_stalled(p);
+  if (!p.username.empty()) {
+    if (forget_name(p)) presence_changed(p.username, false, now);
+    spdlog::info("session {}: '{}' disconnected ({} unacknowledged)", id, p.username,
+                 p.in_flight.size() + p.held_count());
+  } else {
+    spdlog::debug("session {}: closed before logging in", id);
+  }
+  std::vector<failed_delivery> failed;
+  failed.reserve(p.in_flight.size() + p.held_count());
+  // In the order they were sent, so that redelivery keeps the order.
+  for (auto& d : p.in_flight.drain()) failed.push_back({p.username, std::move(d), true});
+  for (std::size_t i = p.held_next; i < p.held.size(); ++i) {
+    auto& h = p.held[i];
+    failed.push_back({p.username, delivery{h.msg, h.seq, 0, 1, h.msg->rec.accepted_at}, false});
+  }
+  if (!failed.empty()) {
+    dead_letter(std::move(failed),
+                stopping_ ? dead_letter_reason::broker_restart : dead_letter_reason::recipient_disconnected, now);
+  }
+  deadline_may_have_moved();
+}
+
+void broker_core::tick(const moment& now) {
+  expire_acks(now);
+  check_liveness(now);
+  end_room_waits(now);
+  if (auto due = presence_.due(); due && *due <= now.steady) flush_presence({});
+  if (!refills_.empty()) {
+    auto ids = std::move(refills_);
+    refills_.clear();
+    for (peer_id id : ids) {
+      if (peer* p = find(id)) {
+        p->refill_due = false;
+        pump(*p, now);
+        refill(*p, now);
+      }
+    }
+  }
+  if (auto due = warnings_.next_due(); due && *due <= now.steady) warn_letters({}, {}, now.steady);
+  if (now.steady >= next_idle_release_) {
+    next_idle_release_ = now.steady + idle_buffers_after;
+    release_idle_buffers(now.steady);
+  }
+  if (now.steady >= next_expiry_ && !stopping_) {
+    next_expiry_ = now.steady + expiry_interval;
+    run_expiry(now);
+  }
+  reported_deadline_ = next_deadline();
+  port_.deadline_moved(reported_deadline_);
+}
+
+steady_time broker_core::next_deadline() const {
+  if (!refills_.empty()) return steady_time::min();
+  steady_time next = steady_time::max();
+  auto sooner = [&next](steady_time t) { next = std::min(next, t); };
+  if (!ack_deadlines_.empty()) sooner(ack_deadlines_.front().at);
+  if (!room_waits_.empty()) sooner(room_waits_.front().until);
+  if (!liveness_.empty()) sooner(liveness_.front().at);
+  if (auto due = presence_.due()) sooner(*due);
+  if (auto due = warnings_.next_due()) sooner(*due);
+  if (!peers_.empty()) sooner(next_idle_release_);
+  if (!stopping_) sooner(next_expiry_);
+  return next;
+}
+
+void broker_core::stop(const moment&) {
+  if (stopping_) return;
+  stopping_ = true;
+  presence_.clear();
+  for (auto& [id, p] : peers_) begin_close(*p);
+  deadline_may_have_moved();
+}
+
+outbox* broker_core::outbox_to_flush(peer_id id) {
+  peer* p = find(id);
+  if (!p) return nullptr;
+  p->flush_asked = false;
+  return &p->out;
+}
+
+outbox* broker_core::outbox_of(peer_id id) {
+  peer* p = find(id);
+  return p ? &p->out : nullptr;
+}
+
+std::size_t broker_core::in_flight_count() const {
+  std::size_t n = 0;
+  for (auto& [id, p] : peers_) n += p->in_flight.size();
+  return n;
+}
+
+// ------------------------------------------------------------------------------------------
+// peers
+
+peer* broker_core::find(peer_id id) {
+  auto it = peers_.find(id);
+  return it == peers_.end() ? nullptr : it->second.get();
+}
+
+peer* broker_core::find_online(std::string_view name) {
+  auto it = online_.find(name);
+  return it == online_.end() ? nullptr : find(it->second);
+}
+
+std::vector<std::string_view> broker_core::online_names() const {
+  std::vector<std::string_view> names;
+  names.reserve(online_.size());
+  for (auto& [name, id] : online_) names.emplace_back(name);
+  return names;
+}
+
+void broker_core::queue_flush(peer& p) {
+  if (p.flush_asked) return;
+  p.flush_asked = true;
+  port_.flush(p.id);
+}
+
+void broker_core::push(peer& p, std::string frame) {
+  p.out.push(std::move(frame));
+  queue_flush(p);
+}
+
+void broker_core::send_error(peer& p, errc code, std::string text, const request* r) {
+  push(p, make_error_frame({code, std::move(text), r ? r->request_id : std::string(),
+                            r ? r->message_uuid : std::string()}));
+}
+
+void broker_core::begin_close(peer& p) {
+  if (!p.open()) return;
+  p.phase = peer_phase::closing;
+  port_.close_after_flush(p.id);
+  release_all_stalled(p);
+}
+
+void broker_core::hold(peer& p, peer_reading why) {
+  p.reading = why;
+  port_.hold_reading(p.id);
+}
+
+void broker_core::resume(peer& p) {
+  if (p.reading == peer_reading::open) return;
+  p.reading = peer_reading::open;
+  if (p.open()) port_.resume_reading(p.id);
+}
+
+// ------------------------------------------------------------------------------------------
+// login timeout and eviction: one check per peer in a min-heap, at the earliest time it could
+// be due. A frame moves the real deadline later without touching the heap: the check finds
+// that and pushes itself again.
+
+void broker_core::schedule_check(peer& p, steady_time at) {
+  p.check_at = at;
+  liveness_.push_back({at, p.id});
+  std::push_heap(liveness_.begin(), liveness_.end(), std::greater<>());
+}
+
+std::chrono::milliseconds broker_core::evict_after(const peer& p) const {
+  return bounded_ms(saturating_mul_ms(static_cast<std::uint64_t>(p.heartbeat.count()), s_.eviction_factor));
+}
+
+void broker_core::check_liveness(const moment& now) {
+  while (!liveness_.empty() && liveness_.front().at <= now.steady) {
+    std::pop_heap(liveness_.begin(), liveness_.end(), std::greater<>());
+    const liveness_check c = liveness_.back();
+    liveness_.pop_back();
+    peer* p = find(c.id);
+    if (!p || !p->open() || p->check_at != c.at) continue;  // gone, closing, or checked later
+    check_one(*p, now);
+  }
+}
+
+void broker_core::check_one(peer& p, const moment& now) {
+  if (p.phase == peer_phase::awaiting_log_in) {
+    const auto due = saturating_add(p.connected_at, bounded_ms(s_.login_timeout_ms));
+    if (now.steady < due) return schedule_check(p, due);
+    spdlog::info("session {}: no log_in within {} ms, closing", p.id, s_.login_timeout_ms);
+    send_error(p, errc::login_timeout,
+               "No log_in arrived within login_timeout_ms (" + std::to_string(s_.login_timeout_ms) +
+                   "); the connection is closed: log in right after connecting.");
+    return begin_close(p);
+  }
+  const auto silence = evict_after(p);
+  const auto due = saturating_add(p.last_activity, silence);
+  if (now.steady < due) return schedule_check(p, due);
+  spdlog::info("session {}: '{}' evicted after {} ms of silence", p.id, p.username, silence.count());
+  send_error(p, errc::heartbeat_timeout,
+             "Nothing arrived for " + std::to_string(silence.count()) +
+                 " ms; you were evicted: send a heartbeat every heartbeat_interval_ms.");
+  begin_close(p);
+}
+
+// ------------------------------------------------------------------------------------------
+// backpressure
+
+void broker_core::wait_for_room(peer& sender, const moment& now) {
+  peer* to = find(sender.blocked_on);
+  if (!to || !to->open() || !sender.open() || to->out.bytes() <= s_.max_outbound_bytes / 8) {
+    sender.blocked_on = 0;
+    return;
+  }
+  to->stalled.push_back(sender.id);
+  sender.room_until = now.steady + room_limit;
+  room_waits_.push_back({sender.room_until, sender.id});
+  hold(sender, peer_reading::held_for_room);
+}
+
+void broker_core::end_room_waits(const moment& now) {
+  while (!room_waits_.empty() && room_waits_.front().until <= now.steady) {
+    const room_wait w = room_waits_.front();
+    room_waits_.pop_front();
+    peer* sender = find(w.sender);
+    if (!sender || sender->reading != peer_reading::held_for_room || sender->room_until != w.until) continue;
+    // The recipient did not drain in time: it is slow, and senders no longer wait for it.
+    if (peer* to = find(sender->blocked_on)) to->slow = true;
+    sender->blocked_on = 0;
+    resume(*sender);
+  }
+}
+
+// After a write: senders held for this peer go on once it has drained.
+void broker_core::release_stalled(peer& to) {
+  if (to.out.bytes() > s_.max_outbound_bytes / 8) return;
+  to.slow = false;
+  release_all_stalled(to);
+}
+
+void broker_core::release_all_stalled(peer& to) {
+  for (peer_id id : to.stalled) {
+    peer* sender = find(id);
+    if (sender && sender->reading == peer_reading::held_for_room && sender->blocked_on == to.id) {
+      sender->blocked_on = 0;
+      resume(*sender);
+    }
+  }
+  to.stalled.clear();
+}
+
+// ------------------------------------------------------------------------------------------
+// housekeeping
+
+// A peer that wrote nothing for a while gives its buffers back, so an idle connection costs a
+// few KiB, not the largest frame it ever sent.
+void broker_core::release_idle_buffers(steady_time now) {
+  for (auto& [id, p] : peers_) {
+    if (p->out.empty() && now - p->last_write >= idle_buffers_after) p->out.release_memory();
+  }
+}
+
+void broker_core::run_expiry(const moment& now) {
+  auto job = store_jobs::expire(now.wall, bounded_ms(s_.dedupe_window_ms), max_dedupe_entries);
+  submit(
+      std::move(job.run),
+      [this, expired = job.result](std::exception_ptr e, const moment& at) {
+        if (!e) warn_letters({}, *expired, at.steady);
+      },
+      on_failure::fail, "expiry sweep");
+}
+
+void broker_core::warn_letters(const counts_by_recipient& parked, const counts_by_recipient& expired,
+                               steady_time now) {
+  for (auto& [who, n] : parked) warnings_.add_parked(who, n);
+  for (auto& [who, n] : expired) warnings_.add_expired(who, n);
+  for (auto& line : warnings_.due(now)) spdlog::warn("{}", line);
+  deadline_may_have_moved();
+}
+
+void broker_core::submit(store_job job, core_completion done, on_failure policy, const char* name) {
+  port_.submit(
+      std::move(job),
+      [this, done = std::move(done)](std::exception_ptr e, const moment& now) {
+        done(e, now);
+        deadline_may_have_moved();
+      },
+      policy, name);
+}
+
+void broker_core::deadline_may_have_moved() {
+  const auto next = next_deadline();
+  if (next >= reported_deadline_) return;
+  reported_deadline_ = next;
+  port_.deadline_moved(next);
+}
+
+}  // namespace ma

@@ -1,0 +1,192 @@
+// The broker core: sessions, relay, acknowledgements, the Dead Letter Channel's redelivery,
+// presence, groups and eviction, as a state machine without I/O. Inputs are named for what
+// happened (a peer connected, a frame arrived, bytes were written, a peer went, time passed);
+// outputs go through the port (broker/core/port.hpp). It reads no clock and owns no socket, so
+// its tests drive it with a recording port, a temporary database and time passed in.
+//
+// Where each entry point lives:
+//   broker_core.cpp     the inputs, peers by id, tick and next_deadline, eviction, stop
+//   requests.cpp        log_in, heartbeat, log_out, user and group lists, group changes
+//   accept.cpp          accepting a message: dedupe, routing, the commit, live delivery
+//   acknowledgements.cpp  acknowledgements, receipts, ack timeouts, dead-lettering
+//   redelivery.cpp      the redelivery pump
+#pragma once
+
+#include <cstddef>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/unordered/unordered_flat_map.hpp>
+
+#include "broker/core/dedupe.hpp"
+#include "broker/core/groups.hpp"
+#include "broker/core/letter_warnings.hpp"
+#include "broker/core/peer.hpp"
+#include "broker/core/port.hpp"
+#include "broker/core/presence.hpp"
+#include "broker/core/settings.hpp"
+#include "core/errc.hpp"
+#include "core/request.hpp"
+
+namespace ma {
+
+class broker_core {
+ public:
+  // Redeliveries sent and not yet acknowledged, per peer, before the pump waits.
+  static constexpr std::size_t redelivery_window = 1000;
+  static constexpr int redelivery_page = 500;
+  static constexpr std::size_t max_dedupe_entries = 2'000'000;
+  // How long a sender is held for a recipient that does not drain.
+  static constexpr std::chrono::milliseconds room_limit{200};
+  static constexpr std::chrono::seconds expiry_interval{60};
+  static constexpr std::chrono::seconds letter_warning_interval{10};
+  static constexpr std::chrono::seconds idle_buffers_after{1};
+
+  broker_core(const core_settings& s, port& p);
+  ~broker_core();
+  broker_core(const broker_core&) = delete;
+  broker_core& operator=(const broker_core&) = delete;
+
+  // --- start-up and settings
+  // What the store read at start: the groups, the pairs accepted within the dedupe window,
+  // and the letters that expired meanwhile (to warn about).
+  void start(const std::vector<group_record>& groups, std::vector<accepted_pair> recent,
+             const counts_by_recipient& expired, const moment& now);
+  void reload(const core_settings& s);
+  const core_settings& settings() const { return s_; }
+
+  // --- inputs
+  void connected(peer_id id, std::string address, const moment& now);
+  void frame_received(peer_id id, std::string_view frame, const moment& now);
+  // A line passed max_frame_bytes: frame_too_large, and the connection closes.
+  void frame_too_large(peer_id id, const moment& now);
+  // n bytes from the front of the peer's outbox were written.
+  void written(peer_id id, std::size_t n, const moment& now);
+  // The connection is gone: what it had in flight or held becomes dead letters.
+  void disconnected(peer_id id, const moment& now);
+  // Time passed: ack timeouts, eviction, presence batches, refills, warnings, expiry.
+  void tick(const moment& now);
+  // When tick must run next.
+  steady_time next_deadline() const;
+  // No new log_ins; every peer closes after its flush.
+  void stop(const moment& now);
+
+  // --- what the transport reads
+  // The outbox to write after port::flush; nullptr if the peer is gone.
+  outbox* outbox_to_flush(peer_id id);
+  outbox* outbox_of(peer_id id);
+  std::size_t peer_count() const { return peers_.size(); }
+  std::size_t online_count() const { return online_.size(); }
+  std::size_t in_flight_count() const;
+  bool stopping() const { return stopping_; }
+
+ private:
+  struct ack_deadline {
+    steady_time at;
+    peer_id to;
+    std::uint64_t id;  // in the peer's in_flight_set
+  };
+  struct room_wait {
+    steady_time until;
+    peer_id sender;
+  };
+  // A login to time out or a silence to evict: checked at `at`, pushed again if it moved.
+  struct liveness_check {
+    steady_time at;
+    peer_id id;
+    bool operator>(const liveness_check& o) const { return at > o.at; }
+  };
+
+  // broker_core.cpp
+  peer* find(peer_id id);
+  peer* find_online(std::string_view name);
+  void queue_flush(peer& p);
+  void push(peer& p, std::string frame);
+  void send_error(peer& p, errc code, std::string text, const request* r = nullptr);
+  void begin_close(peer& p);
+  void hold(peer& p, peer_reading why);
+  void resume(peer& p);
+  void check_liveness(const moment& now);
+  void check_one(peer& p, const moment& now);
+  std::chrono::milliseconds evict_after(const peer& p) const;
+  void release_stalled(peer& to);
+  void release_all_stalled(peer& to);
+  void schedule_check(peer& p, steady_time at);
+  void wait_for_room(peer& sender, const moment& now);
+  void end_room_waits(const moment& now);
+  void refill_due_peers();
+  void release_idle_buffers(steady_time now);
+  void run_expiry(const moment& now);
+  void warn_letters(const counts_by_recipient& parked, const counts_by_recipient& expired, steady_time now);
+  void deadline_may_have_moved();
+  // port::submit, with the deadline checked again after the completion.
+  void submit(store_job job, core_completion done, on_failure policy, const char* name);
+  std::vector<std::string_view> online_names() const;
+
+  // requests.cpp
+  void handle(peer& p, request& r, const moment& now);
+  void handle_log_in(peer& p, request& r, const moment& now);
+  void logged_in(peer_id id, std::int64_t pending, const std::string& request_id, const moment& now);
+  void handle_group_change(peer& p, request& r, const moment& now);
+  void group_changed(peer_id id, const request& r, std::exception_ptr e, bool ok);
+  void presence_changed(const std::string& who, bool joined, const moment& now);
+  void flush_presence(std::string_view except);
+  // Removes p from online or the send-only peers; true if it held its name (was online).
+  bool forget_name(peer& p);
+
+  // accept.cpp
+  void handle_message(peer& p, request& r, const moment& now);
+  bool recipients_of(peer& p, request& r, message_record& rec, std::vector<std::string>& out);
+  void finish_accept(dedupe_table::entry& e, const std::string& uuid, steady_time now);
+  void accept_failed(dedupe_table::entry& e, const std::string& uuid);
+  void deliver(peer& to, const message_ptr& m, std::int64_t seq, const moment& now);
+  void send_live(peer& to, const message_ptr& m, std::int64_t seq, const moment& now);
+  void refill(peer& to, const moment& now);
+  void refill_soon(peer& to);
+
+  // acknowledgements.cpp
+  void handle_ack(peer& p, const request& r, const moment& now);
+  void register_in_flight(peer& to, delivery d, steady_time now);
+  void expire_acks(const moment& now);
+  void dead_letter(std::vector<failed_delivery> failed, dead_letter_reason reason, const moment& now);
+  // A receipt for the sender of m: to the peer that sent it while it is connected, else to
+  // every peer of that user.
+  template <class Write>
+  void notify_sender(const accepted_message& m, Write&& write);
+  template <class Write>
+  void notify_all_sessions(std::string_view user, Write&& write);
+
+  // redelivery.cpp
+  void start_redelivery(peer& p);
+  void fetch_page(peer& p);
+  void page_fetched(peer_id id, std::vector<ma::dead_letter> page, const moment& now);
+  void pump(peer& p, const moment& now);
+
+  core_settings s_;
+  port& port_;
+  request_decoder decoder_;
+  bool stopping_ = false;
+
+  boost::unordered_flat_map<peer_id, std::unique_ptr<peer>> peers_;
+  std::map<std::string, peer_id, std::less<>> online_;  // receiving peers, sorted: lists come out in order
+  std::multimap<std::string, peer_id, std::less<>> send_only_;
+  group_table groups_;
+  dedupe_table dedupe_{max_dedupe_entries};
+  presence_changes presence_;
+  letter_warnings warnings_{letter_warning_interval};
+
+  std::deque<ack_deadline> ack_deadlines_;  // in deadline order: the timeout is the same for all
+  std::deque<room_wait> room_waits_;        // in order too: room_limit is the same for all
+  std::vector<liveness_check> liveness_;    // a min-heap
+  std::vector<peer_id> refills_;
+  steady_time next_expiry_{};
+  steady_time next_idle_release_{};
+  steady_time reported_deadline_ = steady_time::max();
+};
+
+}  // namespace ma

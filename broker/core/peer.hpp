@@ -1,0 +1,96 @@
+// What the broker core knows of one connection: where it is in its life, whom it is logged in
+// as, what waits to be written to it, what it has not acknowledged, and who waits for it.
+// Plain data; broker_core changes it.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "broker/core/delivery.hpp"
+#include "broker/core/in_flight.hpp"
+#include "broker/core/outbox.hpp"
+#include "broker/core/port.hpp"
+
+namespace ma {
+
+enum class peer_phase {
+  awaiting_log_in,  // connected; only log_in and heartbeat are answered
+  logging_in,       // its name is held while the store counts its dead letters
+  logged_in,
+  closing,          // told to close after the flush; nothing more is read
+};
+
+enum class peer_reading {
+  open,
+  held_for_store,  // a log_in or group change waits for its commit: later frames wait too
+  held_for_room,   // backpressure: it sent to a recipient whose outbox is full
+};
+
+// The redelivery pump: pages of pending dead letters, fetched one at a time and sent while
+// the peer has room.
+enum class redelivery_state {
+  idle,      // no backlog: live deliveries go out at once
+  fetching,  // a page is being read from the store
+  sending,   // letters of the page go out as room allows
+};
+
+struct held_delivery {
+  message_ptr msg;
+  std::int64_t seq = 0;
+};
+
+struct peer {
+  peer(peer_id id, std::string address, steady_time now)
+      : id(id), address(std::move(address)), connected_at(now), last_activity(now), last_write(now), check_at(now) {}
+
+  peer_id id;
+  std::string address;
+  peer_phase phase = peer_phase::awaiting_log_in;
+  peer_reading reading = peer_reading::open;
+  steady_time connected_at;
+  steady_time last_activity;  // the last frame read
+  steady_time last_write;     // the last bytes written, for giving idle buffers back
+  steady_time check_at;       // its login timeout or eviction is checked then (one heap entry)
+
+  std::string username;
+  bool send_only = false;  // gets no deliveries, redeliveries or presence; holds no name
+  std::chrono::milliseconds heartbeat{};
+  std::size_t window = 0;  // at most this many unacknowledged deliveries; 0: no limit
+
+  outbox out;
+  bool flush_asked = false;  // port::flush was called and the outbox not taken since
+
+  in_flight_set in_flight;
+  // Live deliveries not written yet (a backlog is being redelivered, or the window is full), in
+  // order from held_next. Never attempted: they count no attempt when the peer goes.
+  std::vector<held_delivery> held;
+  std::size_t held_next = 0;
+  bool refill_due = false;  // acknowledgements made room: refill at the next tick
+
+  // Backpressure: a recipient whose unsent data passes a quarter of max_outbound_bytes holds
+  // the readers of the senders that feed it until it drains to an eighth, for at most
+  // room_limit. One that does not drain in that time is slow: senders no longer wait for it,
+  // and what passes max_outbound_bytes goes to the Dead Letter Channel (queue_overflow).
+  peer_id blocked_on = 0;        // on a sender: set by the frame it just sent
+  steady_time room_until{};      // on a held sender: when it goes on anyway
+  std::vector<peer_id> stalled;  // on a recipient: senders held for it
+  bool slow = false;
+
+  struct {
+    redelivery_state state = redelivery_state::idle;
+    std::int64_t after = 0;  // the seq of the last letter of the last page
+    std::vector<dead_letter> page;
+    std::size_t next = 0;       // in page
+    std::size_t in_flight = 0;  // redeliveries sent, not yet acknowledged
+  } redelivery;
+
+  bool open() const { return phase != peer_phase::closing; }
+  bool receiving() const { return phase == peer_phase::logged_in && !send_only; }
+  bool window_full() const { return window != 0 && in_flight.size() >= window; }
+  std::size_t held_count() const { return held.size() - held_next; }
+};
+
+}  // namespace ma

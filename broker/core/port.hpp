@@ -1,0 +1,47 @@
+// The broker core's one way out: what it asks of the I/O around it. The core calls these and
+// never waits for them; what comes back (data written, a store job's completion, time passing)
+// comes in as an input of broker_core. A peer is named by its id only: a peer that is gone is
+// an id that no longer finds anything, on either side.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+
+#include "core/clock.hpp"
+#include "storage/job.hpp"
+
+namespace ma {
+
+using peer_id = std::uint64_t;
+using steady_time = std::chrono::steady_clock::time_point;
+
+// When an input happened: the steady clock for deadlines, the wall clock for what the protocol
+// and the database record. The core reads no clock; every input carries its moment.
+struct moment {
+  steady_time steady;
+  sys_ms wall;
+};
+
+// A store job's completion, run on the core's thread with the moment it ran.
+using core_completion = std::function<void(std::exception_ptr, const moment&)>;
+
+class port {
+ public:
+  virtual ~port() = default;
+  // Frames wait in the peer's outbox (broker_core::outbox_to_flush): write them soon, after
+  // the current burst of inputs. Called once until the outbox is taken.
+  virtual void flush(peer_id peer) = 0;
+  // Stop reading from the peer; write what its outbox holds, then close the connection.
+  virtual void close_after_flush(peer_id peer) = 0;
+  // Stop handing the peer's frames to the core (those already read wait), until resume.
+  virtual void hold_reading(peer_id peer) = 0;
+  virtual void resume_reading(peer_id peer) = 0;
+  // Run job on the store; then done on the core's thread (never from inside this call).
+  virtual void submit(store_job job, core_completion done, on_failure policy, const char* name) = 0;
+  // broker_core::next_deadline() is earlier than it was: tick the core by then.
+  virtual void deadline_moved(steady_time at) = 0;
+};
+
+}  // namespace ma

@@ -1,0 +1,77 @@
+// The redelivery pump: a peer that logs in with pending dead letters gets them page by page,
+// paced by its room (a bounded number unacknowledged, a bounded amount unsent), before the live
+// deliveries that arrived meanwhile.
+#include <spdlog/spdlog.h>
+
+#include "broker/core/broker_core.hpp"
+#include "broker/core/store_jobs.hpp"
+#include "core/frames.hpp"
+
+namespace ma {
+
+void broker_core::start_redelivery(peer& p) {
+  p.redelivery.after = 0;
+  fetch_page(p);
+}
+
+void broker_core::fetch_page(peer& p) {
+  p.redelivery.state = redelivery_state::fetching;
+  p.redelivery.page.clear();
+  p.redelivery.next = 0;
+  auto job = store_jobs::redelivery_page(p.username, p.redelivery.after, redelivery_page);
+  auto done = [this, id = p.id, page = job.result](std::exception_ptr e, const moment& now) {
+    peer* q = find(id);
+    if (!q || !q->open()) return;
+    if (e) {
+      spdlog::error("session {}: redelivery to '{}' stopped: its dead letters could not be read", id, q->username);
+      page->clear();
+    }
+    page_fetched(id, std::move(*page), now);
+  };
+  submit(std::move(job.run), std::move(done), on_failure::fail, "redelivery page");
+}
+
+void broker_core::page_fetched(peer_id id, std::vector<ma::dead_letter> page, const moment& now) {
+  peer* p = find(id);
+  if (!p) return;
+  if (page.empty()) {
+    // The backlog is out: what arrived meanwhile follows, in the order it was accepted.
+    p->redelivery.state = redelivery_state::idle;
+    refill(*p, now);
+    spdlog::info("session {}: redelivery to '{}' done", id, p->username);
+    deadline_may_have_moved();
+    return;
+  }
+  p->redelivery.after = page.back().seq;
+  p->redelivery.page = std::move(page);
+  p->redelivery.next = 0;
+  p->redelivery.state = redelivery_state::sending;
+  pump(*p, now);
+  deadline_may_have_moved();
+}
+
+void broker_core::pump(peer& p, const moment& now) {
+  auto& r = p.redelivery;
+  if (r.state != redelivery_state::sending) return;
+  while (r.next < r.page.size()) {
+    if (!p.open() || r.in_flight >= redelivery_window || p.window_full() ||
+        p.out.bytes() > s_.max_outbound_bytes / 2) {
+      return;  // an acknowledgement, an ack timeout or a write calls again
+    }
+    ma::dead_letter& letter = r.page[r.next++];
+    auto m = std::make_shared<accepted_message>();
+    m->rec.message_uuid = std::move(letter.message_uuid);
+    m->rec.sender = std::move(letter.sender);
+    m->rec.ch = letter.ch;
+    m->rec.group_name = std::move(letter.group_name);
+    m->rec.body = std::move(letter.body);
+    std::copy_n(letter.accepted_at.begin(), std::min(letter.accepted_at.size(), m->sent_at.size()), m->sent_at.begin());
+    const int attempt = letter.attempts + 1;
+    push(p, make_redelivery_frame(m->header(), p.username, attempt, to_string(letter.reason)));
+    ++r.in_flight;
+    register_in_flight(p, delivery{m, 0, letter.id, attempt, now.wall}, now.steady);
+  }
+  fetch_page(p);
+}
+
+}  // namespace ma

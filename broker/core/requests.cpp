@@ -1,0 +1,205 @@
+// The requests that are not messages: log_in, heartbeat, log_out, the lists, group changes,
+// and presence.
+#include <spdlog/spdlog.h>
+
+#include "broker/core/broker_core.hpp"
+#include "broker/core/store_jobs.hpp"
+#include "core/duration.hpp"
+#include "core/encode.hpp"
+#include "core/replies.hpp"
+
+namespace ma {
+
+void broker_core::handle(peer& p, request& r, const moment& now) {
+  if (p.phase != peer_phase::logged_in && r.k != kind::log_in && r.k != kind::heartbeat) {
+    return send_error(p, errc::not_logged_in,
+                      std::string(to_string(r.k)) + " needs a session: send log_in with your sender_username first.",
+                      &r);
+  }
+  switch (r.k) {
+    case kind::log_in:
+      return handle_log_in(p, r, now);
+    case kind::heartbeat:
+      return push(p, make_heartbeat_ack(r.request_id));
+    case kind::log_out:
+      push(p, make_log_out_ack(r.request_id));
+      spdlog::info("session {}: '{}' logged out", p.id, p.username);
+      return begin_close(p);
+    case kind::get_user_list:
+      return push(p, make_user_list(online_names(), r.request_id));
+    case kind::send_message:
+    case kind::multicast_message:
+    case kind::broadcast_message:
+    case kind::group_message:
+      return handle_message(p, r, now);
+    case kind::acknowledge_message:
+      return handle_ack(p, r, now);
+    case kind::create_group:
+    case kind::join_group:
+    case kind::leave_group:
+      return handle_group_change(p, r, now);
+    case kind::get_group_list:
+      return push(p, make_group_list(groups_.all(), r.request_id));
+    default:
+      return send_error(p, errc::unknown_message_id, std::string(to_string(r.k)) + " is not sent to the broker.", &r);
+  }
+}
+
+// The name is held from the log_in on, so no other peer can take it while the store counts
+// the peer's dead letters; its later frames wait for the answer.
+void broker_core::handle_log_in(peer& p, request& r, const moment& now) {
+  if (p.phase == peer_phase::logged_in) {
+    return send_error(p, errc::already_logged_in,
+                      "This connection is already logged in as '" + p.username +
+                          "'; open another connection for another user.",
+                      &r);
+  }
+  // A send-only peer holds no name: it may sit beside the user's receiving peer.
+  if (!r.send_only && online_.count(r.username)) {
+    return send_error(p, errc::username_taken,
+                      "The username '" + r.username + "' is online on another connection; choose another name.", &r);
+  }
+  if (stopping_) return;
+  p.username = r.username;
+  p.send_only = r.send_only;
+  p.window = r.receive_window ? static_cast<std::size_t>(*r.receive_window) : 0;
+  if (p.send_only) {
+    send_only_.emplace(p.username, p.id);
+  } else {
+    online_[p.username] = p.id;
+  }
+  // The broker grants its own interval, or a longer one the agent asks for (up to 10 times).
+  auto granted = std::min(s_.heartbeat_interval_ms, max_duration_ms);
+  if (r.heartbeat_interval_ms) granted = std::clamp(*r.heartbeat_interval_ms, granted, saturating_mul_ms(granted, 10));
+  p.heartbeat = std::chrono::milliseconds(granted);
+  p.phase = peer_phase::logging_in;
+  const auto evict_at = saturating_add(now.steady, evict_after(p));
+  if (evict_at < p.check_at) schedule_check(p, evict_at);
+  hold(p, peer_reading::held_for_store);
+
+  auto job = store_jobs::count_pending(p.username);
+  auto done = [this, id = p.id, pending = job.result, request_id = std::move(r.request_id)](std::exception_ptr e,
+                                                                                          const moment& at) {
+    peer* q = find(id);
+    if (!q) return;
+    if (e) {
+      spdlog::error("session {}: counting the dead letters of '{}' failed", id, q->username);
+      forget_name(*q);
+      q->username.clear();
+      if (q->open()) q->phase = peer_phase::awaiting_log_in;
+      resume(*q);
+      push(*q, make_error_frame({errc::internal_error,
+                                 "The broker could not read its database; try logging in again in a moment.",
+                                 request_id,
+                                 {}}));
+      return;
+    }
+    logged_in(id, *pending, request_id, at);
+  };
+  submit(std::move(job.run), std::move(done), on_failure::fail, "count the dead letters of a login");
+}
+
+void broker_core::logged_in(peer_id id, std::int64_t pending, const std::string& request_id, const moment& now) {
+  peer* p = find(id);
+  if (!p || !p->open()) return;
+  p->phase = peer_phase::logged_in;
+  resume(*p);
+  const auto names = online_names();
+  push(*p, make_log_in_ack({p->username, names, static_cast<std::uint64_t>(p->heartbeat.count()), s_.ack_timeout_ms,
+                            s_.max_frame_bytes, pending, s_.broker_name, p->send_only, p->window, request_id}));
+  spdlog::info("session {}: '{}' logged in from {}{} ({} pending dead letters)", id, p->username, p->address,
+               p->send_only ? ", send-only" : "", pending);
+  if (p->send_only) return;  // no presence, no redelivery
+  presence_changed(p->username, true, now);
+  if (pending > 0) {
+    start_redelivery(*p);
+  } else {
+    refill(*p, now);  // what was accepted for it while it logged in
+  }
+}
+
+void broker_core::handle_group_change(peer& p, request& r, const moment& now) {
+  const std::string& name = r.group_name;
+  if (r.k == kind::create_group && groups_.exists(name)) {
+    return send_error(p, errc::invalid_field, "The group '" + name + "' exists already; use join_group to enter it.",
+                      &r);
+  }
+  if (r.k == kind::join_group && !groups_.exists(name)) {
+    return send_error(p, errc::unknown_group, "There is no group '" + name + "'; create it with create_group.", &r);
+  }
+  if (r.k == kind::leave_group) {
+    if (!groups_.exists(name)) {
+      return send_error(p, errc::unknown_group, "There is no group '" + name + "'; check get_group_list.", &r);
+    }
+    if (!groups_.is_member(name, p.username)) {
+      return send_error(p, errc::not_group_member, "You are not a member of '" + name + "', so you can not leave it.",
+                        &r);
+    }
+  }
+  auto job = r.k == kind::create_group ? store_jobs::create_group(name, p.username, r.members, now.wall)
+             : r.k == kind::join_group ? store_jobs::join_group(name, p.username, now.wall)
+                                       : store_jobs::leave_group(name, p.username);
+  hold(p, peer_reading::held_for_store);
+  auto change = std::make_shared<const request>(std::move(r));
+  auto done = [this, id = p.id, user = p.username, change, ok = job.result](std::exception_ptr e, const moment&) {
+    if (e) spdlog::error("group change by '{}' failed", user);
+    // Committed: the groups change whether the peer is still there or not.
+    if (!e && *ok) {
+      if (change->k == kind::create_group) groups_.create(change->group_name, user, change->members);
+      if (change->k == kind::join_group) groups_.join(change->group_name, user);
+      if (change->k == kind::leave_group) groups_.leave(change->group_name, user);
+    }
+    group_changed(id, *change, e, *ok);
+  };
+  submit(std::move(job.run), std::move(done), on_failure::fail, "group change");
+}
+
+void broker_core::group_changed(peer_id id, const request& r, std::exception_ptr e, bool ok) {
+  peer* p = find(id);
+  if (!p) return;
+  resume(*p);
+  const std::string& name = r.group_name;
+  if (e) return send_error(*p, errc::internal_error, "The broker could not store the group change; try again.", &r);
+  if (!ok && r.k == kind::create_group) {
+    return send_error(*p, errc::invalid_field, "The group '" + name + "' exists already; use join_group to enter it.",
+                      &r);
+  }
+  if (!ok) return send_error(*p, errc::unknown_group, "There is no group '" + name + "'.", &r);
+  push(*p, make_group_ack(name, groups_.members(name), r.request_id));
+}
+
+void broker_core::presence_changed(const std::string& who, bool joined, const moment& now) {
+  if (stopping_) return;
+  if (presence_.add(who, joined, online_.size(), now.steady)) flush_presence(who);
+}
+
+void broker_core::flush_presence(std::string_view except) {
+  if (presence_.empty()) return;
+  auto frame = std::make_shared<const std::string>(presence_.take_frame(online_names()));
+  for (auto& [name, id] : online_) {
+    if (name == except) continue;
+    if (peer* p = find(id); p && p->open()) {
+      p->out.push_shared(frame);
+      queue_flush(*p);
+    }
+  }
+}
+
+bool broker_core::forget_name(peer& p) {
+  if (p.send_only) {
+    auto range = send_only_.equal_range(p.username);
+    for (auto it = range.first; it != range.second; ++it) {
+      if (it->second == p.id) {
+        send_only_.erase(it);
+        break;
+      }
+    }
+    return false;
+  }
+  auto it = online_.find(p.username);
+  if (it == online_.end() || it->second != p.id) return false;
+  online_.erase(it);
+  return true;
+}
+
+}  // namespace ma

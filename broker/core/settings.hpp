@@ -1,0 +1,25 @@
+// What the broker core needs of the broker's options (broker/options.hpp), filled in by the
+// wiring at start and on reload.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace ma {
+
+struct core_settings {
+  std::string broker_name = "message-broker";
+  std::uint64_t heartbeat_interval_ms = 10'000;
+  std::uint32_t eviction_factor = 3;
+  std::uint64_t ack_timeout_ms = 10'000;
+  std::uint64_t login_timeout_ms = 10'000;
+  std::uint64_t max_frame_bytes = 1024 * 1024;
+  std::uint64_t max_message_bytes = 256 * 1024;
+  std::uint64_t max_outbound_bytes = 8 * 1024 * 1024;
+  std::uint32_t max_delivery_attempts = 5;
+  std::uint64_t dead_letter_ttl_ms = 7ULL * 24 * 3600 * 1000;
+  std::uint64_t dedupe_window_ms = 10 * 60 * 1000;
+  bool persist_accepted = true;
+};
+
+}  // namespace ma

@@ -1,0 +1,104 @@
+#include "broker/core/store_jobs.hpp"
+
+namespace ma::store_jobs {
+
+named_job<std::vector<accept_target>> accept(message_ptr m, std::vector<accept_target> targets, bool persist,
+                                             std::string status, sys_ms now) {
+  named_job<std::vector<accept_target>> j;
+  *j.result = std::move(targets);
+  j.run = [m = std::move(m), out = j.result, persist, status = std::move(status), now](database& db) {
+    for (auto& t : *out) {
+      if (t.live) {
+        t.seq = persist ? db.journal(m->rec, t.name) : 0;
+      } else {
+        db.dead_letter_new(m->rec, t.name, t.reason, now);
+      }
+    }
+    // In the same transaction: once message_accepted is out, a resend is a duplicate also
+    // after a crash, until the dedupe window ends.
+    db.remember_accepted(m->rec.sender, m->rec.message_uuid, m->rec.accepted_at, status);
+  };
+  return j;
+}
+
+named_job<counts_by_recipient> dead_letter(std::shared_ptr<const std::vector<failed_delivery>> batch,
+                                           dead_letter_reason reason, sys_ms now, int max_attempts) {
+  named_job<counts_by_recipient> j;
+  j.run = [batch = std::move(batch), parked = j.result, reason, now, max_attempts](database& db) {
+    parked->clear();
+    for (auto& f : *batch) {
+      if (f.d.dead_letter_id) {
+        if (db.record_attempt(f.d.dead_letter_id, f.d.attempt, f.d.started, to_string(reason), now, max_attempts)) {
+          parked->emplace_back(f.receiver, 1);
+        }
+      } else if (f.d.seq) {
+        db.dead_letter_journaled(f.d.seq, reason, now, f.attempted);
+      } else {
+        db.dead_letter_new(f.d.msg->rec, f.receiver, reason, now);
+      }
+    }
+  };
+  return j;
+}
+
+named_job<std::vector<std::vector<std::string>>> acknowledge(std::shared_ptr<const acknowledgements> acks, sys_ms now,
+                                                             int max_attempts) {
+  named_job<std::vector<std::vector<std::string>>> j;
+  j.run = [acks = std::move(acks), senders = j.result, now, max_attempts](database& db) {
+    senders->clear();
+    for (auto seq : acks->seqs) db.acknowledge(seq);
+    for (auto& d : acks->redelivered) {
+      db.record_attempt(d.dead_letter_id, d.attempt, d.started, "acknowledged", now, max_attempts);
+    }
+    for (auto& uuid : acks->late) senders->push_back(db.mark_delivered(acks->receiver, uuid, acks->ack_sender, now));
+  };
+  return j;
+}
+
+named_job<std::int64_t> count_pending(std::string user) {
+  named_job<std::int64_t> j;
+  j.run = [user = std::move(user), out = j.result](database& db) { *out = db.count_pending(user); };
+  return j;
+}
+
+named_job<std::vector<ma::dead_letter>> redelivery_page(std::string user, std::int64_t after, int limit) {
+  named_job<std::vector<ma::dead_letter>> j;
+  j.run = [user = std::move(user), after, limit, out = j.result](database& db) {
+    *out = db.pending_for(user, after, limit);
+  };
+  return j;
+}
+
+named_job<bool> create_group(std::string group, std::string creator, std::vector<std::string> members, sys_ms now) {
+  named_job<bool> j;
+  j.run = [group = std::move(group), creator = std::move(creator), members = std::move(members), now,
+           ok = j.result](database& db) { *ok = db.create_group(group, creator, members, now); };
+  return j;
+}
+
+named_job<bool> join_group(std::string group, std::string user, sys_ms now) {
+  named_job<bool> j;
+  j.run = [group = std::move(group), user = std::move(user), now, ok = j.result](database& db) {
+    *ok = db.join_group(group, user, now);
+  };
+  return j;
+}
+
+named_job<bool> leave_group(std::string group, std::string user) {
+  named_job<bool> j;
+  j.run = [group = std::move(group), user = std::move(user), ok = j.result](database& db) {
+    *ok = db.leave_group(group, user);
+  };
+  return j;
+}
+
+named_job<counts_by_recipient> expire(sys_ms now, std::chrono::milliseconds dedupe_window, std::int64_t max_pairs) {
+  named_job<counts_by_recipient> j;
+  j.run = [now, dedupe_window, max_pairs, expired = j.result](database& db) {
+    *expired = db.sweep_expired(now);
+    db.forget_accepted(now - dedupe_window, max_pairs);
+  };
+  return j;
+}
+
+}  // namespace ma::store_jobs

@@ -1,0 +1,71 @@
+// The broker's operations on its database, named, in one place (in the manner of a repository):
+// each returns the job to submit and where its result lands once it committed. Every job can
+// run again from the start (the store re-runs a batch without an operation that failed alone,
+// and retries whole batches): outputs are cleared first. Times are arguments, taken when the
+// broker decided, never read on the store's thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "broker/core/delivery.hpp"
+#include "storage/job.hpp"
+
+namespace ma {
+
+template <class Result>
+struct named_job {
+  store_job run;
+  std::shared_ptr<Result> result = std::make_shared<Result>();
+};
+
+namespace store_jobs {
+
+// One recipient of a message being accepted: a live delivery (journaled when persist), or a
+// dead letter for reason. seq is the journal row, written by the job.
+struct accept_target {
+  std::string name;
+  bool live = false;
+  dead_letter_reason reason = dead_letter_reason::recipient_offline;
+  std::int64_t seq = 0;
+};
+
+// The accept: the journal rows or dead letters of every recipient, and the (sender, uuid) pair
+// with its status, in one transaction, before message_accepted goes out.
+named_job<std::vector<accept_target>> accept(message_ptr m, std::vector<accept_target> targets, bool persist,
+                                             std::string status, sys_ms now);
+
+// Moves failed deliveries to the Dead Letter Channel (a redelivery records its attempt instead).
+// The result: the letters that this parked, by recipient.
+named_job<counts_by_recipient> dead_letter(std::shared_ptr<const std::vector<failed_delivery>> batch,
+                                           dead_letter_reason reason, sys_ms now, int max_attempts);
+
+// A recipient's acknowledgements: journal rows deleted, redeliveries marked delivered, and late
+// ones (the message was dead-lettered first) looked up. The result: for each late uuid, the
+// senders whose letters it marked delivered.
+struct acknowledgements {
+  std::string receiver;
+  std::string ack_sender;  // empty: any
+  std::vector<std::int64_t> seqs;
+  std::vector<delivery> redelivered;
+  std::vector<std::string> late;
+};
+named_job<std::vector<std::vector<std::string>>> acknowledge(std::shared_ptr<const acknowledgements> acks, sys_ms now,
+                                                             int max_attempts);
+
+named_job<std::int64_t> count_pending(std::string user);
+// The next page of a recipient's pending letters after seq after.
+named_job<std::vector<ma::dead_letter>> redelivery_page(std::string user, std::int64_t after, int limit);
+
+// Each result is false when the group existed already (create) or did not exist (join, leave).
+named_job<bool> create_group(std::string group, std::string creator, std::vector<std::string> members, sys_ms now);
+named_job<bool> join_group(std::string group, std::string user, sys_ms now);
+named_job<bool> leave_group(std::string group, std::string user);
+
+// The periodic sweep: letters past their expiry, and dedupe pairs past the window.
+named_job<counts_by_recipient> expire(sys_ms now, std::chrono::milliseconds dedupe_window, std::int64_t max_pairs);
+
+}  // namespace store_jobs
+}  // namespace ma

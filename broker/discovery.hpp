@@ -1,0 +1,76 @@
+// Discovery: the UDP responder that answers discover_broker (and the original design's log_in
+// datagram) on the multicast group. The decisions are pure functions, tested alone: how many
+// replies a source may get, and which address to announce.
+#pragma once
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/udp.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "core/request.hpp"
+
+namespace ma {
+
+struct broker_options;
+
+// At most per_second replies to one source address per second, so that the broker can not be
+// used to amplify traffic. Remembers at most max_sources sources (then starts afresh).
+class reply_rate_limit {
+ public:
+  using time_point = std::chrono::steady_clock::time_point;
+  static constexpr int per_second = 20;
+  static constexpr std::size_t max_sources = 10'000;
+
+  bool allow(const std::string& source, time_point now);
+
+ private:
+  struct rate {
+    time_point window;
+    int count = 0;
+  };
+  std::unordered_map<std::string, rate> rates_;
+};
+
+// The "host:port" to announce: the configured address, else the listen address unless it is
+// unspecified (0.0.0.0, ::), else the local address that faces the asker. IPv6 in brackets.
+std::string announce_address(std::string_view advertise, std::string_view listen_host, bool listen_unspecified,
+                             std::string_view facing_host, std::uint16_t port);
+
+class discovery_responder {
+ public:
+  // online: how many agents are online, for broker_announce. tcp_port: the port to announce.
+  discovery_responder(boost::asio::io_context& io, const broker_options& o, std::function<std::size_t()> online);
+  // Binds and joins the group; throws std::runtime_error with a sentence on failure.
+  void open();
+  // Answers until close(); listen is the TCP listener's address and port. Pending operations
+  // hold keep (the broker) alive.
+  void start(boost::asio::ip::tcp::endpoint listen, std::shared_ptr<void> keep);
+  void close();
+  std::uint16_t port() const;
+
+ private:
+  void receive();
+  void answer(std::size_t n);
+
+  boost::asio::io_context& io_;
+  const broker_options& o_;
+  std::function<std::size_t()> online_;
+  boost::asio::ip::udp::socket socket_;
+  boost::asio::ip::tcp::endpoint listen_;
+  request_decoder decoder_;
+  reply_rate_limit limit_;
+  boost::asio::ip::udp::endpoint from_;
+  std::array<char, 2048> buf_{};
+  std::string reply_;
+  std::shared_ptr<void> keep_;
+  bool open_ = false;
+};
+
+}  // namespace ma

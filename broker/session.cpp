@@ -1,0 +1,246 @@
+#include "broker/session.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include "broker/core/broker_core.hpp"
+
+namespace ma {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using steady = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+namespace {
+constexpr auto busy_gap = 100ms;          // data closer than this keeps the coroutine
+constexpr auto park_after = 1s;           // of silence, before a busy coroutine parks
+constexpr auto close_flush_limit = 2s;    // a closing connection that does not drain is closed
+}  // namespace
+
+moment moment_now() { return {steady::now(), now_ms()}; }
+
+asio::awaitable<void> wake_point::sleep_until(steady_time deadline) {
+  asio::steady_timer timer(co_await asio::this_coro::executor, deadline);
+  timer_ = &timer;
+  struct forget {
+    asio::steady_timer*& t;
+    ~forget() { t = nullptr; }
+  } on_exit{timer_};
+  co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+}
+
+void wake_point::wake() {
+  if (timer_) timer_->cancel();
+}
+
+session::session(session_host& host, tcp::socket socket, peer_id id, std::size_t max_frame_bytes)
+    : host_(host), socket_(std::move(socket)), framer_(max_frame_bytes), id_(id) {
+  boost::system::error_code ignored;
+  socket_.non_blocking(true, ignored);  // for flush's direct writes; asynchronous operations are unaffected
+}
+
+std::string session::remote_address() {
+  boost::system::error_code ec;
+  auto remote = socket_.remote_endpoint(ec);
+  return ec ? std::string("?") : remote.address().to_string() + ":" + std::to_string(remote.port());
+}
+
+void session::start() { wait_for_data(); }
+
+// A read-side completion token that begin_close and park cancel.
+auto session::until_closing() {
+  return asio::bind_cancellation_slot(stop_reading_.slot(), asio::as_tuple(asio::use_awaitable));
+}
+
+// Waits for the next data without a coroutine; data, an error or begin_close start run(),
+// which tells them apart.
+void session::wait_for_data() {
+  reading_ = reading_ == read_state::closing ? read_state::closing : read_state::idle;
+  auto on_ready = [self = shared_from_this(), keep = host_.keep_alive()](boost::system::error_code) { self->spawn(); };
+  socket_.async_wait(tcp::socket::wait_read, asio::bind_cancellation_slot(stop_reading_.slot(), std::move(on_ready)));
+}
+
+void session::spawn() {
+  asio::co_spawn(socket_.get_executor(), run(),
+                 [self = shared_from_this(), keep = host_.keep_alive()](std::exception_ptr e, bool over) {
+                   if (e) {
+                     over = true;
+                     try {
+                       std::rethrow_exception(e);
+                     } catch (const std::exception& ex) {
+                       spdlog::error("session {}: ended by an error: {}", self->id_, ex.what());
+                     }
+                   }
+                   if (over) self->ended();
+                 });
+}
+
+// Returns true when the session is over (after finish, if it was closing), false when it
+// parks: an idle session keeps no coroutine, only a callback waiting for data.
+asio::awaitable<bool> session::run() {
+  boost::system::error_code ec;
+  bool filled = true;  // the socket is readable
+  if (reading_ != read_state::closing) reading_ = read_state::reading;
+  for (;;) {
+    handle_buffered();
+    if (reading_ == read_state::closing) break;
+    if (reading_ == read_state::held) {
+      co_await resumed_.sleep_until(steady_time::max());
+      continue;
+    }
+    if (!filled && framer_.buffered() == 0) {
+      framer_.release_if_idle();  // no read buffer while idle
+      if (!busy_) {
+        wait_for_data();
+        co_return false;
+      }
+      reading_ = read_state::waiting;
+      std::tie(ec) = co_await socket_.async_wait(tcp::socket::wait_read, until_closing());
+      if (reading_ == read_state::parking && ec == asio::error::operation_aborted) {
+        wait_for_data();
+        co_return false;
+      }
+      if (reading_ == read_state::closing) break;
+      reading_ = read_state::reading;
+      if (ec) break;
+    }
+    auto space = framer_.prepare();
+    std::size_t n = 0;
+    std::tie(ec, n) = co_await socket_.async_read_some(asio::buffer(space.data(), space.size()), until_closing());
+    if (ec) {
+      if (ec != asio::error::eof && ec != asio::error::operation_aborted) {
+        spdlog::debug("session {}: read failed: {}", id_, ec.message());
+      }
+      break;
+    }
+    filled = n == space.size();
+    framer_.commit(n);
+    const auto now = steady::now();
+    busy_ = now - last_read_ < busy_gap;
+    last_read_ = now;
+  }
+  if (reading_ == read_state::closing) co_await finish();  // else the peer left or the socket failed
+  co_return true;
+}
+
+void session::handle_buffered() {
+  if (framer_.buffered() == 0) return;
+  const moment now = moment_now();
+  broker_core& core = host_.core();
+  while (reading_ == read_state::reading) {
+    auto r = framer_.next();
+    if (r.st == line_framer::status::need_more) break;
+    if (r.st == line_framer::status::too_large) {
+      core.frame_too_large(id_, now);
+      break;
+    }
+    core.frame_received(id_, r.line, now);
+  }
+}
+
+// Closing: what is queued goes out, then the send side shuts down.
+asio::awaitable<void> session::finish() {
+  flush();
+  while (writing_ == write_state::async && socket_.is_open()) co_await written_.sleep_until(steady_time::max());
+  boost::system::error_code ignored;
+  socket_.shutdown(tcp::socket::shutdown_send, ignored);
+}
+
+void session::hold() {
+  if (reading_ == read_state::reading) reading_ = read_state::held;
+}
+
+void session::resume() {
+  if (reading_ != read_state::held) return;
+  reading_ = read_state::reading;
+  resumed_.wake();
+}
+
+void session::begin_close() {
+  if (reading_ == read_state::closing) return;
+  reading_ = read_state::closing;
+  closing_since_ = steady::now();
+  stop_reading_.emit(asio::cancellation_type::terminal);
+  resumed_.wake();
+}
+
+void session::housekeeping(steady_time now) {
+  if (reading_ == read_state::waiting && now - last_read_ > park_after) {
+    reading_ = read_state::parking;
+    stop_reading_.emit(asio::cancellation_type::terminal);
+  }
+  if (reading_ == read_state::closing && now - closing_since_ > close_flush_limit) close_socket();
+}
+
+void session::close_socket() {
+  boost::system::error_code ignored;
+  socket_.close(ignored);
+}
+
+const std::vector<asio::const_buffer>& session::gather() {
+  buffers_.clear();
+  if (outbox* out = host_.core().outbox_of(id_)) {
+    for (auto piece : out->gather()) buffers_.emplace_back(piece.data(), piece.size());
+  }
+  return buffers_;
+}
+
+// Writes what is queued with one non-blocking call, unless asynchronous writes are at work.
+// What the socket does not take at once is left to write_rest.
+void session::flush() {
+  outbox* out = host_.core().outbox_to_flush(id_);
+  if (!out || writing_ == write_state::async || out->empty() || !socket_.is_open()) return;
+  boost::system::error_code ec;
+  const std::size_t n = socket_.write_some(gather(), ec);
+  if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
+    spdlog::debug("session {}: write failed: {}", id_, ec.message());
+    return close_socket();  // the reader fails and ends the session
+  }
+  host_.core().written(id_, n, moment_now());
+  out = host_.core().outbox_of(id_);
+  if (out && !out->empty()) {
+    writing_ = write_state::async;
+    write_rest();
+  }
+}
+
+// Writes what the socket did not take at once, and whatever is queued meanwhile (no coroutine:
+// a full socket is common under load).
+void session::write_rest() {
+  gather();
+  host_.core().outbox_of(id_)->writing();
+  asio::async_write(socket_, buffers_,
+                    [self = shared_from_this(), keep = host_.keep_alive()](boost::system::error_code ec, std::size_t n) {
+                      broker_core& core = self->host_.core();
+                      outbox* out = core.outbox_of(self->id_);
+                      if (out) out->written();
+                      if (ec) {
+                        spdlog::debug("session {}: write failed: {}", self->id_, ec.message());
+                      } else if (out) {
+                        core.written(self->id_, n, moment_now());
+                        if (!out->empty() && self->socket_.is_open()) return self->write_rest();
+                      }
+                      self->writing_ = write_state::direct;
+                      self->written_.wake();
+                      if (self->ending_) self->ended();
+                    });
+}
+
+void session::ended() {
+  close_socket();
+  if (writing_ == write_state::async) {  // its completion comes soon, with the socket closed
+    ending_ = true;
+    return;
+  }
+  ending_ = false;
+  host_.session_ended(id_);
+}
+
+}  // namespace ma
