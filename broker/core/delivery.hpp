@@ -1,6 +1,6 @@
 // What the broker holds of a message while it is being delivered: the accepted message shared by
 // its recipients, one delivery of it to one peer, and a delivery on its way to the Dead
-// Letter Channel. Plain data, no Asio.
+// Letter Channel. Plain data.
 #pragma once
 
 #include <cstdint>

@@ -8,6 +8,7 @@
 
 #include <boost/json/parse.hpp>
 
+#include "broker/discovery.hpp"
 #include "tests/support/broker_harness.hpp"
 
 namespace ma {
@@ -137,6 +138,29 @@ TEST_F(Discovery, OffMeansNoUdpSocket) {
   o.discovery = false;
   test::running_broker b(o);
   EXPECT_EQ(b.discovery_port(), 0);
+}
+
+}  // namespace
+}  // namespace ma
+
+namespace ma {
+namespace {
+
+TEST(DiscoveryRules, TheAnnouncedAddressIsConfiguredElseListenedElseFacing) {
+  EXPECT_EQ(announce_address("broker.example", "127.0.0.1", false, "10.0.0.5", 10000), "broker.example:10000");
+  EXPECT_EQ(announce_address("", "127.0.0.1", false, "10.0.0.5", 10000), "127.0.0.1:10000");
+  EXPECT_EQ(announce_address("", "0.0.0.0", true, "10.0.0.5", 10000), "10.0.0.5:10000");
+  EXPECT_EQ(announce_address("", "::", true, "fe80::1", 7), "[fe80::1]:7");
+}
+
+TEST(DiscoveryRules, RepliesPerSourceArePerSecond) {
+  reply_rate_limit limit;
+  const auto t0 = std::chrono::steady_clock::time_point(std::chrono::hours(1));
+  for (int i = 0; i < reply_rate_limit::per_second; ++i) EXPECT_TRUE(limit.allow("10.0.0.1", t0));
+  EXPECT_FALSE(limit.allow("10.0.0.1", t0));
+  EXPECT_TRUE(limit.allow("10.0.0.2", t0)) << "another source has its own budget";
+  EXPECT_FALSE(limit.allow("10.0.0.1", t0 + std::chrono::milliseconds(1000)));
+  EXPECT_TRUE(limit.allow("10.0.0.1", t0 + std::chrono::milliseconds(1001)));
 }
 
 }  // namespace

@@ -1,0 +1,366 @@
+// The broker core alone: every input passed in by the test, the store run on a temporary
+// database when the test says so, time moved on by the test. Nothing here waits.
+#include "broker/core/broker_core.hpp"
+
+#include <gtest/gtest.h>
+
+#include "tests/broker_core/core_harness.hpp"
+
+namespace ma {
+namespace {
+
+using namespace std::chrono_literals;
+namespace json = boost::json;
+using test::core_harness;
+
+core_settings fast() {
+  core_settings s;
+  s.heartbeat_interval_ms = 1000;
+  s.eviction_factor = 3;
+  s.ack_timeout_ms = 1000;
+  s.login_timeout_ms = 500;
+  s.max_outbound_bytes = 64 * 1024;
+  return s;
+}
+
+void send_to(core_harness& h, peer_id from, const std::string& to, const std::string& uuid,
+             const std::string& text = "hi") {
+  h.send(from, "send_message", {{"receiver_username", to}, {"message_text", text}, {"message_uuid", uuid}});
+}
+
+std::vector<std::string> uuids_of(const std::vector<json::object>& frames) {
+  std::vector<std::string> out;
+  for (auto& f : frames) out.emplace_back(f.at("message_uuid").as_string());
+  return out;
+}
+
+// What reaches a reading peer until nothing moves any more (writes and store jobs alike).
+std::vector<json::object> drain(core_harness& h, peer_id id, std::string_view kind) {
+  std::vector<json::object> all;
+  for (int i = 0; i < 1000; ++i) {
+    auto got = h.take(id, kind);
+    const int ran = h.run_store();
+    if (got.empty() && ran == 0) break;
+    all.insert(all.end(), got.begin(), got.end());
+  }
+  return all;
+}
+
+std::string error_code_of(core_harness& h, peer_id id) {
+  auto errors = h.take(id, "error");
+  return errors.empty() ? std::string() : std::string(errors.back().at("error_code").as_string());
+}
+
+TEST(BrokerCore, ALogInHoldsTheReadingUntilTheStoreAnswers) {
+  core_harness h(fast());
+  const peer_id alice = h.connect();
+  h.send(alice, "log_in", {{"sender_username", "alice"}});
+  EXPECT_TRUE(h.port().held.count(alice)) << "frames after log_in must wait for its answer";
+  EXPECT_TRUE(h.take(alice, "acknowledge_log_in").empty());
+  EXPECT_EQ(h.run_store(), 1);
+  EXPECT_FALSE(h.port().held.count(alice));
+  auto ack = h.take(alice, "acknowledge_log_in");
+  ASSERT_EQ(ack.size(), 1u);
+  EXPECT_EQ(ack[0].at("pending_dead_letters").as_int64(), 0);
+}
+
+TEST(BrokerCore, AnAckTimeoutFiresExactlyAtItsDeadline) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice"), bob = h.online("bob");
+  send_to(h, alice, "bob", "m1");
+  h.run_store();
+  ASSERT_EQ(h.take(bob, "receive_message").size(), 1u);
+  ASSERT_EQ(h.take(alice, "message_accepted").size(), 1u);
+
+  h.advance(999ms);
+  EXPECT_EQ(h.core().in_flight_count(), 1u);
+  EXPECT_TRUE(h.port().jobs.empty());
+  h.advance(1ms);
+  EXPECT_EQ(h.core().in_flight_count(), 0u);
+  ASSERT_EQ(h.run_store(), 1);  // the move to the Dead Letter Channel
+  auto dead = h.take(alice, "message_dead_lettered");
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_EQ(dead[0].at("reason").as_string(), "ack_timeout");
+  auto letters = h.db().find("m1");
+  ASSERT_EQ(letters.size(), 1u);
+  EXPECT_EQ(letters[0].reason, dead_letter_reason::ack_timeout);
+  EXPECT_EQ(letters[0].attempts, 1);
+}
+
+TEST(BrokerCore, AnAcknowledgementInTimeIsAReceiptAndNoDeadLetter) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice"), bob = h.online("bob");
+  send_to(h, alice, "bob", "m1");
+  h.run_store();
+  h.take(bob, "receive_message");
+  h.send(bob, "acknowledge_message", {{"message_uuid", "m1"}});
+  ASSERT_EQ(h.take(alice, "message_delivered").size(), 1u);
+  h.run_store();
+  h.advance(5s);
+  EXPECT_TRUE(h.take(alice, "message_dead_lettered").empty());
+  EXPECT_TRUE(h.db().find("m1").empty());
+  EXPECT_EQ(h.db().count_journal(), 0);
+}
+
+TEST(BrokerCore, EvictionComesAtTheIntervalTimesTheFactor) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice");
+  h.advance(2999ms);
+  EXPECT_FALSE(h.port().closing.count(alice));
+  h.advance(1ms);
+  EXPECT_TRUE(h.port().closing.count(alice));
+  EXPECT_EQ(error_code_of(h, alice), "heartbeat_timeout");
+}
+
+TEST(BrokerCore, AHeartbeatMovesTheEvictionOn) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice");
+  h.advance(2000ms);
+  h.send(alice, "heartbeat");
+  h.advance(2999ms);
+  EXPECT_FALSE(h.port().closing.count(alice));
+  h.advance(1ms);
+  EXPECT_TRUE(h.port().closing.count(alice));
+}
+
+TEST(BrokerCore, ALoginTimeoutClosesAConnectionThatNeverLogsIn) {
+  core_harness h(fast());
+  const peer_id lurker = h.connect();
+  h.advance(499ms);
+  EXPECT_FALSE(h.port().closing.count(lurker));
+  h.advance(1ms);
+  EXPECT_TRUE(h.port().closing.count(lurker));
+  EXPECT_EQ(error_code_of(h, lurker), "login_timeout");
+}
+
+TEST(BrokerCore, PresenceGoesOutAtOnceForFewUsersAndInBatchesPast64) {
+  core_harness h(fast());
+  const peer_id watcher = h.online("watcher");
+  h.send(watcher, "heartbeat");
+  std::vector<peer_id> users;
+  for (int i = 0; i < 63; ++i) users.push_back(h.online("u" + std::to_string(i)));
+  EXPECT_EQ(h.take(watcher, "update_user_set").size(), 63u) << "one update per change up to 64 users";
+
+  // From the 65th user on, changes within a batch interval go out together.
+  const peer_id a = h.online("late-a"), b = h.online("late-b");
+  EXPECT_TRUE(h.take(watcher, "update_user_set").empty());
+  h.advance(99ms);
+  EXPECT_TRUE(h.take(watcher, "update_user_set").empty());
+  h.advance(1ms);
+  auto updates = h.take(watcher, "update_user_set");
+  ASSERT_EQ(updates.size(), 1u);
+  EXPECT_EQ(updates[0].at("joined").as_array(), (json::array{"late-a", "late-b"}));
+  EXPECT_EQ(updates[0].at("user_count").as_int64(), 66);
+  EXPECT_EQ(updates[0].at("user_list").as_array().size(), 66u);
+  EXPECT_EQ(h.take(a, "update_user_set").size(), 1u);  // the batch goes to everyone
+
+  h.disconnect(b);
+  h.advance(100ms);
+  updates = h.take(watcher, "update_user_set");
+  ASSERT_EQ(updates.size(), 1u);
+  EXPECT_EQ(updates[0].at("left").as_array(), (json::array{"late-b"}));
+}
+
+TEST(BrokerCore, ADuplicateWhileTheFirstSendIsUncommittedIsAnsweredAfterTheCommit) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice"), bob = h.online("bob");
+  send_to(h, alice, "bob", "m1");
+  send_to(h, alice, "bob", "m1");
+  EXPECT_TRUE(h.take(alice, "message_accepted").empty()) << "nothing is accepted before the commit";
+  EXPECT_EQ(h.port().jobs.size(), 1u) << "the duplicate is not stored again";
+  h.run_store();
+  auto accepted = h.take(alice, "message_accepted");
+  ASSERT_EQ(accepted.size(), 2u);
+  EXPECT_FALSE(accepted[0].contains("duplicate") && accepted[0].at("duplicate").as_bool());
+  EXPECT_TRUE(accepted[1].at("duplicate").as_bool());
+  EXPECT_EQ(h.take(bob, "receive_message").size(), 1u);
+}
+
+TEST(BrokerCore, ACommitFailureIsAnInternalErrorAndTheUuidMaySendAgain) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice"), bob = h.online("bob");
+  send_to(h, alice, "bob", "m1");
+  h.fail_next_commit = true;
+  h.run_store();
+  auto errors = h.take(alice, "error");
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].at("error_code").as_string(), "internal_error");
+  EXPECT_EQ(errors[0].at("message_uuid").as_string(), "m1");
+  EXPECT_TRUE(h.take(alice, "message_accepted").empty());
+  EXPECT_TRUE(h.take(bob, "receive_message").empty());
+
+  send_to(h, alice, "bob", "m1");
+  h.run_store();
+  auto accepted = h.take(alice, "message_accepted");
+  ASSERT_EQ(accepted.size(), 1u);
+  EXPECT_FALSE(accepted[0].contains("duplicate") && accepted[0].at("duplicate").as_bool());
+  EXPECT_EQ(uuids_of(h.take(bob, "receive_message")), std::vector<std::string>{"m1"});
+}
+
+TEST(BrokerCore, AFullRecipientHoldsItsSenderThenOverflowsToTheDeadLetterChannel) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice"), bob = h.online("bob");
+  const std::string big(4000, 'x');
+  // bob reads nothing: his outbox grows past a quarter of max_outbound_bytes (16 KiB).
+  int sent = 0;
+  while (h.port().held.count(alice) == 0 && sent < 100) {
+    send_to(h, alice, "bob", "m" + std::to_string(sent++), big);
+    h.run_store();
+  }
+  ASSERT_TRUE(h.port().held.count(alice)) << "the sender's reading is held";
+  EXPECT_GT(h.unsent_bytes(bob), 16u * 1024);
+  // bob does not drain within the limit: alice goes on, and bob is slow from then on.
+  h.advance(199ms);
+  EXPECT_TRUE(h.port().held.count(alice));
+  h.advance(1ms);
+  EXPECT_FALSE(h.port().held.count(alice));
+
+  const int holds = h.port().holds[alice];
+  std::string last;
+  for (int i = 0; i < 100 && h.unsent_bytes(bob) <= 64u * 1024; ++i) {
+    last = "f" + std::to_string(i);
+    send_to(h, alice, "bob", last, big);
+    h.run_store();
+  }
+  EXPECT_EQ(h.port().holds[alice], holds) << "a slow recipient holds no sender";
+  send_to(h, alice, "bob", "over", big);
+  h.run_store();
+  auto accepted = h.take(alice, "message_accepted");
+  ASSERT_FALSE(accepted.empty());
+  EXPECT_EQ(accepted.back().at("message_uuid").as_string(), "over");
+  EXPECT_EQ(accepted.back().at("status").as_string(), "dead_lettered");
+  auto letters = h.db().find("over");
+  ASSERT_EQ(letters.size(), 1u);
+  EXPECT_EQ(letters[0].reason, dead_letter_reason::queue_overflow);
+}
+
+TEST(BrokerCore, ARecipientThatDrainsReleasesItsSender) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice"), bob = h.online("bob");
+  const std::string big(4000, 'x');
+  for (int i = 0; i < 100 && !h.port().held.count(alice); ++i) {
+    send_to(h, alice, "bob", "m" + std::to_string(i), big);
+    h.run_store();
+  }
+  ASSERT_TRUE(h.port().held.count(alice));
+  h.frames(bob);  // bob reads everything
+  EXPECT_FALSE(h.port().held.count(alice));
+}
+
+TEST(BrokerCore, RedeliveryKeepsAtMostItsWindowUnacknowledged) {
+  auto s = fast();
+  s.ack_timeout_ms = 60'000;
+  core_harness h(s);
+  const peer_id alice = h.online("alice");
+  const int backlog = static_cast<int>(broker_core::redelivery_window) + 200;
+  for (int i = 0; i < backlog; ++i) send_to(h, alice, "bob", "d" + std::to_string(i));
+  h.run_store();
+  h.send(alice, "heartbeat");
+
+  const peer_id bob = h.connect();
+  EXPECT_EQ(h.log_in(bob, "bob").at("pending_dead_letters").as_int64(), backlog);
+  auto first = drain(h, bob, "receive_message");
+  ASSERT_EQ(first.size(), broker_core::redelivery_window);
+  EXPECT_EQ(first.front().at("message_uuid").as_string(), "d0");
+  EXPECT_EQ(first.front().at("attempt").as_int64(), 1);
+  EXPECT_EQ(first.back().at("message_uuid").as_string(), "d999");
+
+  json::array acked;
+  for (int i = 0; i < 10; ++i) acked.emplace_back("d" + std::to_string(i));
+  h.send(bob, "acknowledge_message", {{"message_uuids", acked}});
+  h.advance(0ms);
+  auto next = drain(h, bob, "receive_message");
+  ASSERT_EQ(next.size(), 10u);
+  EXPECT_EQ(next.front().at("message_uuid").as_string(), "d1000");
+}
+
+TEST(BrokerCore, LiveMessagesWaitBehindTheBacklogAndComeAfterIt) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice");
+  send_to(h, alice, "bob", "old");
+  h.run_store();
+  const peer_id bob = h.connect();
+  h.send(bob, "log_in", {{"sender_username", "bob"}});
+  h.run_store_once();  // the count: bob is online, his backlog not fetched yet
+  send_to(h, alice, "bob", "new");
+  h.run_store();
+  EXPECT_EQ(uuids_of(h.take(bob, "receive_message")), (std::vector<std::string>{"old", "new"}));
+}
+
+TEST(BrokerCore, ADisconnectMovesWhatWasInFlightToTheDeadLetterChannelForTheNextLogin) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice"), bob = h.online("bob");
+  for (const char* uuid : {"a", "b", "c"}) send_to(h, alice, "bob", uuid);
+  h.run_store();
+  ASSERT_EQ(h.take(bob, "receive_message").size(), 3u);
+  h.disconnect(bob);
+  EXPECT_EQ(h.core().in_flight_count(), 0u);
+  h.run_store();
+  auto dead = h.take(alice, "message_dead_lettered");
+  ASSERT_EQ(dead.size(), 3u);
+  EXPECT_EQ(dead[0].at("reason").as_string(), "recipient_disconnected");
+
+  const peer_id again = h.connect();
+  EXPECT_EQ(h.log_in(again, "bob").at("pending_dead_letters").as_int64(), 3);
+  h.run_store();
+  auto redelivered = h.take(again, "receive_message");
+  EXPECT_EQ(uuids_of(redelivered), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_EQ(redelivered[0].at("attempt").as_int64(), 2);
+}
+
+TEST(BrokerCore, AReceiveWindowHoldsLiveDeliveriesUntilAcknowledged) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice"), bob = h.online("bob", {{"receive_window", 2}});
+  for (const char* uuid : {"a", "b", "c"}) send_to(h, alice, "bob", uuid);
+  h.run_store();
+  EXPECT_EQ(uuids_of(h.take(bob, "receive_message")), (std::vector<std::string>{"a", "b"}));
+  h.send(bob, "acknowledge_message", {{"message_uuid", "a"}});
+  EXPECT_TRUE(h.take(bob, "receive_message").empty()) << "the refill comes after the burst";
+  h.advance(0ms);
+  EXPECT_EQ(uuids_of(h.take(bob, "receive_message")), std::vector<std::string>{"c"});
+}
+
+TEST(BrokerCore, TheSameNameCanNotBeOnlineTwiceAndIsFreeAfterTheDisconnect) {
+  core_harness h(fast());
+  const peer_id first = h.online("alice");
+  const peer_id second = h.connect();
+  h.send(second, "log_in", {{"sender_username", "alice"}});
+  EXPECT_EQ(error_code_of(h, second), "username_taken");
+  h.disconnect(first);
+  EXPECT_FALSE(h.log_in(second, "alice").empty());
+}
+
+TEST(BrokerCore, AGroupChangeIsAnsweredAfterItsCommit) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice"), bob = h.online("bob");
+  h.send(alice, "create_group", {{"group_name", "ops"}, {"group_members", json::array{"bob"}}});
+  EXPECT_TRUE(h.port().held.count(alice));
+  h.run_store();
+  auto ack = h.take(alice, "acknowledge_group");
+  ASSERT_EQ(ack.size(), 1u);
+  EXPECT_EQ(ack[0].at("group_members").as_array(), (json::array{"alice", "bob"}));
+  h.send(alice, "group_message", {{"group_name", "ops"}, {"message_text", "hi"}, {"message_uuid", "g1"}});
+  h.run_store();
+  EXPECT_EQ(uuids_of(h.take(bob, "receive_message")), std::vector<std::string>{"g1"});
+  EXPECT_EQ(h.db().list_groups().size(), 1u);
+}
+
+TEST(BrokerCore, StoppingClosesEveryPeerAndDeadLettersWhatIsInFlightAsBrokerRestart) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice"), bob = h.online("bob");
+  send_to(h, alice, "bob", "m1");
+  h.run_store();
+  h.core().stop(h.now());
+  EXPECT_TRUE(h.port().closing.count(alice));
+  EXPECT_TRUE(h.port().closing.count(bob));
+  h.disconnect(bob);
+  h.disconnect(alice);
+  h.run_store();
+  auto letters = h.db().find("m1");
+  ASSERT_EQ(letters.size(), 1u);
+  EXPECT_EQ(letters[0].reason, dead_letter_reason::broker_restart);
+  EXPECT_EQ(h.core().peer_count(), 0u);
+}
+
+}  // namespace
+}  // namespace ma

@@ -1,0 +1,99 @@
+// A broker core driven by a test alone: a port that records what the core asks for, store jobs
+// run on a temporary database on the test's thread when the test says so (with a way to fail
+// the next commit), time passed in by the test. No socket, no thread, no sleeping.
+#pragma once
+
+#include <boost/json/object.hpp>
+
+#include <chrono>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "broker/core/broker_core.hpp"
+#include "storage/database.hpp"
+#include "tests/support/temp_dir.hpp"
+
+namespace ma::test {
+
+class recording_port : public port {
+ public:
+  struct job {
+    store_job run;
+    core_completion done;
+    on_failure policy;
+    std::string name;
+  };
+
+  void flush(peer_id id) override { flushes.insert(id); }
+  void close_after_flush(peer_id id) override { closing.insert(id); }
+  void hold_reading(peer_id id) override {
+    held.insert(id);
+    ++holds[id];
+  }
+  void resume_reading(peer_id id) override { held.erase(id); }
+  void submit(store_job j, core_completion done, on_failure policy, const char* name) override {
+    jobs.push_back({std::move(j), std::move(done), policy, name});
+  }
+  void deadline_moved(steady_time at) override { last_deadline = at; }
+
+  std::set<peer_id> flushes;  // asked since the test last took the output
+  std::set<peer_id> closing;
+  std::set<peer_id> held;
+  std::map<peer_id, int> holds;
+  std::deque<job> jobs;
+  std::optional<steady_time> last_deadline;
+};
+
+class core_harness {
+ public:
+  explicit core_harness(core_settings s = {});
+
+  broker_core& core() { return core_; }
+  recording_port& port() { return port_; }
+  database& db() { return db_; }
+  const moment& now() const { return now_; }
+
+  peer_id connect();
+  void send(peer_id id, std::string_view kind, boost::json::object content = {});
+  // Sends log_in, runs the store, returns the acknowledge_log_in content (empty if none came).
+  boost::json::object log_in(peer_id id, const std::string& name, boost::json::object extra = {});
+  // connect() and log_in().
+  peer_id online(const std::string& name, boost::json::object extra = {});
+  void disconnect(peer_id id) { core_.disconnected(id, now_); }
+
+  // Runs the store's queued jobs, and those their completions submit, until none is left;
+  // returns how many ran. The next commit fails when fail_next_commit is set (a retry job then
+  // stays queued, as the store retries it).
+  int run_store();
+  // Runs the jobs queued now, not those their completions submit.
+  int run_store_once();
+  bool fail_next_commit = false;
+
+  // The frames written to a peer since the last call (the peer reads everything: its outbox is
+  // drained and the core told so). read = false leaves the outbox as it is: a peer that does
+  // not read.
+  std::vector<boost::json::object> frames(peer_id id);
+  // The contents of the frames of one kind (the others are kept for later calls).
+  std::vector<boost::json::object> take(peer_id id, std::string_view kind);
+  std::size_t unsent_bytes(peer_id id) { return core_.outbox_of(id) ? core_.outbox_of(id)->bytes() : 0; }
+
+  // Moves time on by d, ticking the core at every deadline on the way, and at the end.
+  void advance(std::chrono::milliseconds d);
+
+ private:
+  void run_job(recording_port::job j);
+
+  temp_dir dir_;
+  database db_;
+  recording_port port_;
+  broker_core core_;
+  moment now_;
+  peer_id next_id_ = 0;
+  std::map<peer_id, std::deque<boost::json::object>> inbox_;
+};
+
+}  // namespace ma::test

@@ -1,0 +1,84 @@
+// The named store operations on a real temporary database, each run twice where the store may
+// run it again (a batch re-run without a failed operation, or a retried transaction).
+#include "broker/core/store_jobs.hpp"
+
+#include <gtest/gtest.h>
+
+#include "tests/support/temp_dir.hpp"
+
+namespace ma {
+namespace {
+
+struct StoreJobs : ::testing::Test {
+  test::temp_dir dir;
+  database db{database::settings{dir.file("jobs.db")}};
+  const sys_ms now{std::chrono::milliseconds(1'800'000'000'000)};
+
+  void run(const store_job& j) {
+    db.begin();
+    j(db);
+    db.commit();
+  }
+  message_ptr message(const std::string& uuid) {
+    auto m = std::make_shared<accepted_message>();
+    m->rec.message_uuid = uuid;
+    m->rec.sender = "alice";
+    m->rec.body = R"({"message_text":"hi"})";
+    m->rec.accepted_at = now;
+    m->rec.expires_at = now + std::chrono::hours(1);
+    return m;
+  }
+};
+
+TEST_F(StoreJobs, AnAcceptJournalsTheLiveDeadLettersTheRestAndRemembersThePair) {
+  auto m = message("m1");
+  std::vector<store_jobs::accept_target> targets{{"bob", true, {}, 0},
+                                                 {"carol", false, dead_letter_reason::recipient_offline, 0}};
+  auto job = store_jobs::accept(m, targets, true, "[...]", now);
+  run(job.run);
+  ASSERT_EQ(job.result->size(), 2u);
+  EXPECT_GT((*job.result)[0].seq, 0);
+  EXPECT_EQ((*job.result)[1].seq, 0);
+  EXPECT_EQ(db.count_journal(), 1);
+  EXPECT_EQ(db.count_pending("carol"), 1);
+  auto pairs = db.accepted_since(now - std::chrono::minutes(1));
+  ASSERT_EQ(pairs.size(), 1u);
+  EXPECT_EQ(pairs[0].status, "[...]");
+}
+
+TEST_F(StoreJobs, RunningAJobAgainLeavesItsOutputsAsIfItRanOnce) {
+  run(store_jobs::accept(message("x-bob"), {{"bob", false, dead_letter_reason::recipient_offline, 0}}, true,
+                         "dead_lettered", now)
+          .run);
+  auto letters = db.pending_for("bob", 0, 10);
+  ASSERT_EQ(letters.size(), 1u);
+  auto batch = std::make_shared<const std::vector<failed_delivery>>(std::vector<failed_delivery>{
+      {"bob", delivery{message("x-bob"), 0, letters[0].id, 1, now}, true}});
+  auto job = store_jobs::dead_letter(batch, dead_letter_reason::ack_timeout, now, 1);
+  db.begin();
+  job.run(db);
+  db.rollback();  // the store re-runs a rolled-back batch: the first run's output must not stay
+  run(job.run);
+  EXPECT_EQ(job.result->size(), 1u) << "parked after its only attempt, counted once";
+}
+
+TEST_F(StoreJobs, GroupsAndCounts) {
+  auto create = store_jobs::create_group("ops", "alice", {"bob"}, now);
+  run(create.run);
+  EXPECT_TRUE(*create.result);
+  auto again = store_jobs::create_group("ops", "alice", {}, now);
+  run(again.run);
+  EXPECT_FALSE(*again.result);
+  auto join = store_jobs::join_group("ops", "carol", now);
+  run(join.run);
+  EXPECT_TRUE(*join.result);
+  auto leave = store_jobs::leave_group("nope", "carol");
+  run(leave.run);
+  EXPECT_FALSE(*leave.result);
+  auto count = store_jobs::count_pending("nobody");
+  run(count.run);
+  EXPECT_EQ(*count.result, 0);
+}
+
+}  // namespace
+}  // namespace ma
