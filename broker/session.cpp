@@ -19,6 +19,46 @@ using steady = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 namespace {
+
+// The outbox's gather list as an Asio buffer sequence, without a copy: it stays as it is while
+// a write of it is at work (outbox::writing).
+class gathered {
+ public:
+  using view = outbox::bytes_view;
+  class iterator {
+   public:
+    using iterator_category = std::bidirectional_iterator_tag;
+    using value_type = asio::const_buffer;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const asio::const_buffer*;
+    using reference = asio::const_buffer;
+    iterator() = default;
+    explicit iterator(const view* p) : p_(p) {}
+    asio::const_buffer operator*() const { return {p_->data(), p_->size()}; }
+    iterator& operator++() {
+      ++p_;
+      return *this;
+    }
+    iterator operator++(int) { return iterator(p_++); }
+    iterator& operator--() {
+      --p_;
+      return *this;
+    }
+    iterator operator--(int) { return iterator(p_--); }
+    bool operator==(const iterator&) const = default;
+
+   private:
+    const view* p_ = nullptr;
+  };
+  explicit gathered(const std::vector<view>& v) : begin_(v.data()), end_(v.data() + v.size()) {}
+  iterator begin() const { return iterator(begin_); }
+  iterator end() const { return iterator(end_); }
+
+ private:
+  const view* begin_;
+  const view* end_;
+};
+
 constexpr auto busy_gap = 100ms;          // data closer than this keeps the coroutine
 constexpr auto park_after = 1s;           // of silence, before a busy coroutine parks
 constexpr auto close_flush_limit = 2s;    // a closing connection that does not drain is closed
@@ -184,21 +224,13 @@ void session::close_socket() {
   socket_.close(ignored);
 }
 
-const std::vector<asio::const_buffer>& session::gather() {
-  buffers_.clear();
-  if (outbox* out = host_.core().outbox_of(id_)) {
-    for (auto piece : out->gather()) buffers_.emplace_back(piece.data(), piece.size());
-  }
-  return buffers_;
-}
-
 // Writes what is queued with one non-blocking call, unless asynchronous writes are at work.
 // What the socket does not take at once is left to write_rest.
 void session::flush() {
   outbox* out = host_.core().outbox_to_flush(id_);
   if (!out || writing_ == write_state::async || out->empty() || !socket_.is_open()) return;
   boost::system::error_code ec;
-  const std::size_t n = socket_.write_some(gather(), ec);
+  const std::size_t n = socket_.write_some(gathered(out->gather()), ec);
   if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
     spdlog::debug("session {}: write failed: {}", id_, ec.message());
     return close_socket();  // the reader fails and ends the session
@@ -214,9 +246,10 @@ void session::flush() {
 // Writes what the socket did not take at once, and whatever is queued meanwhile (no coroutine:
 // a full socket is common under load).
 void session::write_rest() {
-  gather();
-  host_.core().outbox_of(id_)->writing();
-  asio::async_write(socket_, buffers_,
+  outbox& out = *host_.core().outbox_of(id_);
+  gathered buffers(out.gather());
+  out.writing();
+  asio::async_write(socket_, buffers,
                     [self = shared_from_this(), keep = host_.keep_alive()](boost::system::error_code ec, std::size_t n) {
                       broker_core& core = self->host_.core();
                       outbox* out = core.outbox_of(self->id_);

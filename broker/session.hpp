@@ -18,7 +18,6 @@
 #include <chrono>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "broker/core/port.hpp"
 #include "core/framer.hpp"
@@ -93,7 +92,6 @@ class session : public std::enable_shared_from_this<session> {
   void spawn();
   void write_rest();
   void ended();
-  const std::vector<boost::asio::const_buffer>& gather();
   auto until_closing();
 
   session_host& host_;
@@ -109,7 +107,6 @@ class session : public std::enable_shared_from_this<session> {
   boost::asio::cancellation_signal stop_reading_;  // begin_close and park end a wait for data
   wake_point resumed_;                             // a held reader sleeps here
   wake_point written_;                             // a closing reader waits here for the writer
-  std::vector<boost::asio::const_buffer> buffers_;
 };
 
 }  // namespace ma

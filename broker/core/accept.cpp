@@ -202,7 +202,7 @@ void broker_core::accept_failed(dedupe_table::entry& e, const std::string& uuid)
 void broker_core::deliver(peer& to, const message_ptr& m, std::int64_t seq, const moment& now) {
   // Behind the backlog, or behind what already waits for room in the window, or before the
   // log_in is answered: order holds.
-  if (to.phase != peer_phase::logged_in || to.redelivery.state != redelivery_state::idle || to.held_count() > 0 ||
+  if (to.phase != peer_phase::logged_in || to.redelivering() || to.held_count() > 0 ||
       to.window_full()) {
     to.held.push_back({m, seq});
     return;
@@ -212,7 +212,7 @@ void broker_core::deliver(peer& to, const message_ptr& m, std::int64_t seq, cons
 
 // Sends what waits in to.held while its window has room and no backlog is being redelivered.
 void broker_core::refill(peer& to, const moment& now) {
-  while (to.receiving() && to.redelivery.state == redelivery_state::idle && to.held_count() > 0 &&
+  while (to.receiving() && !to.redelivering() && to.held_count() > 0 &&
          !to.window_full()) {
     auto h = std::move(to.held[to.held_next++]);
     send_live(to, h.msg, h.seq, now);
@@ -230,7 +230,7 @@ void broker_core::refill(peer& to, const moment& now) {
 // log_out in one write (listen --count) free the window but get nothing more handed to them.
 // The redelivery pump goes on then too.
 void broker_core::refill_soon(peer& to) {
-  if (to.refill_due || (to.held_count() == 0 && to.redelivery.state != redelivery_state::sending)) return;
+  if (to.refill_due || (to.held_count() == 0 && !to.redelivering())) return;
   to.refill_due = true;
   refills_.push_back(to.id);
 }

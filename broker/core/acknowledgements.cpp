@@ -51,7 +51,7 @@ void broker_core::handle_ack(peer& p, const request& r, const moment& now) {
     if (delivered_at.empty()) delivered_at = format_iso8601(now.wall);
     notify_sender(*d.msg, [&](std::string& b) { append_delivered_frame(b, uuid, p.username, delivered_at); });
     if (d.dead_letter_id) {
-      --p.redelivery.in_flight;
+      --p.redeliveries_in_flight;
       acks->redelivered.push_back(std::move(d));
     } else if (d.seq) {
       acks->seqs.push_back(d.seq);
@@ -90,7 +90,7 @@ void broker_core::expire_acks(const moment& now) {
     const bool redelivery = d->dead_letter_id != 0;
     expired.push_back({p->username, std::move(*d), true});
     if (redelivery) {
-      --p->redelivery.in_flight;
+      --p->redeliveries_in_flight;
       pump(*p, now);
     }
     refill_soon(*p);

@@ -87,7 +87,7 @@ void broker_core::written(peer_id id, std::size_t n, const moment& now) {
   if (!p || n == 0) return;
   p->out.consume(n);
   p->last_write = now.steady;
-  if (p->redelivery.state == redelivery_state::sending) pump(*p, now);
+  if (p->redelivering()) pump(*p, now);
   if (!p->stalled.empty() || p->slow) release_stalled(*p);
   deadline_may_have_moved();
 }
@@ -344,6 +344,7 @@ void broker_core::release_all_stalled(peer& to) {
 void broker_core::release_idle_buffers(steady_time now) {
   for (auto& [id, p] : peers_) {
     if (p->out.empty() && now - p->last_write >= idle_buffers_after) p->out.release_memory();
+    p->in_flight.release_memory();
   }
 }
 

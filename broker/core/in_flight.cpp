@@ -5,16 +5,18 @@
 namespace ma {
 
 std::uint64_t in_flight_set::add(delivery d) {
+  if (!m_) m_ = std::make_unique<maps>();
   const std::uint64_t id = ++next_;
   const std::string_view uuid = d.msg->rec.message_uuid;
-  if (!by_uuid_.try_emplace(uuid, id).second) more_.emplace(uuid, id);
-  by_id_.emplace(id, std::move(d));
+  if (!m_->by_uuid.try_emplace(uuid, id).second) m_->more.emplace(uuid, id);
+  m_->by_id.emplace(id, std::move(d));
   return id;
 }
 
 std::optional<delivery> in_flight_set::take(std::string_view uuid, std::string_view sender) {
-  if (auto it = by_uuid_.find(uuid); it != by_uuid_.end() && matches(it->second, sender)) return remove(it->second);
-  auto range = more_.equal_range(uuid);
+  if (!m_) return std::nullopt;
+  if (auto it = m_->by_uuid.find(uuid); it != m_->by_uuid.end() && matches(it->second, sender)) return remove(it->second);
+  auto range = m_->more.equal_range(uuid);
   for (auto it = range.first; it != range.second; ++it) {
     if (matches(it->second, sender)) return remove(it->second);
   }
@@ -22,49 +24,51 @@ std::optional<delivery> in_flight_set::take(std::string_view uuid, std::string_v
 }
 
 std::optional<delivery> in_flight_set::take(std::uint64_t id) {
-  if (!by_id_.contains(id)) return std::nullopt;
+  if (!m_) return std::nullopt;
+  if (!m_->by_id.contains(id)) return std::nullopt;
   return remove(id);
 }
 
 std::vector<delivery> in_flight_set::drain() {
+  if (!m_) return {};
   std::vector<std::uint64_t> ids;
-  ids.reserve(by_id_.size());
-  for (auto& [id, d] : by_id_) ids.push_back(id);
+  ids.reserve(m_->by_id.size());
+  for (auto& [id, d] : m_->by_id) ids.push_back(id);
   std::sort(ids.begin(), ids.end());
   std::vector<delivery> out;
   out.reserve(ids.size());
-  for (auto id : ids) out.push_back(std::move(by_id_.find(id)->second));
-  by_uuid_.clear();
-  more_.clear();
-  by_id_.clear();
+  for (auto id : ids) out.push_back(std::move(m_->by_id.find(id)->second));
+  m_->by_uuid.clear();
+  m_->more.clear();
+  m_->by_id.clear();
   return out;
 }
 
 bool in_flight_set::matches(std::uint64_t id, std::string_view sender) const {
-  return sender.empty() || by_id_.find(id)->second.msg->rec.sender == sender;
+  return sender.empty() || m_->by_id.find(id)->second.msg->rec.sender == sender;
 }
 
 delivery in_flight_set::remove(std::uint64_t id) {
-  auto it = by_id_.find(id);
+  auto it = m_->by_id.find(id);
   const std::string_view uuid = it->second.msg->rec.message_uuid;
-  if (auto u = by_uuid_.find(uuid); u != by_uuid_.end() && u->second == id) {
-    by_uuid_.erase(u);
+  if (auto u = m_->by_uuid.find(uuid); u != m_->by_uuid.end() && u->second == id) {
+    m_->by_uuid.erase(u);
     // Another delivery of the same uuid moves up.
-    if (auto more = more_.find(uuid); more != more_.end()) {
-      by_uuid_.emplace(by_id_.find(more->second)->second.msg->rec.message_uuid, more->second);
-      more_.erase(more);
+    if (auto more = m_->more.find(uuid); more != m_->more.end()) {
+      m_->by_uuid.emplace(m_->by_id.find(more->second)->second.msg->rec.message_uuid, more->second);
+      m_->more.erase(more);
     }
   } else {
-    auto range = more_.equal_range(uuid);
+    auto range = m_->more.equal_range(uuid);
     for (auto m = range.first; m != range.second; ++m) {
       if (m->second == id) {
-        more_.erase(m);
+        m_->more.erase(m);
         break;
       }
     }
   }
   delivery d = std::move(it->second);
-  by_id_.erase(it);
+  m_->by_id.erase(it);
   return d;
 }
 

@@ -5,6 +5,7 @@
 #include <boost/unordered/unordered_flat_map.hpp>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string_view>
 #include <unordered_map>
@@ -28,16 +29,23 @@ class in_flight_set {
   // Everything, in the order sent; the set is empty afterwards.
   std::vector<delivery> drain();
 
-  std::size_t size() const { return by_id_.size(); }
+  std::size_t size() const { return m_ ? m_->by_id.size() : 0; }
+  // Gives the maps' memory back while nothing is in flight (an idle peer keeps a pointer).
+  void release_memory() {
+    if (size() == 0) m_.reset();
+  }
 
  private:
   bool matches(std::uint64_t id, std::string_view sender) const;
   delivery remove(std::uint64_t id);
 
+  struct maps {
+    boost::unordered_flat_map<std::uint64_t, delivery> by_id;
+    boost::unordered_flat_map<std::string_view, std::uint64_t> by_uuid;
+    std::unordered_multimap<std::string_view, std::uint64_t> more;
+  };
   std::uint64_t next_ = 0;
-  boost::unordered_flat_map<std::uint64_t, delivery> by_id_;
-  boost::unordered_flat_map<std::string_view, std::uint64_t> by_uuid_;
-  std::unordered_multimap<std::string_view, std::uint64_t> more_;
+  std::unique_ptr<maps> m_;  // made at the first delivery
 };
 
 }  // namespace ma

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,25 +17,31 @@
 
 namespace ma {
 
-enum class peer_phase {
+enum class peer_phase : std::uint8_t {
   awaiting_log_in,  // connected; only log_in and heartbeat are answered
   logging_in,       // its name is held while the store counts its dead letters
   logged_in,
   closing,          // told to close after the flush; nothing more is read
 };
 
-enum class peer_reading {
+enum class peer_reading : std::uint8_t {
   open,
   held_for_store,  // a log_in or group change waits for its commit: later frames wait too
   held_for_room,   // backpressure: it sent to a recipient whose outbox is full
 };
 
 // The redelivery pump: pages of pending dead letters, fetched one at a time and sent while
-// the peer has room.
-enum class redelivery_state {
-  idle,      // no backlog: live deliveries go out at once
+// the peer has room. Without a backlog there is no pump: live deliveries go out at once.
+enum class redelivery_state : std::uint8_t {
   fetching,  // a page is being read from the store
   sending,   // letters of the page go out as room allows
+};
+
+struct redelivery_pump {
+  redelivery_state state = redelivery_state::fetching;
+  std::int64_t after = 0;  // the seq of the last letter of the last page
+  std::vector<dead_letter> page;
+  std::size_t next = 0;  // in page
 };
 
 struct held_delivery {
@@ -50,25 +57,27 @@ struct peer {
   std::string address;
   peer_phase phase = peer_phase::awaiting_log_in;
   peer_reading reading = peer_reading::open;
+  bool send_only = false;    // gets no deliveries, redeliveries or presence; holds no name
+  bool flush_asked = false;  // port::flush was called and the outbox not taken since
+  bool refill_due = false;   // acknowledgements made room: refill at the next tick
+  bool slow = false;         // backpressure (below): senders no longer wait for it
+  std::uint32_t window = 0;  // at most this many unacknowledged deliveries; 0: no limit
+  std::uint32_t redeliveries_in_flight = 0;  // sent, not yet acknowledged
   steady_time connected_at;
   steady_time last_activity;  // the last frame read
   steady_time last_write;     // the last bytes written, for giving idle buffers back
   steady_time check_at;       // its login timeout or eviction is checked then (one heap entry)
 
   std::string username;
-  bool send_only = false;  // gets no deliveries, redeliveries or presence; holds no name
   std::chrono::milliseconds heartbeat{};
-  std::size_t window = 0;  // at most this many unacknowledged deliveries; 0: no limit
 
   outbox out;
-  bool flush_asked = false;  // port::flush was called and the outbox not taken since
 
   in_flight_set in_flight;
   // Live deliveries not written yet (a backlog is being redelivered, or the window is full), in
   // order from held_next. Never attempted: they count no attempt when the peer goes.
   std::vector<held_delivery> held;
   std::size_t held_next = 0;
-  bool refill_due = false;  // acknowledgements made room: refill at the next tick
 
   // Backpressure: a recipient whose unsent data passes a quarter of max_outbound_bytes holds
   // the readers of the senders that feed it until it drains to an eighth, for at most
@@ -77,18 +86,12 @@ struct peer {
   peer_id blocked_on = 0;        // on a sender: set by the frame it just sent
   steady_time room_until{};      // on a held sender: when it goes on anyway
   std::vector<peer_id> stalled;  // on a recipient: senders held for it
-  bool slow = false;
 
-  struct {
-    redelivery_state state = redelivery_state::idle;
-    std::int64_t after = 0;  // the seq of the last letter of the last page
-    std::vector<dead_letter> page;
-    std::size_t next = 0;       // in page
-    std::size_t in_flight = 0;  // redeliveries sent, not yet acknowledged
-  } redelivery;
+  std::unique_ptr<redelivery_pump> redelivery;  // while a backlog is redelivered
 
   bool open() const { return phase != peer_phase::closing; }
   bool receiving() const { return phase == peer_phase::logged_in && !send_only; }
+  bool redelivering() const { return redelivery != nullptr; }
   bool window_full() const { return window != 0 && in_flight.size() >= window; }
   std::size_t held_count() const { return held.size() - held_next; }
 };

@@ -10,15 +10,16 @@
 namespace ma {
 
 void broker_core::start_redelivery(peer& p) {
-  p.redelivery.after = 0;
+  p.redelivery = std::make_unique<redelivery_pump>();
   fetch_page(p);
 }
 
 void broker_core::fetch_page(peer& p) {
-  p.redelivery.state = redelivery_state::fetching;
-  p.redelivery.page.clear();
-  p.redelivery.next = 0;
-  auto job = store_jobs::redelivery_page(p.username, p.redelivery.after, redelivery_page);
+  auto& r = *p.redelivery;
+  r.state = redelivery_state::fetching;
+  r.page.clear();
+  r.next = 0;
+  auto job = store_jobs::redelivery_page(p.username, r.after, redelivery_page);
   auto done = [this, id = p.id, page = job.result](std::exception_ptr e, const moment& now) {
     peer* q = find(id);
     if (!q || !q->open()) return;
@@ -33,28 +34,29 @@ void broker_core::fetch_page(peer& p) {
 
 void broker_core::page_fetched(peer_id id, std::vector<ma::dead_letter> page, const moment& now) {
   peer* p = find(id);
-  if (!p) return;
+  if (!p || !p->redelivery) return;
   if (page.empty()) {
     // The backlog is out: what arrived meanwhile follows, in the order it was accepted.
-    p->redelivery.state = redelivery_state::idle;
+    p->redelivery.reset();
     refill(*p, now);
     spdlog::info("session {}: redelivery to '{}' done", id, p->username);
     deadline_may_have_moved();
     return;
   }
-  p->redelivery.after = page.back().seq;
-  p->redelivery.page = std::move(page);
-  p->redelivery.next = 0;
-  p->redelivery.state = redelivery_state::sending;
+  auto& r = *p->redelivery;
+  r.after = page.back().seq;
+  r.page = std::move(page);
+  r.next = 0;
+  r.state = redelivery_state::sending;
   pump(*p, now);
   deadline_may_have_moved();
 }
 
 void broker_core::pump(peer& p, const moment& now) {
-  auto& r = p.redelivery;
-  if (r.state != redelivery_state::sending) return;
+  if (!p.redelivery || p.redelivery->state != redelivery_state::sending) return;
+  auto& r = *p.redelivery;
   while (r.next < r.page.size()) {
-    if (!p.open() || r.in_flight >= redelivery_window || p.window_full() ||
+    if (!p.open() || p.redeliveries_in_flight >= redelivery_window || p.window_full() ||
         p.out.bytes() > s_.max_outbound_bytes / 2) {
       return;  // an acknowledgement, an ack timeout or a write calls again
     }
@@ -68,7 +70,7 @@ void broker_core::pump(peer& p, const moment& now) {
     std::copy_n(letter.accepted_at.begin(), std::min(letter.accepted_at.size(), m->sent_at.size()), m->sent_at.begin());
     const int attempt = letter.attempts + 1;
     push(p, make_redelivery_frame(m->header(), p.username, attempt, to_string(letter.reason)));
-    ++r.in_flight;
+    ++p.redeliveries_in_flight;
     register_in_flight(p, delivery{m, 0, letter.id, attempt, now.wall}, now.steady);
   }
   fetch_page(p);

@@ -62,7 +62,7 @@ void broker_core::handle_log_in(peer& p, request& r, const moment& now) {
   if (stopping_) return;
   p.username = r.username;
   p.send_only = r.send_only;
-  p.window = r.receive_window ? static_cast<std::size_t>(*r.receive_window) : 0;
+  p.window = r.receive_window ? static_cast<std::uint32_t>(*r.receive_window) : 0;  // at most max_receive_window
   if (p.send_only) {
     send_only_.emplace(p.username, p.id);
   } else {
