@@ -37,23 +37,6 @@ namespace {
 constexpr auto housekeeping_interval = 500ms;
 constexpr auto trim_interval = 2s;
 
-core_settings core_settings_of(const broker_options& o) {
-  core_settings s;
-  s.broker_name = o.broker_name;
-  s.heartbeat_interval_ms = o.heartbeat_interval_ms;
-  s.eviction_factor = o.eviction_factor;
-  s.ack_timeout_ms = o.ack_timeout_ms;
-  s.login_timeout_ms = o.login_timeout_ms;
-  s.max_frame_bytes = o.max_frame_bytes;
-  s.max_message_bytes = o.max_message_bytes;
-  s.max_outbound_bytes = o.max_outbound_bytes;
-  s.max_delivery_attempts = o.max_delivery_attempts;
-  s.dead_letter_ttl_ms = o.dead_letter_ttl_ms;
-  s.dedupe_window_ms = o.dedupe_window_ms;
-  s.persist_accepted = o.persist_accepted;
-  return s;
-}
-
 void log_failure(const char* what, std::exception_ptr e) {
   if (!e) return;
   try {
@@ -67,7 +50,7 @@ void log_failure(const char* what, std::exception_ptr e) {
 
 struct broker::impl : port, session_host, std::enable_shared_from_this<broker::impl> {
   impl(asio::io_context& io, const broker_options& o, store& s)
-      : io(io), o(o), st(s), core_(core_settings_of(o), *this), acceptor(io), discovery(io, this->o, [this] {
+      : io(io), o(o), st(s), core_(o, *this), acceptor(io), discovery(io, this->o, [this] {
           return core_.online_count();
         }) {}
 
@@ -368,7 +351,7 @@ std::vector<std::string> broker::reload(const broker_options& fresh) {
   restart_only("broker-name", o.broker_name, fresh.broker_name);
   restart_only("persist-accepted", o.persist_accepted, fresh.persist_accepted);
   restart_only("sqlite-synchronous", o.sqlite_synchronous, fresh.sqlite_synchronous);
-  auto settings = core_settings_of(o);
+  core_settings settings = o;
   settings.broker_name = impl_->core_.settings().broker_name;  // restart only
   settings.persist_accepted = impl_->core_.settings().persist_accepted;
   impl_->core_.reload(settings);

@@ -6,11 +6,14 @@
 #include <string>
 #include <vector>
 
+#include "broker/core/settings.hpp"
 #include "core/config.hpp"
 
 namespace ma {
 
-struct broker_options {
+// The part the broker core uses (timeouts, limits, the dead-letter settings, the name) is its
+// core_settings; the rest is for the binding (addresses, discovery, the database, logging).
+struct broker_options : core_settings {
   std::string listen_address = "127.0.0.1";
   std::uint16_t port = 10000;
   bool discovery = true;
@@ -19,19 +22,7 @@ struct broker_options {
   std::string discovery_interface = "127.0.0.1";
   std::string advertise_address;  // empty: the listen address, else the address facing the asker
   std::string database = "data/message-broker.db";
-  std::string broker_name = "message-broker";
-  std::uint64_t heartbeat_interval_ms = 10'000;
-  std::uint32_t eviction_factor = 3;
-  std::uint64_t ack_timeout_ms = 10'000;
-  std::uint64_t login_timeout_ms = 10'000;
   std::uint32_t max_connections = 10'000;
-  std::uint64_t max_frame_bytes = 1024 * 1024;
-  std::uint64_t max_message_bytes = 256 * 1024;
-  std::uint64_t max_outbound_bytes = 8 * 1024 * 1024;
-  std::uint32_t max_delivery_attempts = 5;
-  std::uint64_t dead_letter_ttl_ms = 7ULL * 24 * 3600 * 1000;
-  std::uint64_t dedupe_window_ms = 10 * 60 * 1000;
-  bool persist_accepted = true;
   std::string sqlite_synchronous = "normal";  // normal | full
   std::string log_level = "info";
 };

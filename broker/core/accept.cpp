@@ -70,16 +70,7 @@ bool broker_core::recipients_of(peer& p, request& r, message_record& rec, std::v
 void broker_core::handle_message(peer& p, request& r, const moment& now) {
   std::string uuid = r.message_uuid.empty() ? make_message_uuid() : std::move(r.message_uuid);
   std::string key = dedupe_table::key_of(p.username, uuid);
-  if (auto* found = dedupe_.find(key); found && !found->failed) {
-    auto& e = *found;
-    if (e.done) {
-      p.out.append([&](std::string& b) { e.append_accepted(b, uuid, true, r.request_id); });
-      queue_flush(p);
-    } else {
-      e.more_waiters.emplace_back(p.id, std::move(r.request_id));
-    }
-    return;
-  }
+  if (answer_duplicate(p, key, uuid, r)) return;
 
   auto m = std::make_shared<accepted_message>();
   message_record& rec = m->rec;
@@ -91,14 +82,43 @@ void broker_core::handle_message(peer& p, request& r, const moment& now) {
   rec.expires_at = saturating_add(rec.accepted_at, bounded_ms(r.ttl_ms ? *r.ttl_ms : s_.dead_letter_ttl_ms));
   m->sent_at = format_iso8601_fixed(rec.accepted_at);
   m->origin = p.id;
+  routing route = route_to(p, std::move(recipients));
+  m->fan_out = route.live > 1;
 
-  // Routing: a live delivery to each online recipient with room, a dead letter for the others.
-  std::vector<store_jobs::accept_target> targets;
-  std::vector<peer_id> live_to;  // by target; 0 for a dead letter
-  targets.reserve(recipients.size());
-  live_to.reserve(recipients.size());
-  bool any_dead = false;
-  int live = 0;
+  dedupe_table::entry& e = dedupe_.remember(std::move(key), now.steady, bounded_ms(s_.dedupe_window_ms));
+  e.many = r.k != kind::send_message;
+  e.status = e.many ? recipients_status(route.targets) : std::string(status_of(route.targets.front().live));
+  e.first_waiter = p.id;
+  e.first_request_id = std::move(r.request_id);
+  rec.message_uuid = std::move(uuid);
+  if (!s_.persist_accepted) {
+    for (std::size_t i = 0; i < route.targets.size(); ++i) {
+      if (peer* to = route.live_to[i] ? find(route.live_to[i]) : nullptr) deliver(*to, m, 0, now);
+    }
+    if (route.live == static_cast<int>(route.targets.size())) return finish_accept(e, rec.message_uuid, now.steady);
+  }
+  commit_accept(m, e, std::move(route), now);
+}
+
+// A (sender, uuid) pair seen within the window: answered with its first statuses, or after the
+// first send's commit if that is still under way. False for a new pair (or one that failed).
+bool broker_core::answer_duplicate(peer& p, std::string_view key, const std::string& uuid, request& r) {
+  auto* e = dedupe_.find(key);
+  if (!e || e->failed) return false;
+  if (e->done) {
+    p.out.append([&](std::string& b) { e->append_accepted(b, uuid, true, r.request_id); });
+    queue_flush(p);
+  } else {
+    e->more_waiters.emplace_back(p.id, std::move(r.request_id));
+  }
+  return true;
+}
+
+// A live delivery to each online recipient with room, a dead letter for the others.
+broker_core::routing broker_core::route_to(peer& p, std::vector<std::string> recipients) {
+  routing route;
+  route.targets.reserve(recipients.size());
+  route.live_to.reserve(recipients.size());
   for (auto& name : recipients) {
     store_jobs::accept_target t{std::move(name), false, dead_letter_reason::recipient_offline, 0};
     peer_id to_id = 0;
@@ -108,39 +128,28 @@ void broker_core::handle_message(peer& p, request& r, const moment& now) {
       } else {
         t.live = true;
         to_id = to->id;
-        ++live;
+        ++route.live;
         // Backpressure: the sender's reading is held after this frame.
         if (!to->slow && to != &p && to->out.bytes() > s_.max_outbound_bytes / 4 && p.blocked_on == 0) {
           p.blocked_on = to->id;
         }
       }
     }
-    any_dead = any_dead || !t.live;
-    targets.push_back(std::move(t));
-    live_to.push_back(to_id);
+    route.targets.push_back(std::move(t));
+    route.live_to.push_back(to_id);
   }
-  m->fan_out = live > 1;
+  return route;
+}
 
-  dedupe_table::entry& e = dedupe_.remember(std::move(key), now.steady, bounded_ms(s_.dedupe_window_ms));
-  e.many = r.k != kind::send_message;
-  e.status = e.many ? recipients_status(targets) : std::string(status_of(targets.front().live));
-  e.first_waiter = p.id;
-  e.first_request_id = std::move(r.request_id);
-  rec.message_uuid = std::move(uuid);
-
+// The accept job; after its commit the live deliveries go out (with persistence on) and the
+// sender hears message_accepted. The dedupe entry outlives the commit: an entry is only
+// forgotten once done.
+void broker_core::commit_accept(const message_ptr& m, dedupe_table::entry& e, routing route, const moment& now) {
   const bool persist = s_.persist_accepted;
-  if (!persist) {
-    for (std::size_t i = 0; i < targets.size(); ++i) {
-      if (peer* to = live_to[i] ? find(live_to[i]) : nullptr) deliver(*to, m, 0, now);
-    }
-    if (!any_dead) return finish_accept(e, rec.message_uuid, now.steady);
-  }
-
-  // The dedupe entry outlives the commit: an entry is only forgotten once done.
   dedupe_table::entry* entry = &e;
-  auto job = store_jobs::accept(m, std::move(targets), persist, e.status, now.wall);
-  auto done = [this, m, persist, entry, live_to = std::move(live_to), committed = job.result](std::exception_ptr err,
-                                                                                             const moment& at) {
+  auto job = store_jobs::accept(m, std::move(route.targets), persist, e.status, now.wall);
+  auto done = [this, m, persist, entry, live_to = std::move(route.live_to), committed = job.result](
+                  std::exception_ptr err, const moment& at) {
     if (err) return accept_failed(*entry, m->rec.message_uuid);
     if (persist) {
       std::vector<failed_delivery> gone;
@@ -157,7 +166,6 @@ void broker_core::handle_message(peer& p, request& r, const moment& now) {
       if (!gone.empty()) dead_letter(std::move(gone), dead_letter_reason::recipient_disconnected, at);
     }
     finish_accept(*entry, m->rec.message_uuid, at.steady);
-    deadline_may_have_moved();
   };
   submit(std::move(job.run), std::move(done), on_failure::fail, "accept");
 }

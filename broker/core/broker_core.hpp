@@ -30,6 +30,7 @@
 #include "broker/core/port.hpp"
 #include "broker/core/presence.hpp"
 #include "broker/core/settings.hpp"
+#include "broker/core/store_jobs.hpp"
 #include "core/errc.hpp"
 #include "core/request.hpp"
 
@@ -140,7 +141,15 @@ class broker_core {
   bool forget_name(peer& p);
 
   // accept.cpp
+  struct routing {
+    std::vector<store_jobs::accept_target> targets;
+    std::vector<peer_id> live_to;  // by target; 0 for a dead letter
+    int live = 0;
+  };
   void handle_message(peer& p, request& r, const moment& now);
+  bool answer_duplicate(peer& p, std::string_view key, const std::string& uuid, request& r);
+  routing route_to(peer& p, std::vector<std::string> recipients);
+  void commit_accept(const message_ptr& m, dedupe_table::entry& e, routing route, const moment& now);
   bool recipients_of(peer& p, request& r, message_record& rec, std::vector<std::string>& out);
   void finish_accept(dedupe_table::entry& e, const std::string& uuid, steady_time now);
   void accept_failed(dedupe_table::entry& e, const std::string& uuid);

@@ -1,5 +1,5 @@
-// What the broker core needs of the broker's options (broker/options.hpp), filled in by the
-// wiring at start and on reload.
+// What the broker core needs of the broker's options: the part of broker_options
+// (broker/options.hpp) that it is built from, with protocol.md's defaults.
 #pragma once
 
 #include <cstdint>
