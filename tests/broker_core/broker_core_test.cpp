@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
+#include "core/duration.hpp"
+
 #include "tests/broker_core/core_harness.hpp"
 
 namespace ma {
@@ -121,6 +125,26 @@ TEST(BrokerCore, AHeartbeatMovesTheEvictionOn) {
   EXPECT_FALSE(h.port().closing.count(alice));
   h.advance(1ms);
   EXPECT_TRUE(h.port().closing.count(alice));
+}
+
+TEST(BrokerCore, SaturatedDurationsNeverFire) {
+  core_settings s;
+  s.eviction_factor = std::numeric_limits<std::uint32_t>::max();
+  s.ack_timeout_ms = max_duration_ms;
+  s.login_timeout_ms = max_duration_ms;
+  s.dead_letter_ttl_ms = max_duration_ms;
+  core_harness h(s);
+  const peer_id alice = h.online("alice", {{"heartbeat_interval_ms", max_duration_ms}});
+  const peer_id bob = h.online("bob");
+  const peer_id lurker = h.connect();
+  send_to(h, alice, "bob", "m1");
+  h.run_store();
+  ASSERT_EQ(h.take(bob, "receive_message").size(), 1u);
+  h.advance(std::chrono::hours(1));
+  EXPECT_TRUE(h.port().closing.empty()) << "no eviction and no login timeout wrapped round";
+  EXPECT_EQ(h.core().in_flight_count(), 1u) << "no ack timeout wrapped round";
+  EXPECT_GT(h.core().next_deadline(), h.now().steady);
+  (void)lurker;
 }
 
 TEST(BrokerCore, ALoginTimeoutClosesAConnectionThatNeverLogsIn) {
