@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "broker/admin.hpp"
+#include "admin/dead_letters.hpp"
 #include "broker/broker.hpp"
 #include "broker/options.hpp"
 #include "broker/service.hpp"

@@ -1,4 +1,4 @@
-#include "broker/admin.hpp"
+#include "admin/dead_letters.hpp"
 
 #include <gtest/gtest.h>
 
