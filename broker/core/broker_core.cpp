@@ -126,17 +126,7 @@ void broker_core::tick(const moment& now) {
   check_liveness(now);
   end_room_waits(now);
   if (auto due = presence_.due(); due && *due <= now.steady) flush_presence({});
-  if (!refills_.empty()) {
-    auto ids = std::move(refills_);
-    refills_.clear();
-    for (peer_id id : ids) {
-      if (peer* p = find(id)) {
-        p->refill_due = false;
-        pump(*p, now);
-        refill(*p, now);
-      }
-    }
-  }
+  refill_due_peers(now);
   if (auto due = warnings_.next_due(); due && *due <= now.steady) warn_letters({}, {}, now.steady);
   if (now.steady >= next_idle_release_) {
     next_idle_release_ = now.steady + idle_buffers_after;
@@ -338,6 +328,19 @@ void broker_core::release_all_stalled(peer& to) {
 
 // ------------------------------------------------------------------------------------------
 // housekeeping
+
+// Room was made during the last burst (acknowledgements, ack timeouts): what waits goes out.
+void broker_core::refill_due_peers(const moment& now) {
+  auto ids = std::move(refills_);
+  refills_.clear();
+  for (peer_id id : ids) {
+    if (peer* p = find(id)) {
+      p->refill_due = false;
+      pump(*p, now);
+      refill(*p, now);
+    }
+  }
+}
 
 // A peer that wrote nothing for a while gives its buffers back, so an idle connection costs a
 // few KiB, not the largest frame it ever sent.

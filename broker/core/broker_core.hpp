@@ -120,7 +120,7 @@ class broker_core {
   void schedule_check(peer& p, steady_time at);
   void wait_for_room(peer& sender, const moment& now);
   void end_room_waits(const moment& now);
-  void refill_due_peers();
+  void refill_due_peers(const moment& now);
   void release_idle_buffers(steady_time now);
   void run_expiry(const moment& now);
   void warn_letters(const counts_by_recipient& parked, const counts_by_recipient& expired, steady_time now);
