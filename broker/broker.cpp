@@ -34,7 +34,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr auto housekeeping_interval = 500ms;
+constexpr auto housekeeping_interval = 1s;
 constexpr auto trim_interval = 2s;
 
 void log_failure(const char* what, std::exception_ptr e) {
@@ -145,8 +145,17 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
       self->tick();
     });
   }
+  // Gives freed memory back to the system now and then, right after the tick that may have
+  // released idle buffers: a login storm leaves large freed buffers behind that would
+  // otherwise stay resident for good.
   void tick() {
-    if (!stopped) core_.tick(moment_now());
+    if (stopped) return;
+    const moment now = moment_now();
+    core_.tick(now);
+    if (now.steady - last_trim > trim_interval) {
+      last_trim = now.steady;
+      ::malloc_trim(0);
+    }
   }
 
   void start();
@@ -285,19 +294,13 @@ void broker::impl::refuse(tcp::socket sock) {
   spdlog::warn("refused a connection: max_connections ({}) reached", o.max_connections);
 }
 
-// Parks silent coroutines, closes connections that do not drain, and now and then gives freed
-// memory back to the system: a login storm leaves large freed buffers behind that would
-// otherwise stay resident for good.
+// Parks silent coroutines and closes connections that do not drain.
 void broker::impl::schedule_housekeeping() {
   housekeeping_timer.expires_after(housekeeping_interval);
   housekeeping_timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
     if (ec || self->stopped) return;
     const auto now = steady::now();
     for (auto& [id, s] : self->sessions) s->housekeeping(now);
-    if (now - self->last_trim > trim_interval) {
-      self->last_trim = now;
-      ::malloc_trim(0);
-    }
     self->schedule_housekeeping();
   });
 }
