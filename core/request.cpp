@@ -9,6 +9,7 @@
 
 #include "core/duration.hpp"
 #include "core/encode.hpp"
+#include "core/utf8.hpp"
 #include "core/names.hpp"
 
 namespace json = boost::json;
@@ -105,14 +106,14 @@ class content_reader {
 
   protocol_error bad_username(std::string_view key, std::string_view name) const {
     return fail(errc::invalid_username,
-                std::string(key) + " '" + std::string(name.substr(0, 80)) +
+                std::string(key) + " '" + std::string(utf8_prefix(name, 80)) +
                     "' is not a valid username: use 1 to 64 characters of A-Z a-z 0-9 . _ -.");
   }
 
   std::optional<protocol_error> group_name(std::string& dst) const {
     if (auto e = required_string("group_name", "the name of the group", dst)) return e;
     if (!is_valid_group_name(dst)) {
-      return fail(errc::invalid_field, "group_name '" + dst.substr(0, 80) +
+      return fail(errc::invalid_field, "group_name '" + std::string(utf8_prefix(dst, 80)) +
                                            "' is not a valid group name: use 1 to 64 characters of A-Z a-z 0-9 . _ -.");
     }
     return std::nullopt;
@@ -335,7 +336,7 @@ struct request_decoder::impl {
     const std::optional<kind> k = kind_from_string(name);
     if (!k) {
       return fail(errc::unknown_message_id,
-                  "message_id '" + std::string(name.substr(0, 64)) + "' is not a kind this broker knows; see protocol.md for the list.");
+                  "message_id '" + std::string(utf8_prefix(name, 64)) + "' is not a kind this broker knows; see protocol.md for the list.");
     }
     out.k = *k;
     if (datagram) {

@@ -12,6 +12,15 @@ namespace ma {
 // surrogates and code points past U+10FFFF included), or nullopt when all of s is.
 std::optional<std::size_t> first_invalid_utf8(std::string_view s) noexcept;
 
+// At most max_bytes of s, cut before a character that would not fit whole (s is UTF-8), so
+// that text quoting a value stays valid UTF-8.
+std::string_view utf8_prefix(std::string_view s, std::size_t max_bytes) noexcept;
+
+// At most max_bytes of s (any bytes) for a log line: printable ASCII and whole UTF-8 characters
+// as they are, every control byte and every byte that is not part of valid UTF-8 as \xNN, so
+// that a frame can not inject terminal escapes or fake lines into the log.
+std::string escape_for_log(std::string_view s, std::size_t max_bytes);
+
 // Removes the last character (all of its bytes) of s; nothing when s is empty.
 void erase_last_utf8_char(std::string& s) noexcept;
 

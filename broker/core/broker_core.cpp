@@ -8,6 +8,7 @@
 #include "broker/core/store_jobs.hpp"
 #include "core/duration.hpp"
 #include "core/encode.hpp"
+#include "core/utf8.hpp"
 
 namespace ma {
 
@@ -62,7 +63,7 @@ void broker_core::frame_received(peer_id id, std::string_view frame, const momen
   peer* p = find(id);
   if (!p || !p->open() || p->reading != peer_reading::open) return;
   p->last_activity = now.steady;
-  spdlog::debug("session {}: <- {}", id, frame.substr(0, 200));
+  if (spdlog::should_log(spdlog::level::debug)) spdlog::debug("session {}: <- {}", id, escape_for_log(frame, 200));
   auto decoded = decoder_.decode(frame);
   if (!decoded) {
     push(*p, make_error_frame(decoded.error()));
@@ -70,6 +71,11 @@ void broker_core::frame_received(peer_id id, std::string_view frame, const momen
     handle(*p, *decoded, now);
   }
   if (p->blocked_on) wait_for_room(*p, now);
+  // Replies can not be dropped: a peer that sends requests and does not read their answers
+  // is not read from either until it reads (its TCP window then stops it).
+  if (p->reading == peer_reading::open && p->out.bytes() > s_.max_outbound_bytes) {
+    hold(*p, peer_reading::held_for_output);
+  }
   deadline_may_have_moved();
 }
 
@@ -87,6 +93,7 @@ void broker_core::written(peer_id id, std::size_t n, const moment& now) {
   if (!p || n == 0) return;
   p->out.consume(n);
   p->last_write = now.steady;
+  if (p->reading == peer_reading::held_for_output && p->out.bytes() <= s_.max_outbound_bytes / 2) resume(*p);
   if (p->redelivering()) pump(*p, now);
   if (!p->stalled.empty() || p->slow) release_stalled(*p);
   deadline_may_have_moved();

@@ -28,6 +28,7 @@ enum class peer_reading : std::uint8_t {
   open,
   held_for_store,  // a log_in or group change waits for its commit: later frames wait too
   held_for_room,   // backpressure: it sent to a recipient whose outbox is full
+  held_for_output,  // its own outbox passed max_outbound_bytes: it must read before it sends more
 };
 
 // The redelivery pump: pages of pending dead letters, fetched one at a time and sent while

@@ -1,4 +1,6 @@
 // The real message-broker binary: options, SIGKILL in the middle of a stream, SIGTERM.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -352,6 +354,85 @@ TEST(BrokerBinary, SigkillWhileTheSenderHasNotReadItsAcceptsDeliversNothingTwice
   for (auto& u : uuids) {
     EXPECT_TRUE(received.count(u) || after.count(u)) << u << " was never delivered";
   }
+}
+
+}  // namespace
+}  // namespace ma
+
+namespace ma {
+namespace {
+
+long rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+// A client with a tiny receive buffer that sends request after request and never reads: once
+// its unsent replies pass --max-outbound-bytes the broker stops reading from it, so its own
+// TCP window stops it, and the broker's memory stays bounded. Others go on meanwhile.
+TEST(BrokerBinary, RepliesToAClientThatNeverReadsAreBounded) {
+  test::temp_dir dir;
+  test::child_process broker(broker_binary, broker_args(dir), dir.file("run.log"));
+  auto port = test::listening_port(broker, 20s);
+  ASSERT_TRUE(port) << broker.log();
+  const long before = rss_kib(broker.pid());
+
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  const int small = 4096;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(*port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  std::string chunk;
+  while (chunk.size() < 64 * 1024) chunk += "x\n";
+  std::size_t sent = 0;
+  const auto start = std::chrono::steady_clock::now();
+  while (sent < 4u * 1024 * 1024 && std::chrono::steady_clock::now() - start < 5s) {
+    const ssize_t n = ::send(fd, chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<std::size_t>(n);
+    } else {
+      std::this_thread::sleep_for(1ms);
+    }
+  }
+  std::this_thread::sleep_for(500ms);
+  const long grown = rss_kib(broker.pid()) - before;
+  EXPECT_LT(grown, 64 * 1024) << "KiB after " << sent << " bytes of frames whose replies were never read";
+
+  client alice(*port);
+  EXPECT_FALSE(alice.log_in("alice").empty()) << "another client is served meanwhile";
+  ::close(fd);
+}
+
+// At --log-level debug every frame is logged: its control bytes and broken UTF-8 come out
+// escaped, so a client can not write terminal escapes or fake lines into the log.
+TEST(BrokerBinary, FramesInTheDebugLogCanNotInjectControlBytes) {
+  test::temp_dir dir;
+  auto args = broker_args(dir);
+  args.insert(args.end(), {"--log-level", "debug"});
+  test::child_process broker(broker_binary, args, dir.file("run.log"));
+  auto port = test::listening_port(broker, 20s);
+  ASSERT_TRUE(port) << broker.log();
+  client mallory(*port);
+  mallory.send_raw(std::string("{\"message_id\":\"x\x1b[2J\x07\r fake: 'admin' logged in\xff\"}\n"));
+  mallory.expect("error");
+  mallory.send("log_in", {{"sender_username", "mallory"}});
+  mallory.expect("acknowledge_log_in");  // after the bad frame: its log line is written
+  broker.signal(SIGTERM);
+  EXPECT_EQ(broker.wait(20s), 0);
+  const std::string log = broker.log();
+  EXPECT_NE(log.find("\\x1b[2J\\x07\\x0d fake"), std::string::npos) << log;
+  for (char c : log) {
+    const auto u = static_cast<unsigned char>(c);
+    ASSERT_TRUE(u >= 0x20 || u == '\n') << "a raw control byte " << int(u) << " in the log";
+  }
+  EXPECT_EQ(log.find('\xff'), std::string::npos);
 }
 
 }  // namespace

@@ -111,6 +111,28 @@ TEST_F(Sessions, LoginTimeoutClosesTheConnection) {
   EXPECT_GE(std::chrono::steady_clock::now() - start, 250ms);
 }
 
+// Only complete frames are activity: a line that never ends, a byte at a time, keeps nobody
+// alive.
+TEST_F(Sessions, ALineThatNeverEndsIsNoActivity) {
+  o.heartbeat_interval_ms = 200;
+  o.eviction_factor = 3;
+  test::running_broker b(o);
+  client trickle(b.port());
+  trickle.log_in("trickle");
+  trickle.send_raw("{\"message_id\":\"heartbeat\",\"message_content\":{\"request_id\":\"");
+  const auto start = std::chrono::steady_clock::now();
+  bool evicted = false;
+  while (!evicted && std::chrono::steady_clock::now() - start < 10s) {
+    trickle.send_raw("x");
+    if (auto f = trickle.recv(100ms); f && f->at("message_id").as_string() == "error") {
+      EXPECT_EQ(f->at("message_content").at("error_code").as_string(), "heartbeat_timeout");
+      evicted = true;
+    }
+  }
+  EXPECT_TRUE(evicted) << "a byte a second of an unfinished line kept the session alive";
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+}
+
 TEST_F(Sessions, SilentAgentIsEvictedAndHeartbeatingOneStays) {
   o.heartbeat_interval_ms = 200;
   o.eviction_factor = 3;

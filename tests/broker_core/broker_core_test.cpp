@@ -271,6 +271,20 @@ TEST(BrokerCore, ARecipientThatDrainsReleasesItsSender) {
   EXPECT_FALSE(h.port().held.count(alice));
 }
 
+TEST(BrokerCore, APeerThatDoesNotReadItsRepliesIsNotReadFrom) {
+  core_harness h(fast());  // max_outbound_bytes 64 KiB
+  const peer_id mallory = h.online("mallory");
+  int sent = 0;
+  while (!h.port().held.count(mallory) && sent < 100'000) {
+    h.core().frame_received(mallory, "x", h.now());
+    ++sent;
+  }
+  ASSERT_TRUE(h.port().held.count(mallory)) << "replies were queued without a bound";
+  EXPECT_LT(h.unsent_bytes(mallory), 64u * 1024 + 1024);
+  h.frames(mallory);  // it reads
+  EXPECT_FALSE(h.port().held.count(mallory));
+}
+
 TEST(BrokerCore, RedeliveryKeepsAtMostItsWindowUnacknowledged) {
   auto s = fast();
   s.ack_timeout_ms = 60'000;

@@ -1,4 +1,5 @@
 #include "core/request.hpp"
+#include "core/utf8.hpp"
 
 #include <gtest/gtest.h>
 
@@ -81,6 +82,19 @@ TEST(Request, UnknownMessageId) {
   auto e = expect_error(frame("receive_message", "{\"request_id\":\"r1\"}"), errc::unknown_message_id);
   EXPECT_EQ(e.request_id, "r1");
   expect_error(frame("discover_broker", "{}"), errc::unknown_message_id);
+}
+
+// Quoted values are cut on a character boundary: the error frame stays valid UTF-8.
+TEST(Request, ErrorTextsQuoteLongValuesWithoutSplittingACharacter) {
+  std::string long_name;
+  for (int i = 0; i < 40; ++i) long_name += "\xc3\xa9";  // é, two bytes each
+  long_name = "x" + long_name;                            // so that byte 64 and 80 fall inside one
+  auto e = expect_error(frame(long_name, "{}"), errc::unknown_message_id);
+  EXPECT_FALSE(first_invalid_utf8(e.text)) << e.text;
+  e = expect_error(frame("log_in", "{\"sender_username\":\"" + long_name + "\"}"), errc::invalid_username);
+  EXPECT_FALSE(first_invalid_utf8(e.text)) << e.text;
+  e = expect_error(frame("join_group", "{\"group_name\":\"" + long_name + "\"}"), errc::invalid_field);
+  EXPECT_FALSE(first_invalid_utf8(e.text)) << e.text;
 }
 
 TEST(Request, MissingField) {
