@@ -343,6 +343,7 @@ std::vector<std::string> broker::reload(const broker_options& fresh) {
   apply("dead-letter-ttl-ms", o.dead_letter_ttl_ms, fresh.dead_letter_ttl_ms);
   apply("dedupe-window-ms", o.dedupe_window_ms, fresh.dedupe_window_ms);
   apply("log-level", o.log_level, fresh.log_level);
+  apply("discovery-legacy-login", o.discovery_legacy_login, fresh.discovery_legacy_login);
   restart_only("listen-address", o.listen_address, fresh.listen_address);
   restart_only("port", o.port, fresh.port);
   restart_only("discovery", o.discovery, fresh.discovery);

@@ -19,10 +19,16 @@ constexpr std::size_t max_datagram = 1400;
 }
 
 bool reply_rate_limit::allow(const std::string& source, time_point now) {
-  if (rates_.size() > max_sources) rates_.clear();
-  auto& r = rates_[source];
-  if (now - r.window > std::chrono::seconds(1)) r = {now, 0};
-  return ++r.count <= per_second;
+  slot& s = table_[std::hash<std::string>{}(source) % table_.size()];
+  const bool running = now - s.window <= std::chrono::seconds(1);
+  if (s.source != source) {
+    if (running && s.count > 0) return false;  // another source's second is still running
+    s = {source, now, 0};
+  } else if (!running) {
+    s.window = now;
+    s.count = 0;
+  }
+  return ++s.count <= per_second;
 }
 
 std::string announce_address(std::string_view advertise, std::string_view listen_host, bool listen_unspecified,
@@ -91,6 +97,7 @@ void discovery_responder::answer(std::size_t n) {
   if (n > max_datagram) return next();  // oversized: dropped, never answered
   auto r = decoder_.decode_datagram(std::string_view(buf_.data(), n));
   if (!r) return next();  // malformed: dropped, never answered
+  if (r->k == kind::log_in && !o_.discovery_legacy_login) return next();  // opt-in: see the option
   if (!limit_.allow(from_.address().to_string(), std::chrono::steady_clock::now())) return next();
 
   std::string facing = "127.0.0.1";
@@ -104,11 +111,13 @@ void discovery_responder::answer(std::size_t n) {
   const std::string address =
       announce_address(o_.advertise_address, listen_.address().to_string(), unspecified, facing, listen_.port());
   udp::endpoint to = from_;
+  const std::string_view request_id =
+      r->request_id.size() <= max_echoed_request_id ? std::string_view(r->request_id) : std::string_view();
   if (r->k == kind::discover_broker) {
-    reply_ = make_broker_announce(o_.broker_name, address, online_(), r->request_id);
+    reply_ = make_broker_announce(o_.broker_name, address, online_(), request_id);
   } else {
     if (r->sender_port) to.port(*r->sender_port);
-    reply_ = make_datagram_log_in_ack(address, r->request_id);
+    reply_ = make_datagram_log_in_ack(address, request_id);
   }
   socket_.async_send_to(asio::buffer(reply_), to, [this, keep = keep_](boost::system::error_code ec, std::size_t) {
     if (ec == asio::error::operation_aborted || !open_) return;

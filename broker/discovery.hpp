@@ -12,7 +12,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_map>
+#include <vector>
 
 #include "core/request.hpp"
 
@@ -21,22 +21,30 @@ namespace ma {
 struct broker_options;
 
 // At most per_second replies to one source address per second, so that the broker can not be
-// used to amplify traffic. Remembers at most max_sources sources (then starts afresh).
+// used to amplify traffic. A fixed table of slots (bounded memory) that never forgets a limit
+// still running: a source whose slot is taken by another source within its second is refused,
+// not given a fresh budget.
 class reply_rate_limit {
  public:
   using time_point = std::chrono::steady_clock::time_point;
   static constexpr int per_second = 20;
-  static constexpr std::size_t max_sources = 10'000;
+  static constexpr std::size_t slots = 16 * 1024;
 
+  reply_rate_limit() : table_(slots) {}
   bool allow(const std::string& source, time_point now);
 
  private:
-  struct rate {
-    time_point window;
+  struct slot {
+    std::string source;
+    time_point window{};
     int count = 0;
   };
-  std::unordered_map<std::string, rate> rates_;
+  std::vector<slot> table_;
 };
+
+// The request_id a datagram reply echoes: the asker's own, if it is short; none otherwise, so a
+// reply never carries much that the asker chose.
+inline constexpr std::size_t max_echoed_request_id = 64;
 
 // The "host:port" to announce: the configured address, else the listen address unless it is
 // unspecified (0.0.0.0, ::), else the local address that faces the asker. IPv6 in brackets.

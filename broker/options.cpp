@@ -95,6 +95,9 @@ broker_command parse_broker_command_line(const std::vector<std::string>& args) {
       ->check(CLI::Range(0, 65535));
   app.add_option("--discovery-interface", o.discovery_interface, "Address of the interface that joins the group")
       ->check(ip_address(address_kind::any));
+  app.add_option("--discovery-legacy-login", o.discovery_legacy_login,
+                 "Answer the original design's log_in datagram, which replies to a port the asker names (on|off)")
+      ->default_str("off");
   app.add_option("--advertise-address", o.advertise_address,
                  "Address put in discovery replies (default: the listen address, or the one facing the asker)")
       ->check(ip_address(address_kind::any));

@@ -20,6 +20,7 @@ struct broker_options : core_settings {
   std::string discovery_group = "239.255.77.77";
   std::uint16_t discovery_port = 10001;
   std::string discovery_interface = "127.0.0.1";
+  bool discovery_legacy_login = false;  // answer the original design's log_in datagram
   std::string advertise_address;  // empty: the listen address, else the address facing the asker
   std::string database = "data/message-broker.db";
   std::uint32_t max_connections = 10'000;

@@ -95,7 +95,34 @@ TEST_F(Discovery, QueryToTheGroupGetsAnAnnounceWithAReachableAddress) {
   bob.log_in("bob");
 }
 
+TEST_F(Discovery, TheOriginalLogInDatagramIsAnsweredOnlyWhenAskedFor) {
+  test::running_broker b(o);
+  asker a, listener;
+  a.send_to("127.0.0.1", b.discovery_port(),
+            R"({"message_id":"log_in","message_content":{"sender_username":"old","sender_port":)" +
+                std::to_string(listener.port()) + "}}");
+  EXPECT_FALSE(listener.receive(300ms)) << "a reply aimed at a port the asker chose";
+  a.send_to("127.0.0.1", b.discovery_port(), R"({"message_id":"discover_broker","message_content":{}})");
+  EXPECT_TRUE(a.receive(10s));
+}
+
+TEST_F(Discovery, ALongRequestIdIsNotEchoed) {
+  test::running_broker b(o);
+  asker a;
+  a.send_to("127.0.0.1", b.discovery_port(),
+            R"({"message_id":"discover_broker","message_content":{"request_id":")" + std::string(200, 'r') + "\"}}");
+  auto reply = a.receive(10s);
+  ASSERT_TRUE(reply);
+  EXPECT_FALSE(reply->at("message_content").as_object().contains("request_id"));
+  a.send_to("127.0.0.1", b.discovery_port(),
+            R"({"message_id":"discover_broker","message_content":{"request_id":"short"}})");
+  reply = a.receive(10s);
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->at("message_content").at("request_id").as_string(), "short");
+}
+
 TEST_F(Discovery, UnicastQueryAndTheOriginalLogInDatagram) {
+  o.discovery_legacy_login = true;
   test::running_broker b(o);
   asker a, listener;
   a.send_to("127.0.0.1", b.discovery_port(), R"({"message_id":"discover_broker","message_content":{}})");
@@ -151,6 +178,15 @@ TEST(DiscoveryRules, TheAnnouncedAddressIsConfiguredElseListenedElseFacing) {
   EXPECT_EQ(announce_address("", "127.0.0.1", false, "10.0.0.5", 10000), "127.0.0.1:10000");
   EXPECT_EQ(announce_address("", "0.0.0.0", true, "10.0.0.5", 10000), "10.0.0.5:10000");
   EXPECT_EQ(announce_address("", "::", true, "fe80::1", 7), "[fe80::1]:7");
+}
+
+TEST(DiscoveryRules, ManySourcesDoNotResetTheLimitOfOne) {
+  reply_rate_limit limit;
+  const auto t0 = std::chrono::steady_clock::time_point(std::chrono::hours(1));
+  for (int i = 0; i < reply_rate_limit::per_second; ++i) EXPECT_TRUE(limit.allow("10.0.0.1", t0));
+  for (int i = 0; i < 50'000; ++i) limit.allow("10.1." + std::to_string(i / 256) + "." + std::to_string(i % 256), t0);
+  EXPECT_FALSE(limit.allow("10.0.0.1", t0 + std::chrono::milliseconds(500))) << "the limit was forgotten";
+  EXPECT_TRUE(limit.allow("10.0.0.1", t0 + std::chrono::milliseconds(1500)));
 }
 
 TEST(DiscoveryRules, RepliesPerSourceArePerSecond) {
