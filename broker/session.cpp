@@ -154,6 +154,13 @@ asio::awaitable<bool> session::run() {
     auto space = framer_.prepare();
     std::size_t n = 0;
     std::tie(ec, n) = co_await socket_.async_read_some(asio::buffer(space.data(), space.size()), until_closing());
+    if (ec == asio::error::eof && reading_ == read_state::reading) {
+      // A half-close: the answers still due go out before the connection closes.
+      reading_ = read_state::held;
+      host_.core().finished_sending(id_, moment_now());
+      while (reading_ != read_state::closing && socket_.is_open()) co_await resumed_.sleep_until(steady_time::max());
+      break;
+    }
     if (ec) {
       if (ec != asio::error::eof && ec != asio::error::operation_aborted) {
         spdlog::debug("session {}: read failed: {}", id_, ec.message());

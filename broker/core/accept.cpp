@@ -89,6 +89,7 @@ void broker_core::handle_message(peer& p, request& r, const moment& now) {
   e.many = r.k != kind::send_message;
   e.status = e.many ? recipients_status(route.targets) : std::string(status_of(route.targets.front().live));
   e.first_waiter = p.id;
+  ++p.replies_due;
   e.first_request_id = std::move(r.request_id);
   rec.message_uuid = std::move(uuid);
   if (!s_.persist_accepted) {
@@ -110,6 +111,7 @@ bool broker_core::answer_duplicate(peer& p, std::string_view key, const std::str
     queue_flush(p);
   } else {
     e->more_waiters.emplace_back(p.id, std::move(r.request_id));
+    ++p.replies_due;
   }
   return true;
 }
@@ -176,6 +178,7 @@ void broker_core::finish_accept(dedupe_table::entry& e, const std::string& uuid,
   if (peer* p = find(e.first_waiter)) {
     p->out.append([&](std::string& b) { e.append_accepted(b, uuid, false, e.first_request_id); });
     queue_flush(*p);
+    reply_given(*p);
   }
   e.first_waiter = 0;
   std::string().swap(e.first_request_id);
@@ -183,6 +186,7 @@ void broker_core::finish_accept(dedupe_table::entry& e, const std::string& uuid,
     if (peer* p = find(id)) {
       p->out.append([&](std::string& b) { e.append_accepted(b, uuid, true, request_id); });
       queue_flush(*p);
+      reply_given(*p);
     }
   }
   e.more_waiters.clear();
@@ -199,6 +203,7 @@ void broker_core::accept_failed(dedupe_table::entry& e, const std::string& uuid)
       push(*p, make_error_frame({errc::internal_error,
                                  "The broker could not store the message; it was not accepted: send it again.",
                                  request_id, uuid}));
+      reply_given(*p);
     }
   };
   notify(e.first_waiter, e.first_request_id);

@@ -99,6 +99,13 @@ void broker_core::written(peer_id id, std::size_t n, const moment& now) {
   deadline_may_have_moved();
 }
 
+void broker_core::finished_sending(peer_id id, const moment&) {
+  peer* p = find(id);
+  if (!p || !p->open()) return;
+  p->done_sending = true;
+  if (p->replies_due == 0) begin_close(*p);
+}
+
 void broker_core::disconnected(peer_id id, const moment& now) {
   auto it = peers_.find(id);
   if (it == peers_.end()) return;
@@ -228,6 +235,11 @@ void broker_core::begin_close(peer& p) {
   p.phase = peer_phase::closing;
   port_.close_after_flush(p.id);
   release_all_stalled(p);
+}
+
+void broker_core::reply_given(peer& p) {
+  if (p.replies_due > 0) --p.replies_due;
+  if (p.done_sending && p.replies_due == 0) begin_close(p);
 }
 
 void broker_core::hold(peer& p, peer_reading why) {

@@ -68,6 +68,9 @@ class broker_core {
   void frame_too_large(peer_id id, const moment& now);
   // n bytes from the front of the peer's outbox were written.
   void written(peer_id id, std::size_t n, const moment& now);
+  // The peer shut down its sending side (a half-close, like `nc -N`): the answers still due go
+  // out, then the connection closes.
+  void finished_sending(peer_id id, const moment& now);
   // The connection is gone: what it had in flight or held becomes dead letters.
   void disconnected(peer_id id, const moment& now);
   // Time passed: ack timeouts, eviction, presence batches, refills, warnings, expiry.
@@ -110,6 +113,8 @@ class broker_core {
   void push(peer& p, std::string frame);
   void send_error(peer& p, errc code, std::string text, const request* r = nullptr);
   void begin_close(peer& p);
+  // A reply that waited for the store was given (or its peer is to hear nothing more).
+  void reply_given(peer& p);
   void hold(peer& p, peer_reading why);
   void resume(peer& p);
   void check_liveness(const moment& now);

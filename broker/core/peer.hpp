@@ -62,8 +62,10 @@ struct peer {
   bool flush_asked = false;  // port::flush was called and the outbox not taken since
   bool refill_due = false;   // acknowledgements made room: refill at the next tick
   bool slow = false;         // backpressure (below): senders no longer wait for it
+  bool done_sending = false;  // it shut down its sending side: close once replies_due are out
   std::uint32_t window = 0;  // at most this many unacknowledged deliveries; 0: no limit
   std::uint32_t redeliveries_in_flight = 0;  // sent, not yet acknowledged
+  std::uint32_t replies_due = 0;  // requests whose answer waits for the store
   steady_time connected_at;
   steady_time last_activity;  // the last frame read
   steady_time last_write;     // the last bytes written, for giving idle buffers back

@@ -76,6 +76,7 @@ void broker_core::handle_log_in(peer& p, request& r, const moment& now) {
   const auto evict_at = saturating_add(now.steady, evict_after(p));
   if (evict_at < p.check_at) schedule_check(p, evict_at);
   hold(p, peer_reading::held_for_store);
+  ++p.replies_due;
 
   auto job = store_jobs::count_pending(p.username);
   auto done = [this, id = p.id, pending = job.result, request_id = std::move(r.request_id)](std::exception_ptr e,
@@ -83,6 +84,7 @@ void broker_core::handle_log_in(peer& p, request& r, const moment& now) {
     peer* q = find(id);
     if (!q) return;
     if (e) {
+      reply_given(*q);
       spdlog::error("session {}: counting the dead letters of '{}' failed", id, q->username);
       forget_name(*q);
       q->username.clear();
@@ -109,7 +111,8 @@ void broker_core::logged_in(peer_id id, std::int64_t pending, const std::string&
                             s_.max_frame_bytes, pending, s_.broker_name, p->send_only, p->window, request_id}));
   spdlog::info("session {}: '{}' logged in from {}{} ({} pending dead letters)", id, p->username, p->address,
                p->send_only ? ", send-only" : "", pending);
-  if (p->send_only) return;  // no presence, no redelivery
+  reply_given(*p);
+  if (p->send_only || !p->open()) return;  // no presence, no redelivery
   presence_changed(p->username, true, now);
   if (pending > 0) {
     start_redelivery(*p);
@@ -140,6 +143,7 @@ void broker_core::handle_group_change(peer& p, request& r, const moment& now) {
              : r.k == kind::join_group ? store_jobs::join_group(name, p.username, now.wall)
                                        : store_jobs::leave_group(name, p.username);
   hold(p, peer_reading::held_for_store);
+  ++p.replies_due;
   auto change = std::make_shared<const request>(std::move(r));
   auto done = [this, id = p.id, user = p.username, change, ok = job.result](std::exception_ptr e, const moment&) {
     if (e) spdlog::error("group change by '{}' failed", user);
@@ -158,6 +162,7 @@ void broker_core::group_changed(peer_id id, const request& r, std::exception_ptr
   peer* p = find(id);
   if (!p) return;
   resume(*p);
+  reply_given(*p);
   const std::string& name = r.group_name;
   if (e) return send_error(*p, errc::internal_error, "The broker could not store the group change; try again.", &r);
   if (!ok && r.k == kind::create_group) {

@@ -111,6 +111,26 @@ TEST_F(Sessions, LoginTimeoutClosesTheConnection) {
   EXPECT_GE(std::chrono::steady_clock::now() - start, 250ms);
 }
 
+// printf '...' | nc -N: the client half-closes right after its requests. The answers still due
+// (here message_accepted, after its commit) go out before the broker closes the connection.
+TEST_F(Sessions, AHalfClosedClientGetsTheAnswersDueThenTheClose) {
+  test::running_broker b(o);
+  client bob(b.port());
+  bob.log_in("bob");
+  client oneshot(b.port());
+  oneshot.send_raw(
+      "{\"message_id\":\"log_in\",\"message_content\":{\"sender_username\":\"oneshot\",\"send_only\":true}}\n"
+      "{\"message_id\":\"send_message\",\"message_content\":{\"receiver_username\":\"bob\","
+      "\"message_text\":\"hi\",\"message_uuid\":\"h1\"}}\n"
+      "{\"message_id\":\"create_group\",\"message_content\":{\"group_name\":\"g1\"}}\n");
+  oneshot.shutdown_send();
+  oneshot.expect("acknowledge_log_in");
+  EXPECT_EQ(oneshot.expect_content("message_accepted").at("message_uuid").as_string(), "h1");
+  oneshot.expect("acknowledge_group");
+  EXPECT_TRUE(oneshot.closed_within(10s));
+  EXPECT_EQ(bob.expect_content("receive_message").at("message_uuid").as_string(), "h1");
+}
+
 // Only complete frames are activity: a line that never ends, a byte at a time, keeps nobody
 // alive.
 TEST_F(Sessions, ALineThatNeverEndsIsNoActivity) {

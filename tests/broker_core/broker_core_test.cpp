@@ -285,6 +285,19 @@ TEST(BrokerCore, APeerThatDoesNotReadItsRepliesIsNotReadFrom) {
   EXPECT_FALSE(h.port().held.count(mallory));
 }
 
+TEST(BrokerCore, AHalfCloseWaitsForTheAnswersStillDue) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice"), bob = h.online("bob");
+  send_to(h, alice, "bob", "m1");
+  h.core().finished_sending(alice, h.now());
+  EXPECT_FALSE(h.port().closing.count(alice)) << "message_accepted is still due";
+  h.run_store();
+  EXPECT_EQ(h.take(alice, "message_accepted").size(), 1u);
+  EXPECT_TRUE(h.port().closing.count(alice));
+  h.core().finished_sending(bob, h.now());
+  EXPECT_TRUE(h.port().closing.count(bob)) << "nothing was due";
+}
+
 TEST(BrokerCore, RedeliveryKeepsAtMostItsWindowUnacknowledged) {
   auto s = fast();
   s.ack_timeout_ms = 60'000;

@@ -85,6 +85,8 @@ client::~client() {
   if (fd_ >= 0) ::close(fd_);
 }
 
+void client::shutdown_send() { ::shutdown(fd_, SHUT_WR); }
+
 void client::send_raw(std::string_view bytes) {
   while (!bytes.empty()) {
     const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);

@@ -71,6 +71,8 @@ class client {
 
   void send(std::string_view kind, boost::json::object content = {});
   void send_raw(std::string_view bytes);
+  // Shuts down the sending side (a half-close, like `nc -N` at the end of its input).
+  void shutdown_send();
   // The next frame (envelope object), from the backlog first; nullopt on timeout or close.
   std::optional<boost::json::object> recv(std::chrono::milliseconds timeout = 10s);
   // The next frame of this kind; others read on the way wait in the backlog. Fails the test
