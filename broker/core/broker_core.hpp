@@ -47,6 +47,8 @@ class broker_core {
   static constexpr std::chrono::seconds expiry_interval{60};
   static constexpr std::chrono::seconds letter_warning_interval{10};
   static constexpr std::chrono::seconds idle_buffers_after{1};
+  // A tick later than this after its deadline means the broker stood still (credit_pause).
+  static constexpr std::chrono::seconds max_tick_lateness{1};
 
   broker_core(const core_settings& s, port& p);
   ~broker_core();
@@ -117,6 +119,7 @@ class broker_core {
   void reply_given(peer& p);
   void hold(peer& p, peer_reading why);
   void resume(peer& p);
+  void credit_pause(steady_time now);
   void check_liveness(const moment& now);
   void check_one(peer& p, const moment& now);
   std::chrono::milliseconds evict_after(const peer& p) const;
@@ -201,6 +204,7 @@ class broker_core {
   steady_time next_expiry_{};
   steady_time next_idle_release_{};
   steady_time reported_deadline_ = steady_time::max();
+  steady_time last_seen_{};  // the latest moment of an input: when the core last ran
 };
 
 }  // namespace ma

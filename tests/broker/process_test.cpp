@@ -9,6 +9,7 @@
 #include <set>
 #include <sys/socket.h>
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <regex>
 #include <thread>
@@ -408,6 +409,40 @@ TEST(BrokerBinary, RepliesToAClientThatNeverReadsAreBounded) {
   client alice(*port);
   EXPECT_FALSE(alice.log_in("alice").empty()) << "another client is served meanwhile";
   ::close(fd);
+}
+
+// The broker stands still (SIGSTOP) longer than the eviction time while an agent goes on
+// heartbeating: its frames wait in the socket, and on SIGCONT it is not evicted for the
+// broker's pause.
+TEST(BrokerBinary, APauseOfTheBrokerEvictsNobody) {
+  test::temp_dir dir;
+  auto args = broker_args(dir);
+  args.insert(args.end(), {"--heartbeat-interval-ms", "300", "--eviction-factor", "3"});
+  test::child_process broker(broker_binary, args, dir.file("run.log"));
+  auto port = test::listening_port(broker, 20s);
+  ASSERT_TRUE(port) << broker.log();
+  std::vector<std::unique_ptr<client>> agents;
+  for (int i = 0; i < 40; ++i) {
+    agents.push_back(std::make_unique<client>(*port));
+    agents.back()->log_in("agent-" + std::to_string(i));
+  }
+  auto beat_for = [&](std::chrono::milliseconds d) {
+    const auto until = std::chrono::steady_clock::now() + d;
+    while (std::chrono::steady_clock::now() < until) {
+      for (auto& a : agents) a->send("heartbeat");
+      std::this_thread::sleep_for(150ms);
+    }
+  };
+  beat_for(300ms);
+  broker.signal(SIGSTOP);
+  beat_for(2500ms);  // almost three eviction times
+  broker.signal(SIGCONT);
+  beat_for(1000ms);
+  for (auto& a : agents) {
+    a->send("get_user_list", {{"request_id", "still"}});
+    EXPECT_EQ(a->expect_content("user_list").at("request_id").as_string(), "still");
+  }
+  EXPECT_EQ(broker.log().find("evicted"), std::string::npos) << broker.log();
 }
 
 // At --log-level debug every frame is logged: its control bytes and broken UTF-8 come out

@@ -147,6 +147,27 @@ TEST(BrokerCore, SaturatedDurationsNeverFire) {
   (void)lurker;
 }
 
+TEST(BrokerCore, APauseOfTheBrokerEvictsNobodyAndTimesNoAcknowledgementOut) {
+  core_harness h(fast());  // eviction after 3 s, ack timeout 1 s
+  const peer_id alice = h.online("alice"), bob = h.online("bob");
+  send_to(h, alice, "bob", "m1");
+  h.run_store();
+  ASSERT_EQ(h.take(bob, "receive_message").size(), 1u);
+  h.advance(500ms);
+  h.stand_still(40s);  // SIGSTOP: their heartbeats and bob's acknowledgement wait in the sockets
+  EXPECT_TRUE(h.port().closing.empty()) << "evicted for the broker's own pause";
+  EXPECT_EQ(h.core().in_flight_count(), 1u) << "an ack timeout for the broker's own pause";
+  h.send(bob, "acknowledge_message", {{"message_uuid", "m1"}});
+  EXPECT_EQ(h.take(alice, "message_delivered").size(), 1u);
+  // The credit is the pause, no more: silence after it evicts as ever.
+  h.send(bob, "heartbeat");
+  h.advance(2999ms);
+  EXPECT_TRUE(h.port().closing.count(alice));
+  EXPECT_FALSE(h.port().closing.count(bob));
+  h.advance(1ms);
+  EXPECT_TRUE(h.port().closing.count(bob));
+}
+
 TEST(BrokerCore, ALoginTimeoutClosesAConnectionThatNeverLogsIn) {
   core_harness h(fast());
   const peer_id lurker = h.connect();

@@ -146,3 +146,13 @@ void core_harness::advance(std::chrono::milliseconds d) {
 }
 
 }  // namespace ma::test
+
+namespace ma::test {
+
+void core_harness::stand_still(std::chrono::milliseconds d) {
+  now_.steady += d;
+  now_.wall += d;
+  core_.tick(now_);
+}
+
+}  // namespace ma::test

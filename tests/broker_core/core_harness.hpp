@@ -83,6 +83,8 @@ class core_harness {
 
   // Moves time on by d, ticking the core at every deadline on the way, and at the end.
   void advance(std::chrono::milliseconds d);
+  // Moves time on by d without a tick, then ticks: the broker stood still meanwhile.
+  void stand_still(std::chrono::milliseconds d);
 
  private:
   void run_job(recording_port::job j);
