@@ -105,6 +105,9 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
   void close_after_flush(peer_id id) override {
     if (session* s = find(id)) s->begin_close();
   }
+  void set_frame_limit(peer_id id, std::size_t max_frame_bytes) override {
+    if (session* s = find(id)) s->set_frame_limit(max_frame_bytes);
+  }
   void hold_reading(peer_id id) override {
     if (session* s = find(id)) s->hold();
   }
@@ -271,7 +274,7 @@ asio::awaitable<void> broker::impl::accept_loop() {
       continue;
     }
     const peer_id id = ++next_id;
-    auto s = std::make_shared<session>(*this, std::move(sock), id, o.max_frame_bytes);
+    auto s = std::make_shared<session>(*this, std::move(sock), id, core_.frame_limit_before_log_in());
     sessions.emplace(id, s);
     core_.connected(id, s->remote_address(), moment_now());
     s->start();  // no coroutine and no read buffer before the first data

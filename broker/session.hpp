@@ -76,6 +76,7 @@ class session : public std::enable_shared_from_this<session> {
   void flush();  // writes what the core queued for this peer
   void hold();
   void resume();
+  void set_frame_limit(std::size_t max_frame_bytes) { framer_.set_max_frame_bytes(max_frame_bytes); }
   void begin_close();
   // The broker's housekeeping: a busy coroutine silent for a while parks; a connection that
   // does not drain within the close limit is closed.

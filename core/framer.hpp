@@ -56,6 +56,8 @@ class line_framer {
   // Frees the buffer when it holds nothing.
   void release_if_idle() noexcept;
   bool failed() const noexcept { return failed_; }
+  // A new limit for the frames from here on (a connection that logged in may send larger ones).
+  void set_max_frame_bytes(std::size_t n) noexcept { max_frame_ = n; }
 
  private:
   std::size_t max_frame_;

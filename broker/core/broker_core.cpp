@@ -85,9 +85,15 @@ void broker_core::frame_received(peer_id id, std::string_view frame, const momen
 void broker_core::frame_too_large(peer_id id, const moment&) {
   peer* p = find(id);
   if (!p || !p->open()) return;
-  send_error(*p, errc::frame_too_large,
-             "A frame was longer than max_frame_bytes (" + std::to_string(s_.max_frame_bytes) +
-                 "); the connection is closed: send smaller messages, one JSON object per line.");
+  if (p->phase == peer_phase::logged_in) {
+    send_error(*p, errc::frame_too_large,
+               "A frame was longer than max_frame_bytes (" + std::to_string(s_.max_frame_bytes) +
+                   "); the connection is closed: send smaller messages, one JSON object per line.");
+  } else {
+    send_error(*p, errc::frame_too_large,
+               "A frame before log_in was longer than " + std::to_string(frame_limit_before_log_in()) +
+                   " bytes; the connection is closed: log in first, with one small log_in frame.");
+  }
   begin_close(*p);
 }
 

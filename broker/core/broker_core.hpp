@@ -12,6 +12,7 @@
 //   redelivery.cpp      the redelivery pump
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <deque>
 #include <map>
@@ -47,6 +48,12 @@ class broker_core {
   static constexpr std::chrono::seconds expiry_interval{60};
   static constexpr std::chrono::seconds letter_warning_interval{10};
   static constexpr std::chrono::seconds idle_buffers_after{1};
+  // Before log_in a frame may be at most this long (a log_in frame is tiny), so that sockets
+  // that never log in can not make the broker buffer max_frame_bytes each.
+  static constexpr std::size_t max_frame_before_log_in = 16 * 1024;
+  std::size_t frame_limit_before_log_in() const {
+    return std::min<std::size_t>(max_frame_before_log_in, s_.max_frame_bytes);
+  }
   // A tick later than this after its deadline means the broker stood still (credit_pause).
   static constexpr std::chrono::seconds max_tick_lateness{1};
 

@@ -35,6 +35,8 @@ class port {
   virtual void flush(peer_id peer) = 0;
   // Stop reading from the peer; write what its outbox holds, then close the connection.
   virtual void close_after_flush(peer_id peer) = 0;
+  // Frames from the peer may be this long from now on (its limit before log_in is smaller).
+  virtual void set_frame_limit(peer_id peer, std::size_t max_frame_bytes) = 0;
   // Stop handing the peer's frames to the core (those already read wait), until resume.
   virtual void hold_reading(peer_id peer) = 0;
   virtual void resume_reading(peer_id peer) = 0;

@@ -105,6 +105,7 @@ void broker_core::logged_in(peer_id id, std::int64_t pending, const std::string&
   peer* p = find(id);
   if (!p || !p->open()) return;
   p->phase = peer_phase::logged_in;
+  port_.set_frame_limit(id, s_.max_frame_bytes);
   resume(*p);
   const auto names = online_names();
   push(*p, make_log_in_ack({p->username, names, static_cast<std::uint64_t>(p->heartbeat.count()), s_.ack_timeout_ms,

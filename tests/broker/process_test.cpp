@@ -1,5 +1,6 @@
 // The real message-broker binary: options, SIGKILL in the middle of a stream, SIGTERM.
 #include <arpa/inet.h>
+#include <cerrno>
 #include <netinet/in.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -409,6 +410,49 @@ TEST(BrokerBinary, RepliesToAClientThatNeverReadsAreBounded) {
   client alice(*port);
   EXPECT_FALSE(alice.log_in("alice").empty()) << "another client is served meanwhile";
   ::close(fd);
+}
+
+// Sockets that never log in and send a line that never ends: before log_in a frame may be
+// 16 KiB, so each costs the broker that much at most, and is closed with frame_too_large.
+TEST(BrokerBinary, UnfinishedLinesBeforeLogInCostLittle) {
+  test::temp_dir dir;
+  test::child_process broker(broker_binary, broker_args(dir), dir.file("run.log"));
+  auto port = test::listening_port(broker, 20s);
+  ASSERT_TRUE(port) << broker.log();
+  const long before = rss_kib(broker.pid());
+  const std::string chunk(64 * 1024, 'x');
+  std::vector<int> fds;
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 300 && std::chrono::steady_clock::now() - start < 20s; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(*port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      ::close(fd);
+      continue;
+    }
+    fds.push_back(fd);
+    std::size_t sent = 0;
+    const auto until = std::chrono::steady_clock::now() + 200ms;
+    while (sent < 512 * 1024 && std::chrono::steady_clock::now() < until) {
+      const ssize_t n = ::send(fd, chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n > 0) {
+        sent += static_cast<std::size_t>(n);
+      } else if (errno == EAGAIN) {
+        std::this_thread::sleep_for(1ms);
+      } else {
+        break;  // closed by the broker
+      }
+    }
+  }
+  std::this_thread::sleep_for(300ms);
+  const long grown = rss_kib(broker.pid()) - before;
+  EXPECT_LT(grown, 48 * 1024) << "KiB for " << fds.size() << " sockets with an unfinished line each";
+  for (int fd : fds) ::close(fd);
+  client alice(*port);
+  EXPECT_FALSE(alice.log_in("alice").empty());
 }
 
 // The broker stands still (SIGSTOP) longer than the eviction time while an agent goes on

@@ -68,6 +68,17 @@ TEST(BrokerCore, ALogInHoldsTheReadingUntilTheStoreAnswers) {
   EXPECT_EQ(ack[0].at("pending_dead_letters").as_int64(), 0);
 }
 
+TEST(BrokerCore, LargeFramesAreAllowedOnlyAfterTheLogIn) {
+  core_harness h(fast());
+  EXPECT_EQ(h.core().frame_limit_before_log_in(), 16u * 1024);
+  const peer_id lurker = h.connect();
+  h.core().frame_too_large(lurker, h.now());
+  EXPECT_EQ(error_code_of(h, lurker), "frame_too_large");
+  EXPECT_TRUE(h.port().closing.count(lurker));
+  const peer_id alice = h.online("alice");
+  EXPECT_EQ(h.port().frame_limits.at(alice), fast().max_frame_bytes);
+}
+
 TEST(BrokerCore, AnAckTimeoutFiresExactlyAtItsDeadline) {
   core_harness h(fast());
   const peer_id alice = h.online("alice"), bob = h.online("bob");

@@ -30,6 +30,7 @@ class recording_port : public port {
 
   void flush(peer_id id) override { flushes.insert(id); }
   void close_after_flush(peer_id id) override { closing.insert(id); }
+  void set_frame_limit(peer_id id, std::size_t n) override { frame_limits[id] = n; }
   void hold_reading(peer_id id) override {
     held.insert(id);
     ++holds[id];
@@ -44,6 +45,7 @@ class recording_port : public port {
   std::set<peer_id> closing;
   std::set<peer_id> held;
   std::map<peer_id, int> holds;
+  std::map<peer_id, std::size_t> frame_limits;
   std::deque<job> jobs;
   std::optional<steady_time> last_deadline;
 };
