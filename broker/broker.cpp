@@ -269,7 +269,8 @@ asio::awaitable<void> broker::impl::accept_loop() {
       continue;
     }
     sock.set_option(tcp::no_delay(true), ec);
-    if (sessions.size() >= o.max_connections) {
+    // Full: a connection that has not logged in makes room (oldest first), never one that has.
+    if (sessions.size() >= o.max_connections && !core_.make_room(moment_now())) {
       refuse(std::move(sock));
       continue;
     }

@@ -56,6 +56,7 @@ void broker_core::connected(peer_id id, std::string address, const moment& now) 
   last_seen_ = std::max(last_seen_, now.steady);
   auto [it, fresh] = peers_.emplace(id, std::make_unique<peer>(id, std::move(address), now.steady));
   if (!fresh) return;
+  not_logged_in_.insert(id);
   spdlog::debug("session {}: connected from {}", id, it->second->address);
   schedule_check(*it->second, saturating_add(now.steady, bounded_ms(s_.login_timeout_ms)));
   deadline_may_have_moved();
@@ -121,6 +122,7 @@ void broker_core::disconnected(peer_id id, const moment& now) {
   if (it == peers_.end()) return;
   std::unique_ptr<peer> gone = std::move(it->second);
   peers_.erase(it);
+  not_logged_in_.erase(id);
   peer& p = *gone;
   release_all_stalled(p);
   if (!p.username.empty()) {
@@ -178,6 +180,21 @@ steady_time broker_core::next_deadline() const {
   if (!peers_.empty()) sooner(next_idle_release_);
   if (!stopping_) sooner(next_expiry_);
   return next;
+}
+
+bool broker_core::make_room(const moment&) {
+  if (not_logged_in_.empty()) return false;
+  peer* oldest = find(*not_logged_in_.begin());
+  if (!oldest) {
+    not_logged_in_.erase(not_logged_in_.begin());
+    return false;
+  }
+  spdlog::info("session {}: closed before logging in to make room for a new connection", oldest->id);
+  send_error(*oldest, errc::server_busy,
+             "The broker is full and this connection had not logged in; it is closed to make room: log in right "
+             "after connecting.");
+  begin_close(*oldest);
+  return true;
 }
 
 void broker_core::stop(const moment&) {
@@ -245,6 +262,7 @@ void broker_core::send_error(peer& p, errc code, std::string text, const request
 void broker_core::begin_close(peer& p) {
   if (!p.open()) return;
   p.phase = peer_phase::closing;
+  not_logged_in_.erase(p.id);
   port_.close_after_flush(p.id);
   release_all_stalled(p);
 }

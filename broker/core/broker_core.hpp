@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -86,6 +87,9 @@ class broker_core {
   void tick(const moment& now);
   // When tick must run next.
   steady_time next_deadline() const;
+  // The broker is full and a new connection waits: the oldest connection that has not logged
+  // in is closed (server_busy) to make room. False if every connection has logged in.
+  bool make_room(const moment& now);
   // No new log_ins; every peer closes after its flush.
   void stop(const moment& now);
 
@@ -199,6 +203,7 @@ class broker_core {
   boost::unordered_flat_map<peer_id, std::unique_ptr<peer>> peers_;
   std::map<std::string, peer_id, std::less<>> online_;  // receiving peers, sorted: lists come out in order
   std::multimap<std::string, peer_id, std::less<>> send_only_;
+  std::set<peer_id> not_logged_in_;  // open peers before log_in; ids grow with time: oldest first
   group_table groups_;
   dedupe_table dedupe_{max_dedupe_entries};
   presence_changes presence_;

@@ -73,6 +73,7 @@ void broker_core::handle_log_in(peer& p, request& r, const moment& now) {
   if (r.heartbeat_interval_ms) granted = std::clamp(*r.heartbeat_interval_ms, granted, saturating_mul_ms(granted, 10));
   p.heartbeat = std::chrono::milliseconds(granted);
   p.phase = peer_phase::logging_in;
+  not_logged_in_.erase(p.id);
   const auto evict_at = saturating_add(now.steady, evict_after(p));
   if (evict_at < p.check_at) schedule_check(p, evict_at);
   hold(p, peer_reading::held_for_store);
@@ -88,7 +89,10 @@ void broker_core::handle_log_in(peer& p, request& r, const moment& now) {
       spdlog::error("session {}: counting the dead letters of '{}' failed", id, q->username);
       forget_name(*q);
       q->username.clear();
-      if (q->open()) q->phase = peer_phase::awaiting_log_in;
+      if (q->open()) {
+        q->phase = peer_phase::awaiting_log_in;
+        not_logged_in_.insert(id);
+      }
       resume(*q);
       push(*q, make_error_frame({errc::internal_error,
                                  "The broker could not read its database; try logging in again in a moment.",

@@ -1,6 +1,8 @@
 // Sessions: login rules, presence, heartbeats and eviction, bad input, limits.
 #include <gtest/gtest.h>
 
+#include <memory>
+
 #include <boost/json/serialize.hpp>
 #include <random>
 #include <thread>
@@ -296,6 +298,24 @@ TEST_F(Sessions, ServerBusyOverMaxConnections) {
   client three(b.port());
   three.expect_error("server_busy");
   EXPECT_TRUE(three.closed_within(10s));
+  one.send("heartbeat");
+  one.expect("acknowledge_heartbeat");
+}
+
+// Sockets that never log in can not lock real users out: when the broker is full, the oldest
+// connection that has not logged in makes room; logged-in ones never do.
+TEST_F(Sessions, IdleSocketsThatNeverLogInDoNotLockUsersOut) {
+  o.max_connections = 10;
+  test::running_broker b(o);
+  client one(b.port());
+  one.log_in("one");
+  std::vector<std::unique_ptr<client>> idle;
+  for (int i = 0; i < 9; ++i) idle.push_back(std::make_unique<client>(b.port()));
+  ASSERT_TRUE(test::eventually([&] { return b.status().connections == 10; }));
+  client alice(b.port());
+  EXPECT_FALSE(alice.log_in("alice").empty()) << "a real user was locked out by idle sockets";
+  idle.front()->expect_error("server_busy");
+  EXPECT_TRUE(idle.front()->closed_within(10s)) << "the oldest idle socket made room";
   one.send("heartbeat");
   one.expect("acknowledge_heartbeat");
 }

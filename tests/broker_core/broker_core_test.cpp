@@ -79,6 +79,20 @@ TEST(BrokerCore, LargeFramesAreAllowedOnlyAfterTheLogIn) {
   EXPECT_EQ(h.port().frame_limits.at(alice), fast().max_frame_bytes);
 }
 
+TEST(BrokerCore, RoomIsMadeByTheOldestConnectionThatHasNotLoggedIn) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice");
+  EXPECT_FALSE(h.core().make_room(h.now())) << "a logged-in peer never makes room";
+  const peer_id first = h.connect(), second = h.connect();
+  EXPECT_TRUE(h.core().make_room(h.now()));
+  EXPECT_TRUE(h.port().closing.count(first));
+  EXPECT_FALSE(h.port().closing.count(second));
+  EXPECT_EQ(error_code_of(h, first), "server_busy");
+  EXPECT_FALSE(h.log_in(second, "bob").empty());
+  EXPECT_FALSE(h.core().make_room(h.now()));
+  EXPECT_FALSE(h.port().closing.count(alice));
+}
+
 TEST(BrokerCore, AnAckTimeoutFiresExactlyAtItsDeadline) {
   core_harness h(fast());
   const peer_id alice = h.online("alice"), bob = h.online("bob");
