@@ -343,6 +343,9 @@ std::vector<std::string> broker::reload(const broker_options& fresh) {
   apply("max-frame-bytes", o.max_frame_bytes, fresh.max_frame_bytes);  // new connections
   apply("max-message-bytes", o.max_message_bytes, fresh.max_message_bytes);
   apply("max-outbound-bytes", o.max_outbound_bytes, fresh.max_outbound_bytes);
+  apply("max-recipients", o.max_recipients, fresh.max_recipients);
+  apply("max-group-members", o.max_group_members, fresh.max_group_members);
+  apply("max-groups-per-user", o.max_groups_per_user, fresh.max_groups_per_user);
   apply("max-delivery-attempts", o.max_delivery_attempts, fresh.max_delivery_attempts);
   apply("dead-letter-ttl-ms", o.dead_letter_ttl_ms, fresh.dead_letter_ttl_ms);
   apply("dedupe-window-ms", o.dedupe_window_ms, fresh.dedupe_window_ms);

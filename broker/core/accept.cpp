@@ -41,6 +41,13 @@ bool broker_core::recipients_of(peer& p, request& r, message_record& rec, std::v
       return true;
     case kind::multicast_message:
       rec.ch = channel::multicast;
+      if (r.receivers.size() > s_.max_recipients) {
+        send_error(p, errc::invalid_field,
+                   "receiver_usernames names " + std::to_string(r.receivers.size()) + " recipients; this broker takes " +
+                       std::to_string(s_.max_recipients) + " at most (max-recipients): use a group, or send in parts.",
+                   &r);
+        return false;
+      }
       out = std::move(r.receivers);
       return true;
     case kind::broadcast_message:

@@ -153,6 +153,7 @@ class broker_core {
   void handle_log_in(peer& p, request& r, const moment& now);
   void logged_in(peer_id id, std::int64_t pending, const std::string& request_id, const moment& now);
   void handle_group_change(peer& p, request& r, const moment& now);
+  bool within_group_limits(peer& p, const request& r);
   void group_changed(peer_id id, const request& r, std::exception_ptr e, bool ok);
   void presence_changed(const std::string& who, bool joined, const moment& now);
   void flush_presence(std::string_view except);

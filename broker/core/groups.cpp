@@ -28,6 +28,12 @@ std::vector<std::string> group_table::recipients(std::string_view group, std::st
   return out;
 }
 
+std::size_t group_table::groups_of(std::string_view user) const {
+  std::size_t n = 0;
+  for (auto& [name, members] : groups_) n += members.find(user) != members.end() ? 1 : 0;
+  return n;
+}
+
 void group_table::create(const std::string& group, const std::string& creator, const std::vector<std::string>& members) {
   auto& set = groups_[group];
   set.insert(creator);

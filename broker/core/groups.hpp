@@ -22,6 +22,8 @@ class group_table {
   const member_set* members(std::string_view group) const;
   // The members a group message of sender goes to: every member but the sender.
   std::vector<std::string> recipients(std::string_view group, std::string_view sender) const;
+  // How many groups user is a member of.
+  std::size_t groups_of(std::string_view user) const;
 
   void create(const std::string& group, const std::string& creator, const std::vector<std::string>& members);
   void join(const std::string& group, const std::string& user);

@@ -2,6 +2,8 @@
 // and presence.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "broker/core/broker_core.hpp"
 #include "broker/core/store_jobs.hpp"
 #include "core/duration.hpp"
@@ -144,6 +146,7 @@ void broker_core::handle_group_change(peer& p, request& r, const moment& now) {
                         &r);
     }
   }
+  if (r.k != kind::leave_group && !within_group_limits(p, r)) return;
   auto job = r.k == kind::create_group ? store_jobs::create_group(name, p.username, r.members, now.wall)
              : r.k == kind::join_group ? store_jobs::join_group(name, p.username, now.wall)
                                        : store_jobs::leave_group(name, p.username);
@@ -161,6 +164,29 @@ void broker_core::handle_group_change(peer& p, request& r, const moment& now) {
     group_changed(id, *change, e, *ok);
   };
   submit(std::move(job.run), std::move(done), on_failure::fail, "group change");
+}
+
+// max-group-members and max-groups-per-user, for a create or a join; false after the error.
+bool broker_core::within_group_limits(peer& p, const request& r) {
+  const auto* members = groups_.members(r.group_name);
+  if (members && members->count(p.username)) return true;  // joining again changes nothing
+  std::size_t size = members ? members->size() + 1 : r.members.size() + 1;
+  if (!members && std::find(r.members.begin(), r.members.end(), p.username) != r.members.end()) --size;
+  if (size > s_.max_group_members) {
+    send_error(p, errc::invalid_field,
+               "The group '" + r.group_name + "' would have " + std::to_string(size) + " members; this broker allows " +
+                   std::to_string(s_.max_group_members) + " (max-group-members).",
+               &r);
+    return false;
+  }
+  if (groups_.groups_of(p.username) >= s_.max_groups_per_user) {
+    send_error(p, errc::invalid_field,
+               "You are a member of " + std::to_string(s_.max_groups_per_user) +
+                   " groups already, the most this broker allows (max-groups-per-user): leave one first.",
+               &r);
+    return false;
+  }
+  return true;
 }
 
 void broker_core::group_changed(peer_id id, const request& r, std::exception_ptr e, bool ok) {

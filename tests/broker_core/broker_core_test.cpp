@@ -93,6 +93,37 @@ TEST(BrokerCore, RoomIsMadeByTheOldestConnectionThatHasNotLoggedIn) {
   EXPECT_FALSE(h.port().closing.count(alice));
 }
 
+TEST(BrokerCore, RecipientsAndGroupsAreBounded) {
+  auto s = fast();
+  s.max_recipients = 3;
+  s.max_group_members = 3;
+  s.max_groups_per_user = 2;
+  core_harness h(s);
+  const peer_id alice = h.online("alice");
+  h.send(alice, "multicast_message",
+         {{"receiver_usernames", json::array{"a", "b", "c", "d"}}, {"message_text", "x"}, {"message_uuid", "m4"}});
+  EXPECT_EQ(error_code_of(h, alice), "invalid_field");
+  EXPECT_TRUE(h.port().jobs.empty()) << "nothing of it was stored";
+  h.send(alice, "multicast_message",
+         {{"receiver_usernames", json::array{"a", "b", "c"}}, {"message_text", "x"}, {"message_uuid", "m3"}});
+  h.run_store();
+  EXPECT_EQ(h.take(alice, "message_accepted").size(), 1u);
+
+  h.send(alice, "create_group", {{"group_name", "big"}, {"group_members", json::array{"a", "b", "c"}}});
+  EXPECT_EQ(error_code_of(h, alice), "invalid_field") << "4 members with alice";
+  h.send(alice, "create_group", {{"group_name", "g1"}, {"group_members", json::array{"a", "b"}}});
+  h.run_store();
+  EXPECT_EQ(h.take(alice, "acknowledge_group").size(), 1u);
+  const peer_id carol = h.online("carol");
+  h.send(carol, "join_group", {{"group_name", "g1"}});
+  EXPECT_EQ(error_code_of(h, carol), "invalid_field") << "g1 is full";
+  h.send(alice, "create_group", {{"group_name", "g2"}, {"group_members", json::array()}});
+  h.run_store();
+  h.send(alice, "create_group", {{"group_name", "g3"}, {"group_members", json::array()}});
+  EXPECT_EQ(error_code_of(h, alice), "invalid_field") << "alice is in two groups already";
+  EXPECT_EQ(h.db().list_groups().size(), 2u);
+}
+
 TEST(BrokerCore, AnAckTimeoutFiresExactlyAtItsDeadline) {
   core_harness h(fast());
   const peer_id alice = h.online("alice"), bob = h.online("bob");
