@@ -44,7 +44,8 @@ void broker_core::handle_ack(peer& p, const request& r, const moment& now) {
   for (const std::string& uuid : r.ack_uuids) {
     auto taken = p.in_flight.take(uuid, r.ack_sender);
     if (!taken) {
-      acks->late.push_back(uuid);
+      // Not in flight: a late one only if it was dead-lettered recently, else nothing to do.
+      if (late_acks_.may_be_late(p.username, uuid)) acks->late.push_back(uuid);
       continue;
     }
     delivery d = std::move(*taken);
@@ -99,6 +100,9 @@ void broker_core::expire_acks(const moment& now) {
 }
 
 void broker_core::dead_letter(std::vector<failed_delivery> failed, dead_letter_reason reason, const moment& now) {
+  for (auto& f : failed) {
+    if (f.attempted) late_acks_.remember(f.receiver, f.d.msg->rec.message_uuid);
+  }
   auto batch = std::make_shared<const std::vector<failed_delivery>>(std::move(failed));
   auto job = store_jobs::dead_letter(batch, reason, now.wall, static_cast<int>(s_.max_delivery_attempts));
   auto done = [this, batch, parked = job.result, reason](std::exception_ptr err, const moment& at) {

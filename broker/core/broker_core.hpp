@@ -27,6 +27,7 @@
 
 #include "broker/core/dedupe.hpp"
 #include "broker/core/groups.hpp"
+#include "broker/core/late_acks.hpp"
 #include "broker/core/letter_warnings.hpp"
 #include "broker/core/peer.hpp"
 #include "broker/core/port.hpp"
@@ -44,6 +45,8 @@ class broker_core {
   static constexpr std::size_t redelivery_window = 1000;
   static constexpr int redelivery_page = 500;
   static constexpr std::size_t max_dedupe_entries = 2'000'000;
+  // Dead-lettered deliveries whose late acknowledgement is still looked up in the database.
+  static constexpr std::size_t max_late_acks = 100'000;
   // How long a sender is held for a recipient that does not drain.
   static constexpr std::chrono::milliseconds room_limit{200};
   static constexpr std::chrono::seconds expiry_interval{60};
@@ -208,6 +211,7 @@ class broker_core {
   group_table groups_;
   dedupe_table dedupe_{max_dedupe_entries};
   presence_changes presence_;
+  late_acks late_acks_{max_late_acks};
   letter_warnings warnings_{letter_warning_interval};
 
   std::deque<ack_deadline> ack_deadlines_;  // in deadline order: the timeout is the same for all

@@ -147,6 +147,27 @@ TEST(BrokerCore, AnAckTimeoutFiresExactlyAtItsDeadline) {
   EXPECT_EQ(letters[0].attempts, 1);
 }
 
+TEST(BrokerCore, AcknowledgementsOfNothingCostNoStoreWorkButLateOnesCount) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice"), bob = h.online("bob");
+  json::array bogus;
+  for (int i = 0; i < 1000; ++i) bogus.emplace_back("bogus-" + std::to_string(i));
+  h.send(bob, "acknowledge_message", {{"message_uuids", bogus}});
+  EXPECT_TRUE(h.port().jobs.empty()) << "invented uuids went to the database";
+
+  send_to(h, alice, "bob", "m1");
+  h.run_store();
+  h.take(bob, "receive_message");
+  h.advance(1000ms);  // ack timeout: m1 is a dead letter now
+  h.run_store();
+  ASSERT_EQ(h.take(alice, "message_dead_lettered").size(), 1u);
+  h.send(bob, "acknowledge_message", {{"message_uuid", "m1"}});  // late, but real
+  EXPECT_EQ(h.port().jobs.size(), 1u);
+  h.run_store();
+  EXPECT_EQ(h.take(alice, "message_delivered").size(), 1u);
+  EXPECT_EQ(h.db().find("m1").at(0).state, dead_letter_state::delivered);
+}
+
 TEST(BrokerCore, AnAcknowledgementInTimeIsAReceiptAndNoDeadLetter) {
   core_harness h(fast());
   const peer_id alice = h.online("alice"), bob = h.online("bob");
