@@ -94,7 +94,7 @@ void broker_core::handle_message(peer& p, request& r, const moment& now) {
 
   dedupe_table::entry& e = dedupe_.remember(std::move(key), now.steady, bounded_ms(s_.dedupe_window_ms));
   e.many = r.k != kind::send_message;
-  e.status = e.many ? recipients_status(route.targets) : std::string(status_of(route.targets.front().live));
+  dedupe_.set_status(e, e.many ? recipients_status(route.targets) : std::string(status_of(route.targets.front().live)));
   e.first_waiter = p.id;
   ++p.replies_due;
   e.first_request_id = std::move(r.request_id);

@@ -34,12 +34,16 @@ class dedupe_table {
     std::string first_request_id;
     std::vector<std::pair<peer_id, std::string>> more_waiters;
     time_point at{};  // when it was done: the window runs from here
+    std::size_t counted = 0;  // of status's bytes, counted in the table's bytes (set_status)
 
     // Appends the message_accepted frame this entry answers with.
     void append_accepted(std::string& b, std::string_view uuid, bool duplicate, std::string_view request_id) const;
   };
 
-  explicit dedupe_table(std::size_t max_entries) : max_entries_(max_entries) {}
+  // At most max_entries entries and max_bytes of keys and statuses (a fan-out's statuses are
+  // its recipients array): past either, the oldest done entries go before their window ends.
+  explicit dedupe_table(std::size_t max_entries, std::size_t max_bytes = 256 * 1024 * 1024)
+      : max_entries_(max_entries), max_bytes_(max_bytes) {}
 
   static std::string key_of(std::string_view sender, std::string_view uuid);
 
@@ -48,13 +52,18 @@ class dedupe_table {
   // The entry for key, new (or emptied, if a failed attempt left one), after forgetting what
   // is past the window. Its address stays valid until it is done and forgotten.
   entry& remember(std::string key, time_point now, std::chrono::milliseconds window);
-  // Oldest first, forgets the done entries past the window, or past max_entries. An entry
+  // Sets what a duplicate is answered with (counted against max_bytes).
+  void set_status(entry& e, std::string status);
+  // Oldest first, forgets the done entries past the window, or past max_entries or max_bytes. An entry
   // still being accepted stops it: the ones behind it are younger anyway.
   void forget_old(time_point now, std::chrono::milliseconds window);
   std::size_t size() const noexcept { return by_key_.size(); }
+  std::size_t bytes() const noexcept { return bytes_; }
 
  private:
   std::size_t max_entries_;
+  std::size_t max_bytes_;
+  std::size_t bytes_ = 0;
   std::deque<entry> log_;
   boost::unordered_flat_map<std::string_view, entry*> by_key_;
 };

@@ -67,6 +67,26 @@ TEST(Dedupe, AFailedAcceptLeavesTheUuidFreeAndIsReusedInPlace) {
   EXPECT_EQ(d.size(), 1u);
 }
 
+TEST(Dedupe, PastItsBytesTheOldestGoFirstAndTheCountStaysExact) {
+  dedupe_table t(1000, 10'000);
+  const auto t0 = std::chrono::steady_clock::time_point(std::chrono::hours(1));
+  const std::string big(3000, 's');
+  for (int i = 0; i < 5; ++i) {
+    auto& e = t.remember(dedupe_table::key_of("alice", "m" + std::to_string(i)), t0, std::chrono::minutes(10));
+    t.set_status(e, big);
+    e.done = true;
+    e.at = t0;
+  }
+  t.forget_old(t0, std::chrono::minutes(10));
+  EXPECT_LE(t.bytes(), 10'000u);
+  EXPECT_EQ(t.size(), 3u) << "three fit in 10,000 bytes";
+  EXPECT_EQ(t.find(dedupe_table::key_of("alice", "m0")), nullptr) << "the oldest went first";
+  EXPECT_NE(t.find(dedupe_table::key_of("alice", "m4")), nullptr);
+  t.forget_old(t0 + std::chrono::minutes(11), std::chrono::minutes(10));
+  EXPECT_EQ(t.size(), 0u);
+  EXPECT_EQ(t.bytes(), 0u);
+}
+
 TEST(Dedupe, TheAnswerSaysDuplicateAndTheFirstStatuses) {
   dedupe_table d(10);
   auto& e = accepted(d, "a\nm", t0);
