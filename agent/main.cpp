@@ -271,7 +271,7 @@ int main(int argc, char** argv) {
   group_join->add_option("name", group_name, "Group name")->required();
   auto* group_leave = group_cmd->add_subcommand("leave", "Leave a group");
   group_leave->add_option("name", group_name, "Group name")->required();
-  auto* group_list = group_cmd->add_subcommand("list", "List groups and members");
+  auto* group_list = group_cmd->add_subcommand("list", "List the groups you are in, with their members");
   auto* group_send = group_cmd->add_subcommand("send", "Send a message to a group");
   group_send->add_option("name", group_name, "Group name")->required();
   group_send->add_option("text", text, "Message text");

@@ -60,7 +60,7 @@ bool broker_core::recipients_of(peer& p, request& r, message_record& rec, std::v
       rec.ch = channel::group;
       if (!groups_.exists(r.group_name)) {
         send_error(p, errc::unknown_group,
-                   "There is no group '" + r.group_name + "'; create it with create_group or check get_group_list.", &r);
+                   "There is no group '" + r.group_name + "'; create it with create_group, or check its name.", &r);
         return false;
       }
       if (!groups_.is_member(r.group_name, p.username)) {

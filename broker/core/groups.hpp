@@ -2,6 +2,7 @@
 // each change committed). Sans-I/O.
 #pragma once
 
+#include <map>
 #include <set>
 #include <string>
 #include <string_view>
@@ -22,6 +23,8 @@ class group_table {
   const member_set* members(std::string_view group) const;
   // The members a group message of sender goes to: every member but the sender.
   std::vector<std::string> recipients(std::string_view group, std::string_view sender) const;
+  // The groups user is a member of, with their members (what get_group_list answers).
+  group_map of(std::string_view user) const;
   // How many groups user is a member of.
   std::size_t groups_of(std::string_view user) const;
 
@@ -33,7 +36,10 @@ class group_table {
   const group_map& all() const { return groups_; }
 
  private:
+  void add(member_set& set, const std::string& user);
+
   group_map groups_;
+  std::map<std::string, std::size_t, std::less<>> memberships_;  // user: how many groups
 };
 
 }  // namespace ma

@@ -41,7 +41,7 @@ void broker_core::handle(peer& p, request& r, const moment& now) {
     case kind::leave_group:
       return handle_group_change(p, r, now);
     case kind::get_group_list:
-      return push(p, make_group_list(groups_.all(), r.request_id));
+      return push(p, make_group_list(groups_.of(p.username), r.request_id));
     default:
       return send_error(p, errc::unknown_message_id, std::string(to_string(r.k)) + " is not sent to the broker.", &r);
   }
@@ -139,7 +139,7 @@ void broker_core::handle_group_change(peer& p, request& r, const moment& now) {
   }
   if (r.k == kind::leave_group) {
     if (!groups_.exists(name)) {
-      return send_error(p, errc::unknown_group, "There is no group '" + name + "'; check get_group_list.", &r);
+      return send_error(p, errc::unknown_group, "There is no group '" + name + "'; check its name (get_group_list lists yours).", &r);
     }
     if (!groups_.is_member(name, p.username)) {
       return send_error(p, errc::not_group_member, "You are not a member of '" + name + "', so you can not leave it.",
@@ -185,6 +185,18 @@ bool broker_core::within_group_limits(peer& p, const request& r) {
                    " groups already, the most this broker allows (max-groups-per-user): leave one first.",
                &r);
     return false;
+  }
+  // Nobody is made a member of more groups than that by others either.
+  if (!members) {
+    for (auto& m : r.members) {
+      if (m != p.username && groups_.groups_of(m) >= s_.max_groups_per_user) {
+        send_error(p, errc::invalid_field,
+                   "'" + m + "' is a member of the most groups this broker allows (max-groups-per-user); leave "
+                             "them out of group_members.",
+                   &r);
+        return false;
+      }
+    }
   }
   return true;
 }

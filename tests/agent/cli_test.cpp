@@ -144,7 +144,7 @@ TEST_F(AgentCli, UsersGroupsMulticastBroadcast) {
   auto [s2, created] = agent({"--user", "alice", "group", "create", "ops", "bob"});
   EXPECT_EQ(s2, 0) << created;
   EXPECT_EQ(created, "ops: alice bob\n");
-  auto [s3, list] = agent({"--user", "carol", "--json", "group", "list"});
+  auto [s3, list] = agent({"--user", "bob", "--json", "group", "list"});  // the groups bob is in
   EXPECT_EQ(s3, 0);
   EXPECT_EQ(json::parse(list).at("group_members").as_array().size(), 2u);
   auto [s4, sent] = agent({"--user", "alice", "group", "send", "ops", "to the group"});

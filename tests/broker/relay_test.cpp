@@ -210,11 +210,14 @@ TEST_F(Relay, Groups) {
 
   carol.send("leave_group", {{"group_name", "ops"}});
   EXPECT_EQ(carol.expect_content("acknowledge_group").at("group_members").as_array().size(), 2u);
-  eve.send("get_group_list", {{"request_id", "l"}});
-  auto list = eve.expect_content("group_list");
+  // Each user lists the groups they are in: the list is bounded by max-groups-per-user.
+  bob.send("get_group_list", {{"request_id", "l"}});
+  auto list = bob.expect_content("group_list");
   ASSERT_EQ(list.at("groups").as_array().size(), 1u);
   EXPECT_EQ(list.at("groups").as_array()[0].at("group_name").as_string(), "ops");
   EXPECT_EQ(list.at("request_id").as_string(), "l");
+  eve.send("get_group_list");
+  EXPECT_TRUE(eve.expect_content("group_list").at("groups").as_array().empty()) << "eve is in no group";
 }
 
 TEST_F(Relay, GroupsSurviveARestart) {

@@ -122,6 +122,13 @@ TEST(BrokerCore, RecipientsAndGroupsAreBounded) {
   h.send(alice, "create_group", {{"group_name", "g3"}, {"group_members", json::array()}});
   EXPECT_EQ(error_code_of(h, alice), "invalid_field") << "alice is in two groups already";
   EXPECT_EQ(h.db().list_groups().size(), 2u);
+  // Nor can others make alice a member of more.
+  h.send(carol, "create_group", {{"group_name", "g4"}, {"group_members", json::array{"alice"}}});
+  EXPECT_EQ(error_code_of(h, carol), "invalid_field");
+  h.send(carol, "get_group_list");
+  EXPECT_TRUE(h.take(carol, "group_list").at(0).at("groups").as_array().empty());
+  h.send(alice, "get_group_list");
+  EXPECT_EQ(h.take(alice, "group_list").at(0).at("groups").as_array().size(), 2u);
 }
 
 TEST(BrokerCore, AnAckTimeoutFiresExactlyAtItsDeadline) {

@@ -24,7 +24,11 @@ TEST(Groups, MembersRecipientsAndTheLastToLeave) {
   g.leave("ops", "alice");
   g.leave("ops", "bob");
   EXPECT_TRUE(g.exists("ops"));
+  EXPECT_EQ(g.groups_of("carol"), 2u);
+  EXPECT_EQ(g.of("carol").size(), 2u);
+  EXPECT_EQ(g.of("nobody").size(), 0u);
   g.leave("ops", "carol");
+  EXPECT_EQ(g.groups_of("carol"), 1u);
   EXPECT_FALSE(g.exists("ops")) << "a group whose last member leaves is gone";
   EXPECT_EQ(g.members("ops"), nullptr);
   EXPECT_TRUE(g.recipients("ops", "alice").empty());
