@@ -15,7 +15,9 @@
 #include <boost/asio/write.hpp>
 #include <boost/unordered/unordered_flat_map.hpp>
 #include <malloc.h>
+#include <unistd.h>
 
+#include <fstream>
 #include <future>
 
 #include "broker/core/broker_core.hpp"
@@ -36,6 +38,21 @@ namespace {
 
 constexpr auto housekeeping_interval = 1s;
 constexpr auto trim_interval = 2s;
+
+// The process's resident memory, from /proc/self/statm.
+std::uint64_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::uint64_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+}
+
+std::uint64_t memory_budget(std::uint64_t max_memory_mb) {
+  if (max_memory_mb > 0) return max_memory_mb << 20;
+  static const std::uint64_t three_quarters_of_ram =
+      static_cast<std::uint64_t>(::sysconf(_SC_PHYS_PAGES)) * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE)) / 4 * 3;
+  return three_quarters_of_ram;
+}
 
 void log_failure(const char* what, std::exception_ptr e) {
   if (!e) return;
@@ -166,7 +183,7 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
   void stop(std::function<void()> done);
   void maybe_finish_stop();
   asio::awaitable<void> accept_loop();
-  void refuse(tcp::socket sock);
+  void refuse(tcp::socket sock, std::string why);
   void schedule_housekeeping();
 };
 
@@ -271,7 +288,13 @@ asio::awaitable<void> broker::impl::accept_loop() {
     sock.set_option(tcp::no_delay(true), ec);
     // Full: a connection that has not logged in makes room (oldest first), never one that has.
     if (sessions.size() >= o.max_connections && !core_.make_room(moment_now())) {
-      refuse(std::move(sock));
+      refuse(std::move(sock), "The broker has reached max_connections (" + std::to_string(o.max_connections) +
+                                  "); try again later or ask the operator to raise it.");
+      continue;
+    }
+    if (const auto budget = memory_budget(o.max_memory_mb); resident_bytes() > budget) {
+      refuse(std::move(sock), "The broker is at its memory budget (" + std::to_string(budget >> 20) +
+                                  " MiB, max-memory-mb); try again later.");
       continue;
     }
     const peer_id id = ++next_id;
@@ -282,20 +305,15 @@ asio::awaitable<void> broker::impl::accept_loop() {
   }
 }
 
-void broker::impl::refuse(tcp::socket sock) {
-  auto frame = std::make_shared<std::string>(make_error_frame(
-      {errc::server_busy,
-       "The broker has reached max_connections (" + std::to_string(o.max_connections) +
-           "); try again later or ask the operator to raise it.",
-       {},
-       {}}));
+void broker::impl::refuse(tcp::socket sock, std::string why) {
+  spdlog::warn("refused a connection: {}", why);
+  auto frame = std::make_shared<std::string>(make_error_frame({errc::server_busy, std::move(why), {}, {}}));
   auto s = std::make_shared<tcp::socket>(std::move(sock));
   asio::async_write(*s, asio::buffer(*frame), [s, frame](boost::system::error_code, std::size_t) {
     boost::system::error_code ignored;
     s->shutdown(tcp::socket::shutdown_both, ignored);
     s->close(ignored);
   });
-  spdlog::warn("refused a connection: max_connections ({}) reached", o.max_connections);
 }
 
 // Parks silent coroutines and closes connections that do not drain.
@@ -340,6 +358,7 @@ std::vector<std::string> broker::reload(const broker_options& fresh) {
   apply("ack-timeout-ms", o.ack_timeout_ms, fresh.ack_timeout_ms);
   apply("login-timeout-ms", o.login_timeout_ms, fresh.login_timeout_ms);
   apply("max-connections", o.max_connections, fresh.max_connections);
+  apply("max-memory-mb", o.max_memory_mb, fresh.max_memory_mb);
   apply("max-frame-bytes", o.max_frame_bytes, fresh.max_frame_bytes);  // new connections
   apply("max-message-bytes", o.max_message_bytes, fresh.max_message_bytes);
   apply("max-outbound-bytes", o.max_outbound_bytes, fresh.max_outbound_bytes);

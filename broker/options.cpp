@@ -110,6 +110,11 @@ broker_command parse_broker_command_line(const std::vector<std::string>& args) {
   duration(app, "--ack-timeout-ms", o.ack_timeout_ms, "Time a recipient has to acknowledge a message");
   duration(app, "--login-timeout-ms", o.login_timeout_ms, "Time a new connection has to log in");
   positive(app, "--max-connections", o.max_connections, "Connections beyond this get server_busy");
+  app.add_option("--max-memory-mb", o.max_memory_mb,
+                 "Resident memory (MiB) past which new connections get server_busy (0: three quarters of the RAM)")
+      ->check(whole_number)
+      ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1} << 30))
+      ->capture_default_str();
   app.add_option("--max-frame-bytes", o.max_frame_bytes, "Longest frame (line) accepted")
       ->check(whole_number)
       ->check(CLI::Range(std::uint64_t{64}, std::uint64_t{1} << 30));

@@ -24,6 +24,7 @@ struct broker_options : core_settings {
   std::string advertise_address;  // empty: the listen address, else the address facing the asker
   std::string database = "data/message-broker.db";
   std::uint32_t max_connections = 10'000;
+  std::uint64_t max_memory_mb = 0;  // resident memory past which new connections get server_busy; 0: 3/4 of RAM
   std::string sqlite_synchronous = "normal";  // normal | full
   std::string log_level = "info";
 };

@@ -488,6 +488,22 @@ TEST(BrokerBinary, AcknowledgementFloodsDoNotDelayOthers) {
   std::printf("worst message_accepted latency during the flood: %lld ms\n", static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(worst).count()));
 }
 
+// Past its memory budget the broker refuses new connections with server_busy (and a sentence
+// naming the budget) instead of growing until the system kills it.
+TEST(BrokerBinary, PastItsMemoryBudgetNewConnectionsGetServerBusy) {
+  test::temp_dir dir;
+  auto args = broker_args(dir);
+  args.insert(args.end(), {"--max-memory-mb", "1"});  // less than it holds from the start
+  test::child_process broker(broker_binary, args, dir.file("run.log"));
+  auto port = test::listening_port(broker, 20s);
+  ASSERT_TRUE(port) << broker.log();
+  client refused(*port);
+  auto e = refused.expect_error("server_busy");
+  EXPECT_NE(std::string(e.at("error_text").as_string()).find("memory budget"), std::string::npos);
+  EXPECT_TRUE(refused.closed_within(10s));
+  EXPECT_NE(broker.log().find("refused a connection"), std::string::npos);
+}
+
 // The broker stands still (SIGSTOP) longer than the eviction time while an agent goes on
 // heartbeating: its frames wait in the socket, and on SIGCONT it is not evicted for the
 // broker's pause.
