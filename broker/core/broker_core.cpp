@@ -105,6 +105,10 @@ void broker_core::written(peer_id id, std::size_t n, const moment& now) {
   p->out.consume(n);
   p->last_write = now.steady;
   if (p->reading == peer_reading::held_for_output && p->out.bytes() <= s_.max_outbound_bytes / 2) resume(*p);
+  if (p->presence_behind && p->out.bytes() <= presence_changes::max_behind_bytes / 2 && p->open()) {
+    p->presence_behind = false;
+    push(*p, presence_changes::catch_up_frame(online_names()));
+  }
   if (p->redelivering()) pump(*p, now);
   if (!p->stalled.empty() || p->slow) release_stalled(*p);
   deadline_may_have_moved();

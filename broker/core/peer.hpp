@@ -63,6 +63,7 @@ struct peer {
   bool refill_due = false;   // acknowledgements made room: refill at the next tick
   bool slow = false;         // backpressure (below): senders no longer wait for it
   bool done_sending = false;  // it shut down its sending side: close once replies_due are out
+  bool presence_behind = false;  // it stopped reading: one catch-up update once it drains
   std::uint32_t window = 0;  // at most this many unacknowledged deliveries; 0: no limit
   std::uint32_t redeliveries_in_flight = 0;  // sent, not yet acknowledged
   std::uint32_t replies_due = 0;  // requests whose answer waits for the store

@@ -17,6 +17,10 @@ std::string presence_changes::take_frame(const std::vector<std::string_view>& on
   return frame;
 }
 
+std::string presence_changes::catch_up_frame(const std::vector<std::string_view>& online) {
+  return make_user_set_update(online.size() <= max_listed ? &online : nullptr, online.size(), {}, {});
+}
+
 void presence_changes::clear() {
   joined_.clear();
   left_.clear();

@@ -20,6 +20,8 @@ class presence_changes {
   static constexpr std::chrono::milliseconds batch_interval{100};
   // Above this many online users, updates carry user_count instead of user_list.
   static constexpr std::size_t max_listed = 1000;
+  // An observer with this much unsent gets no more updates, one catch-up when it has read.
+  static constexpr std::size_t max_behind_bytes = 64 * 1024;
 
   // who joined or left; online: how many are online after the change. True when the update
   // should go out now; else it is due at due().
@@ -30,6 +32,9 @@ class presence_changes {
   // The update_user_set frame for every change since the last one, which are forgotten.
   // online: the names online now, sorted.
   std::string take_frame(const std::vector<std::string_view>& online);
+  // The catch-up update for an observer that fell behind: the list (or count) as it is now,
+  // without joined or left.
+  static std::string catch_up_frame(const std::vector<std::string_view>& online);
   // Forgets what waits (the broker is stopping).
   void clear();
 

@@ -226,10 +226,15 @@ void broker_core::flush_presence(std::string_view except) {
   auto frame = std::make_shared<const std::string>(presence_.take_frame(online_names()));
   for (auto& [name, id] : online_) {
     if (name == except) continue;
-    if (peer* p = find(id); p && p->open()) {
-      p->out.push_shared(frame);
-      queue_flush(*p);
+    peer* p = find(id);
+    if (!p || !p->open()) continue;
+    // One that does not read gets one pending state, not a frame per change (see written).
+    if (p->presence_behind || p->out.bytes() > presence_changes::max_behind_bytes) {
+      p->presence_behind = true;
+      continue;
     }
+    p->out.push_shared(frame);
+    queue_flush(*p);
   }
 }
 

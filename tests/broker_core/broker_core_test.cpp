@@ -290,6 +290,27 @@ TEST(BrokerCore, PresenceGoesOutAtOnceForFewUsersAndInBatchesPast64) {
   EXPECT_EQ(updates[0].at("left").as_array(), (json::array{"late-b"}));
 }
 
+TEST(BrokerCore, AnObserverThatDoesNotReadGetsOnePendingPresenceState) {
+  core_harness h(fast());
+  const peer_id watcher = h.online("watcher");  // reads nothing from here on
+  for (int i = 0; i < 3000; ++i) {
+    const peer_id churn = h.connect();
+    h.log_in(churn, "c" + std::to_string(i % 30));
+    h.send(churn, "log_out");
+    h.frames(churn);
+    h.disconnect(churn);
+  }
+  EXPECT_LT(h.unsent_bytes(watcher), 64u * 1024 + 4096) << "presence piled up for an observer that does not read";
+  auto updates = h.take(watcher, "update_user_set");  // it reads at last
+  ASSERT_GT(updates.size(), 2u);
+  EXPECT_LT(updates.size(), 1000u) << "one frame per change of 6,000";
+  const auto& last = updates.back();  // the catch-up, once it drained
+  EXPECT_FALSE(last.contains("joined"));
+  EXPECT_FALSE(last.contains("left"));
+  EXPECT_EQ(last.at("user_list").as_array(), (json::array{"watcher"}));
+  EXPECT_TRUE(h.take(watcher, "update_user_set").empty());
+}
+
 TEST(BrokerCore, ADuplicateWhileTheFirstSendIsUncommittedIsAnsweredAfterTheCommit) {
   core_harness h(fast());
   const peer_id alice = h.online("alice"), bob = h.online("bob");
