@@ -53,7 +53,7 @@ void broker_core::reload(const core_settings& s) {
 // inputs
 
 void broker_core::connected(peer_id id, std::string address, const moment& now) {
-  last_seen_ = std::max(last_seen_, now.steady);
+  observe(now.steady);
   auto [it, fresh] = peers_.emplace(id, std::make_unique<peer>(id, std::move(address), now.steady));
   if (!fresh) return;
   not_logged_in_.insert(id);
@@ -63,7 +63,7 @@ void broker_core::connected(peer_id id, std::string address, const moment& now) 
 }
 
 void broker_core::frame_received(peer_id id, std::string_view frame, const moment& now) {
-  last_seen_ = std::max(last_seen_, now.steady);
+  observe(now.steady);
   peer* p = find(id);
   if (!p || !p->open() || p->reading != peer_reading::open) return;
   p->last_activity = now.steady;
@@ -99,7 +99,7 @@ void broker_core::frame_too_large(peer_id id, const moment&) {
 }
 
 void broker_core::written(peer_id id, std::size_t n, const moment& now) {
-  last_seen_ = std::max(last_seen_, now.steady);
+  observe(now.steady);
   peer* p = find(id);
   if (!p || n == 0) return;
   p->out.consume(n);
@@ -152,7 +152,7 @@ void broker_core::disconnected(peer_id id, const moment& now) {
 }
 
 void broker_core::tick(const moment& now) {
-  credit_pause(now.steady);
+  observe(now.steady);
   expire_acks(now);
   check_liveness(now);
   end_room_waits(now);
@@ -167,7 +167,7 @@ void broker_core::tick(const moment& now) {
     next_expiry_ = now.steady + expiry_interval;
     run_expiry(now);
   }
-  last_seen_ = std::max(last_seen_, now.steady);
+  observe(now.steady);
   reported_deadline_ = next_deadline();
   port_.deadline_moved(reported_deadline_);
 }
@@ -333,26 +333,31 @@ void broker_core::check_one(peer& p, const moment& now) {
   begin_close(p);
 }
 
-// A tick that comes much later than it was asked for means the broker itself stood still
-// (SIGSTOP, a frozen disk, swapping): the frames peers sent meanwhile wait unread in their
-// sockets. The time it stood still is not their silence, nor time they had to acknowledge:
-// deadlines move on by it, so that nobody is evicted or dead-lettered for the broker's pause.
-void broker_core::credit_pause(steady_time now) {
+// An input that finds the tick overdue by more than max_tick_lateness means the broker itself
+// stood still (SIGSTOP, a frozen disk, swapping): the frames peers sent meanwhile wait unread
+// in their sockets, and some of them may be read before the tick runs. The time it stood still
+// is not their silence, nor time they had to acknowledge: deadlines move on by it, so that
+// nobody is evicted or dead-lettered for the broker's pause.
+void broker_core::observe(steady_time now) {
   const steady_time due = reported_deadline_;
-  if (due == steady_time::min() || due == steady_time::max() || now - due <= max_tick_lateness) return;
-  // Since the core last ran: at most a tick interval more than the pause itself.
-  const auto pause = now - last_seen_;
-  spdlog::warn("the broker stood still for {} ms: deadlines move on by that much", 
+  if (due != steady_time::min() && due != steady_time::max() && now - due > max_tick_lateness &&
+      now > last_seen_) {
+    credit_pause(now - last_seen_, now);
+    reported_deadline_ = now;  // credited once: the overdue tick runs next and sets it again
+  }
+  last_seen_ = std::max(last_seen_, now);
+}
+
+void broker_core::credit_pause(steady_time::duration pause, steady_time now) {
+  spdlog::warn("the broker stood still for {} ms: deadlines move on by that much",
                std::chrono::duration_cast<std::chrono::milliseconds>(pause).count());
   for (auto& [id, p] : peers_) {
     p->last_activity = std::min(p->last_activity + pause, now);
     p->connected_at = std::min(p->connected_at + pause, now);
+    if (p->reading == peer_reading::held_for_room) p->room_until += pause;
   }
   for (auto& d : ack_deadlines_) d.at += pause;
   for (auto& w : room_waits_) w.until += pause;
-  for (auto& [id, p] : peers_) {
-    if (p->reading == peer_reading::held_for_room) p->room_until += pause;
-  }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -448,7 +453,7 @@ void broker_core::submit(store_job job, core_completion done, on_failure policy,
   port_.submit(
       std::move(job),
       [this, done = std::move(done)](std::exception_ptr e, const moment& now) {
-        last_seen_ = std::max(last_seen_, now.steady);
+        observe(now.steady);
         done(e, now);
         deadline_may_have_moved();
       },

@@ -133,7 +133,8 @@ class broker_core {
   void reply_given(peer& p);
   void hold(peer& p, peer_reading why);
   void resume(peer& p);
-  void credit_pause(steady_time now);
+  void observe(steady_time now);
+  void credit_pause(steady_time::duration pause, steady_time now);
   void check_liveness(const moment& now);
   void check_one(peer& p, const moment& now);
   std::chrono::milliseconds evict_after(const peer& p) const;
