@@ -509,6 +509,35 @@ TEST(BrokerBinary, PastItsMemoryBudgetNewConnectionsGetServerBusy) {
   EXPECT_NE(broker.log().find("refused a connection"), std::string::npos);
 }
 
+// Agents that never read while others log in and out: each gets one pending presence state,
+// not a frame per change, so the broker's memory stays bounded.
+TEST(BrokerBinary, PresenceToAgentsThatDoNotReadIsBounded) {
+  test::temp_dir dir;
+  test::child_process broker(broker_binary, broker_args(dir), dir.file("run.log"), small_quarantine);
+  auto port = test::listening_port(broker, 20s);
+  ASSERT_TRUE(port) << broker.log();
+  std::vector<std::unique_ptr<client>> sleepers;
+  for (int i = 0; i < 60; ++i) {
+    sleepers.push_back(std::make_unique<client>(*port, 4096));
+    sleepers.back()->log_in("sleeper-" + std::to_string(i));
+  }
+  const long before = rss_kib(broker.pid());
+  const auto start = std::chrono::steady_clock::now();
+  int cycles = 0;
+  for (; cycles < 4000 && std::chrono::steady_clock::now() - start < 60s; ++cycles) {
+    client churn(*port);
+    churn.log_in("churn-" + std::to_string(cycles % 40));
+    churn.send("log_out");
+    churn.closed_within(10s);
+  }
+  std::this_thread::sleep_for(300ms);
+  const long grown = rss_kib(broker.pid()) - before;
+  EXPECT_LT(grown, 16 * 1024) << "KiB after " << cycles << " log_in/log_out with 60 agents that do not read";
+  std::printf("presence: the broker grew by %ld KiB over %d log_in/log_out\n", grown, cycles);
+  client alice(*port);
+  EXPECT_FALSE(alice.log_in("alice").empty());
+}
+
 // The broker stands still (SIGSTOP) longer than the eviction time while an agent goes on
 // heartbeating: its frames wait in the socket, and on SIGCONT it is not evicted for the
 // broker's pause.
