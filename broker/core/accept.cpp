@@ -114,8 +114,7 @@ bool broker_core::answer_duplicate(peer& p, std::string_view key, const std::str
   auto* e = dedupe_.find(key);
   if (!e || e->failed) return false;
   if (e->done) {
-    p.out.append([&](std::string& b) { e->append_accepted(b, uuid, true, r.request_id); });
-    queue_flush(p);
+    append(p, [&](std::string& b) { e->append_accepted(b, uuid, true, r.request_id); });
   } else {
     e->more_waiters.emplace_back(p.id, std::move(r.request_id));
     ++p.replies_due;
@@ -183,16 +182,14 @@ void broker_core::finish_accept(dedupe_table::entry& e, const std::string& uuid,
   e.done = true;
   e.at = now;
   if (peer* p = find(e.first_waiter)) {
-    p->out.append([&](std::string& b) { e.append_accepted(b, uuid, false, e.first_request_id); });
-    queue_flush(*p);
+    append(*p, [&](std::string& b) { e.append_accepted(b, uuid, false, e.first_request_id); });
     reply_given(*p);
   }
   e.first_waiter = 0;
   std::string().swap(e.first_request_id);
   for (auto& [id, request_id] : e.more_waiters) {
     if (peer* p = find(id)) {
-      p->out.append([&](std::string& b) { e.append_accepted(b, uuid, true, request_id); });
-      queue_flush(*p);
+      append(*p, [&](std::string& b) { e.append_accepted(b, uuid, true, request_id); });
       reply_given(*p);
     }
   }
@@ -259,15 +256,14 @@ void broker_core::send_live(peer& to, const message_ptr& m, std::int64_t seq, co
   if (m->fan_out) {
     // Serialized once; each recipient's buffer gets head + its name + tail.
     if (m->frame.head.empty()) m->frame = make_receive_frame(m->header());
-    to.out.append([&](std::string& b) {
+    append(to, [&](std::string& b) {
       b += m->frame.head;
       append_json_string(b, to.username);
       b += m->frame.tail;
     });
   } else {
-    to.out.append([&](std::string& b) { append_live_frame(b, m->header(), to.username); });
+    append(to, [&](std::string& b) { append_live_frame(b, m->header(), to.username); });
   }
-  queue_flush(to);
   register_in_flight(to, delivery{m, seq, 0, 1, now.wall}, now.steady);
 }
 

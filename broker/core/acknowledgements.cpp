@@ -11,25 +11,16 @@ namespace ma {
 
 template <class Write>
 void broker_core::notify_all_sessions(std::string_view user, Write&& write) {
-  if (peer* p = find_online(user); p && p->open()) {
-    p->out.append(write);
-    queue_flush(*p);
-  }
+  if (peer* p = find_online(user); p && p->open()) append(*p, write);
   auto range = send_only_.equal_range(user);
   for (auto it = range.first; it != range.second; ++it) {
-    if (peer* p = find(it->second); p && p->open()) {
-      p->out.append(write);
-      queue_flush(*p);
-    }
+    if (peer* p = find(it->second); p && p->open()) append(*p, write);
   }
 }
 
 template <class Write>
 void broker_core::notify_sender(const accepted_message& m, Write&& write) {
-  if (peer* origin = find(m.origin); origin && origin->open()) {
-    origin->out.append(write);
-    return queue_flush(*origin);
-  }
+  if (peer* origin = find(m.origin); origin && origin->open()) return append(*origin, write);
   notify_all_sessions(m.rec.sender, write);
 }
 

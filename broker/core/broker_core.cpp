@@ -167,7 +167,6 @@ void broker_core::tick(const moment& now) {
     next_expiry_ = now.steady + expiry_interval;
     run_expiry(now);
   }
-  observe(now.steady);
   reported_deadline_ = next_deadline();
   port_.deadline_moved(reported_deadline_);
 }

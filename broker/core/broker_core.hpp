@@ -127,6 +127,12 @@ class broker_core {
   peer* find_online(std::string_view name);
   void queue_flush(peer& p);
   void push(peer& p, std::string frame);
+  // Appends one frame built in place (outbox::append) and asks for the peer's flush.
+  template <class Write>
+  void append(peer& p, Write&& write) {
+    p.out.append(std::forward<Write>(write));
+    queue_flush(p);
+  }
   void send_error(peer& p, errc code, std::string text, const request* r = nullptr);
   void begin_close(peer& p);
   // A reply that waited for the store was given (or its peer is to hear nothing more).

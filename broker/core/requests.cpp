@@ -12,6 +12,13 @@
 
 namespace ma {
 
+namespace {
+// Said before the store is asked, and when the store finds another create got there first.
+std::string exists_already(const std::string& group) {
+  return "The group '" + group + "' exists already; use join_group to enter it.";
+}
+}  // namespace
+
 void broker_core::handle(peer& p, request& r, const moment& now) {
   if (p.phase != peer_phase::logged_in && r.k != kind::log_in && r.k != kind::heartbeat) {
     return send_error(p, errc::not_logged_in,
@@ -131,8 +138,7 @@ void broker_core::logged_in(peer_id id, std::int64_t pending, const std::string&
 void broker_core::handle_group_change(peer& p, request& r, const moment& now) {
   const std::string& name = r.group_name;
   if (r.k == kind::create_group && groups_.exists(name)) {
-    return send_error(p, errc::invalid_field, "The group '" + name + "' exists already; use join_group to enter it.",
-                      &r);
+    return send_error(p, errc::invalid_field, exists_already(name), &r);
   }
   if (r.k == kind::join_group && !groups_.exists(name)) {
     return send_error(p, errc::unknown_group, "There is no group '" + name + "'; create it with create_group.", &r);
@@ -209,8 +215,7 @@ void broker_core::group_changed(peer_id id, const request& r, std::exception_ptr
   const std::string& name = r.group_name;
   if (e) return send_error(*p, errc::internal_error, "The broker could not store the group change; try again.", &r);
   if (!ok && r.k == kind::create_group) {
-    return send_error(*p, errc::invalid_field, "The group '" + name + "' exists already; use join_group to enter it.",
-                      &r);
+    return send_error(*p, errc::invalid_field, exists_already(name), &r);
   }
   if (!ok) return send_error(*p, errc::unknown_group, "There is no group '" + name + "'.", &r);
   push(*p, make_group_ack(name, groups_.members(name), r.request_id));
