@@ -1,9 +1,7 @@
 // The real message-broker binary: options, SIGKILL in the middle of a stream, SIGTERM.
-#include <arpa/inet.h>
-#include <cerrno>
-#include <netinet/in.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <boost/json/serialize.hpp>
 #include <fstream>
@@ -388,26 +386,12 @@ TEST(BrokerBinary, RepliesToAClientThatNeverReadsAreBounded) {
   ASSERT_TRUE(port) << broker.log();
   const long before = rss_kib(broker.pid());
 
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  const int small = 4096;
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(*port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  const int fd = test::connect_loopback(*port, 4096);
+  ASSERT_GE(fd, 0);
   std::string chunk;
   while (chunk.size() < 64 * 1024) chunk += "x\n";
-  std::size_t sent = 0;
-  const auto start = std::chrono::steady_clock::now();
-  while (sent < 4u * 1024 * 1024 && std::chrono::steady_clock::now() - start < 5s) {
-    const ssize_t n = ::send(fd, chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n > 0) {
-      sent += static_cast<std::size_t>(n);
-    } else {
-      std::this_thread::sleep_for(1ms);
-    }
-  }
+  const std::size_t sent =
+      test::send_without_blocking(fd, chunk, 4u * 1024 * 1024, std::chrono::steady_clock::now() + 5s);
   std::this_thread::sleep_for(500ms);
   const long grown = rss_kib(broker.pid()) - before;
   EXPECT_LT(grown, 64 * 1024) << "KiB after " << sent << " bytes of frames whose replies were never read";
@@ -429,28 +413,10 @@ TEST(BrokerBinary, UnfinishedLinesBeforeLogInCostLittle) {
   std::vector<int> fds;
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < 300 && std::chrono::steady_clock::now() - start < 20s; ++i) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(*port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-      ::close(fd);
-      continue;
-    }
+    const int fd = test::connect_loopback(*port);
+    if (fd < 0) continue;
     fds.push_back(fd);
-    std::size_t sent = 0;
-    const auto until = std::chrono::steady_clock::now() + 200ms;
-    while (sent < 512 * 1024 && std::chrono::steady_clock::now() < until) {
-      const ssize_t n = ::send(fd, chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-      if (n > 0) {
-        sent += static_cast<std::size_t>(n);
-      } else if (errno == EAGAIN) {
-        std::this_thread::sleep_for(1ms);
-      } else {
-        break;  // closed by the broker
-      }
-    }
+    test::send_without_blocking(fd, chunk, 512 * 1024, std::chrono::steady_clock::now() + 200ms);
   }
   std::this_thread::sleep_for(300ms);
   const long grown = rss_kib(broker.pid()) - before;

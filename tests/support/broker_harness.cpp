@@ -1,5 +1,7 @@
 #include "tests/support/broker_harness.hpp"
 
+#include <cerrno>
+
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -67,15 +69,41 @@ broker_status running_broker::status() {
   return s;
 }
 
-client::client(std::uint16_t port, int receive_buffer) {
-  fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (receive_buffer > 0) ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+int connect_loopback(std::uint16_t port, int receive_buffer) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (receive_buffer > 0) ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(port);
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+std::size_t send_without_blocking(int fd, std::string_view chunk, std::size_t max_bytes,
+                                  std::chrono::steady_clock::time_point until) {
+  std::size_t sent = 0;
+  while (sent < max_bytes && std::chrono::steady_clock::now() < until) {
+    const ssize_t n = ::send(fd, chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<std::size_t>(n);
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    } else {
+      break;  // closed by the broker
+    }
+  }
+  return sent;
+}
+
+client::client(std::uint16_t port, int receive_buffer) {
+  fd_ = connect_loopback(port, receive_buffer);
+  if (fd_ < 0) {
     ADD_FAILURE() << "cannot connect to 127.0.0.1:" << port;
+    return;
   }
   int one = 1;
   ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

@@ -61,6 +61,13 @@ class running_broker {
   std::uint16_t discovery_port_ = 0;
 };
 
+// A TCP socket connected to 127.0.0.1:port (receive_buffer > 0 shrinks SO_RCVBUF first), or -1.
+int connect_loopback(std::uint16_t port, int receive_buffer = 0);
+// Sends chunk again and again without blocking, until max_bytes went out, until, or the peer
+// closed; waits a millisecond whenever the socket is full. Returns the bytes sent.
+std::size_t send_without_blocking(int fd, std::string_view chunk, std::size_t max_bytes,
+                                  std::chrono::steady_clock::time_point until);
+
 class client {
  public:
   // receive_buffer > 0 shrinks SO_RCVBUF before connecting (a slow consumer fills up sooner).
