@@ -117,9 +117,101 @@ INSERT INTO dedupe (sender_username, message_uuid, accepted_at, status)
   GROUP BY sender_username, message_uuid ORDER BY min(seq);
 )sql";
 
+// Version 3: a message's body is stored once, however many recipients it has. `messages` holds
+// it (with what is the same for every recipient); journal rows and dead letters refer to it by
+// message_id. `deliveries` counts the rows that refer to a message, kept by triggers, so that
+// every path that adds or removes a row (the broker, the admin command's purge, an operator's
+// DELETE) keeps it right, and a message goes with the last row that refers to it. (A counter,
+// not an index on message_id: acknowledging stays deletes by rowid.) Older files are migrated:
+// rows of one message (same sender, uuid, accept time and body) share one message row.
+constexpr const char* schema_v3 = R"sql(
+CREATE TABLE messages (
+  id              INTEGER PRIMARY KEY,
+  message_uuid    TEXT NOT NULL,
+  sender_username TEXT NOT NULL,
+  channel         TEXT NOT NULL CHECK (channel = 'direct' OR channel = 'multicast' OR channel = 'broadcast'
+                                       OR channel = 'group'),
+  group_name      TEXT,
+  body            TEXT NOT NULL,           -- JSON: message_text and/or payload
+  accepted_at     TEXT NOT NULL,           -- ISO 8601 UTC
+  expires_at      TEXT NOT NULL,           -- from its ttl_ms (a replayed letter gets its own)
+  deliveries      INTEGER NOT NULL DEFAULT 0  -- journal rows and dead letters that refer to it
+);
+INSERT INTO messages (message_uuid, sender_username, channel, group_name, body, accepted_at, expires_at)
+  SELECT message_uuid, sender_username, channel, group_name, body, accepted_at, max(expires_at) FROM (
+    SELECT message_uuid, sender_username, channel, group_name, body, accepted_at, expires_at FROM journal
+    UNION ALL
+    SELECT message_uuid, sender_username, channel, group_name, body, accepted_at, expires_at FROM dead_letters)
+  GROUP BY sender_username, message_uuid, accepted_at, body ORDER BY min(accepted_at);
+CREATE INDEX migrating_messages ON messages (sender_username, message_uuid, accepted_at);
+
+DROP VIEW in_flight;
+DROP VIEW pending_by_recipient;
+DROP VIEW dead_letter_counts;
+
+CREATE TABLE journal_v3 (
+  id                INTEGER PRIMARY KEY,   -- the delivery's seq: acceptance order
+  message_id        INTEGER NOT NULL,      -- messages.id
+  receiver_username TEXT NOT NULL
+);
+INSERT INTO journal_v3 (id, message_id, receiver_username)
+  SELECT j.id, m.id, j.receiver_username FROM journal j JOIN messages m
+    ON m.sender_username = j.sender_username AND m.message_uuid = j.message_uuid
+       AND m.accepted_at = j.accepted_at AND m.body = j.body;
+DROP TABLE journal;
+ALTER TABLE journal_v3 RENAME TO journal;
+
+ALTER TABLE dead_letters ADD COLUMN message_id INTEGER NOT NULL DEFAULT 0;  -- messages.id
+UPDATE dead_letters SET message_id = (SELECT m.id FROM messages m
+  WHERE m.sender_username = dead_letters.sender_username AND m.message_uuid = dead_letters.message_uuid
+    AND m.accepted_at = dead_letters.accepted_at AND m.body = dead_letters.body);
+ALTER TABLE dead_letters DROP COLUMN body;
+ALTER TABLE dead_letters DROP COLUMN channel;
+ALTER TABLE dead_letters DROP COLUMN group_name;
+DROP INDEX migrating_messages;
+UPDATE messages SET deliveries = (SELECT count(*) FROM journal WHERE message_id = messages.id)
+                               + (SELECT count(*) FROM dead_letters WHERE message_id = messages.id);
+
+CREATE TRIGGER journal_refers AFTER INSERT ON journal BEGIN
+  UPDATE messages SET deliveries = deliveries + 1 WHERE id = NEW.message_id;
+END;
+CREATE TRIGGER journal_lets_go AFTER DELETE ON journal BEGIN
+  UPDATE messages SET deliveries = deliveries - 1 WHERE id = OLD.message_id;
+  DELETE FROM messages WHERE id = OLD.message_id AND deliveries <= 0;
+END;
+CREATE TRIGGER dead_letter_refers AFTER INSERT ON dead_letters BEGIN
+  UPDATE messages SET deliveries = deliveries + 1 WHERE id = NEW.message_id;
+END;
+CREATE TRIGGER dead_letter_lets_go AFTER DELETE ON dead_letters BEGIN
+  UPDATE messages SET deliveries = deliveries - 1 WHERE id = OLD.message_id;
+  DELETE FROM messages WHERE id = OLD.message_id AND deliveries <= 0;
+END;
+
+-- For operators: what waits for whom, why messages die, every letter with its message.
+CREATE VIEW pending_by_recipient AS
+  SELECT receiver_username, count(*) AS pending, min(accepted_at) AS oldest_accepted_at
+  FROM dead_letters WHERE state = 'pending' GROUP BY receiver_username;
+
+CREATE VIEW dead_letter_counts AS
+  SELECT reason, state, count(*) AS count FROM dead_letters GROUP BY reason, state;
+
+CREATE VIEW letters AS
+  SELECT d.id, d.seq, d.message_uuid, d.sender_username, d.receiver_username, m.channel, m.group_name, m.body,
+         d.reason, d.state, d.attempts, d.attempts_before_replay, d.accepted_at, d.dead_lettered_at,
+         d.last_attempt_at, d.delivered_at, d.expires_at, d.message_id
+  FROM dead_letters d JOIN messages m ON m.id = d.message_id;
+
+CREATE VIEW in_flight AS
+  SELECT j.id AS seq, m.message_uuid, m.sender_username, j.receiver_username, m.channel, m.accepted_at
+  FROM journal j JOIN messages m ON m.id = j.message_id;
+)sql";
+
+// A dead letter's columns, with its message's (read_letter's order), from `letters_from`.
 constexpr const char* dead_letter_columns =
-    "id, seq, message_uuid, sender_username, receiver_username, channel, group_name, body, reason, state, attempts, "
-    "accepted_at, dead_lettered_at, last_attempt_at, delivered_at, expires_at, attempts_before_replay";
+    "d.id, d.seq, d.message_uuid, d.sender_username, d.receiver_username, m.channel, m.group_name, m.body, d.reason, "
+    "d.state, d.attempts, d.accepted_at, d.dead_lettered_at, d.last_attempt_at, d.delivered_at, d.expires_at, "
+    "d.attempts_before_replay";
+constexpr const char* letters_from = " FROM dead_letters d JOIN messages m ON m.id = d.message_id";
 
 std::optional<std::string> group_or_null(const std::string& g) {
   return g.empty() ? std::nullopt : std::optional<std::string>(g);
@@ -146,27 +238,30 @@ std::optional<dead_letter_state> state_from_string(std::string_view text) noexce
 
 // Prepared once, for the life of the connection.
 struct database::statements {
-  sqlite::statement journal_insert, journal_delete, journal_move, dl_insert, pending_page, pending_count,
-      attempt_insert, letter_after_attempt, late_ack_any, late_ack_sender, expire, group_insert, member_insert, member_delete, member_count,
-      group_delete, group_exists, dedupe_insert, is_parked;
+  sqlite::statement message_insert, journal_insert, journal_delete, journal_move, dl_insert, pending_page,
+      pending_count, attempt_insert, letter_after_attempt, late_ack_any, late_ack_sender, expire, group_insert,
+      member_insert, member_delete, member_count, group_delete, group_exists, dedupe_insert, is_parked;
 
   explicit statements(sqlite::connection& db)
-      : journal_insert(db,
-                       "INSERT INTO journal (id, message_uuid, sender_username, receiver_username, channel, "
-                       "group_name, body, accepted_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?)"),
+      : message_insert(db,
+                       "INSERT INTO messages (message_uuid, sender_username, channel, group_name, body, accepted_at, "
+                       "expires_at) VALUES (?,?,?,?,?,?,?)"),
+        journal_insert(db, "INSERT INTO journal (id, message_id, receiver_username) VALUES (?,?,?)"),
         journal_delete(db, "DELETE FROM journal WHERE id = ?"),
         journal_move(db,
-                     "INSERT INTO dead_letters (seq, message_uuid, sender_username, receiver_username, channel, "
-                     "group_name, body, reason, attempts, accepted_at, dead_lettered_at, last_attempt_at, expires_at) "
-                     "SELECT id, message_uuid, sender_username, receiver_username, channel, group_name, body, ?2, ?3, "
-                     "accepted_at, ?4, CASE WHEN ?3 > 0 THEN accepted_at END, expires_at FROM journal WHERE id = ?1"),
+                     "INSERT INTO dead_letters (seq, message_id, message_uuid, sender_username, receiver_username, "
+                     "reason, attempts, accepted_at, dead_lettered_at, last_attempt_at, expires_at) "
+                     "SELECT j.id, j.message_id, m.message_uuid, m.sender_username, j.receiver_username, ?2, ?3, "
+                     "m.accepted_at, ?4, CASE WHEN ?3 > 0 THEN m.accepted_at END, m.expires_at "
+                     "FROM journal j JOIN messages m ON m.id = j.message_id WHERE j.id = ?1"),
         dl_insert(db,
-                  "INSERT INTO dead_letters (seq, message_uuid, sender_username, receiver_username, channel, "
-                  "group_name, body, reason, accepted_at, dead_lettered_at, expires_at) "
-                  "VALUES (?,?,?,?,?,?,?,?,?,?,?)"),
-        pending_page(db, std::string("SELECT ") + dead_letter_columns +
-                             " FROM dead_letters WHERE receiver_username = ? AND state = 'pending' AND seq > ? "
-                             "ORDER BY seq LIMIT ?"),
+                  "INSERT INTO dead_letters (seq, message_id, message_uuid, sender_username, receiver_username, "
+                  "reason, accepted_at, dead_lettered_at, expires_at) "
+                  "SELECT ?1, id, message_uuid, sender_username, ?3, ?4, accepted_at, ?5, expires_at "
+                  "FROM messages WHERE id = ?2"),
+        pending_page(db, std::string("SELECT ") + dead_letter_columns + letters_from +
+                             " WHERE d.receiver_username = ? AND d.state = 'pending' AND d.seq > ? "
+                             "ORDER BY d.seq LIMIT ?"),
         pending_count(db, "SELECT count(*) FROM dead_letters WHERE receiver_username = ? AND state = 'pending'"),
         attempt_insert(db,
                        "INSERT INTO delivery_attempts (dead_letter_id, attempt, started_at, finished_at, "
@@ -294,6 +389,7 @@ void database::migrate() {
   const std::int64_t version = single_int(db_, "PRAGMA user_version");
   if (version < 1) db_.exec(schema_v1);
   if (version < 2) db_.exec(schema_v2);
+  if (version < 3) db_.exec(schema_v3);
   // Later versions add their steps here, each from the one before.
   db_.exec("PRAGMA user_version = " + std::to_string(schema_version));
   t.commit();
@@ -303,14 +399,22 @@ void database::begin() { db_.exec("BEGIN IMMEDIATE"); }
 void database::commit() { db_.exec("COMMIT"); }
 void database::rollback() noexcept { sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr); }
 
-std::int64_t database::journal(const message_record& m, std::string_view receiver) {
-  const std::int64_t seq = next_seq();
-  auto& s = st_->journal_insert;
-  s.bind(1, seq).bind(2, m.message_uuid).bind(3, m.sender).bind(4, receiver).bind(5, to_string(m.ch));
-  s.bind(6, group_or_null(m.group_name)).bind(7, m.body).bind(8, format_iso8601(m.accepted_at));
-  s.bind(9, format_iso8601(m.expires_at));
+std::int64_t database::insert_message(const message_record& m) {
+  auto& s = st_->message_insert;
+  s.bind(1, m.message_uuid).bind(2, m.sender).bind(3, to_string(m.ch)).bind(4, group_or_null(m.group_name));
+  s.bind(5, m.body).bind(6, format_iso8601(m.accepted_at)).bind(7, format_iso8601(m.expires_at));
   s.run();
+  return db_.last_insert_rowid();
+}
+
+std::int64_t database::journal(std::int64_t message_id, std::string_view receiver) {
+  const std::int64_t seq = next_seq();
+  st_->journal_insert.bind(1, seq).bind(2, message_id).bind(3, receiver).run();
   return seq;
+}
+
+std::int64_t database::journal(const message_record& m, std::string_view receiver) {
+  return journal(insert_message(m), receiver);
 }
 
 void database::acknowledge(std::int64_t seq) { st_->journal_delete.bind(1, seq).run(); }
@@ -328,22 +432,30 @@ std::int64_t database::dead_letter_journaled(std::int64_t seq, dead_letter_reaso
   return id;
 }
 
-std::int64_t database::dead_letter_new(const message_record& m, std::string_view receiver, dead_letter_reason reason,
+std::int64_t database::dead_letter_new(std::int64_t message_id, std::string_view receiver, dead_letter_reason reason,
                                        sys_ms now) {
   auto& s = st_->dl_insert;
-  s.bind(1, next_seq()).bind(2, m.message_uuid).bind(3, m.sender).bind(4, receiver).bind(5, to_string(m.ch));
-  s.bind(6, group_or_null(m.group_name)).bind(7, m.body).bind(8, to_string(reason));
-  s.bind(9, format_iso8601(m.accepted_at)).bind(10, format_iso8601(now)).bind(11, format_iso8601(m.expires_at));
+  s.bind(1, next_seq()).bind(2, message_id).bind(3, receiver).bind(4, to_string(reason)).bind(5, format_iso8601(now));
   s.run();
+  if (db_.changes() == 0) {
+    throw sqlite::storage_error("no message " + std::to_string(message_id) + " to dead-letter for '" +
+                                std::string(receiver) + "'");
+  }
   return db_.last_insert_rowid();
+}
+
+std::int64_t database::dead_letter_new(const message_record& m, std::string_view receiver, dead_letter_reason reason,
+                                       sys_ms now) {
+  return dead_letter_new(insert_message(m), receiver, reason, now);
 }
 
 std::int64_t database::recover(sys_ms now) {
   sqlite::statement move(db_,
-                         "INSERT INTO dead_letters (seq, message_uuid, sender_username, receiver_username, channel, "
-                         "group_name, body, reason, accepted_at, dead_lettered_at, expires_at) "
-                         "SELECT id, message_uuid, sender_username, receiver_username, channel, group_name, body, "
-                         "'broker_restart', accepted_at, ?, expires_at FROM journal ORDER BY id");
+                         "INSERT INTO dead_letters (seq, message_id, message_uuid, sender_username, "
+                         "receiver_username, reason, accepted_at, dead_lettered_at, expires_at) "
+                         "SELECT j.id, j.message_id, m.message_uuid, m.sender_username, j.receiver_username, "
+                         "'broker_restart', m.accepted_at, ?, m.expires_at "
+                         "FROM journal j JOIN messages m ON m.id = j.message_id ORDER BY j.id");
   move.bind(1, format_iso8601(now)).run();
   const std::int64_t moved = db_.changes();
   db_.exec("DELETE FROM journal");
@@ -455,11 +567,11 @@ std::vector<group_record> database::list_groups() {
 }
 
 std::vector<dead_letter> database::list(const dead_letter_filter& f) {
-  std::string sql = std::string("SELECT ") + dead_letter_columns + " FROM dead_letters WHERE 1";
-  if (f.recipient) sql += " AND receiver_username = ?1";
-  if (f.reason) sql += " AND reason = ?2";
-  if (f.state) sql += " AND state = ?3";
-  sql += " ORDER BY seq LIMIT ?4";
+  std::string sql = std::string("SELECT ") + dead_letter_columns + letters_from + " WHERE 1";
+  if (f.recipient) sql += " AND d.receiver_username = ?1";
+  if (f.reason) sql += " AND d.reason = ?2";
+  if (f.state) sql += " AND d.state = ?3";
+  sql += " ORDER BY d.seq LIMIT ?4";
   sqlite::statement s(db_, sql);
   if (f.recipient) s.bind(1, *f.recipient);
   if (f.reason) s.bind(2, to_string(*f.reason));
@@ -471,8 +583,8 @@ std::vector<dead_letter> database::list(const dead_letter_filter& f) {
 }
 
 std::vector<dead_letter> database::find(std::string_view message_uuid) {
-  sqlite::statement s(db_, std::string("SELECT ") + dead_letter_columns +
-                               " FROM dead_letters WHERE message_uuid = ? ORDER BY seq");
+  sqlite::statement s(db_, std::string("SELECT ") + dead_letter_columns + letters_from +
+                               " WHERE d.message_uuid = ? ORDER BY d.seq");
   s.bind(1, message_uuid);
   std::vector<dead_letter> out;
   while (s.step()) out.push_back(read_letter(s));

@@ -86,7 +86,7 @@ struct dead_letter_filter {
 
 class database {
  public:
-  static constexpr int schema_version = 2;
+  static constexpr int schema_version = 3;
 
   struct settings {
     std::string path;
@@ -113,8 +113,16 @@ class database {
   void commit();
   void rollback() noexcept;
 
+  // --- messages: each accepted message's body, stored once for all its recipients ----------
+  // Returns its id, for journal() and dead_letter_new(). The message goes (with its body) when
+  // the last journal row or dead letter that refers to it is deleted. Insert a message only in
+  // the transaction that adds rows referring to it: one that nothing refers to is never deleted.
+  std::int64_t insert_message(const message_record& m);
+
   // --- the journal: accepted, not yet acknowledged; one row per recipient -----------------
   // Returns the delivery's seq (its journal id), increasing in acceptance order.
+  std::int64_t journal(std::int64_t message_id, std::string_view receiver);
+  // A message with this one recipient: insert_message, then journal.
   std::int64_t journal(const message_record& m, std::string_view receiver);
   // The recipient acknowledged: the journal row goes away.
   void acknowledge(std::int64_t seq);
@@ -123,6 +131,9 @@ class database {
   std::int64_t dead_letter_journaled(std::int64_t seq, dead_letter_reason reason, sys_ms now, bool attempted);
   // Accepts a delivery straight into the Dead Letter Channel (recipient offline, queue
   // overflow, or persist-accepted off). Returns the dead letter id; its seq is fresh.
+  std::int64_t dead_letter_new(std::int64_t message_id, std::string_view receiver, dead_letter_reason reason,
+                               sys_ms now);
+  // A message with this one recipient: insert_message, then dead_letter_new.
   std::int64_t dead_letter_new(const message_record& m, std::string_view receiver, dead_letter_reason reason,
                                sys_ms now);
   // At start: every journaled delivery becomes a pending dead letter (broker_restart).

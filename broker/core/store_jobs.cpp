@@ -1,5 +1,7 @@
 #include "broker/core/store_jobs.hpp"
 
+#include <unordered_map>
+
 namespace ma::store_jobs {
 
 named_job<std::vector<accept_target>> accept(message_ptr m, std::vector<accept_target> targets, bool persist,
@@ -7,11 +9,14 @@ named_job<std::vector<accept_target>> accept(message_ptr m, std::vector<accept_t
   named_job<std::vector<accept_target>> j;
   *j.result = std::move(targets);
   j.run = [m = std::move(m), out = j.result, persist, status = std::move(status), now](database& db) {
+    // The body is stored once, and only if some recipient needs it stored.
+    std::int64_t message_id = 0;
+    auto stored = [&] { return message_id ? message_id : (message_id = db.insert_message(m->rec)); };
     for (auto& t : *out) {
       if (t.live) {
-        t.seq = persist ? db.journal(m->rec, t.name) : 0;
+        t.seq = persist ? db.journal(stored(), t.name) : 0;
       } else {
-        db.dead_letter_new(m->rec, t.name, t.reason, now);
+        db.dead_letter_new(stored(), t.name, t.reason, now);
       }
     }
     // In the same transaction: once message_accepted is out, a resend is a duplicate also
@@ -26,6 +31,14 @@ named_job<counts_by_recipient> dead_letter(std::shared_ptr<const std::vector<fai
   named_job<counts_by_recipient> j;
   j.run = [batch = std::move(batch), parked = j.result, reason, now, max_attempts](database& db) {
     parked->clear();
+    // Deliveries never journaled (persist-accepted off, or held before the journal write): each
+    // message of the batch is stored once for all its recipients in it.
+    std::unordered_map<const accepted_message*, std::int64_t> stored;
+    auto message_id = [&](const accepted_message& m) {
+      auto [it, fresh] = stored.try_emplace(&m, 0);
+      if (fresh) it->second = db.insert_message(m.rec);
+      return it->second;
+    };
     for (auto& f : *batch) {
       if (f.d.dead_letter_id) {
         if (db.record_attempt(f.d.dead_letter_id, f.d.attempt, f.d.started, to_string(reason), now, max_attempts)) {
@@ -34,7 +47,7 @@ named_job<counts_by_recipient> dead_letter(std::shared_ptr<const std::vector<fai
       } else if (f.d.seq) {
         db.dead_letter_journaled(f.d.seq, reason, now, f.attempted);
       } else {
-        db.dead_letter_new(f.d.msg->rec, f.receiver, reason, now);
+        db.dead_letter_new(message_id(*f.d.msg), f.receiver, reason, now);
       }
     }
   };

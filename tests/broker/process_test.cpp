@@ -362,19 +362,8 @@ TEST(BrokerBinary, SigkillWhileTheSenderHasNotReadItsAcceptsDeliversNothingTwice
 namespace ma {
 namespace {
 
-// For the tests that measure the broker's memory: under AddressSanitizer freed memory waits in a
-// quarantine (256 MiB by default) before it is reused, which a measure of RSS would count.
-const std::vector<std::string> small_quarantine = {
-    "ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:quarantine_size_mb=4"};
-
-long rss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-  }
-  return -1;
-}
+using test::rss_kib;
+using test::small_quarantine;
 
 // A client with a tiny receive buffer that sends request after request and never reads: once
 // its unsent replies pass --max-outbound-bytes the broker stops reading from it, so its own

@@ -337,32 +337,148 @@ TEST_F(Database, AReplayedLetterIsRedeliveredAndItsAcknowledgementStored) {
   EXPECT_EQ(attempts.back().outcome, "acknowledged");
 }
 
+// The tables of schema version 2 as its broker wrote them (a body in every journal row and dead
+// letter), for the migration tests. Version 1 lacked attempts_before_replay and dedupe.
+void write_old_schema(sqlite::connection& c, int version) {
+  c.exec(R"sql(
+CREATE TABLE journal (id INTEGER PRIMARY KEY, message_uuid TEXT NOT NULL, sender_username TEXT NOT NULL,
+  receiver_username TEXT NOT NULL, channel TEXT NOT NULL, group_name TEXT, body TEXT NOT NULL,
+  accepted_at TEXT NOT NULL, expires_at TEXT NOT NULL);
+CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL, message_uuid TEXT NOT NULL,
+  sender_username TEXT NOT NULL, receiver_username TEXT NOT NULL,
+  channel TEXT NOT NULL CHECK (channel = 'direct' OR channel = 'multicast' OR channel = 'broadcast' OR channel = 'group'),
+  group_name TEXT, body TEXT NOT NULL, reason TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+  attempts INTEGER NOT NULL DEFAULT 0, accepted_at TEXT NOT NULL, dead_lettered_at TEXT NOT NULL,
+  last_attempt_at TEXT, delivered_at TEXT, expires_at TEXT NOT NULL);
+CREATE INDEX dead_letters_pending_by_recipient ON dead_letters (receiver_username, seq) WHERE state = 'pending';
+CREATE INDEX dead_letters_pending_by_expiry ON dead_letters (expires_at) WHERE state = 'pending';
+CREATE INDEX dead_letters_by_uuid ON dead_letters (message_uuid);
+CREATE TABLE delivery_attempts (dead_letter_id INTEGER NOT NULL REFERENCES dead_letters (id) ON DELETE CASCADE,
+  attempt INTEGER NOT NULL, started_at TEXT NOT NULL, finished_at TEXT, outcome TEXT NOT NULL,
+  PRIMARY KEY (dead_letter_id, attempt)) WITHOUT ROWID;
+CREATE TABLE groups (group_name TEXT PRIMARY KEY, created_by TEXT NOT NULL, created_at TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE group_members (group_name TEXT NOT NULL REFERENCES groups (group_name) ON DELETE CASCADE,
+  username TEXT NOT NULL, joined_at TEXT NOT NULL, PRIMARY KEY (group_name, username)) WITHOUT ROWID;
+CREATE VIEW pending_by_recipient AS SELECT receiver_username, count(*) AS pending, min(accepted_at) AS oldest_accepted_at
+  FROM dead_letters WHERE state = 'pending' GROUP BY receiver_username;
+CREATE VIEW dead_letter_counts AS SELECT reason, state, count(*) AS count FROM dead_letters GROUP BY reason, state;
+CREATE VIEW in_flight AS SELECT id AS seq, message_uuid, sender_username, receiver_username, channel, accepted_at FROM journal;
+)sql");
+  if (version >= 2) {
+    c.exec("ALTER TABLE dead_letters ADD COLUMN attempts_before_replay INTEGER NOT NULL DEFAULT 0");
+    c.exec("CREATE TABLE dedupe (id INTEGER PRIMARY KEY, sender_username TEXT NOT NULL, message_uuid TEXT NOT NULL, "
+           "accepted_at TEXT NOT NULL, status TEXT NOT NULL)");
+  }
+  c.exec("PRAGMA user_version = " + std::to_string(version));
+}
+
+std::int64_t count_of(database& db, const std::string& sql) {
+  sqlite::statement s(db.connection(), sql);
+  return s.step() ? s.column_int(0) : -1;
+}
+
 TEST_F(Database, MigratingSchemaOneRepairsLettersReplayedByIt) {
-  std::int64_t id;
   {
-    auto db = open();
-    db.begin();
-    id = db.dead_letter_new(message("r1"), "bob", dead_letter_reason::recipient_offline, now_ms());
-    db.record_attempt(id, 1, now_ms(), "ack_timeout", now_ms(), 5);
-    db.record_attempt(id, 2, now_ms(), "ack_timeout", now_ms(), 5);
-    db.commit();
-    // Back to what schema 1 had: no column, no dedupe table, and a replay's reset count.
-    auto& c = db.connection();
-    c.exec("ALTER TABLE dead_letters DROP COLUMN attempts_before_replay");
-    c.exec("DROP TABLE dedupe");
-    c.exec("UPDATE dead_letters SET attempts = 0");
-    c.exec("PRAGMA user_version = 1");
+    sqlite::connection c(path, sqlite::connection::mode::create, 1000);
+    write_old_schema(c, 1);
+    // A letter with two attempts whose count a version 1 replay reset to 0.
+    c.exec("INSERT INTO dead_letters (id, seq, message_uuid, sender_username, receiver_username, channel, body, reason, "
+           "state, attempts, accepted_at, dead_lettered_at, expires_at) VALUES (1, 1, 'r1', 'alice', 'bob', 'direct', "
+           "'{\"message_text\":\"r1\"}', 'ack_timeout', 'pending', 0, '2026-01-01T00:00:00.000Z', "
+           "'2026-01-01T00:00:01.000Z', '2099-01-01T00:00:00.000Z')");
+    c.exec("INSERT INTO delivery_attempts VALUES (1, 1, '2026-01-01T00:00:01.000Z', '2026-01-01T00:00:02.000Z', "
+           "'ack_timeout'), (1, 2, '2026-01-01T00:00:03.000Z', '2026-01-01T00:00:04.000Z', 'ack_timeout')");
   }
   auto db = open();
   auto letter = db.find("r1");
   ASSERT_EQ(letter.size(), 1u);
   EXPECT_EQ(letter[0].attempts, 2);
   EXPECT_EQ(letter[0].attempts_before_replay, 2);
+  EXPECT_EQ(letter[0].body, "{\"message_text\":\"r1\"}");
   db.begin();
-  db.record_attempt(id, letter[0].attempts + 1, now_ms(), "acknowledged", now_ms(), 5);
+  db.record_attempt(letter[0].id, letter[0].attempts + 1, now_ms(), "acknowledged", now_ms(), 5);
   db.commit();
   EXPECT_EQ(db.find("r1")[0].state, dead_letter_state::delivered);
-  ASSERT_EQ(db.accepted_since(now_ms() - 1h).size(), 1u);  // its pair, for dedupe
+  // Its pair, for dedupe (the version 2 step fills it from the letters).
+  EXPECT_EQ(count_of(db, "SELECT count(*) FROM dedupe WHERE message_uuid = 'r1'"), 1);
+}
+
+// Version 3 keeps a body once: the rows of one message (a fan-out's letters, its journal
+// rows) share one message row, and everything reads as before.
+TEST_F(Database, MigratingSchemaTwoStoresEachBodyOnce) {
+  const std::string body = "{\"message_text\":\"" + std::string(1000, 'x') + "\"}";
+  {
+    sqlite::connection c(path, sqlite::connection::mode::create, 1000);
+    write_old_schema(c, 2);
+    sqlite::statement letter(c, "INSERT INTO dead_letters (seq, message_uuid, sender_username, receiver_username, "
+                                "channel, group_name, body, reason, accepted_at, dead_lettered_at, expires_at) VALUES "
+                                "(?, ?, 'alice', ?, ?, ?, ?, 'recipient_offline', ?, ?, '2099-01-01T00:00:00.000Z')");
+    for (int i = 0; i < 3; ++i) {  // a group message to three members, offline
+      letter.bind(1, std::int64_t{i + 1}).bind(2, "fan").bind(3, "m" + std::to_string(i)).bind(4, "group");
+      letter.bind(5, "crowd").bind(6, body).bind(7, "2026-01-01T00:00:00.000Z").bind(8, "2026-01-01T00:00:00.000Z");
+      letter.run();
+    }
+    // The same uuid from the same sender accepted again later (past the dedupe window): its own message.
+    letter.bind(1, std::int64_t{4}).bind(2, "fan").bind(3, "m0").bind(4, "direct");
+    letter.bind(5, std::optional<std::string>()).bind(6, "{}").bind(7, "2026-02-01T00:00:00.000Z");
+    letter.bind(8, "2026-02-01T00:00:00.000Z");
+    letter.run();
+    c.exec("INSERT INTO journal VALUES (5, 'live', 'alice', 'bob', 'direct', NULL, '{\"message_text\":\"hi\"}', "
+           "'2026-03-01T00:00:00.000Z', '2099-01-01T00:00:00.000Z'), (6, 'live', 'alice', 'carol', 'direct', NULL, "
+           "'{\"message_text\":\"hi\"}', '2026-03-01T00:00:00.000Z', '2099-01-01T00:00:00.000Z')");
+  }
+  auto db = open();
+  EXPECT_EQ(count_of(db, "SELECT count(*) FROM messages"), 3);
+  EXPECT_EQ(count_of(db, "SELECT deliveries FROM messages WHERE message_uuid = 'fan' AND channel = 'group'"), 3);
+  EXPECT_EQ(count_of(db, "SELECT deliveries FROM messages WHERE message_uuid = 'live'"), 2);
+  EXPECT_EQ(count_of(db, "SELECT count(*) FROM in_flight WHERE message_uuid = 'live'"), 2);
+  auto letters = db.find("fan");
+  ASSERT_EQ(letters.size(), 4u);
+  EXPECT_EQ(letters[0].body, body);
+  EXPECT_EQ(letters[0].group_name, "crowd");
+  EXPECT_EQ(letters[3].body, "{}");
+  EXPECT_EQ(letters[3].ch, channel::direct);
+  // The migrated rows keep their counts right: the last one to go takes the message with it.
+  db.begin();
+  db.acknowledge(5);
+  EXPECT_EQ(count_of(db, "SELECT deliveries FROM messages WHERE message_uuid = 'live'"), 1);
+  db.acknowledge(6);
+  EXPECT_EQ(count_of(db, "SELECT count(*) FROM messages WHERE message_uuid = 'live'"), 0);
+  db.commit();
+  EXPECT_EQ(db.recover(now_ms()), 0);
+  // A new journal row gets a seq after the migrated ones.
+  db.begin();
+  EXPECT_GT(db.journal(message("next"), "bob"), 6);
+  db.commit();
+}
+
+// A fan-out stores its body once: the recipients' rows refer to it, and it goes with the last.
+TEST_F(Database, AMessageIsStoredOnceAndGoesWithItsLastRow) {
+  auto db = open();
+  auto m = message("fan");
+  m.body = "{\"message_text\":\"" + std::string(100'000, 'x') + "\"}";
+  db.begin();
+  const auto id = db.insert_message(m);
+  const auto bob = db.journal(id, "bob");
+  db.journal(id, "carol");
+  for (int i = 0; i < 500; ++i) db.dead_letter_new(id, "u" + std::to_string(i), dead_letter_reason::recipient_offline, now_ms());
+  db.commit();
+  EXPECT_EQ(count_of(db, "SELECT count(*) FROM messages"), 1);
+  EXPECT_EQ(count_of(db, "SELECT sum(length(body)) FROM letters"), 500 * static_cast<std::int64_t>(m.body.size()));
+  EXPECT_LT(std::filesystem::file_size(path) + std::filesystem::file_size(path + "-wal"), 2'000'000u);
+  db.begin();
+  db.acknowledge(bob);
+  db.dead_letter_journaled(bob + 1, dead_letter_reason::ack_timeout, now_ms(), true);  // carol's
+  EXPECT_EQ(db.recover(now_ms()), 0);
+  db.commit();
+  EXPECT_EQ(count_of(db, "SELECT deliveries FROM messages"), 501);
+  EXPECT_EQ(db.purge(dead_letter_state::pending, std::nullopt, 100), 501);  // as an operator could
+  EXPECT_EQ(count_of(db, "SELECT count(*) FROM messages"), 0);
+  // A letter for a message that is not there is an error, not a letter without a body.
+  db.begin();
+  EXPECT_THROW(db.dead_letter_new(id + 100, "bob", dead_letter_reason::recipient_offline, now_ms()),
+               sqlite::storage_error);
+  db.rollback();
 }
 
 TEST_F(Database, PurgeRunsInChunksOfItsOwn) {
