@@ -124,6 +124,8 @@ broker_command parse_broker_command_line(const std::vector<std::string>& args) {
   positive(app, "--max-recipients", o.max_recipients, "Recipients one multicast_message may name");
   positive(app, "--max-group-members", o.max_group_members, "Members one group may have");
   positive(app, "--max-groups-per-user", o.max_groups_per_user, "Groups one user may be a member of");
+  positive(app, "--max-pending-accepts", o.max_pending_accepts,
+           "Messages of one session waiting for the store before it is read no further");
   positive(app, "--max-delivery-attempts", o.max_delivery_attempts, "Attempts before a dead letter is parked");
   duration(app, "--dead-letter-ttl-ms", o.dead_letter_ttl_ms, "Age at which a dead letter expires");
   duration(app, "--dedupe-window-ms", o.dedupe_window_ms, "How long a (sender, message_uuid) is remembered");

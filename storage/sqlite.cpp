@@ -34,6 +34,18 @@ bool storage_error::transient() const noexcept {
   }
 }
 
+std::string_view failure_reason(const std::exception_ptr& e) noexcept {
+  try {
+    std::rethrow_exception(e);
+  } catch (const storage_error& x) {
+    if (x.code == 0) return "the database file was refused";
+    if ((x.code & 0xff) == SQLITE_CANTOPEN) return "the database file is missing";
+    return sqlite3_errstr(x.code);
+  } catch (...) {
+    return "an internal error";
+  }
+}
+
 void connection::closer::operator()(sqlite3* db) const noexcept { sqlite3_close_v2(db); }
 void statement::finalizer::operator()(sqlite3_stmt* s) const noexcept { sqlite3_finalize(s); }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -22,6 +23,10 @@ struct storage_error : std::runtime_error {
   bool transient() const noexcept;
   int code;
 };
+
+// What failed, in a few words that name no file, for a client's error sentence: "database is
+// locked", "database or disk is full", ...; "an internal error" for what is not a storage_error.
+std::string_view failure_reason(const std::exception_ptr& e) noexcept;
 
 // Puts SQLite in multi-thread mode without memory statistics (no mutex per call or malloc).
 // Every connection calls it; a program that uses SQLite directly as well calls it first.

@@ -155,10 +155,12 @@ broker_core::routing broker_core::route_to(peer& p, std::vector<std::string> rec
 void broker_core::commit_accept(const message_ptr& m, dedupe_table::entry& e, routing route, const moment& now) {
   const bool persist = s_.persist_accepted;
   dedupe_table::entry* entry = &e;
+  if (peer* origin = find(m->origin)) origin->pending_accept_bytes += m->rec.body.size();
   auto job = store_jobs::accept(m, std::move(route.targets), persist, e.status, now.wall);
   auto done = [this, m, persist, entry, live_to = std::move(route.live_to), committed = job.result](
                   std::exception_ptr err, const moment& at) {
-    if (err) return accept_failed(*entry, m->rec.message_uuid);
+    if (peer* origin = find(m->origin)) origin->pending_accept_bytes -= m->rec.body.size();
+    if (err) return accept_failed(*entry, m->rec.message_uuid, sqlite::failure_reason(err));
     if (persist) {
       std::vector<failed_delivery> gone;
       for (std::size_t i = 0; i < committed->size(); ++i) {
@@ -199,14 +201,14 @@ void broker_core::finish_accept(dedupe_table::entry& e, const std::string& uuid,
 
 // Nothing of it was committed: the sender hears internal_error, never message_accepted, and the
 // same uuid may be sent again.
-void broker_core::accept_failed(dedupe_table::entry& e, const std::string& uuid) {
+void broker_core::accept_failed(dedupe_table::entry& e, const std::string& uuid, std::string_view why) {
   e.failed = true;
   e.done = true;
+  const std::string text =
+      "The broker could not store the message (" + std::string(why) + "); it was not accepted: send it again.";
   auto notify = [&](peer_id id, const std::string& request_id) {
     if (peer* p = find(id)) {
-      push(*p, make_error_frame({errc::internal_error,
-                                 "The broker could not store the message; it was not accepted: send it again.",
-                                 request_id, uuid}));
+      push(*p, make_error_frame({errc::internal_error, text, request_id, uuid}));
       reply_given(*p);
     }
   };

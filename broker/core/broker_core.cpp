@@ -75,6 +75,7 @@ void broker_core::frame_received(peer_id id, std::string_view frame, const momen
     handle(*p, *decoded, now);
   }
   if (p->blocked_on) wait_for_room(*p, now);
+  check_pending_accepts(*p);
   // Replies can not be dropped: a peer that sends requests and does not read their answers
   // is not read from either until it reads (its TCP window then stops it).
   if (p->reading == peer_reading::open && p->out.bytes() > s_.max_outbound_bytes) {
@@ -273,6 +274,22 @@ void broker_core::begin_close(peer& p) {
 void broker_core::reply_given(peer& p) {
   if (p.replies_due > 0) --p.replies_due;
   if (p.done_sending && p.replies_due == 0) begin_close(p);
+  check_pending_accepts(p);
+}
+
+// Fairness at the store, and back-pressure while it can not commit: a session whose messages
+// waiting for their commit reach max_pending_accepts (or max_pending_accept_bytes) is read no
+// further, so one sender can not fill the store's queue ahead of everyone else, and a store
+// that can not commit (the file locked by another process, a full disk) holds its senders
+// instead of queueing all they send. Its TCP window then stops it.
+void broker_core::check_pending_accepts(peer& p) {
+  const bool over = p.replies_due >= s_.max_pending_accepts || p.pending_accept_bytes >= max_pending_accept_bytes;
+  if (p.reading == peer_reading::open && over && p.open()) {
+    hold(p, peer_reading::held_for_commits);
+  } else if (p.reading == peer_reading::held_for_commits && p.replies_due <= s_.max_pending_accepts / 2 &&
+             p.pending_accept_bytes <= max_pending_accept_bytes / 2) {
+    resume(p);
+  }
 }
 
 void broker_core::hold(peer& p, peer_reading why) {
@@ -282,6 +299,8 @@ void broker_core::hold(peer& p, peer_reading why) {
 
 void broker_core::resume(peer& p) {
   if (p.reading == peer_reading::open) return;
+  // What it sent meanwhile waits unread: the hold was no silence of its own.
+  if (held_by_broker(p.reading)) p.last_activity = std::max(p.last_activity, last_seen_);
   p.reading = peer_reading::open;
   if (p.open()) port_.resume_reading(p.id);
 }
@@ -323,7 +342,9 @@ void broker_core::check_one(peer& p, const moment& now) {
     return begin_close(p);
   }
   const auto silence = evict_after(p);
-  const auto due = saturating_add(p.last_activity, silence);
+  // Held by the broker, its frames wait unread: its silence counts from the resume.
+  const auto due = held_by_broker(p.reading) ? saturating_add(now.steady, silence)
+                                             : saturating_add(p.last_activity, silence);
   if (now.steady < due) return schedule_check(p, due);
   spdlog::info("session {}: '{}' evicted after {} ms of silence", p.id, p.username, silence.count());
   send_error(p, errc::heartbeat_timeout,

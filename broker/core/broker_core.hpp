@@ -58,6 +58,9 @@ class broker_core {
   std::size_t frame_limit_before_log_in() const {
     return std::min<std::size_t>(max_frame_before_log_in, s_.max_frame_bytes);
   }
+  // Bodies of one session's messages waiting for their commit before it is read no further
+  // (as max_pending_accepts counts them).
+  static constexpr std::size_t max_pending_accept_bytes = 8 * 1024 * 1024;
   // A tick later than this after its deadline means the broker stood still (credit_pause).
   static constexpr std::chrono::seconds max_tick_lateness{1};
 
@@ -139,6 +142,8 @@ class broker_core {
   void reply_given(peer& p);
   void hold(peer& p, peer_reading why);
   void resume(peer& p);
+  // Holds p's reading while too many of its messages wait for the store; resumes at half.
+  void check_pending_accepts(peer& p);
   void observe(steady_time now);
   void credit_pause(steady_time::duration pause, steady_time now);
   void check_liveness(const moment& now);
@@ -182,7 +187,7 @@ class broker_core {
   void commit_accept(const message_ptr& m, dedupe_table::entry& e, routing route, const moment& now);
   bool recipients_of(peer& p, request& r, message_record& rec, std::vector<std::string>& out);
   void finish_accept(dedupe_table::entry& e, const std::string& uuid, steady_time now);
-  void accept_failed(dedupe_table::entry& e, const std::string& uuid);
+  void accept_failed(dedupe_table::entry& e, const std::string& uuid, std::string_view why);
   void deliver(peer& to, const message_ptr& m, std::int64_t seq, const moment& now);
   void send_live(peer& to, const message_ptr& m, std::int64_t seq, const moment& now);
   void refill(peer& to, const moment& now);

@@ -29,7 +29,14 @@ enum class peer_reading : std::uint8_t {
   held_for_store,  // a log_in or group change waits for its commit: later frames wait too
   held_for_room,   // backpressure: it sent to a recipient whose outbox is full
   held_for_output,  // its own outbox passed max_outbound_bytes: it must read before it sends more
+  held_for_commits,  // max_pending_accepts of its messages (or their bytes) wait for the store
 };
+
+// A hold the broker imposed (the store, a recipient's room), not one the peer caused: the time
+// it lasts is not the peer's silence.
+inline bool held_by_broker(peer_reading r) {
+  return r == peer_reading::held_for_store || r == peer_reading::held_for_room || r == peer_reading::held_for_commits;
+}
 
 // The redelivery pump: pages of pending dead letters, fetched one at a time and sent while
 // the peer has room. Without a backlog there is no pump: live deliveries go out at once.
@@ -67,6 +74,7 @@ struct peer {
   std::uint32_t window = 0;  // at most this many unacknowledged deliveries; 0: no limit
   std::uint32_t redeliveries_in_flight = 0;  // sent, not yet acknowledged
   std::uint32_t replies_due = 0;  // requests whose answer waits for the store
+  std::size_t pending_accept_bytes = 0;  // bodies of its messages waiting for their commit
   steady_time connected_at;
   steady_time last_activity;  // the last frame read
   steady_time last_write;     // the last bytes written, for giving idle buffers back

@@ -7,10 +7,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 #include <atomic>
 #include <filesystem>
+#include <functional>
+#include <mutex>
 #include <thread>
 
 #include "storage/database.hpp"
@@ -25,6 +28,103 @@ using test::client;
 namespace json = boost::json;
 
 const std::string broker_binary = MA_BROKER_BINARY;
+
+// A raw connection that logs in and, once that is acknowledged and go() was called, sends
+// frame(0), frame(1), ... as fast as the broker reads them, on its own thread, until count or
+// until; another thread reads what comes back, keeps the error frames and counts the accepts.
+class flooder {
+ public:
+  flooder(std::uint16_t port, const std::string& name, std::function<std::string(int)> frame, int count,
+          std::chrono::steady_clock::time_point until)
+      : fd_(test::connect_loopback(port)) {
+    timeval tv{0, 100'000};
+    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    reader_ = std::thread([this] { read_all(); });
+    writer_ = std::thread([this, name, frame = std::move(frame), count, until] {
+      std::string out = R"({"message_id":"log_in","message_content":{"sender_username":")" + name + "\"}}\n";
+      if (!write_all(out, until) || !test::eventually([this] { return (logged_in_ && go_) || stop_; }, 30s)) return;
+      out.clear();
+      for (int i = 0; i < count && std::chrono::steady_clock::now() < until && !stop_;) {
+        for (int j = 0; j < 64 && i < count; ++j) out += frame(i++);
+        if (!write_all(out, until)) break;
+        out.clear();
+      }
+    });
+  }
+  ~flooder() {
+    stop();
+    ::close(fd_);
+  }
+  bool logged_in() const { return logged_in_; }
+  void go() { go_ = true; }
+  // Waits for the sending to end (count or until).
+  void join_writer() {
+    if (writer_.joinable()) writer_.join();
+  }
+  void stop() {
+    stop_ = true;
+    join_writer();
+    if (reader_.joinable()) reader_.join();
+  }
+  std::size_t bytes_sent() const { return sent_; }
+  std::size_t accepted() const { return accepted_; }
+  std::vector<json::object> errors() const {
+    std::lock_guard lock(mutex_);
+    return errors_;
+  }
+
+ private:
+  bool write_all(const std::string& out, std::chrono::steady_clock::time_point until) {
+    std::size_t off = 0;
+    while (off < out.size()) {
+      if (stop_ || std::chrono::steady_clock::now() >= until) return false;
+      const ssize_t n = ::send(fd_, out.data() + off, out.size() - off, MSG_NOSIGNAL);
+      if (n > 0) {
+        off += static_cast<std::size_t>(n);
+        sent_ += static_cast<std::size_t>(n);
+      } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        return false;
+      }
+    }
+    return true;
+  }
+  void read_all() {
+    std::string buf;
+    char chunk[65536];
+    while (!stop_) {
+      const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
+      if (n == 0) return;
+      if (n < 0) continue;  // the timeout: look at stop_ again
+      buf.append(chunk, static_cast<std::size_t>(n));
+      std::size_t start = 0;
+      for (std::size_t nl; (nl = buf.find('\n', start)) != std::string::npos; start = nl + 1) {
+        std::string_view line(buf.data() + start, nl - start);
+        if (line.find("\"message_accepted\"") != std::string_view::npos) {
+          ++accepted_;
+        } else if (line.find("\"acknowledge_log_in\"") != std::string_view::npos) {
+          logged_in_ = true;
+        } else if (line.find("\"error\"") != std::string_view::npos) {
+          std::lock_guard lock(mutex_);
+          errors_.push_back(json::parse(line).as_object()["message_content"].as_object());
+        }
+      }
+      buf.erase(0, start);
+    }
+  }
+
+  int fd_;
+  std::atomic<bool> stop_{false}, logged_in_{false}, go_{false};
+  std::atomic<std::size_t> sent_{0}, accepted_{0};
+  mutable std::mutex mutex_;
+  std::vector<json::object> errors_;
+  std::thread reader_, writer_;
+};
+
+std::string send_frame(const std::string& to, const std::string& uuid, std::size_t text_bytes) {
+  return R"({"message_id":"send_message","message_content":{"receiver_username":")" + to +
+         R"(","message_uuid":")" + uuid + R"(","message_text":")" + std::string(text_bytes, 'x') + "\"}}\n";
+}
 
 std::uintmax_t size_or_zero(const std::string& path) {
   std::error_code ec;
@@ -66,6 +166,80 @@ TEST(Exhaustion, AFanOutStoresItsBodyOnce) {
   auto letters = db.find("fan-1");
   ASSERT_EQ(letters.size(), 999u);
   EXPECT_EQ(letters.back().body.size(), text.size() + std::string(R"({"message_text":""})").size());
+}
+
+// One sender floods the store with 200,000 messages for an offline user (each a dead letter to
+// write); another agent's message_accepted does not wait behind the whole flood: a session may
+// have --max-pending-accepts (1,024) messages waiting for the store, then it is read no further
+// until half of them are committed.
+TEST(Exhaustion, OneSendersFloodDoesNotStarveOthersAtTheStore) {
+  test::temp_dir dir;
+  test::child_process broker(broker_binary, test::broker_args(dir), dir.file("run.log"));
+  auto port = test::listening_port(broker, 20s);
+  ASSERT_TRUE(port) << broker.log();
+  client alice(*port), bob(*port);
+  alice.log_in("alice");
+  bob.log_in("bob");
+  flooder mallory(
+      *port, "mallory", [](int i) { return send_frame("nobody", "f" + std::to_string(i), 200); }, 200'000,
+      std::chrono::steady_clock::now() + 30s);
+  mallory.go();
+  ASSERT_TRUE(test::eventually([&] { return mallory.accepted() > 1000; }, 30s)) << "the flood is under way";
+  std::chrono::steady_clock::duration worst{};
+  for (int i = 0; i < 20 && mallory.accepted() < 190'000; ++i) {
+    const auto sent = std::chrono::steady_clock::now();
+    alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", "hi"},
+                                {"message_uuid", "a" + std::to_string(i)}});
+    alice.expect("message_accepted", 60s);
+    worst = std::max(worst, std::chrono::steady_clock::now() - sent);
+    std::this_thread::sleep_for(20ms);
+  }
+  mallory.stop();
+  const auto worst_ms = std::chrono::duration_cast<std::chrono::milliseconds>(worst).count();
+  std::printf("worst message_accepted latency beside a flood of %zu accepts: %lld ms\n", mallory.accepted(),
+              static_cast<long long>(worst_ms));
+  EXPECT_LT(worst, 400ms) << "one sender's flood delayed another agent's message_accepted";
+}
+
+// An operator's sqlite3 holds the write lock for 6 s while a sender floods: the broker stops
+// reading that sender once --max-pending-accepts wait for the store (its own TCP window then
+// stops it) instead of reading and queueing everything; the messages that waited get
+// internal_error saying the database is locked; once the lock is gone the store commits again.
+TEST(Exhaustion, ALockedDatabaseHoldsSendersAndTellsThemWhy) {
+  test::temp_dir dir;
+  test::child_process broker(broker_binary, test::broker_args(dir), dir.file("run.log"), test::small_quarantine);
+  auto port = test::listening_port(broker, 20s);
+  ASSERT_TRUE(port) << broker.log();
+  client alice(*port);
+  alice.log_in("alice");
+  const long before = test::rss_kib(broker.pid());
+
+  flooder mallory(
+      *port, "mallory", [](int i) { return send_frame("nobody", "f" + std::to_string(i), 1000); }, 100'000,
+      std::chrono::steady_clock::now() + 36s);
+  ASSERT_TRUE(test::eventually([&] { return mallory.logged_in(); }, 30s));
+  sqlite3* op = nullptr;
+  ASSERT_EQ(sqlite3_open(dir.file("broker.db").c_str(), &op), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(op, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  mallory.go();
+  std::this_thread::sleep_for(6s);  // the operator's lock is held this long: what the test is about
+  const long grown = test::rss_kib(broker.pid()) - before;
+  const std::size_t through = mallory.bytes_sent();
+  sqlite3_exec(op, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(op);
+  mallory.join_writer();
+  std::printf("against a locked database in 6 s: %zu KiB taken from the sender, broker grew %ld KiB\n",
+              through / 1024, grown);
+  EXPECT_LT(through, 32u * 1024 * 1024) << "bytes the broker let in while it could not commit";
+  EXPECT_LT(grown, 64 * 1024) << "KiB the broker grew while it could not commit";
+
+  ASSERT_TRUE(test::eventually([&] { return !mallory.errors().empty(); }, 30s)) << "no internal_error came";
+  auto e = mallory.errors().front();
+  EXPECT_EQ(e["error_code"], "internal_error");
+  EXPECT_NE(std::string(e["error_text"].as_string()).find("locked"), std::string::npos) << json::serialize(e);
+  EXPECT_NE(std::string(e["error_text"].as_string()).find("send it again"), std::string::npos);
+  alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", "after"}});
+  EXPECT_EQ(alice.expect_content("message_accepted", 30s)["status"], "dead_lettered");
 }
 
 }  // namespace

@@ -54,6 +54,7 @@ TEST(BrokerOptions, DefaultsFollowTheProtocol) {
   EXPECT_EQ(c.options.max_recipients, 1000u);
   EXPECT_EQ(c.options.max_group_members, 1000u);
   EXPECT_EQ(c.options.max_groups_per_user, 100u);
+  EXPECT_EQ(c.options.max_pending_accepts, 1024u);
   EXPECT_EQ(find(c, "port").source, option_source::default_value);
   EXPECT_EQ(find(c, "port").value, "10000");
 }
@@ -61,8 +62,9 @@ TEST(BrokerOptions, DefaultsFollowTheProtocol) {
 TEST(BrokerOptions, CommandLineValues) {
   auto c = parse_broker_command_line({"--port", "0", "--discovery", "off", "--persist-accepted=off",
                                       "--sqlite-synchronous", "full", "--check-config", "--max-recipients", "7",
-                                      "--discovery-legacy-login", "on"});
+                                      "--discovery-legacy-login", "on", "--max-pending-accepts", "16"});
   EXPECT_EQ(c.options.max_recipients, 7u);
+  EXPECT_EQ(c.options.max_pending_accepts, 16u);
   EXPECT_TRUE(c.options.discovery_legacy_login);
   EXPECT_EQ(c.options.port, 0);
   EXPECT_FALSE(c.options.discovery);

@@ -411,6 +411,51 @@ TEST(BrokerCore, APeerThatDoesNotReadItsRepliesIsNotReadFrom) {
   EXPECT_FALSE(h.port().held.count(mallory));
 }
 
+// One session may have max_pending_accepts messages waiting for the store; then it is read no
+// further until half are committed. Meanwhile (the store may be locked for long) its silence
+// does not count: it is not evicted, and after the resume it has a whole eviction time again.
+TEST(BrokerCore, ASenderWithTooManyMessagesWaitingForTheStoreIsHeldAndNotEvicted) {
+  auto s = fast();
+  s.max_pending_accepts = 8;
+  core_harness h(s);
+  const peer_id alice = h.online("alice"), bob = h.online("bob");
+  for (int i = 0; i < 7; ++i) send_to(h, alice, "nobody", "m" + std::to_string(i));
+  EXPECT_FALSE(h.port().held.count(alice));
+  send_to(h, alice, "nobody", "m7");
+  EXPECT_TRUE(h.port().held.count(alice)) << "the eighth uncommitted message holds the reading";
+  send_to(h, bob, "nobody", "b0");  // another sender is read on
+  EXPECT_FALSE(h.port().held.count(bob));
+
+  h.stand_still(std::chrono::milliseconds(0));
+  h.advance(std::chrono::milliseconds(10'000));  // the store is stuck far past the eviction time
+  EXPECT_TRUE(h.take(alice, "error").empty()) << "a sender held by the broker was evicted";
+  EXPECT_FALSE(h.port().closing.count(alice));
+  EXPECT_EQ(h.take(bob, "error").size(), 1u) << "bob, silent and not held, is evicted";
+
+  h.run_store_once();
+  EXPECT_EQ(h.take(alice, "message_accepted").size(), 8u);
+  EXPECT_FALSE(h.port().held.count(alice)) << "resumed once half are committed";
+  h.advance(std::chrono::milliseconds(2'900));
+  EXPECT_FALSE(h.port().closing.count(alice)) << "the hold's time was counted as its silence";
+  h.advance(std::chrono::milliseconds(200));
+  EXPECT_TRUE(h.port().closing.count(alice));
+}
+
+// The sentence says what failed at the store, naming no file.
+TEST(BrokerCore, AFailedAcceptSaysWhatFailedAtTheStore) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice");
+  send_to(h, alice, "nobody", "m1");
+  h.fail_next_commit = true;
+  h.run_store();
+  auto errors = h.take(alice, "error");
+  ASSERT_EQ(errors.size(), 1u);
+  const std::string text(errors[0].at("error_text").as_string());
+  EXPECT_NE(text.find("(database is locked)"), std::string::npos) << text;
+  EXPECT_NE(text.find("send it again"), std::string::npos) << text;
+  EXPECT_EQ(text.find(h.db().path()), std::string::npos) << text;
+}
+
 TEST(BrokerCore, AHalfCloseWaitsForTheAnswersStillDue) {
   core_harness h(fast());
   const peer_id alice = h.online("alice"), bob = h.online("bob");
@@ -430,7 +475,13 @@ TEST(BrokerCore, RedeliveryKeepsAtMostItsWindowUnacknowledged) {
   core_harness h(s);
   const peer_id alice = h.online("alice");
   const int backlog = static_cast<int>(broker_core::redelivery_window) + 200;
-  for (int i = 0; i < backlog; ++i) send_to(h, alice, "bob", "d" + std::to_string(i));
+  for (int i = 0; i < backlog; ++i) {
+    send_to(h, alice, "bob", "d" + std::to_string(i));
+    if (i % 500 == 499) {  // within max_pending_accepts; alice reads her message_accepted
+      h.run_store();
+      h.frames(alice);
+    }
+  }
   h.run_store();
   h.send(alice, "heartbeat");
 

@@ -59,7 +59,8 @@ void core_harness::run_job(recording_port::job j) {
       port_.jobs.push_back(std::move(j));
       return;
     }
-    j.done(std::make_exception_ptr(std::runtime_error("injected: the commit failed")), now_);
+    // As SQLite fails when another connection holds the write lock past the busy timeout.
+    j.done(std::make_exception_ptr(sqlite::storage_error("injected: the commit failed", 5 /* SQLITE_BUSY */)), now_);
     return;
   }
   std::exception_ptr error;
