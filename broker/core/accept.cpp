@@ -15,19 +15,11 @@ namespace {
 
 std::string_view status_of(bool live) { return live ? "relayed" : "dead_lettered"; }
 
-// message_accepted's recipients array, as JSON text.
+// A fan-out's statuses, compact (dedupe_table::add_status).
 std::string recipients_status(const std::vector<store_jobs::accept_target>& targets) {
-  std::string arr = "[";
-  for (auto& t : targets) {
-    if (arr.size() > 1) arr += ',';
-    arr += "{\"receiver_username\":";
-    append_json_string(arr, t.name);
-    arr += ",\"status\":\"";
-    arr += status_of(t.live);
-    arr += "\"}";
-  }
-  arr += ']';
-  return arr;
+  std::string compact;
+  for (auto& t : targets) dedupe_table::add_status(compact, t.name, t.live);
+  return compact;
 }
 
 }  // namespace
@@ -156,7 +148,10 @@ void broker_core::commit_accept(const message_ptr& m, dedupe_table::entry& e, ro
   const bool persist = s_.persist_accepted;
   dedupe_table::entry* entry = &e;
   if (peer* origin = find(m->origin)) origin->pending_accept_bytes += m->rec.body.size();
-  auto job = store_jobs::accept(m, std::move(route.targets), persist, e.status, now.wall);
+  // The database keeps what message_accepted said, as JSON text people can read.
+  std::string said;
+  e.many ? dedupe_table::append_recipients_json(said, e.status) : void(said = e.status);
+  auto job = store_jobs::accept(m, std::move(route.targets), persist, std::move(said), now.wall);
   auto done = [this, m, persist, entry, live_to = std::move(route.live_to), committed = job.result](
                   std::exception_ptr err, const moment& at) {
     if (peer* origin = find(m->origin)) origin->pending_accept_bytes -= m->rec.body.size();

@@ -26,7 +26,7 @@ void broker_core::start(const std::vector<group_record>& groups, std::vector<acc
     auto& e = dedupe_.remember(dedupe_table::key_of(pair.sender, pair.message_uuid), now.steady, window);
     e.done = true;
     e.many = pair.status.starts_with('[');
-    dedupe_.set_status(e, std::move(pair.status));
+    dedupe_.set_status(e, e.many ? dedupe_table::from_recipients_json(pair.status) : std::move(pair.status));
     e.at = now.steady;
   }
   next_expiry_ = now.steady + expiry_interval;

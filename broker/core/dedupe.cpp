@@ -1,13 +1,55 @@
 #include "broker/core/dedupe.hpp"
 
+#include <boost/json/parse.hpp>
+
+#include "core/encode.hpp"
 #include "core/frames.hpp"
 
 namespace ma {
 
 void dedupe_table::entry::append_accepted(std::string& b, std::string_view uuid, bool duplicate,
                                           std::string_view request_id) const {
-  many ? append_accepted_many_frame(b, uuid, status, duplicate, request_id)
-       : append_accepted_frame(b, uuid, status, duplicate, request_id);
+  if (!many) return append_accepted_frame(b, uuid, status, duplicate, request_id);
+  std::string recipients;
+  append_recipients_json(recipients, status);
+  append_accepted_many_frame(b, uuid, recipients, duplicate, request_id);
+}
+
+void dedupe_table::add_status(std::string& compact, std::string_view name, bool relayed) {
+  compact += relayed ? '+' : '-';
+  compact += name;
+  compact += '\n';
+}
+
+void dedupe_table::append_recipients_json(std::string& out, std::string_view compact) {
+  out += '[';
+  bool first = true;
+  for (std::size_t at = 0; at < compact.size();) {
+    std::size_t end = compact.find('\n', at);
+    if (end == std::string_view::npos) end = compact.size();
+    if (!first) out += ',';
+    first = false;
+    out += "{\"receiver_username\":";
+    append_json_string(out, compact.substr(at + 1, end - at - 1));
+    out += compact[at] == '+' ? ",\"status\":\"relayed\"}" : ",\"status\":\"dead_lettered\"}";
+    at = end + 1;
+  }
+  out += ']';
+}
+
+std::string dedupe_table::from_recipients_json(std::string_view json) {
+  std::string compact;
+  boost::system::error_code ec;
+  auto v = boost::json::parse(json, ec);
+  if (ec || !v.is_array()) return compact;
+  for (auto& r : v.as_array()) {
+    auto* o = r.if_object();
+    auto* name = o ? o->if_contains("receiver_username") : nullptr;
+    auto* st = o ? o->if_contains("status") : nullptr;
+    if (!name || !name->is_string() || !st || !st->is_string()) continue;
+    add_status(compact, name->as_string(), st->as_string() == "relayed");
+  }
+  return compact;
 }
 
 std::string dedupe_table::key_of(std::string_view sender, std::string_view uuid) {

@@ -27,8 +27,8 @@ class dedupe_table {
     std::string key;      // key_of(sender, uuid)
     bool done = false;    // accepted (or failed): duplicates are answered at once
     bool failed = false;  // the store refused it: the uuid is free to be sent again
-    bool many = false;    // status is the recipients array
-    std::string status;   // "relayed"/"dead_lettered", or the recipients array as JSON
+    bool many = false;    // status is a fan-out's statuses, compact (below)
+    std::string status;   // "relayed"/"dead_lettered", or compact statuses
     // Who waits for message_accepted: the sender, and duplicates that came meanwhile.
     peer_id first_waiter = 0;
     std::string first_request_id;
@@ -47,12 +47,22 @@ class dedupe_table {
 
   static std::string key_of(std::string_view sender, std::string_view uuid);
 
+  // A fan-out's statuses as the table keeps them: for each recipient '+' (relayed) or '-'
+  // (dead_lettered), its name and '\n' (usernames have no '\n'): a name's length and 2 bytes,
+  // a fifth of message_accepted's recipients array. to_recipients_json expands them to that
+  // array (what the database keeps, too); from_recipients_json reads it back (at start), and
+  // gives up to nothing on text that is not such an array.
+  static void add_status(std::string& compact, std::string_view name, bool relayed);
+  static void append_recipients_json(std::string& out, std::string_view compact);
+  static std::string from_recipients_json(std::string_view json);
+
   // The entry for key, or nullptr.
   entry* find(std::string_view key);
   // The entry for key, new (or emptied, if a failed attempt left one), after forgetting what
   // is past the window. Its address stays valid until it is done and forgotten.
   entry& remember(std::string key, time_point now, std::chrono::milliseconds window);
-  // Sets what a duplicate is answered with (counted against max_bytes).
+  // Sets what a duplicate is answered with (counted against max_bytes): "relayed" or
+  // "dead_lettered", or (e.many) compact statuses.
   void set_status(entry& e, std::string status);
   // Oldest first, forgets the done entries past the window, or past max_entries or max_bytes. An entry
   // still being accepted stops it: the ones behind it are younger anyway.

@@ -96,6 +96,35 @@ TEST_F(Relay, DuplicateUuidIsAcknowledgedAgainAndNotDeliveredTwice) {
   bob.expect("receive_message");
 }
 
+// A fan-out's statuses are kept compactly in memory and as JSON in the database: the duplicate
+// of a multicast gets the first statuses, from memory and after a restart alike.
+TEST_F(Relay, AMulticastsDuplicateGetsItsFirstStatusesAlsoAfterARestart) {
+  std::map<std::string, std::string> first;
+  {
+    test::running_broker b(o);
+    client alice(b.port()), bob(b.port());
+    alice.log_in("alice");
+    bob.log_in("bob");
+    for (int i = 0; i < 2; ++i) {
+      alice.send("multicast_message", {{"receiver_usernames", json::array{"bob", "carol"}},
+                                       {"message_text", "hi"}, {"message_uuid", "fan"}});
+      auto a = alice.expect_content("message_accepted");
+      EXPECT_EQ(a.at("duplicate").as_bool(), i > 0);
+      if (i == 0) first = statuses(a);
+      EXPECT_EQ(statuses(a), first);
+    }
+  }
+  EXPECT_EQ(first, (std::map<std::string, std::string>{{"bob", "relayed"}, {"carol", "dead_lettered"}}));
+  test::running_broker b(o);
+  client alice(b.port());
+  alice.log_in("alice");
+  alice.send("multicast_message", {{"receiver_usernames", json::array{"bob", "carol"}},
+                                   {"message_text", "hi"}, {"message_uuid", "fan"}});
+  auto a = alice.expect_content("message_accepted");
+  EXPECT_TRUE(a.at("duplicate").as_bool());
+  EXPECT_EQ(statuses(a), first);
+}
+
 TEST_F(Relay, PerPairOrderHoldsUnderPipelining) {
   test::running_broker b(o);
   client alice(b.port()), bob(b.port());

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <boost/json/parse.hpp>
+
 namespace ma {
 namespace {
 
@@ -91,12 +93,34 @@ TEST(Dedupe, TheAnswerSaysDuplicateAndTheFirstStatuses) {
   dedupe_table d(10);
   auto& e = accepted(d, "a\nm", t0);
   e.many = true;
-  e.status = R"([{"receiver_username":"bob","status":"relayed"}])";
+  std::string statuses;
+  dedupe_table::add_status(statuses, "bob", true);
+  d.set_status(e, statuses);
   std::string frame;
   e.append_accepted(frame, "m", true, "r1");
   EXPECT_NE(frame.find(R"("duplicate":true)"), std::string::npos) << frame;
   EXPECT_NE(frame.find(R"("recipients":[{"receiver_username":"bob")"), std::string::npos) << frame;
   EXPECT_NE(frame.find(R"("request_id":"r1")"), std::string::npos) << frame;
+}
+
+// A fan-out's statuses are kept compactly: a name and two bytes a recipient, not the ~45 bytes
+// of the recipients array, and they expand to that array and read back from it unchanged.
+TEST(Dedupe, AFanOutsStatusesAreKeptCompactly) {
+  std::string compact;
+  for (int i = 0; i < 1000; ++i) dedupe_table::add_status(compact, "member-" + std::to_string(i), i % 3 != 0);
+  std::string json;
+  dedupe_table::append_recipients_json(json, compact);
+  EXPECT_LT(compact.size() * 4, json.size()) << compact.size() << " compact, " << json.size() << " as JSON";
+  auto array = boost::json::parse(json).as_array();
+  ASSERT_EQ(array.size(), 1000u);
+  EXPECT_EQ(array[0].at("receiver_username"), "member-0");
+  EXPECT_EQ(array[0].at("status"), "dead_lettered");
+  EXPECT_EQ(array[1].at("status"), "relayed");
+  EXPECT_EQ(dedupe_table::from_recipients_json(json), compact);
+  EXPECT_EQ(dedupe_table::from_recipients_json("not json"), "");
+  std::string empty;
+  dedupe_table::append_recipients_json(empty, "");
+  EXPECT_EQ(empty, "[]");
 }
 
 }  // namespace
