@@ -146,8 +146,6 @@ INSERT INTO messages (message_uuid, sender_username, channel, group_name, body, 
 CREATE INDEX migrating_messages ON messages (sender_username, message_uuid, accepted_at);
 
 DROP VIEW in_flight;
-DROP VIEW pending_by_recipient;
-DROP VIEW dead_letter_counts;
 
 CREATE TABLE journal_v3 (
   id                INTEGER PRIMARY KEY,   -- the delivery's seq: acceptance order
@@ -187,14 +185,7 @@ CREATE TRIGGER dead_letter_lets_go AFTER DELETE ON dead_letters BEGIN
   DELETE FROM messages WHERE id = OLD.message_id AND deliveries <= 0;
 END;
 
--- For operators: what waits for whom, why messages die, every letter with its message.
-CREATE VIEW pending_by_recipient AS
-  SELECT receiver_username, count(*) AS pending, min(accepted_at) AS oldest_accepted_at
-  FROM dead_letters WHERE state = 'pending' GROUP BY receiver_username;
-
-CREATE VIEW dead_letter_counts AS
-  SELECT reason, state, count(*) AS count FROM dead_letters GROUP BY reason, state;
-
+-- For operators: every letter with its message, and what is in flight.
 CREATE VIEW letters AS
   SELECT d.id, d.seq, d.message_uuid, d.sender_username, d.receiver_username, m.channel, m.group_name, m.body,
          d.reason, d.state, d.attempts, d.attempts_before_replay, d.accepted_at, d.dead_lettered_at,
