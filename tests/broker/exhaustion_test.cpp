@@ -58,13 +58,9 @@ class flooder {
   }
   bool logged_in() const { return logged_in_; }
   void go() { go_ = true; }
-  // Waits for the sending to end (count or until).
-  void join_writer() {
-    if (writer_.joinable()) writer_.join();
-  }
   void stop() {
     stop_ = true;
-    join_writer();
+    if (writer_.joinable()) writer_.join();
     if (reader_.joinable()) reader_.join();
   }
   std::size_t bytes_sent() const { return sent_; }
@@ -198,7 +194,8 @@ TEST(Exhaustion, OneSendersFloodDoesNotStarveOthersAtTheStore) {
   const auto worst_ms = std::chrono::duration_cast<std::chrono::milliseconds>(worst).count();
   std::printf("worst message_accepted latency beside a flood of %zu accepts: %lld ms\n", mallory.accepted(),
               static_cast<long long>(worst_ms));
-  EXPECT_LT(worst, 400ms) << "one sender's flood delayed another agent's message_accepted";
+  // Before: 2.2 to 2.8 s. Now some 40 ms (200 ms under the sanitizers).
+  EXPECT_LT(worst, 1000ms) << "one sender's flood delayed another agent's message_accepted";
 }
 
 // An operator's sqlite3 holds the write lock for 6 s while a sender floods: the broker stops
@@ -215,7 +212,7 @@ TEST(Exhaustion, ALockedDatabaseHoldsSendersAndTellsThemWhy) {
   const long before = test::rss_kib(broker.pid());
 
   flooder mallory(
-      *port, "mallory", [](int i) { return send_frame("nobody", "f" + std::to_string(i), 1000); }, 100'000,
+      *port, "mallory", [](int i) { return send_frame("nobody", "f" + std::to_string(i), 1000); }, 40'000,
       std::chrono::steady_clock::now() + 36s);
   ASSERT_TRUE(test::eventually([&] { return mallory.logged_in(); }, 30s));
   sqlite3* op = nullptr;
@@ -227,13 +224,14 @@ TEST(Exhaustion, ALockedDatabaseHoldsSendersAndTellsThemWhy) {
   const std::size_t through = mallory.bytes_sent();
   sqlite3_exec(op, "ROLLBACK", nullptr, nullptr, nullptr);
   sqlite3_close(op);
-  mallory.join_writer();
   std::printf("against a locked database in 6 s: %zu KiB taken from the sender, broker grew %ld KiB\n",
               through / 1024, grown);
-  EXPECT_LT(through, 32u * 1024 * 1024) << "bytes the broker let in while it could not commit";
+  // Before: all 40 MB of the flood, and +197 MB for 100,000 messages.
+  EXPECT_LT(through, 24u * 1024 * 1024) << "bytes the broker let in while it could not commit";
   EXPECT_LT(grown, 64 * 1024) << "KiB the broker grew while it could not commit";
 
   ASSERT_TRUE(test::eventually([&] { return !mallory.errors().empty(); }, 30s)) << "no internal_error came";
+  mallory.stop();
   auto e = mallory.errors().front();
   EXPECT_EQ(e["error_code"], "internal_error");
   EXPECT_NE(std::string(e["error_text"].as_string()).find("locked"), std::string::npos) << json::serialize(e);
