@@ -22,6 +22,7 @@
 
 #include "broker/core/broker_core.hpp"
 #include "broker/discovery.hpp"
+#include "broker/password_checker.hpp"
 #include "broker/session.hpp"
 #include "core/duration.hpp"
 #include "core/encode.hpp"
@@ -53,6 +54,8 @@ std::uint64_t memory_budget(std::uint64_t max_memory_mb) {
       static_cast<std::uint64_t>(::sysconf(_SC_PHYS_PAGES)) * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE)) / 4 * 3;
   return three_quarters_of_ram;
 }
+
+password_cost cost_of(const broker_options& o) { return {o.password_hash_ops, o.password_hash_mem_kib}; }
 
 void log_failure(const char* what, std::exception_ptr e) {
   if (!e) return;
@@ -89,6 +92,7 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
   bool stopping = false;
   bool stopped = false;
   std::function<void()> on_stopped;
+  std::unique_ptr<password_checker> passwords;  // with --password-file
 
   session* find(peer_id id) {
     auto it = sessions.find(id);
@@ -144,6 +148,17 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
         },
         policy, name);
   }
+  // The verdict comes back like a store job's completion: moved to the broker's thread.
+  void check_password(std::string user, std::string password, password_completion done) override {
+    std::weak_ptr<impl> weak = weak_from_this();
+    auto back = [weak, ioc = &io, done = std::move(done)](bool right) mutable {
+      asio::post(*ioc, [weak, right, done = std::move(done)] {
+        if (auto self = weak.lock()) done(right, moment_now());
+      });
+    };
+    if (!passwords) return back(false);
+    passwords->check(std::move(user), std::move(password), std::move(back));
+  }
   void deadline_moved(steady_time at) override {
     if (stopped) return;
     if (at <= steady::now()) {
@@ -191,6 +206,14 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
 // lifecycle
 
 void broker::impl::start() {
+  if (!o.password_file.empty()) {
+    passwords = std::make_unique<password_checker>(o.password_file, cost_of(o));
+    spdlog::info("{} users in the password file '{}'", passwords->users(), o.password_file);
+  } else if (o.listen_address != "127.0.0.1" && o.listen_address != "::1") {
+    spdlog::warn("listening on {} without --password-file: anyone who reaches the port can log in under any name "
+                 "that is not online and receive what waits for it",
+                 o.listen_address);
+  }
   // Recovery first: what the last run accepted and never saw acknowledged is a dead letter now.
   struct loaded {
     std::int64_t recovered = 0;
@@ -382,11 +405,37 @@ std::vector<std::string> broker::reload(const broker_options& fresh) {
   restart_only("broker-name", o.broker_name, fresh.broker_name);
   restart_only("persist-accepted", o.persist_accepted, fresh.persist_accepted);
   restart_only("sqlite-synchronous", o.sqlite_synchronous, fresh.sqlite_synchronous);
+  reload_passwords(fresh, changes);
   core_settings settings = o;
   settings.broker_name = impl_->core_.settings().broker_name;  // restart only
   settings.persist_accepted = impl_->core_.settings().persist_accepted;
   impl_->core_.reload(settings);
   return changes;
+}
+
+// SIGHUP rereads the password file (sessions already logged in stay). A file that does not
+// read keeps the users the broker had.
+void broker::reload_passwords(const broker_options& fresh, std::vector<std::string>& changes) {
+  broker_options& o = impl_->o;
+  auto& checker = impl_->passwords;
+  try {
+    if (fresh.password_file.empty()) {
+      if (checker) changes.push_back("password-file removed: log_ins need no password from now on");
+      checker.reset();
+    } else if (checker) {
+      changes.push_back(fmt::format("password-file '{}' read again: {} users", fresh.password_file,
+                                    checker->reload(fresh.password_file, cost_of(fresh))));
+    } else {
+      checker = std::make_unique<password_checker>(fresh.password_file, cost_of(fresh));
+      changes.push_back(fmt::format("password-file '{}' read: {} users; every log_in needs its password from now on",
+                                    fresh.password_file, checker->users()));
+    }
+    o.password_file = fresh.password_file;
+    o.password_hash_ops = fresh.password_hash_ops;
+    o.password_hash_mem_kib = fresh.password_hash_mem_kib;
+  } catch (const std::exception& e) {
+    changes.push_back(fmt::format("password-file not reloaded, the users stay as they were: {}", e.what()));
+  }
 }
 
 void broker::start() { impl_->start(); }

@@ -52,6 +52,7 @@ class broker {
   struct impl;  // the implementation, in broker.cpp
 
  private:
+  void reload_passwords(const broker_options& fresh, std::vector<std::string>& changes);
   std::shared_ptr<impl> impl_;
 };
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "admin/dead_letters.hpp"
+#include "admin/passwd.hpp"
 #include "broker/broker.hpp"
 #include "broker/options.hpp"
 #include "broker/service.hpp"
@@ -21,6 +22,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (!args.empty() && args[0] == "dead-letters") {
     return ma::run_dead_letters_command({args.begin() + 1, args.end()}, std::cout, std::cerr);
+  }
+  if (!args.empty() && args[0] == "passwd") {
+    return ma::run_passwd_command({args.begin() + 1, args.end()}, std::cin, std::cout, std::cerr);
   }
   ma::broker_command cmd;
   try {

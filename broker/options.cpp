@@ -126,6 +126,15 @@ broker_command parse_broker_command_line(const std::vector<std::string>& args) {
   positive(app, "--max-groups-per-user", o.max_groups_per_user, "Groups one user may be a member of");
   positive(app, "--max-pending-accepts", o.max_pending_accepts,
            "Messages of one session waiting for the store before it is read no further");
+  app.add_option("--password-file", o.password_file,
+                 "File of username:HASH lines (message-broker passwd); every log_in then needs its password")
+      ->capture_default_str();
+  app.add_option("--password-hash-ops", o.password_hash_ops, "argon2id passes of a password's hash")
+      ->capture_default_str()
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1000}));
+  app.add_option("--password-hash-mem-kib", o.password_hash_mem_kib, "argon2id memory of a password's hash, KiB")
+      ->capture_default_str()
+      ->check(CLI::Range(std::uint64_t{8}, std::uint64_t{4} * 1024 * 1024));
   positive(app, "--max-delivery-attempts", o.max_delivery_attempts, "Attempts before a dead letter is parked");
   duration(app, "--dead-letter-ttl-ms", o.dead_letter_ttl_ms, "Age at which a dead letter expires");
   duration(app, "--dedupe-window-ms", o.dedupe_window_ms, "How long a (sender, message_uuid) is remembered");

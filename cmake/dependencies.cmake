@@ -30,6 +30,8 @@ find_package(PkgConfig QUIET)
 ma_require(PKG_CONFIG_FOUND pkg-config "pkg-config")
 pkg_check_modules(SYSTEMD QUIET IMPORTED_TARGET libsystemd)
 ma_require(SYSTEMD_FOUND libsystemd-dev "libsystemd")
+pkg_check_modules(SODIUM QUIET IMPORTED_TARGET libsodium)
+ma_require(SODIUM_FOUND libsodium-dev "libsodium")
 
 if(MA_BUILD_TESTS)
   find_package(GTest QUIET CONFIG)

@@ -22,6 +22,8 @@ std::string_view to_string(errc code) noexcept {
     case errc::heartbeat_timeout: return "heartbeat_timeout";
     case errc::server_busy: return "server_busy";
     case errc::internal_error: return "internal_error";
+    case errc::session_taken_over: return "session_taken_over";
+    case errc::not_authorized: return "not_authorized";
   }
   return "internal_error";
 }
@@ -35,7 +37,8 @@ std::optional<errc> errc_from_string(std::string_view text) noexcept {
 
 bool closes_connection(errc code) noexcept {
   return code == errc::frame_too_large || code == errc::login_timeout ||
-         code == errc::heartbeat_timeout || code == errc::server_busy;
+         code == errc::heartbeat_timeout || code == errc::server_busy || code == errc::auth_failed ||
+         code == errc::session_taken_over;
 }
 
 }  // namespace ma

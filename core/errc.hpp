@@ -26,6 +26,8 @@ enum class errc {
   heartbeat_timeout,
   server_busy,
   internal_error,
+  session_taken_over,
+  not_authorized,
 };
 
 inline constexpr errc all_errcs[] = {
@@ -33,7 +35,7 @@ inline constexpr errc all_errcs[] = {
     errc::invalid_field,      errc::frame_too_large,  errc::message_too_large,  errc::not_logged_in,
     errc::already_logged_in,  errc::invalid_username, errc::username_taken,     errc::auth_failed,
     errc::unknown_group,      errc::not_group_member, errc::login_timeout,      errc::heartbeat_timeout,
-    errc::server_busy,        errc::internal_error,
+    errc::server_busy,        errc::internal_error,   errc::session_taken_over, errc::not_authorized,
 };
 
 // The wire string of a code, e.g. "frame_too_large".

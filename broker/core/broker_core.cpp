@@ -137,6 +137,12 @@ void broker_core::disconnected(peer_id id, const moment& now) {
   } else {
     spdlog::debug("session {}: closed before logging in", id);
   }
+  fail_deliveries(p, stopping_ ? dead_letter_reason::broker_restart : dead_letter_reason::recipient_disconnected, now);
+  deadline_may_have_moved();
+}
+
+// What p had in flight or held goes to the Dead Letter Channel; p keeps none of it.
+void broker_core::fail_deliveries(peer& p, dead_letter_reason reason, const moment& now) {
   std::vector<failed_delivery> failed;
   failed.reserve(p.in_flight.size() + p.held_count());
   // In the order they were sent, so that redelivery keeps the order.
@@ -145,16 +151,17 @@ void broker_core::disconnected(peer_id id, const moment& now) {
     auto& h = p.held[i];
     failed.push_back({p.username, delivery{h.msg, h.seq, 0, 1, h.msg->rec.accepted_at}, false});
   }
-  if (!failed.empty()) {
-    dead_letter(std::move(failed),
-                stopping_ ? dead_letter_reason::broker_restart : dead_letter_reason::recipient_disconnected, now);
-  }
-  deadline_may_have_moved();
+  p.held.clear();
+  p.held_next = 0;
+  p.redelivery.reset();
+  p.redeliveries_in_flight = 0;
+  if (!failed.empty()) dead_letter(std::move(failed), reason, now);
 }
 
 void broker_core::tick(const moment& now) {
   observe(now.steady);
   expire_acks(now);
+  start_due_checks(now);
   check_liveness(now);
   end_room_waits(now);
   if (auto due = presence_.due(); due && *due <= now.steady) flush_presence({});
@@ -179,6 +186,7 @@ steady_time broker_core::next_deadline() const {
   if (!ack_deadlines_.empty()) sooner(ack_deadlines_.front().at);
   if (!room_waits_.empty()) sooner(room_waits_.front().until);
   if (!liveness_.empty()) sooner(liveness_.front().at);
+  if (!auth_turns_.empty()) sooner(auth_turns_.front().at);
   if (auto due = presence_.due()) sooner(*due);
   if (auto due = warnings_.next_due()) sooner(*due);
   if (!peers_.empty()) sooner(next_idle_release_);
@@ -449,6 +457,7 @@ void broker_core::release_idle_buffers(steady_time now) {
     if (p->out.empty() && now - p->last_write >= idle_buffers_after) p->out.release_memory();
     p->in_flight.release_memory();
   }
+  std::erase_if(taken_over_, [&](const auto& t) { return now - t.second >= takeover_guard; });
 }
 
 void broker_core::run_expiry(const moment& now) {

@@ -29,6 +29,7 @@
 #include "broker/core/groups.hpp"
 #include "broker/core/late_acks.hpp"
 #include "broker/core/letter_warnings.hpp"
+#include "broker/core/login_failures.hpp"
 #include "broker/core/peer.hpp"
 #include "broker/core/port.hpp"
 #include "broker/core/presence.hpp"
@@ -61,6 +62,10 @@ class broker_core {
   // Bodies of one session's messages waiting for their commit before it is read no further
   // (as max_pending_accepts counts them).
   static constexpr std::size_t max_pending_accept_bytes = 8 * 1024 * 1024;
+  // A name taken over is not taken over again within this time (username_taken instead).
+  static constexpr std::chrono::seconds takeover_guard{10};
+  // Refused log_ins logged per letter_warning_interval; the rest are counted.
+  static constexpr int refused_lines_per_interval = 10;
   // A tick later than this after its deadline means the broker stood still (credit_pause).
   static constexpr std::chrono::seconds max_tick_lateness{1};
 
@@ -118,6 +123,17 @@ class broker_core {
     steady_time until;
     peer_id sender;
   };
+  // A password check whose turn comes at `at` (login_failures).
+  struct auth_turn {
+    steady_time at;
+    peer_id id;
+    bool operator>(const auth_turn& o) const { return at > o.at; }
+  };
+  struct refused_lines {
+    steady_time since{};
+    int logged = 0;
+    int unlogged = 0;
+  };
   // A login to time out or a silence to evict: checked at `at`, pushed again if it moved.
   struct liveness_check {
     steady_time at;
@@ -149,6 +165,7 @@ class broker_core {
   void check_liveness(const moment& now);
   void check_one(peer& p, const moment& now);
   std::chrono::milliseconds evict_after(const peer& p) const;
+  void fail_deliveries(peer& p, dead_letter_reason reason, const moment& now);
   void release_stalled(peer& to);
   void release_all_stalled(peer& to);
   void schedule_check(peer& p, steady_time at);
@@ -166,6 +183,12 @@ class broker_core {
   // requests.cpp
   void handle(peer& p, request& r, const moment& now);
   void handle_log_in(peer& p, request& r, const moment& now);
+  void check_password(peer& p);
+  void start_due_checks(const moment& now);
+  void password_checked(peer_id id, const std::string& host, bool right, const moment& now);
+  void refused_log_in(const peer& p, const std::string& name, steady_time now);
+  bool take_over(peer& old, peer& by, const request& r, const moment& now);
+  void accept_log_in(peer& p, request& r, const moment& now);
   void logged_in(peer_id id, std::int64_t pending, const std::string& request_id, const moment& now);
   void handle_group_change(peer& p, request& r, const moment& now);
   bool within_group_limits(peer& p, const request& r);
@@ -229,6 +252,10 @@ class broker_core {
   std::deque<ack_deadline> ack_deadlines_;  // in deadline order: the timeout is the same for all
   std::deque<room_wait> room_waits_;        // in order too: room_limit is the same for all
   std::vector<liveness_check> liveness_;    // a min-heap
+  std::vector<auth_turn> auth_turns_;       // a min-heap
+  login_failures failures_;
+  std::map<std::string, steady_time, std::less<>> taken_over_;  // name -> when, within takeover_guard
+  refused_lines refused_;
   std::vector<peer_id> refills_;
   steady_time next_expiry_{};
   steady_time next_idle_release_{};

@@ -14,6 +14,7 @@
 #include "broker/core/in_flight.hpp"
 #include "broker/core/outbox.hpp"
 #include "broker/core/port.hpp"
+#include "core/request.hpp"
 
 namespace ma {
 
@@ -30,12 +31,14 @@ enum class peer_reading : std::uint8_t {
   held_for_room,   // backpressure: it sent to a recipient whose outbox is full
   held_for_output,  // its own outbox passed max_outbound_bytes: it must read before it sends more
   held_for_commits,  // max_pending_accepts of its messages (or their bytes) wait for the store
+  held_for_auth,     // its log_in's password is being checked (or waits for its turn)
 };
 
 // A hold the broker imposed (the store, a recipient's room), not one the peer caused: the time
 // it lasts is not the peer's silence.
 inline bool held_by_broker(peer_reading r) {
-  return r == peer_reading::held_for_store || r == peer_reading::held_for_room || r == peer_reading::held_for_commits;
+  return r == peer_reading::held_for_store || r == peer_reading::held_for_room ||
+         r == peer_reading::held_for_commits || r == peer_reading::held_for_auth;
 }
 
 // The redelivery pump: pages of pending dead letters, fetched one at a time and sent while
@@ -71,6 +74,7 @@ struct peer {
   bool slow = false;         // backpressure (below): senders no longer wait for it
   bool done_sending = false;  // it shut down its sending side: close once replies_due are out
   bool presence_behind = false;  // it stopped reading: one catch-up update once it drains
+  bool took_over = false;  // its log_in took the name over from another session
   std::uint32_t window = 0;  // at most this many unacknowledged deliveries; 0: no limit
   std::uint32_t redeliveries_in_flight = 0;  // sent, not yet acknowledged
   std::uint32_t replies_due = 0;  // requests whose answer waits for the store
@@ -100,6 +104,9 @@ struct peer {
   std::vector<peer_id> stalled;  // on a recipient: senders held for it
 
   std::unique_ptr<redelivery_pump> redelivery;  // while a backlog is redelivered
+
+  // A log_in whose password is being checked: it goes on from here once it is right.
+  std::unique_ptr<request> log_in_checked;
 
   bool open() const { return phase != peer_phase::closing; }
   bool receiving() const { return phase == peer_phase::logged_in && !send_only; }

@@ -26,6 +26,8 @@ struct moment {
 
 // A store job's completion, run on the core's thread with the moment it ran.
 using core_completion = std::function<void(std::exception_ptr, const moment&)>;
+// A password check's verdict, on the core's thread.
+using password_completion = std::function<void(bool right, const moment&)>;
 
 class port {
  public:
@@ -42,6 +44,9 @@ class port {
   virtual void resume_reading(peer_id peer) = 0;
   // Run job on the store; then done on the core's thread (never from inside this call).
   virtual void submit(store_job job, core_completion done, on_failure policy, const char* name) = 0;
+  // Check user's password against the password file, off the core's thread (it is slow by
+  // design); then done on the core's thread with the verdict (never from inside this call).
+  virtual void check_password(std::string user, std::string password, password_completion done) = 0;
   // broker_core::next_deadline() is earlier than it was: tick the core by then.
   virtual void deadline_moved(steady_time at) = 0;
 };

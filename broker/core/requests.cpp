@@ -9,6 +9,7 @@
 #include "core/duration.hpp"
 #include "core/encode.hpp"
 #include "core/replies.hpp"
+#include "core/utf8.hpp"
 
 namespace ma {
 
@@ -54,8 +55,6 @@ void broker_core::handle(peer& p, request& r, const moment& now) {
   }
 }
 
-// The name is held from the log_in on, so no other peer can take it while the store counts
-// the peer's dead letters; its later frames wait for the answer.
 void broker_core::handle_log_in(peer& p, request& r, const moment& now) {
   if (p.phase == peer_phase::logged_in) {
     return send_error(p, errc::already_logged_in,
@@ -63,10 +62,116 @@ void broker_core::handle_log_in(peer& p, request& r, const moment& now) {
                           "'; open another connection for another user.",
                       &r);
   }
+  if (s_.password_file.empty()) return accept_log_in(p, r, now);
+  // With a password file every log_in is checked first, off this thread, in the turn its
+  // source address has (login_failures); its later frames wait.
+  p.log_in_checked = std::make_unique<request>(std::move(r));
+  hold(p, peer_reading::held_for_auth);
+  ++p.replies_due;
+  const auto turn = failures_.turn(login_failures::host_of(p.address), now.steady);
+  if (turn <= now.steady) return check_password(p);
+  auth_turns_.push_back({turn, p.id});
+  std::push_heap(auth_turns_.begin(), auth_turns_.end(), std::greater<>());
+}
+
+void broker_core::check_password(peer& p) {
+  const request& r = *p.log_in_checked;
+  port_.check_password(r.username, r.password.value_or(std::string()),
+                       [this, id = p.id, host = std::string(login_failures::host_of(p.address))](
+                           bool right, const moment& at) {
+                         observe(at.steady);
+                         password_checked(id, host, right, at);
+                         deadline_may_have_moved();
+                       });
+}
+
+// The passwords whose turn came (login_failures spaced them out).
+void broker_core::start_due_checks(const moment& now) {
+  while (!auth_turns_.empty() && auth_turns_.front().at <= now.steady) {
+    std::pop_heap(auth_turns_.begin(), auth_turns_.end(), std::greater<>());
+    const peer_id id = auth_turns_.back().id;
+    auth_turns_.pop_back();
+    if (peer* p = find(id); p && p->open() && p->log_in_checked) check_password(*p);
+  }
+}
+
+// A wrong password, a missing one and an unknown name get the same sentence (and took the same
+// time: the checker verifies unknown names against a dummy hash), then the connection closes.
+void broker_core::password_checked(peer_id id, const std::string& host, bool right, const moment& now) {
+  right ? failures_.succeeded(host) : failures_.failed(host, now.steady);
+  peer* p = find(id);
+  if (!p || !p->open() || !p->log_in_checked) return;
+  auto r = std::move(p->log_in_checked);
+  reply_given(*p);
+  if (!p->open()) return;
+  if (!right) {
+    refused_log_in(*p, r->username, now.steady);
+    send_error(*p, errc::auth_failed,
+               "The username or the password is not right; the connection is closed: log in with the right ones.",
+               r.get());
+    return begin_close(*p);
+  }
+  resume(*p);
+  accept_log_in(*p, *r, now);
+}
+
+// At warn, at most refused_lines_per_interval lines per interval; the rest are counted in the
+// next line.
+void broker_core::refused_log_in(const peer& p, const std::string& name, steady_time now) {
+  if (now - refused_.since >= letter_warning_interval) {
+    if (refused_.unlogged > 0) {
+      spdlog::warn("{} more log_ins were refused (wrong password or unknown name) in the last {} s",
+                   refused_.unlogged, letter_warning_interval.count());
+    }
+    refused_ = {now, 0, 0};
+  }
+  if (refused_.logged < refused_lines_per_interval) {
+    ++refused_.logged;
+    spdlog::warn("session {}: log_in as '{}' from {} refused: wrong password or unknown name", p.id,
+                 escape_for_log(name, 64), p.address);
+  } else {
+    ++refused_.unlogged;
+  }
+}
+
+// A correct log_in for a name that is online, with a password file: the name changes hands.
+// The old session hears session_taken_over and closes; what it had received and not
+// acknowledged (and what waited for it) goes to the Dead Letter Channel before the new session
+// counts its letters, so the new one gets it at once, by redelivery. A name taken over less
+// than takeover_guard ago is refused instead (username_taken): two agents with the same
+// credentials do not take it from each other forever.
+bool broker_core::take_over(peer& old, peer& by, const request& r, const moment& now) {
+  auto [it, fresh] = taken_over_.try_emplace(old.username, now.steady);
+  if (!fresh && now.steady - it->second < takeover_guard) {
+    send_error(by, errc::username_taken,
+               "The username '" + old.username + "' was taken over by another connection less than " +
+                   std::to_string(takeover_guard.count()) +
+                   " s ago; one agent per name: stop the other one, or try again later.",
+               &r);
+    return false;
+  }
+  it->second = now.steady;
+  spdlog::info("session {}: '{}' taken over by session {} from {}", old.id, old.username, by.id, by.address);
+  send_error(old, errc::session_taken_over,
+             "Another connection logged in as '" + old.username +
+                 "' with its password; this one is closed, and what it had not acknowledged goes to the new one.");
+  forget_name(old);
+  fail_deliveries(old, dead_letter_reason::recipient_disconnected, now);
+  begin_close(old);
+  by.took_over = true;
+  return true;
+}
+
+// The name is held from the log_in on, so no other peer can take it while the store counts
+// the peer's dead letters; its later frames wait for the answer.
+void broker_core::accept_log_in(peer& p, request& r, const moment& now) {
   // A send-only peer holds no name: it may sit beside the user's receiving peer.
-  if (!r.send_only && online_.count(r.username)) {
-    return send_error(p, errc::username_taken,
-                      "The username '" + r.username + "' is online on another connection; choose another name.", &r);
+  if (peer* old = r.send_only ? nullptr : find_online(r.username)) {
+    if (s_.password_file.empty()) {
+      return send_error(p, errc::username_taken,
+                        "The username '" + r.username + "' is online on another connection; choose another name.", &r);
+    }
+    if (!take_over(*old, p, r, now)) return;
   }
   if (stopping_) return;
   p.username = r.username;
@@ -127,7 +232,7 @@ void broker_core::logged_in(peer_id id, std::int64_t pending, const std::string&
                p->send_only ? ", send-only" : "", pending);
   reply_given(*p);
   if (p->send_only || !p->open()) return;  // no presence, no redelivery
-  presence_changed(p->username, true, now);
+  if (!p->took_over) presence_changed(p->username, true, now);  // a takeover: it never left
   if (pending > 0) {
     start_redelivery(*p);
   } else {

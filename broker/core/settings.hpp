@@ -25,6 +25,9 @@ struct core_settings {
   std::uint64_t dead_letter_ttl_ms = 7ULL * 24 * 3600 * 1000;
   std::uint64_t dedupe_window_ms = 10 * 60 * 1000;
   bool persist_accepted = true;
+  // With a password file every log_in is checked against it (port::check_password), and a
+  // correct one takes over a name that is online. The core reads only whether there is one.
+  std::string password_file;
 };
 
 }  // namespace ma

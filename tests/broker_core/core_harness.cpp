@@ -25,9 +25,9 @@ core_harness::core_harness(core_settings s)
   core_.start({}, {}, {}, now_);
 }
 
-peer_id core_harness::connect() {
+peer_id core_harness::connect(const std::string& host) {
   const peer_id id = ++next_id_;
-  core_.connected(id, "127.0.0.1:" + std::to_string(40000 + id), now_);
+  core_.connected(id, host + ":" + std::to_string(40000 + id), now_);
   return id;
 }
 
@@ -41,6 +41,7 @@ void core_harness::send(peer_id id, std::string_view kind, json::object content)
 json::object core_harness::log_in(peer_id id, const std::string& name, json::object extra) {
   extra["sender_username"] = name;
   send(id, "log_in", std::move(extra));
+  run_password_checks();
   run_store();
   auto acks = take(id, "acknowledge_log_in");
   return acks.empty() ? json::object() : acks.front();
@@ -80,6 +81,16 @@ int core_harness::run_store_once() {
   port_.jobs.clear();
   for (auto& j : queued) run_job(std::move(j));
   return static_cast<int>(queued.size());
+}
+
+int core_harness::run_password_checks() {
+  auto asked = std::move(port_.checks);
+  port_.checks.clear();
+  for (auto& c : asked) {
+    auto it = passwords.find(c.user);
+    c.done(it != passwords.end() && it->second == c.password, now_);
+  }
+  return static_cast<int>(asked.size());
 }
 
 int core_harness::run_store() {

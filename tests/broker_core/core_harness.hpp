@@ -39,6 +39,13 @@ class recording_port : public port {
   void submit(store_job j, core_completion done, on_failure policy, const char* name) override {
     jobs.push_back({std::move(j), std::move(done), policy, name});
   }
+  struct password_check {
+    std::string user, password;
+    password_completion done;
+  };
+  void check_password(std::string user, std::string password, password_completion done) override {
+    checks.push_back({std::move(user), std::move(password), std::move(done)});
+  }
   void deadline_moved(steady_time at) override { last_deadline = at; }
 
   std::set<peer_id> flushes;  // asked since the test last took the output
@@ -47,6 +54,7 @@ class recording_port : public port {
   std::map<peer_id, int> holds;
   std::map<peer_id, std::size_t> frame_limits;
   std::deque<job> jobs;
+  std::deque<password_check> checks;
   std::optional<steady_time> last_deadline;
 };
 
@@ -59,7 +67,8 @@ class core_harness {
   database& db() { return db_; }
   const moment& now() const { return now_; }
 
-  peer_id connect();
+  // A new connection from host (its port is made up).
+  peer_id connect(const std::string& host = "127.0.0.1");
   void send(peer_id id, std::string_view kind, boost::json::object content = {});
   // Sends log_in, runs the store, returns the acknowledge_log_in content (empty if none came).
   boost::json::object log_in(peer_id id, const std::string& name, boost::json::object extra = {});
@@ -74,6 +83,10 @@ class core_harness {
   // Runs the jobs queued now, not those their completions submit.
   int run_store_once();
   bool fail_next_commit = false;
+  // The password file of the test: name -> password. Answers the checks asked for; returns how
+  // many.
+  std::map<std::string, std::string> passwords;
+  int run_password_checks();
 
   // The frames written to a peer since the last call (the peer reads everything: its outbox is
   // drained and the core told so). read = false leaves the outbox as it is: a peer that does

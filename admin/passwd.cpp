@@ -1,0 +1,108 @@
+#include "admin/passwd.hpp"
+
+#include <termios.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <iostream>
+#include <optional>
+
+#include "auth/passwords.hpp"
+#include "core/config.hpp"
+#include "core/names.hpp"
+
+namespace ma {
+namespace {
+
+// One line of in, without its line end; nullopt at the end of the input.
+std::optional<std::string> read_line(std::istream& in) {
+  std::string line;
+  if (!std::getline(in, line)) return std::nullopt;
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  return line;
+}
+
+// Asks on the terminal with echo off (restored however it ends).
+std::optional<std::string> ask(const char* prompt, std::ostream& err) {
+  err << prompt << std::flush;
+  termios old{};
+  const bool tty = ::tcgetattr(STDIN_FILENO, &old) == 0;
+  if (tty) {
+    termios quiet = old;
+    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+  }
+  auto line = read_line(std::cin);
+  if (tty) ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+  err << '\n';
+  return line;
+}
+
+}  // namespace
+
+int run_passwd_command(const std::vector<std::string>& args, std::istream& in, std::ostream& out,
+                       std::ostream& err) {
+  CLI::App app{"Add, replace or delete a user's line in the broker's password file.", "message-broker passwd"};
+  std::string path, user;
+  bool remove = false;
+  password_cost cost;
+  app.add_option("--password-file", path, "The password file (created with mode 0600 if missing)")->required();
+  app.add_flag("--delete", remove, "Delete the user's line instead");
+  app.add_option("--password-hash-ops", cost.ops, "argon2id passes (as the broker's option)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1000}));
+  app.add_option("--password-hash-mem-kib", cost.mem_kib, "argon2id memory in KiB (as the broker's option)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::uint64_t{8}, std::uint64_t{4} * 1024 * 1024));
+  app.add_option("user", user, "The username")->required();
+  try {
+    std::vector<std::string> reversed(args.rbegin(), args.rend());
+    app.parse(reversed);
+  } catch (const CLI::CallForHelp&) {
+    out << app.help();
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    err << "message-broker passwd: " << e.what() << "\n";
+    return 2;
+  }
+  if (!is_valid_username(user)) {
+    err << "message-broker passwd: '" << user.substr(0, 64) << "' is not a username (1 to 64 of A-Z a-z 0-9 . _ -).\n";
+    return 2;
+  }
+  try {
+    std::vector<password_line> lines;
+    if (std::filesystem::exists(path)) lines = read_password_file(path);
+    if (remove) {
+      if (!set_password_line(lines, user, "")) {
+        err << "message-broker passwd: '" << user << "' has no line in '" << path << "'; nothing was changed.\n";
+        return 1;
+      }
+    } else {
+      std::optional<std::string> password;
+      if (&in == &std::cin && ::isatty(STDIN_FILENO)) {
+        password = ask("Password: ", err);
+        auto again = ask("Password again: ", err);
+        if (password && again != password) {
+          err << "message-broker passwd: the two passwords differ; nothing was changed.\n";
+          return 1;
+        }
+      } else {
+        password = read_line(in);
+      }
+      if (!password || password->empty()) {
+        err << "message-broker passwd: no password was given (one line on standard input); nothing was changed.\n";
+        return 1;
+      }
+      set_password_line(lines, user, hash_password(*password, cost));
+    }
+    write_password_file(path, lines);
+    out << (remove ? "deleted '" : "set the password of '") << user << "' in " << path << '\n';
+  } catch (const std::exception& e) {
+    err << "message-broker passwd: " << e.what() << '\n';
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace ma
