@@ -1,8 +1,5 @@
 #include "admin/passwd.hpp"
 
-#include <termios.h>
-#include <unistd.h>
-
 #include <CLI/CLI.hpp>
 #include <filesystem>
 #include <iostream>
@@ -11,36 +8,9 @@
 #include "auth/passwords.hpp"
 #include "core/config.hpp"
 #include "core/names.hpp"
+#include "core/terminal.hpp"
 
 namespace ma {
-namespace {
-
-// One line of in, without its line end; nullopt at the end of the input.
-std::optional<std::string> read_line(std::istream& in) {
-  std::string line;
-  if (!std::getline(in, line)) return std::nullopt;
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-  return line;
-}
-
-// Asks on the terminal with echo off (restored however it ends).
-std::optional<std::string> ask(const char* prompt, std::ostream& err) {
-  err << prompt << std::flush;
-  termios old{};
-  const bool tty = ::tcgetattr(STDIN_FILENO, &old) == 0;
-  if (tty) {
-    termios quiet = old;
-    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
-    ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
-  }
-  auto line = read_line(std::cin);
-  if (tty) ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
-  err << '\n';
-  return line;
-}
-
-}  // namespace
-
 int run_passwd_command(const std::vector<std::string>& args, std::istream& in, std::ostream& out,
                        std::ostream& err) {
   CLI::App app{"Add, replace or delete a user's line in the broker's password file.", "message-broker passwd"};
@@ -80,9 +50,9 @@ int run_passwd_command(const std::vector<std::string>& args, std::istream& in, s
       }
     } else {
       std::optional<std::string> password;
-      if (&in == &std::cin && ::isatty(STDIN_FILENO)) {
-        password = ask("Password: ", err);
-        auto again = ask("Password again: ", err);
+      if (&in == &std::cin && stdin_is_terminal()) {
+        password = read_secret("Password: ", err);
+        auto again = read_secret("Password again: ", err);
         if (password && again != password) {
           err << "message-broker passwd: the two passwords differ; nothing was changed.\n";
           return 1;

@@ -150,6 +150,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
 
   bool logged_in = false;
   bool closed = false;
+  std::exception_ptr ended;  // the broker's error that ended the client (end_for_good)
   bool ever_logged_in = false;
   login_info info;
   std::uint64_t reconnect_count = 0;
@@ -216,6 +217,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
         login_request_id = new_request_id();
         json::object c;
         c["sender_username"] = s.username;
+        if (s.password) c["password"] = *s.password;
         c["request_id"] = login_request_id;
         if (s.heartbeat_interval_ms) c["heartbeat_interval_ms"] = *s.heartbeat_interval_ms;
         if (s.send_only) c["send_only"] = true;
@@ -344,6 +346,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
           return;
         }
       }
+      if (string_of(c, "error_code") == "session_taken_over") return end_for_good(err);
       spdlog::warn("the broker says {}: {}", string_of(c, "error_code"), string_of(c, "error_text"));
       return;
     }
@@ -375,7 +378,27 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
     }
   }
 
+  // Another connection took the name over, or the password is no longer right: reconnecting
+  // would take it back (or guess), so the client ends; every waiting call gets err.
+  void end_for_good(std::exception_ptr err) {
+    spdlog::warn("the broker ended this session for good: {}", [&] {
+      try {
+        std::rethrow_exception(err);
+      } catch (const std::exception& e) {
+        return std::string(e.what());
+      }
+    }());
+    closed = true;
+    ended = err;
+    fail_all(err);
+    boost::system::error_code ignored;
+    if (sock) sock->close(ignored);
+  }
+  // What a call on a closed client fails with: why the broker ended it, if it did.
+  std::exception_ptr closed_reason() const { return ended ? ended : closed_error(); }
+
   void on_login_refused(const json::object& c, std::exception_ptr err) {
+    if (ever_logged_in && string_of(c, "error_code") == "auth_failed") return end_for_good(err);
     if (!ever_logged_in && connect_waiter) {
       auto w = std::move(connect_waiter);
       connect_waiter.reset();
@@ -485,7 +508,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   auto next_from(mailbox<T>& box, std::chrono::milliseconds timeout) {
     return make_async<std::optional<T>>([self = shared_from_this(), &box, timeout](waiter_ptr<std::optional<T>> w) {
       if (box.take(w)) return;
-      if (self->closed) return w->complete(closed_error(), {});
+      if (self->closed) return w->complete(self->closed_reason(), {});
       box.wait(w);
       self->arm_timeout(w, timeout);
     });
@@ -556,7 +579,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
     if (m.ttl_ms) content["ttl_ms"] = *m.ttl_ms;
     return make_async<json::object>([self, k, content = std::move(content)](waiter_ptr<json::object> w) mutable {
       if (self->closed) {
-        w->complete(closed_error(), {});
+        w->complete(self->closed_reason(), {});
         return;
       }
       const std::string id = self->new_request_id();
@@ -698,7 +721,7 @@ asio::awaitable<std::optional<delivery_report>> client::delivered(std::string me
       return;
     }
     if (self->closed) {
-      w->complete(closed_error(), {});
+      w->complete(self->closed_reason(), {});
       return;
     }
     self->delivered_waiters.emplace(message_uuid, w);

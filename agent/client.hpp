@@ -109,6 +109,11 @@ class client {
     std::string host = "127.0.0.1";
     std::uint16_t port = 10000;
     std::string username;
+    // The user's password, for a broker with a password file.
+    std::optional<std::string> password;
+    // Reconnects after a drop. Never after auth_failed or session_taken_over: those end the
+    // client (every waiting call fails with that broker_error), so that two agents with the
+    // same name do not take it from each other in a loop.
     bool reconnect = true;
     std::chrono::milliseconds backoff_min{100};
     std::chrono::milliseconds backoff_max{5000};

@@ -11,6 +11,7 @@
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+#include <cstdlib>
 #include <iostream>
 
 #include "agent/chat.hpp"
@@ -20,6 +21,7 @@
 #include "core/duration.hpp"
 #include "core/names.hpp"
 #include "core/request.hpp"
+#include "core/terminal.hpp"
 #include "core/utf8.hpp"
 
 namespace asio = boost::asio;
@@ -47,6 +49,7 @@ struct global_options {
   discovery_settings discovery;
   std::uint64_t discovery_timeout_ms = 1000;
   std::string user;
+  std::optional<std::string> password;  // --password, else MESSAGE_AGENT_PASSWORD, else a prompt
   bool json = false;
   std::string log_level = "warn";
 };
@@ -120,17 +123,27 @@ asio::awaitable<std::unique_ptr<client>> connect_client(const global_options& g,
   s.host = host;
   s.port = port;
   s.username = g.user;
+  s.password = g.password;
+  if (const char* env = std::getenv("MESSAGE_AGENT_PASSWORD"); !s.password && env) s.password = env;
   s.send_only = how.send_only;
   s.receive_window = how.window;
-  auto c = std::make_unique<client>(co_await asio::this_coro::executor, s);
-  try {
-    co_await c->connect();
-  } catch (const broker_error& e) {
-    throw exit_with{refused, "The broker refused: " + e.code + ": " + e.what()};
-  } catch (const connection_error& e) {
-    throw exit_with{no_broker, e.what()};
+  // Without a password, a broker that wants one is answered from the terminal, once.
+  for (bool asked = false;;) {
+    auto c = std::make_unique<client>(co_await asio::this_coro::executor, s);
+    try {
+      co_await c->connect();
+      co_return c;
+    } catch (const broker_error& e) {
+      if (e.code == "auth_failed" && !s.password && !asked && ma::stdin_is_terminal()) {
+        s.password = ma::read_secret(("Password for " + g.user + ": ").c_str(), std::cerr).value_or("");
+        asked = true;
+        continue;
+      }
+      throw exit_with{refused, "The broker refused: " + e.code + ": " + e.what()};
+    } catch (const connection_error& e) {
+      throw exit_with{no_broker, e.what()};
+    }
   }
-  co_return c;
 }
 
 outgoing make_outgoing(const std::string& text, const std::string& payload, const std::string& uuid) {
@@ -217,6 +230,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 600'000))
       ->capture_default_str();
   app.add_option("--user", g.user, "Your username (1 to 64 of A-Z a-z 0-9 . _ -)");
+  app.add_option("--password", g.password,
+                 "Your password, for a broker with a password file (else MESSAGE_AGENT_PASSWORD, else asked on the "
+                 "terminal)");
   app.add_flag("--json", g.json, "Print JSON, one object per line");
   app.add_option("--log-level", g.log_level, "trace, debug, info, warn, error, critical or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))

@@ -69,9 +69,16 @@ broker_status running_broker::status() {
   return s;
 }
 
-int connect_loopback(std::uint16_t port, int receive_buffer) {
+int connect_loopback(std::uint16_t port, int receive_buffer, const char* from) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (receive_buffer > 0) ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+  sockaddr_in source{};
+  source.sin_family = AF_INET;
+  if (::inet_pton(AF_INET, from, &source.sin_addr) != 1 ||
+      ::bind(fd, reinterpret_cast<sockaddr*>(&source), sizeof source) != 0) {
+    ::close(fd);
+    return -1;
+  }
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(port);
@@ -99,8 +106,8 @@ std::size_t send_without_blocking(int fd, std::string_view chunk, std::size_t ma
   return sent;
 }
 
-client::client(std::uint16_t port, int receive_buffer) {
-  fd_ = connect_loopback(port, receive_buffer);
+client::client(std::uint16_t port, int receive_buffer, const char* from) {
+  fd_ = connect_loopback(port, receive_buffer, from);
   if (fd_ < 0) {
     ADD_FAILURE() << "cannot connect to 127.0.0.1:" << port;
     return;

@@ -61,8 +61,9 @@ class running_broker {
   std::uint16_t discovery_port_ = 0;
 };
 
-// A TCP socket connected to 127.0.0.1:port (receive_buffer > 0 shrinks SO_RCVBUF first), or -1.
-int connect_loopback(std::uint16_t port, int receive_buffer = 0);
+// A TCP socket connected to 127.0.0.1:port (receive_buffer > 0 shrinks SO_RCVBUF first) from
+// the loopback address from (another one of 127/8 looks like another host), or -1.
+int connect_loopback(std::uint16_t port, int receive_buffer = 0, const char* from = "127.0.0.1");
 // Sends chunk again and again without blocking, until max_bytes went out, until, or the peer
 // closed; waits a millisecond whenever the socket is full. Returns the bytes sent.
 std::size_t send_without_blocking(int fd, std::string_view chunk, std::size_t max_bytes,
@@ -71,7 +72,7 @@ std::size_t send_without_blocking(int fd, std::string_view chunk, std::size_t ma
 class client {
  public:
   // receive_buffer > 0 shrinks SO_RCVBUF before connecting (a slow consumer fills up sooner).
-  explicit client(std::uint16_t port, int receive_buffer = 0);
+  explicit client(std::uint16_t port, int receive_buffer = 0, const char* from = "127.0.0.1");
   ~client();
   client(const client&) = delete;
   client& operator=(const client&) = delete;

@@ -12,7 +12,8 @@
 namespace ma::test {
 
 child_process::child_process(const std::string& path, const std::vector<std::string>& args,
-                             const std::string& log_file, const std::vector<std::string>& env)
+                             const std::string& log_file, const std::vector<std::string>& env,
+                             const std::string& input_file)
     : log_file_(log_file) {
   std::vector<char*> argv;
   argv.push_back(const_cast<char*>(path.c_str()));
@@ -23,6 +24,8 @@ child_process::child_process(const std::string& path, const std::vector<std::str
     const int fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
+    const int in = ::open(input_file.c_str(), O_RDONLY);
+    if (in >= 0) ::dup2(in, 0);
     for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
     ::execv(path.c_str(), argv.data());
     ::_exit(127);
@@ -82,15 +85,21 @@ std::optional<int> child_process::wait(std::chrono::milliseconds timeout) {
   return std::nullopt;
 }
 
-std::pair<int, std::string> run_command(const std::string& path, const std::vector<std::string>& args) {
+std::pair<int, std::string> run_command(const std::string& path, const std::vector<std::string>& args,
+                                        const std::optional<std::string>& input, const std::vector<std::string>& env) {
   char name[] = "/tmp/ma-command-XXXXXX";
   const int fd = ::mkstemp(name);
   ::close(fd);
+  char in_name[] = "/tmp/ma-input-XXXXXX";
+  const int in_fd = ::mkstemp(in_name);
+  if (input) (void)!::write(in_fd, input->data(), input->size());
+  ::close(in_fd);
   int status;
   {
-    child_process p(path, args, name);
+    child_process p(path, args, name, env, in_name);
     status = p.wait(std::chrono::seconds(60)).value_or(-1);
   }
+  ::unlink(in_name);
   std::ifstream in(name);
   std::stringstream s;
   s << in.rdbuf();

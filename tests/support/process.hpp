@@ -18,8 +18,9 @@ class child_process {
  public:
   // Starts path with args and the extra environment ("NAME=value"); stdout and stderr go to
   // log_file.
+  // Its standard input is input_file (/dev/null by default).
   child_process(const std::string& path, const std::vector<std::string>& args, const std::string& log_file,
-                const std::vector<std::string>& env = {});
+                const std::vector<std::string>& env = {}, const std::string& input_file = "/dev/null");
   ~child_process();  // SIGKILL if still running
   child_process(const child_process&) = delete;
   child_process& operator=(const child_process&) = delete;
@@ -51,7 +52,10 @@ long rss_kib(pid_t pid);
 inline const std::vector<std::string> small_quarantine = {
     "ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:quarantine_size_mb=4"};
 
-// Runs a command to the end; returns (exit status, stdout + stderr).
-std::pair<int, std::string> run_command(const std::string& path, const std::vector<std::string>& args);
+// Runs a command to the end; returns (exit status, stdout + stderr). With input, that is its
+// standard input (else it has none).
+std::pair<int, std::string> run_command(const std::string& path, const std::vector<std::string>& args,
+                                        const std::optional<std::string>& input = std::nullopt,
+                                        const std::vector<std::string>& env = {});
 
 }  // namespace ma::test
