@@ -25,6 +25,7 @@
 #include "broker/password_checker.hpp"
 #include "broker/session.hpp"
 #include "core/duration.hpp"
+#include "core/config.hpp"
 #include "core/encode.hpp"
 #include "storage/store.hpp"
 
@@ -206,6 +207,11 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
 // lifecycle
 
 void broker::impl::start() {
+  if (!o.acl_file.empty()) {
+    auto rules = std::make_shared<const acl>(acl::parse(read_text_file(o.acl_file), o.acl_file));
+    spdlog::info("the ACL file '{}' has rules for {} users", o.acl_file, rules->users());
+    core_.set_acl(std::move(rules));
+  }
   if (!o.password_file.empty()) {
     passwords = std::make_unique<password_checker>(o.password_file, cost_of(o));
     spdlog::info("{} users in the password file '{}'", passwords->users(), o.password_file);
@@ -406,6 +412,7 @@ std::vector<std::string> broker::reload(const broker_options& fresh) {
   restart_only("persist-accepted", o.persist_accepted, fresh.persist_accepted);
   restart_only("sqlite-synchronous", o.sqlite_synchronous, fresh.sqlite_synchronous);
   reload_passwords(fresh, changes);
+  reload_acl(fresh, changes);
   core_settings settings = o;
   settings.broker_name = impl_->core_.settings().broker_name;  // restart only
   settings.persist_accepted = impl_->core_.settings().persist_accepted;
@@ -435,6 +442,23 @@ void broker::reload_passwords(const broker_options& fresh, std::vector<std::stri
     o.password_hash_mem_kib = fresh.password_hash_mem_kib;
   } catch (const std::exception& e) {
     changes.push_back(fmt::format("password-file not reloaded, the users stay as they were: {}", e.what()));
+  }
+}
+
+// SIGHUP rereads the ACL file; a file that does not read keeps the rules the broker had.
+void broker::reload_acl(const broker_options& fresh, std::vector<std::string>& changes) {
+  try {
+    if (fresh.acl_file.empty()) {
+      if (!impl_->o.acl_file.empty()) changes.push_back("acl-file removed: everything is allowed from now on");
+      impl_->core_.set_acl(nullptr);
+    } else {
+      auto rules = std::make_shared<const acl>(acl::parse(read_text_file(fresh.acl_file), fresh.acl_file));
+      changes.push_back(fmt::format("acl-file '{}' read again: rules for {} users", fresh.acl_file, rules->users()));
+      impl_->core_.set_acl(std::move(rules));
+    }
+    impl_->o.acl_file = fresh.acl_file;
+  } catch (const std::exception& e) {
+    changes.push_back(fmt::format("acl-file not reloaded, the rules stay as they were: {}", e.what()));
   }
 }
 

@@ -53,6 +53,7 @@ class broker {
 
  private:
   void reload_passwords(const broker_options& fresh, std::vector<std::string>& changes);
+  void reload_acl(const broker_options& fresh, std::vector<std::string>& changes);
   std::shared_ptr<impl> impl_;
 };
 

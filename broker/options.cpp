@@ -129,6 +129,9 @@ broker_command parse_broker_command_line(const std::vector<std::string>& args) {
   app.add_option("--password-file", o.password_file,
                  "File of username:HASH lines (message-broker passwd); every log_in then needs its password")
       ->capture_default_str();
+  app.add_option("--acl-file", o.acl_file,
+                 "File of send, broadcast and group rules per user (docs/security.md); what no rule allows is refused")
+      ->capture_default_str();
   app.add_option("--password-hash-ops", o.password_hash_ops, "argon2id passes of a password's hash")
       ->capture_default_str()
       ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1000}));

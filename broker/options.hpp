@@ -27,6 +27,7 @@ struct broker_options : core_settings {
   std::uint64_t max_memory_mb = 0;  // resident memory past which new connections get server_busy; 0: 3/4 of RAM
   std::string sqlite_synchronous = "normal";  // normal | full
   std::string log_level = "info";
+  std::string acl_file;  // empty: everything is allowed to everyone logged in
   // The cost of the hashes `message-broker passwd` makes, and below which a login rehashes.
   std::uint64_t password_hash_ops = 2;
   std::uint64_t password_hash_mem_kib = 64 * 1024;

@@ -29,6 +29,7 @@ bool broker_core::recipients_of(peer& p, request& r, message_record& rec, std::v
   switch (r.k) {
     case kind::send_message:
       rec.ch = channel::direct;
+      if (!may_send_to(p, r, r.receivers)) return false;
       out = std::move(r.receivers);
       return true;
     case kind::multicast_message:
@@ -40,16 +41,19 @@ bool broker_core::recipients_of(peer& p, request& r, message_record& rec, std::v
                    &r);
         return false;
       }
+      if (!may_send_to(p, r, r.receivers)) return false;
       out = std::move(r.receivers);
       return true;
     case kind::broadcast_message:
       rec.ch = channel::broadcast;
+      if (!may_broadcast(p, r)) return false;
       for (auto& [name, id] : online_) {
         if (name != p.username) out.push_back(name);
       }
       return true;
     default:
       rec.ch = channel::group;
+      if (!may_use_group(p, r)) return false;
       if (!groups_.exists(r.group_name)) {
         send_error(p, errc::unknown_group,
                    "There is no group '" + r.group_name + "'; create it with create_group, or check its name.", &r);
@@ -64,6 +68,40 @@ bool broker_core::recipients_of(peer& p, request& r, message_record& rec, std::v
       out = groups_.recipients(r.group_name, p.username);
       return true;
   }
+}
+
+// Decided here, at accept time, before anything is stored; a multicast with one recipient
+// refused is refused whole.
+bool broker_core::may_send_to(peer& p, const request& r, const std::vector<std::string>& recipients) {
+  if (!acl_) return true;
+  for (auto& to : recipients) {
+    if (acl_->may_send(p.username, to)) continue;
+    send_error(p, errc::not_authorized,
+               "'" + p.username + "' may not send to '" + to + "'" +
+                   (r.k == kind::multicast_message ? " (so the whole multicast_message is refused)" : "") +
+                   ": no 'send' rule of the ACL file matches '" + to + "'; ask the operator for one.",
+               &r);
+    return false;
+  }
+  return true;
+}
+
+bool broker_core::may_broadcast(peer& p, const request& r) {
+  if (!acl_ || acl_->may_broadcast(p.username)) return true;
+  send_error(p, errc::not_authorized,
+             "'" + p.username + "' may not broadcast: the ACL file has no 'broadcast' rule for '" + p.username +
+                 "'; ask the operator for one.",
+             &r);
+  return false;
+}
+
+bool broker_core::may_use_group(peer& p, const request& r) {
+  if (!acl_ || acl_->may_use_group(p.username, r.group_name)) return true;
+  send_error(p, errc::not_authorized,
+             "'" + p.username + "' may not use the group '" + r.group_name + "': no 'group' rule of the ACL file matches '" +
+                 r.group_name + "'; ask the operator for one.",
+             &r);
+  return false;
 }
 
 void broker_core::handle_message(peer& p, request& r, const moment& now) {

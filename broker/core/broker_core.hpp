@@ -25,6 +25,7 @@
 
 #include <boost/unordered/unordered_flat_map.hpp>
 
+#include "broker/core/acl.hpp"
 #include "broker/core/dedupe.hpp"
 #include "broker/core/groups.hpp"
 #include "broker/core/late_acks.hpp"
@@ -80,6 +81,8 @@ class broker_core {
   void start(const std::vector<group_record>& groups, std::vector<accepted_pair> recent,
              const counts_by_recipient& expired, const moment& now);
   void reload(const core_settings& s);
+  // The permissions of --acl-file (nullptr: no file, everything is allowed), from now on.
+  void set_acl(std::shared_ptr<const acl> rules) { acl_ = std::move(rules); }
   const core_settings& settings() const { return s_; }
 
   // --- inputs
@@ -209,6 +212,10 @@ class broker_core {
   routing route_to(peer& p, std::vector<std::string> recipients);
   void commit_accept(const message_ptr& m, dedupe_table::entry& e, routing route, const moment& now);
   bool recipients_of(peer& p, request& r, message_record& rec, std::vector<std::string>& out);
+  // The ACL's word on a request (true without a file); false after a not_authorized reply.
+  bool may_send_to(peer& p, const request& r, const std::vector<std::string>& recipients);
+  bool may_broadcast(peer& p, const request& r);
+  bool may_use_group(peer& p, const request& r);
   void finish_accept(dedupe_table::entry& e, const std::string& uuid, steady_time now);
   void accept_failed(dedupe_table::entry& e, const std::string& uuid, std::string_view why);
   void deliver(peer& to, const message_ptr& m, std::int64_t seq, const moment& now);
@@ -256,6 +263,7 @@ class broker_core {
   login_failures failures_;
   std::map<std::string, steady_time, std::less<>> taken_over_;  // name -> when, within takeover_guard
   refused_lines refused_;
+  std::shared_ptr<const acl> acl_;
   std::vector<peer_id> refills_;
   steady_time next_expiry_{};
   steady_time next_idle_release_{};

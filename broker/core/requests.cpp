@@ -242,6 +242,7 @@ void broker_core::logged_in(peer_id id, std::int64_t pending, const std::string&
 
 void broker_core::handle_group_change(peer& p, request& r, const moment& now) {
   const std::string& name = r.group_name;
+  if (r.k != kind::leave_group && !may_use_group(p, r)) return;
   if (r.k == kind::create_group && groups_.exists(name)) {
     return send_error(p, errc::invalid_field, exists_already(name), &r);
   }

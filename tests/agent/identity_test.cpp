@@ -207,5 +207,38 @@ TEST_F(Identity, PasswdRefusesAMalformedFileNamingTheLine) {
   EXPECT_NE(out2.find("line 2"), std::string::npos) << out2;
 }
 
+// The ACL on the real binary: a denial names what was refused and the session goes on; SIGHUP
+// rereads the file, and a file that does not parse keeps the rules the broker had.
+TEST_F(Identity, TheAclFileIsEnforcedAndRereadOnSighup) {
+  set_password("alice", "a-secret");
+  const std::string rules = dir.file("acl");
+  { std::ofstream(rules) << "user alice\nsend bob\n"; }
+  auto args = test::broker_args(dir);
+  args.insert(args.end(), {"--password-file", passwords, "--acl-file", rules});
+  args.insert(args.end(), cheap.begin(), cheap.end());
+  test::child_process broker(broker_binary, args, dir.file("broker.log"));
+  port_ = test::listening_port(broker, 20s).value_or(0);
+  ASSERT_NE(port_, 0) << broker.log();
+  client alice(port_);
+  ASSERT_FALSE(alice.log_in("alice", {{"password", "a-secret"}}).empty());
+  alice.send("send_message", {{"receiver_username", "carol"}, {"message_text", "x"}});
+  auto e = alice.expect_error("not_authorized");
+  EXPECT_NE(std::string(e["error_text"].as_string()).find("'carol'"), std::string::npos);
+  alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", "x"}});
+  EXPECT_EQ(alice.expect_content("message_accepted")["status"], "dead_lettered");
+
+  { std::ofstream(rules) << "user alice\nsend *\n"; }
+  broker.signal(SIGHUP);
+  ASSERT_TRUE(broker.wait_for_log(std::regex("acl-file '.*' read again: rules for (1) users"), 10s)) << broker.log();
+  alice.send("send_message", {{"receiver_username", "carol"}, {"message_text", "x"}});
+  EXPECT_EQ(alice.expect_content("message_accepted")["status"], "dead_lettered");
+
+  { std::ofstream(rules) << "user alice\nsend-to *\n"; }
+  broker.signal(SIGHUP);
+  ASSERT_TRUE(broker.wait_for_log(std::regex("acl-file not reloaded.*line (2)"), 10s)) << broker.log();
+  alice.send("send_message", {{"receiver_username", "dave"}, {"message_text", "x"}});
+  EXPECT_EQ(alice.expect_content("message_accepted")["status"], "dead_lettered") << "the old rules stay";
+}
+
 }  // namespace
 }  // namespace ma

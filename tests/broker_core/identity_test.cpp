@@ -155,5 +155,52 @@ TEST(Identity, ANameTakenOverIsNotTakenOverAgainAtOnce) {
   EXPECT_EQ(taken[0].at("error_code").as_string(), "session_taken_over");
 }
 
+// Permissions, decided at accept time: not_authorized with a sentence naming what was refused,
+// nothing stored, and the session goes on.
+TEST(Identity, TheAclRefusesWhatNoRuleAllowsAndTheSessionGoesOn) {
+  core_harness h;
+  h.core().set_acl(std::make_shared<const acl>(acl::parse("user alice\nsend bob\ngroup ops\n", "acl")));
+  const peer_id alice = h.online("alice"), bob = h.online("bob");
+  h.frames(alice);
+  auto refused = [&](std::string_view kind, json::object content) {
+    content["request_id"] = "r";
+    h.send(alice, kind, content);
+    h.run_store();
+    auto errors = h.take(alice, "error");
+    if (errors.size() != 1) return std::string("no error");
+    EXPECT_EQ(errors[0].at("error_code").as_string(), "not_authorized");
+    EXPECT_EQ(errors[0].at("request_id").as_string(), "r");
+    return std::string(errors[0].at("error_text").as_string());
+  };
+  EXPECT_NE(refused("send_message", {{"receiver_username", "carol"}, {"message_text", "x"}}).find("'carol'"),
+            std::string::npos);
+  EXPECT_NE(refused("multicast_message", {{"receiver_usernames", json::array{"bob", "carol"}}, {"message_text", "x"}})
+                .find("whole"),
+            std::string::npos);
+  EXPECT_NE(refused("broadcast_message", {{"message_text", "x"}}).find("broadcast"), std::string::npos);
+  EXPECT_NE(refused("create_group", {{"group_name", "secret"}, {"group_members", json::array{}}}).find("'secret'"),
+            std::string::npos);
+  EXPECT_NE(refused("join_group", {{"group_name", "secret"}}).find("'group' rule"), std::string::npos);
+  EXPECT_TRUE(h.take(bob, "receive_message").empty()) << "nothing of a refused multicast went out";
+  EXPECT_EQ(h.db().count_all_pending(), 0) << "nothing of it was stored";
+
+  h.send(alice, "send_message", {{"receiver_username", "bob"}, {"message_text", "allowed"}});
+  h.send(alice, "create_group", {{"group_name", "ops"}, {"group_members", json::array{"bob"}}});
+  h.run_store();
+  EXPECT_EQ(h.take(alice, "message_accepted").size(), 1u);
+  EXPECT_EQ(h.take(alice, "acknowledge_group").size(), 1u);
+  EXPECT_EQ(h.take(bob, "receive_message").size(), 1u);
+  // Bob has no rules: he may not even answer, but he may leave a group.
+  h.send(bob, "send_message", {{"receiver_username", "alice"}, {"message_text", "x"}});
+  h.send(bob, "leave_group", {{"group_name", "ops"}});
+  h.run_store();
+  EXPECT_EQ(h.take(bob, "error").size(), 1u);
+  EXPECT_EQ(h.take(bob, "acknowledge_group").size(), 1u);
+  h.core().set_acl(nullptr);
+  h.send(bob, "send_message", {{"receiver_username", "alice"}, {"message_text", "x"}});
+  h.run_store();
+  EXPECT_EQ(h.take(bob, "message_accepted").size(), 1u) << "without a file everything is allowed";
+}
+
 }  // namespace
 }  // namespace ma
