@@ -26,6 +26,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -269,8 +270,9 @@ class line_reader {
 constexpr std::string_view receive_prefix = R"({"message_id":"receive_message")";
 constexpr std::string_view accepted_prefix = R"({"message_id":"message_accepted")";
 
-void log_in(int fd, line_reader& r, const std::string& name) {
-  write_all(fd, R"({"message_id":"log_in","message_content":{"sender_username":")" + name + "\"}}\n");
+void log_in(int fd, line_reader& r, const std::string& name, const std::string& password = {}) {
+  write_all(fd, R"({"message_id":"log_in","message_content":{"sender_username":")" + name + "\"" +
+                    (password.empty() ? std::string() : R"(,"password":")" + password + "\"") + "}}\n");
   r.wait_for(R"({"message_id":"acknowledge_log_in")");
 }
 
@@ -540,12 +542,15 @@ std::vector<double> relay_round_trips(int count, int size) {
   return rtt;
 }
 
-run_result w3(const settings& s) {
-  broker_process b(s, {"--persist-accepted", "off"});
-  const int fa = connect_to(b.port()), fb = connect_to(b.port());
+// n round trips (after 1,000 to warm up) between w3-a and w3-b on the broker at port, in us.
+// after_log_in runs once both are logged in.
+std::vector<double> round_trips(const settings& s, std::uint16_t port, int n, const std::string& password = {},
+                                const std::function<void()>& after_log_in = {}) {
+  const int fa = connect_to(port), fb = connect_to(port);
   line_reader ra(fa), rb(fb);
-  log_in(fa, ra, "w3-a");
-  log_in(fb, rb, "w3-b");
+  log_in(fa, ra, "w3-a", password);
+  log_in(fb, rb, "w3-b", password);
+  if (after_log_in) after_log_in();
   std::atomic<bool> done{false};
   std::thread echo([&] {
     // B answers each message with one to A, and acknowledges it.
@@ -562,14 +567,16 @@ run_result w3(const settings& s) {
           100);
     }
   });
-  const int n = s.w3;
+  // uuids of their own: a second call on the same broker is not taken for duplicates.
+  static int calls = 0;
+  const std::string prefix = "w3-" + std::to_string(calls++) + "-";
   std::vector<double> rtt;
   std::vector<std::uint8_t> seen(static_cast<std::size_t>(n + 1000), 0);
   std::uint64_t dups = 0;
   std::string pending_ack;  // A acknowledges the answer together with its next message
   for (int i = 0; i < n + 1000; ++i) {
     const auto t0 = clock_type::now();
-    write_all(fa, send_frame("w3-b", "w3-" + std::to_string(i), payload(static_cast<std::uint64_t>(i), s.payload)) +
+    write_all(fa, send_frame("w3-b", prefix + std::to_string(i), payload(static_cast<std::uint64_t>(i), s.payload)) +
                       pending_ack);
     pending_ack.clear();
     bool got = false;
@@ -584,17 +591,24 @@ run_result w3(const settings& s) {
             pending_ack += R"({"message_id":"acknowledge_message","message_content":{"message_uuid":")" +
                            std::string(uuid_of(line)) + "\"}}\n";
           }, 5000)) {
-        fail("W3: no answer within 5 s");
+        fail("W3: no answer within 5 s to round trip " + std::to_string(i));
       }
     }
     if (i >= 1000) rtt.push_back(seconds(clock_type::now() - t0) * 1e6);
   }
   done = true;
   echo.join();
+  if (!pending_ack.empty()) write_all(fa, pending_ack);  // nothing left to redeliver to a next call
   ::close(fa);
   ::close(fb);
   if (dups) fail("W3: duplicates");
-  const auto [p50, p99] = percentiles(rtt);
+  return rtt;
+}
+
+run_result w3(const settings& s) {
+  broker_process b(s, {"--persist-accepted", "off"});
+  const int n = s.w3;
+  const auto [p50, p99] = percentiles(round_trips(s, b.port(), n));
   const auto [floor50, floor99] = percentiles(relay_round_trips(n, s.payload));
   return {"W3",
           {{"p50_us", p50, "us"},
@@ -603,6 +617,81 @@ run_result w3(const settings& s) {
            {"relay_p99_us", floor99, "us"},
            {"p50_over_relay", p50 / floor50, "x"}},
           "persist-accepted off; relay = bare TCP relay, same four hops"};
+}
+
+// --- W8: W3 while wrong passwords arrive ------------------------------------------------------
+// The broker with a password file at the default cost (argon2id, 64 MiB); W3's round trips with
+// no other traffic, then while log_ins with wrong passwords arrive at 50 a second from 200
+// loopback addresses (so that the per-address slowing leaves the checks to be done). Password
+// checks run on worker threads: the round trips should not notice them beyond the CPU they take.
+
+run_result w8(const settings& s) {
+  const auto dir = std::filesystem::temp_directory_path() / ("message-bench-pw-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string file = (dir / "passwords").string();
+  for (const char* user : {"w3-a", "w3-b"}) {
+    const std::string cmd = "printf 'bench-secret\\n' | '" + s.broker_binary + "' passwd --password-file '" + file +
+                            "' " + user + " > /dev/null";
+    if (std::system(cmd.c_str()) != 0) fail("W8: message-broker passwd failed");
+  }
+  broker_process b(s, {"--persist-accepted", "off", "--password-file", file});
+  const int n = s.w3 / 2;
+  const auto quiet = percentiles(round_trips(s, b.port(), n, "bench-secret"));
+  const double cpu_before = b.cpu_s();
+  std::atomic<bool> done{false};
+  std::atomic<int> sent{0};
+  std::thread flood;
+  auto start_flood = [&] { flood = std::thread([&] {
+    std::deque<std::pair<clock_type::time_point, int>> open;  // closed after 10 s (the login timeout)
+    for (int i = 0; !done && i < 100'000; ++i) {
+      const auto now = clock_type::now();
+      while (!open.empty() && now - open.front().first > 10s) {
+        ::close(open.front().second);
+        open.pop_front();
+      }
+      const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in from{}, to{};
+      from.sin_family = to.sin_family = AF_INET;
+      from.sin_addr.s_addr = htonl(INADDR_LOOPBACK + 1 + static_cast<std::uint32_t>(i % 200));
+      to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      to.sin_port = htons(b.port());
+      if (::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) == 0 &&
+          ::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0) {
+        const std::string frame = R"({"message_id":"log_in","message_content":{"sender_username":"w3-a","password":"guess-)" +
+                                  std::to_string(i) + "\"}}\n";
+        (void)!::send(fd, frame.data(), frame.size(), MSG_NOSIGNAL);
+        open.emplace_back(now, fd);
+        ++sent;
+      } else {
+        ::close(fd);
+      }
+      std::this_thread::sleep_until(now + 20ms);
+    }
+    for (auto& [t, fd] : open) ::close(fd);
+  });
+  std::this_thread::sleep_for(2s);  // the flood under way
+  };
+  std::pair<double, double> flooded;
+  try {
+    // Logged in before the flood: a flood of logins delays logins (server_busy past 32 checks).
+    flooded = percentiles(round_trips(s, b.port(), n, "bench-secret", start_flood));
+  } catch (...) {
+    done = true;
+    if (flood.joinable()) flood.join();
+    throw;
+  }
+  const double cpu = b.cpu_s() - cpu_before;
+  done = true;
+  if (flood.joinable()) flood.join();
+  std::filesystem::remove_all(dir);
+  return {"W8",
+          {{"p50_us_no_logins", quiet.first, "us"},
+           {"p99_us_no_logins", quiet.second, "us"},
+           {"p50_us_wrong_logins", flooded.first, "us"},
+           {"p99_us_wrong_logins", flooded.second, "us"},
+           {"wrong_logins_sent", static_cast<double>(sent), "log_ins"},
+           {"broker_cpu_s_meanwhile", cpu, "s"}},
+          "W3 with a password file (argon2id, 64 MiB), then while 50 wrong log_ins a second arrive from 200 addresses"};
 }
 
 // --- W4: one sender to ten receivers -------------------------------------------------------
@@ -894,7 +983,7 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
 
   std::map<std::string, std::function<run_result(const settings&)>> all{
-      {"w1", w1}, {"w2", w2}, {"w3", w3}, {"w4", w4}, {"w5", w5}, {"w6", w6}, {"w7", w7}};
+      {"w1", w1}, {"w2", w2}, {"w3", w3}, {"w4", w4}, {"w5", w5}, {"w6", w6}, {"w7", w7}, {"w8", w8}};
   if (!s.json) std::printf("%-4s %-28s %14s %14s %14s  %s\n", "", "metric", "median", "min", "max", "unit");
   for (const auto& w : s.workloads) {
     auto it = all.find(w);

@@ -10,9 +10,9 @@
 namespace ma {
 
 namespace {
-// Each check takes a core and the cost's memory for tens of milliseconds: as many threads as
-// cores, at most 4.
-unsigned pool_threads() { return std::clamp(std::thread::hardware_concurrency(), 1u, 4u); }
+// Each check takes a core and the cost's memory for tens of milliseconds: one thread fewer than
+// the cores (the network thread keeps one), at least 1, at most 4.
+unsigned pool_threads() { return std::clamp(std::thread::hardware_concurrency(), 2u, 5u) - 1; }
 }  // namespace
 
 password_checker::password_checker(std::string path, const password_cost& cost) : pool_(pool_threads()) {

@@ -63,6 +63,10 @@ class broker_core {
   // Bodies of one session's messages waiting for their commit before it is read no further
   // (as max_pending_accepts counts them).
   static constexpr std::size_t max_pending_accept_bytes = 8 * 1024 * 1024;
+  // Password checks handed to the checker and not answered yet: past this, a log_in gets
+  // server_busy at once instead of waiting behind a queue that a flood of logins from many
+  // addresses would make longer than the login timeout.
+  static constexpr std::size_t max_checks_in_flight = 32;
   // A name taken over is not taken over again within this time (username_taken instead).
   static constexpr std::chrono::seconds takeover_guard{10};
   // Refused log_ins logged per letter_warning_interval; the rest are counted.
@@ -261,6 +265,7 @@ class broker_core {
   std::vector<liveness_check> liveness_;    // a min-heap
   std::vector<auth_turn> auth_turns_;       // a min-heap
   login_failures failures_;
+  std::size_t checks_in_flight_ = 0;
   std::map<std::string, steady_time, std::less<>> taken_over_;  // name -> when, within takeover_guard
   refused_lines refused_;
   std::shared_ptr<const acl> acl_;

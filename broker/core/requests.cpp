@@ -75,11 +75,22 @@ void broker_core::handle_log_in(peer& p, request& r, const moment& now) {
 }
 
 void broker_core::check_password(peer& p) {
+  if (checks_in_flight_ >= max_checks_in_flight) {
+    auto r = std::move(p.log_in_checked);
+    reply_given(p);
+    send_error(p, errc::server_busy,
+               "The broker is checking " + std::to_string(max_checks_in_flight) +
+                   " passwords already; the connection is closed: log in again in a moment.",
+               r.get());
+    return begin_close(p);
+  }
+  ++checks_in_flight_;
   const request& r = *p.log_in_checked;
   port_.check_password(r.username, r.password.value_or(std::string()),
                        [this, id = p.id, host = std::string(login_failures::host_of(p.address))](
                            bool right, const moment& at) {
                          observe(at.steady);
+                         --checks_in_flight_;
                          password_checked(id, host, right, at);
                          deadline_may_have_moved();
                        });

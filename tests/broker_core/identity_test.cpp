@@ -91,6 +91,27 @@ TEST(Identity, FailuresSlowDownTheirOwnAddressOnly) {
   EXPECT_EQ(login_failures::delay_after(20), login_failures::max_delay);
 }
 
+// A flood of log_ins from many addresses does not queue checks without bound: past
+// max_checks_in_flight the next log_in gets server_busy at once, and once checks are answered
+// log_ins are checked again.
+TEST(Identity, PasswordChecksInFlightAreBounded) {
+  identity h;
+  for (std::size_t i = 0; i < broker_core::max_checks_in_flight; ++i) {
+    const peer_id id = h.connect("10.1.0." + std::to_string(i));
+    h.send(id, "log_in", {{"sender_username", "alice"}, {"password", "guess"}});
+  }
+  EXPECT_EQ(h.port().checks.size(), broker_core::max_checks_in_flight);
+  const peer_id late = h.connect("10.2.0.1");
+  h.send(late, "log_in", {{"sender_username", "alice"}, {"password", "a-secret"}});
+  auto busy = h.take(late, "error");
+  ASSERT_EQ(busy.size(), 1u);
+  EXPECT_EQ(busy[0].at("error_code").as_string(), "server_busy");
+  EXPECT_TRUE(h.port().closing.count(late));
+  h.run_password_checks();
+  const peer_id again = h.try_log_in("alice", "a-secret", "10.2.0.1");
+  EXPECT_EQ(h.take(again, "acknowledge_log_in").size(), 1u);
+}
+
 // The takeover: the old session hears session_taken_over and closes; what it had not
 // acknowledged is redelivered to the new one at once, which acknowledges it, and the sender
 // gets its receipt. Presence sees no one leave.
