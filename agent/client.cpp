@@ -9,6 +9,7 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -144,6 +145,9 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   asio::any_io_executor ex;
   settings s;
   std::optional<tcp::socket> sock;
+  // With settings::tls: the context (made once) and the stream over sock, per connection.
+  std::unique_ptr<asio::ssl::context> tls_context;
+  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls;
   asio::steady_timer wake;
   line_framer framer;
   std::deque<std::string> out;
@@ -186,6 +190,33 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
 
   // --- the connection --------------------------------------------------------------------
 
+  // TLS 1.2 or later over the connected socket, the broker's certificate checked against the CA
+  // and host. Throws boost::system::system_error (the connect's catch turns it into a
+  // connection_error).
+  asio::awaitable<void> shake_hands() {
+    namespace ssl = asio::ssl;
+    if (!tls_context) {
+      auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
+      ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                       ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+      if (s.tls_ca.empty()) {
+        ctx->set_default_verify_paths();
+      } else {
+        ctx->load_verify_file(s.tls_ca);
+      }
+      if (!s.tls_cert.empty()) ctx->use_certificate_chain_file(s.tls_cert);
+      if (!s.tls_key.empty()) ctx->use_private_key_file(s.tls_key, ssl::context::pem);
+      ctx->set_verify_mode(ssl::verify_peer);
+      tls_context = std::move(ctx);
+    }
+    tls = std::make_unique<ssl::stream<tcp::socket&>>(*sock, *tls_context);
+    tls->set_verify_callback(ssl::host_name_verification(s.host));
+    boost::system::error_code not_ip;
+    asio::ip::make_address(s.host, not_ip);
+    if (not_ip) SSL_set_tlsext_host_name(tls->native_handle(), s.host.c_str());  // SNI names hosts, not addresses
+    co_await tls->async_handshake(ssl::stream_base::client, asio::use_awaitable);
+  }
+
   asio::awaitable<void> run() {
     auto self = shared_from_this();
     auto backoff = s.backoff_min;
@@ -198,15 +229,22 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
         sock.emplace(ex);
         co_await asio::async_connect(*sock, endpoints, asio::use_awaitable);
         sock->set_option(tcp::no_delay(true));
+        if (s.tls) co_await shake_hands();
         connected = true;
       } catch (const boost::system::system_error& e) {
+        tls.reset();
         sock.reset();
         if (!ever_logged_in) {
+          const bool tls_failed = s.tls && e.code().category() == asio::error::get_ssl_category();
           if (connect_waiter) {
-            connect_waiter->complete(std::make_exception_ptr(connection_error(
-                                         "Cannot connect to the broker at " + s.host + ":" + std::to_string(s.port) +
-                                         " (" + e.code().message() + "): is it running? Check --broker.")),
-                                     {});
+            connect_waiter->complete(
+                std::make_exception_ptr(connection_error(
+                    tls_failed ? "The TLS handshake with the broker at " + s.host + ":" + std::to_string(s.port) +
+                                     " failed (" + e.code().message() + "): check --tls-ca, the port (its TLS one) "
+                                     "and the name the broker's certificate carries."
+                               : "Cannot connect to the broker at " + s.host + ":" + std::to_string(s.port) + " (" +
+                                     e.code().message() + "): is it running? Check --broker.")),
+                {});
           }
           co_return;
         }
@@ -227,6 +265,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
         const bool was_logged_in = logged_in;
         logged_in = false;
         boost::system::error_code ignored;
+        tls.reset();
         if (sock) sock->close(ignored);
         sock.reset();
         // Requests other than sends can not be answered by a new connection.
@@ -256,8 +295,16 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   asio::awaitable<void> reader() {
     for (;;) {
       auto space = framer.prepare();
-      auto [ec, n] = co_await sock->async_read_some(asio::buffer(space.data(), space.size()),
-                                                     asio::as_tuple(asio::use_awaitable));
+      // (Not a conditional expression: g++ 12 evaluates both co_awaits of one.)
+      boost::system::error_code ec;
+      std::size_t n = 0;
+      if (tls) {
+        std::tie(ec, n) = co_await tls->async_read_some(asio::buffer(space.data(), space.size()),
+                                                        asio::as_tuple(asio::use_awaitable));
+      } else {
+        std::tie(ec, n) = co_await sock->async_read_some(asio::buffer(space.data(), space.size()),
+                                                         asio::as_tuple(asio::use_awaitable));
+      }
       if (ec) co_return;
       framer.commit(n);
       for (;;) {
@@ -283,7 +330,12 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
         buffers.push_back(asio::buffer(f));
       }
       const std::size_t n = buffers.size();
-      auto [ec, written] = co_await asio::async_write(*sock, buffers, asio::as_tuple(asio::use_awaitable));
+      boost::system::error_code ec;
+      if (tls) {
+        std::tie(ec, std::ignore) = co_await asio::async_write(*tls, buffers, asio::as_tuple(asio::use_awaitable));
+      } else {
+        std::tie(ec, std::ignore) = co_await asio::async_write(*sock, buffers, asio::as_tuple(asio::use_awaitable));
+      }
       if (ec) co_return;
       out.erase(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(n));
     }

@@ -111,6 +111,11 @@ class client {
     std::string username;
     // The user's password, for a broker with a password file.
     std::optional<std::string> password;
+    // TLS to the broker's TLS port: the broker's certificate is verified against tls_ca (PEM; the
+    // system's CAs when empty) and must name host. tls_cert and tls_key (PEM) present a client
+    // certificate.
+    bool tls = false;
+    std::string tls_ca, tls_cert, tls_key;
     // Reconnects after a drop. Never after auth_failed or session_taken_over: those end the
     // client (every waiting call fails with that broker_error), so that two agents with the
     // same name do not take it from each other in a loop.
@@ -135,7 +140,8 @@ class client {
   client& operator=(const client&) = delete;
 
   // Connects and logs in. Throws broker_error (e.g. username_taken) or connection_error
-  // (timeout_error when the broker does not answer).
+  // (timeout_error when the broker does not answer; a TLS handshake that fails, with its
+  // reason; a TLS file that can not be read).
   boost::asio::awaitable<login_info> connect();
   // log_out, then close. Every waiting call ends with connection_error.
   boost::asio::awaitable<void> close();

@@ -54,6 +54,7 @@ asio::awaitable<std::vector<discovered_broker>> discover(const discovery_setting
     discovered_broker b;
     if (auto* f = content.if_contains("broker_name"); f && f->is_string()) b.name = f->as_string();
     if (auto* f = content.if_contains("broker_address"); f && f->is_string()) b.address = f->as_string();
+    if (auto* f = content.if_contains("tls_address"); f && f->is_string()) b.tls_address = f->as_string();
     if (auto* f = content.if_contains("protocol_version"); f && f->is_int64()) b.protocol_version = static_cast<int>(f->as_int64());
     if (auto* f = content.if_contains("online_users"); f && f->is_int64()) b.online_users = f->as_int64();
     if (b.address.empty()) continue;

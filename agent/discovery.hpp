@@ -22,6 +22,7 @@ struct discovery_settings {
 struct discovered_broker {
   std::string name;
   std::string address;  // host:port of its TCP listener
+  std::string tls_address;  // host:port of its TLS listener; empty when it has none
   int protocol_version = 0;
   std::int64_t online_users = 0;
 };

@@ -50,6 +50,8 @@ struct global_options {
   std::uint64_t discovery_timeout_ms = 1000;
   std::string user;
   std::optional<std::string> password;  // --password, else MESSAGE_AGENT_PASSWORD, else a prompt
+  bool tls = false;
+  std::string tls_ca, tls_cert, tls_key;
   bool json = false;
   std::string log_level = "warn";
 };
@@ -99,6 +101,12 @@ asio::awaitable<std::vector<discovered_broker>> find_brokers(const global_option
 asio::awaitable<std::pair<std::string, std::uint16_t>> broker_address(const global_options& g) {
   if (!g.broker.empty()) co_return split_host_port(g.broker);
   auto found = co_await find_brokers(g);  // throws when none answered
+  if (g.tls) {
+    for (auto& b : found) {
+      if (!b.tls_address.empty()) co_return split_host_port(b.tls_address);
+    }
+    throw exit_with{no_broker, "No broker that answered has a TLS listener: start one with --tls-port, or drop --tls."};
+  }
   co_return split_host_port(found.front().address);
 }
 
@@ -124,6 +132,10 @@ asio::awaitable<std::unique_ptr<client>> connect_client(const global_options& g,
   s.port = port;
   s.username = g.user;
   s.password = g.password;
+  s.tls = g.tls || !g.tls_ca.empty() || !g.tls_cert.empty();
+  s.tls_ca = g.tls_ca;
+  s.tls_cert = g.tls_cert;
+  s.tls_key = g.tls_key;
   if (const char* env = std::getenv("MESSAGE_AGENT_PASSWORD"); !s.password && env) s.password = env;
   s.send_only = how.send_only;
   s.receive_window = how.window;
@@ -230,6 +242,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 600'000))
       ->capture_default_str();
   app.add_option("--user", g.user, "Your username (1 to 64 of A-Z a-z 0-9 . _ -)");
+  app.add_flag("--tls", g.tls, "Speak TLS (--broker then names the broker's TLS port; discovery uses its tls_address)");
+  app.add_option("--tls-ca", g.tls_ca, "PEM CA that signed the broker's certificate (default: the system's)");
+  app.add_option("--tls-cert", g.tls_cert, "PEM client certificate to present");
+  app.add_option("--tls-key", g.tls_key, "PEM private key of --tls-cert");
   app.add_option("--password", g.password,
                  "Your password, for a broker with a password file (else MESSAGE_AGENT_PASSWORD, else asked on the "
                  "terminal)");

@@ -10,6 +10,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -58,6 +59,33 @@ std::uint64_t memory_budget(std::uint64_t max_memory_mb) {
 
 password_cost cost_of(const broker_options& o) { return {o.password_hash_ops, o.password_hash_mem_kib}; }
 
+// The TLS listener's context: TLS 1.2 or later, the certificate chain and key, and the CA of
+// client certificates (demanded with --tls-require-client-cert). Throws std::runtime_error
+// with a sentence naming the option and file.
+std::shared_ptr<asio::ssl::context> make_tls_context(const broker_options& o) {
+  namespace ssl = asio::ssl;
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                   ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+  auto load = [](const char* option, const std::string& file, auto&& what) {
+    if (file.empty()) throw std::runtime_error(std::string(option) + " is needed with --tls-port: give a PEM file.");
+    boost::system::error_code ec;
+    what(file, ec);
+    if (ec) throw std::runtime_error(std::string(option) + " '" + file + "' could not be used: " + ec.message() + ".");
+  };
+  load("--tls-cert", o.tls_cert, [&](const std::string& f, auto& ec) { ctx->use_certificate_chain_file(f, ec); });
+  load("--tls-key", o.tls_key, [&](const std::string& f, auto& ec) { ctx->use_private_key_file(f, ssl::context::pem, ec); });
+  if (!o.tls_ca.empty()) {
+    load("--tls-ca", o.tls_ca, [&](const std::string& f, auto& ec) { ctx->load_verify_file(f, ec); });
+    ctx->set_verify_mode(o.tls_require_client_cert ? ssl::verify_peer | ssl::verify_fail_if_no_peer_cert
+                                                   : ssl::verify_peer);
+  } else if (o.tls_require_client_cert || o.tls_identity_as_username) {
+    throw std::runtime_error("--tls-require-client-cert and --tls-identity-as-username need --tls-ca: the CA that "
+                             "signs the client certificates.");
+  }
+  return ctx;
+}
+
 void log_failure(const char* what, std::exception_ptr e) {
   if (!e) return;
   try {
@@ -80,6 +108,8 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
   store& st;
   broker_core core_;
   tcp::acceptor acceptor;
+  tcp::acceptor tls_acceptor{io};
+  std::shared_ptr<asio::ssl::context> tls_context;  // new TLS sessions use it (swapped on SIGHUP)
   discovery_responder discovery;
   peer_id next_id = 0;
   boost::unordered_flat_map<peer_id, std::shared_ptr<session>> sessions;
@@ -107,6 +137,10 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
     sessions.erase(id);
     core_.disconnected(id, moment_now());
     maybe_finish_stop();
+  }
+
+  void tls_established(peer_id id, const std::string& name) override {
+    core_.tls_established(id, name, moment_now());
   }
 
   // --- port
@@ -195,10 +229,10 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
   }
 
   void start();
-  void listen();
+  void listen(tcp::acceptor& a, std::uint16_t port);
   void stop(std::function<void()> done);
   void maybe_finish_stop();
-  asio::awaitable<void> accept_loop();
+  asio::awaitable<void> accept_loop(tcp::acceptor& a, bool tls);
   void refuse(tcp::socket sock, std::string why);
   void schedule_housekeeping();
 };
@@ -248,13 +282,21 @@ void broker::impl::start() {
     spdlog::warn("recovered {} accepted but unacknowledged deliveries from the last run as dead letters (broker_restart)",
                  result->recovered);
   }
+  if (o.tls_port) tls_context = make_tls_context(o);
   core_.start(result->groups, std::move(result->recent), result->expired, moment_now());
-  listen();
+  listen(acceptor, o.port);
+  if (o.tls_port) listen(tls_acceptor, o.tls_port);
   if (o.discovery) discovery.open();
 
   auto self = shared_from_this();
-  asio::co_spawn(io, accept_loop(), [self](std::exception_ptr e) { log_failure("the accept loop", e); });
-  if (o.discovery) discovery.start(acceptor.local_endpoint(), self);
+  asio::co_spawn(io, accept_loop(acceptor, false), [self](std::exception_ptr e) { log_failure("the accept loop", e); });
+  if (o.tls_port) {
+    asio::co_spawn(io, accept_loop(tls_acceptor, true),
+                   [self](std::exception_ptr e) { log_failure("the TLS accept loop", e); });
+    spdlog::info("TLS listener on {}:{}{}", o.listen_address, tls_acceptor.local_endpoint().port(),
+                 o.tls_require_client_cert ? ", client certificates required" : "");
+  }
+  if (o.discovery) discovery.start(acceptor.local_endpoint(), o.tls_port ? tls_acceptor.local_endpoint().port() : 0, self);
   schedule_housekeeping();
   spdlog::info("message-broker '{}' listening on {}:{}{}", o.broker_name, o.listen_address,
                acceptor.local_endpoint().port(),
@@ -263,19 +305,19 @@ void broker::impl::start() {
                            : std::string(", discovery off"));
 }
 
-void broker::impl::listen() {
+void broker::impl::listen(tcp::acceptor& a, std::uint16_t port) {
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(o.listen_address, ec);
   if (ec) throw std::runtime_error("--listen-address '" + o.listen_address + "' is not an IP address.");
-  tcp::endpoint ep(address, o.port);
-  acceptor.open(ep.protocol());
-  acceptor.set_option(tcp::acceptor::reuse_address(true));
-  acceptor.bind(ep, ec);
+  tcp::endpoint ep(address, port);
+  a.open(ep.protocol());
+  a.set_option(tcp::acceptor::reuse_address(true));
+  a.bind(ep, ec);
   if (ec) {
-    throw std::runtime_error("Cannot listen on " + o.listen_address + ":" + std::to_string(o.port) + " (" +
-                             ec.message() + "): is another broker running? Choose another --port.");
+    throw std::runtime_error("Cannot listen on " + o.listen_address + ":" + std::to_string(port) + " (" +
+                             ec.message() + "): is another broker running? Choose another port.");
   }
-  acceptor.listen(asio::socket_base::max_listen_connections);
+  a.listen(asio::socket_base::max_listen_connections);
 }
 
 void broker::impl::stop(std::function<void()> done) {
@@ -285,6 +327,7 @@ void broker::impl::stop(std::function<void()> done) {
   spdlog::info("stopping: {} connections to flush", sessions.size());
   boost::system::error_code ignored;
   acceptor.close(ignored);
+  tls_acceptor.close(ignored);
   discovery.close();
   // Sessions that do not drain in time are closed by the housekeeping.
   core_.stop(moment_now());
@@ -303,10 +346,10 @@ void broker::impl::maybe_finish_stop() {
   st.submit([](database&) {}, [ioc = &io, done = std::move(done)](std::exception_ptr) { asio::post(*ioc, done); });
 }
 
-asio::awaitable<void> broker::impl::accept_loop() {
+asio::awaitable<void> broker::impl::accept_loop(tcp::acceptor& a, bool tls) {
   auto self = shared_from_this();
   while (!stopping) {
-    auto [ec, sock] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+    auto [ec, sock] = co_await a.async_accept(asio::as_tuple(asio::use_awaitable));
     if (ec) {
       if (stopping || ec == asio::error::operation_aborted) co_return;
       spdlog::warn("accept failed: {}", ec.message());
@@ -327,7 +370,8 @@ asio::awaitable<void> broker::impl::accept_loop() {
       continue;
     }
     const peer_id id = ++next_id;
-    auto s = std::make_shared<session>(*this, std::move(sock), id, core_.frame_limit_before_log_in());
+    auto s = std::make_shared<session>(*this, std::move(sock), id, core_.frame_limit_before_log_in(),
+                                       tls ? tls_context : nullptr, tls && o.tls_identity_as_username);
     sessions.emplace(id, s);
     core_.connected(id, s->remote_address(), moment_now());
     s->start();  // no coroutine and no read buffer before the first data
@@ -364,6 +408,7 @@ broker::~broker() {
   boost::system::error_code ignored;
   impl_->stopped = true;
   impl_->acceptor.close(ignored);
+  impl_->tls_acceptor.close(ignored);
   impl_->discovery.close();
   impl_->core_timer.cancel();
   impl_->housekeeping_timer.cancel();
@@ -413,6 +458,7 @@ std::vector<std::string> broker::reload(const broker_options& fresh) {
   restart_only("sqlite-synchronous", o.sqlite_synchronous, fresh.sqlite_synchronous);
   reload_passwords(fresh, changes);
   reload_acl(fresh, changes);
+  reload_tls(fresh, changes);
   core_settings settings = o;
   settings.broker_name = impl_->core_.settings().broker_name;  // restart only
   settings.persist_accepted = impl_->core_.settings().persist_accepted;
@@ -460,6 +506,30 @@ void broker::reload_acl(const broker_options& fresh, std::vector<std::string>& c
   } catch (const std::exception& e) {
     changes.push_back(fmt::format("acl-file not reloaded, the rules stay as they were: {}", e.what()));
   }
+}
+
+// SIGHUP rereads the certificate, key and CA for the connections made from then on; files that
+// do not load keep the ones the broker had. The port and the options' on/off need a restart.
+void broker::reload_tls(const broker_options& fresh, std::vector<std::string>& changes) {
+  broker_options& o = impl_->o;
+  if (!o.tls_port) return;
+  try {
+    broker_options next = o;
+    next.tls_cert = fresh.tls_cert;
+    next.tls_key = fresh.tls_key;
+    next.tls_ca = fresh.tls_ca;
+    impl_->tls_context = make_tls_context(next);
+    o = next;
+    changes.push_back("TLS certificate, key and CA read again: new connections use them");
+  } catch (const std::exception& e) {
+    changes.push_back(fmt::format("TLS files not reloaded, the old ones stay: {}", e.what()));
+  }
+}
+
+std::uint16_t broker::tls_port() const {
+  boost::system::error_code ec;
+  auto ep = impl_->tls_acceptor.local_endpoint(ec);
+  return ec ? 0 : ep.port();
 }
 
 void broker::start() { impl_->start(); }

@@ -47,6 +47,7 @@ class broker {
 
   std::uint16_t port() const;
   std::uint16_t discovery_port() const;
+  std::uint16_t tls_port() const;  // 0 without a TLS listener
   broker_status status() const;
 
   struct impl;  // the implementation, in broker.cpp
@@ -54,6 +55,7 @@ class broker {
  private:
   void reload_passwords(const broker_options& fresh, std::vector<std::string>& changes);
   void reload_acl(const broker_options& fresh, std::vector<std::string>& changes);
+  void reload_tls(const broker_options& fresh, std::vector<std::string>& changes);
   std::shared_ptr<impl> impl_;
 };
 

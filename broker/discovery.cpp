@@ -66,8 +66,9 @@ void discovery_responder::open() {
   open_ = true;
 }
 
-void discovery_responder::start(asio::ip::tcp::endpoint listen, std::shared_ptr<void> keep) {
+void discovery_responder::start(asio::ip::tcp::endpoint listen, std::uint16_t tls_port, std::shared_ptr<void> keep) {
   listen_ = listen;
+  tls_port_ = tls_port;
   keep_ = std::move(keep);
   receive();
 }
@@ -114,7 +115,10 @@ void discovery_responder::answer(std::size_t n) {
   const std::string_view request_id =
       r->request_id.size() <= max_echoed_request_id ? std::string_view(r->request_id) : std::string_view();
   if (r->k == kind::discover_broker) {
-    reply_ = make_broker_announce(o_.broker_name, address, online_(), request_id);
+    const std::string tls_address =
+        tls_port_ ? announce_address(o_.advertise_address, listen_.address().to_string(), unspecified, facing, tls_port_)
+                  : std::string();
+    reply_ = make_broker_announce(o_.broker_name, address, online_(), request_id, tls_address);
   } else {
     if (r->sender_port) to.port(*r->sender_port);
     reply_ = make_datagram_log_in_ack(address, request_id);

@@ -57,9 +57,10 @@ class discovery_responder {
   discovery_responder(boost::asio::io_context& io, const broker_options& o, std::function<std::size_t()> online);
   // Binds and joins the group; throws std::runtime_error with a sentence on failure.
   void open();
-  // Answers until close(); listen is the TCP listener's address and port. Pending operations
-  // hold keep (the broker) alive.
-  void start(boost::asio::ip::tcp::endpoint listen, std::shared_ptr<void> keep);
+  // Answers until close(); listen is the TCP listener's address and port, tls_port the TLS
+  // listener's (0: none, no tls_address announced). Pending operations hold keep (the broker)
+  // alive.
+  void start(boost::asio::ip::tcp::endpoint listen, std::uint16_t tls_port, std::shared_ptr<void> keep);
   void close();
   std::uint16_t port() const;
 
@@ -70,6 +71,7 @@ class discovery_responder {
   boost::asio::io_context& io_;
   const broker_options& o_;
   std::function<std::size_t()> online_;
+  std::uint16_t tls_port_ = 0;
   boost::asio::ip::udp::socket socket_;
   boost::asio::ip::tcp::endpoint listen_;
   request_decoder decoder_;

@@ -129,6 +129,16 @@ broker_command parse_broker_command_line(const std::vector<std::string>& args) {
   app.add_option("--password-file", o.password_file,
                  "File of username:HASH lines (message-broker passwd); every log_in then needs its password")
       ->capture_default_str();
+  app.add_option("--tls-port", o.tls_port, "TLS listener port on the listen address (0: none)")->capture_default_str();
+  app.add_option("--tls-cert", o.tls_cert, "PEM certificate chain of the TLS listener")->capture_default_str();
+  app.add_option("--tls-key", o.tls_key, "PEM private key of the TLS listener")->capture_default_str();
+  app.add_option("--tls-ca", o.tls_ca, "PEM CA whose client certificates the TLS listener accepts")->capture_default_str();
+  app.add_option("--tls-require-client-cert", o.tls_require_client_cert,
+                 "on: a TLS client must show a certificate signed by --tls-ca")
+      ->default_str("off");
+  app.add_option("--tls-identity-as-username", o.tls_identity_as_username,
+                 "on: the client certificate's common name is the username (no password asked)")
+      ->default_str("off");
   app.add_option("--acl-file", o.acl_file,
                  "File of send, broadcast and group rules per user (docs/security.md); what no rule allows is refused")
       ->capture_default_str();

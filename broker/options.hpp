@@ -28,6 +28,12 @@ struct broker_options : core_settings {
   std::string sqlite_synchronous = "normal";  // normal | full
   std::string log_level = "info";
   std::string acl_file;  // empty: everything is allowed to everyone logged in
+  // TLS: a second listener on listen_address that speaks the same frames over TLS 1.2 or later.
+  std::uint16_t tls_port = 0;  // 0: no TLS listener
+  std::string tls_cert, tls_key;  // PEM: the certificate chain and its private key
+  std::string tls_ca;            // PEM: the CA that signs client certificates
+  bool tls_require_client_cert = false;
+  bool tls_identity_as_username = false;  // the client certificate's common name is the username
   // The cost of the hashes `message-broker passwd` makes, and below which a login rehashes.
   std::uint64_t password_hash_ops = 2;
   std::uint64_t password_hash_mem_kib = 64 * 1024;

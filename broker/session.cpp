@@ -8,6 +8,9 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "broker/core/broker_core.hpp"
 
@@ -80,10 +83,20 @@ void wake_point::wake() {
   if (timer_) timer_->cancel();
 }
 
-session::session(session_host& host, tcp::socket socket, peer_id id, std::size_t max_frame_bytes)
-    : host_(host), socket_(std::move(socket)), framer_(max_frame_bytes), id_(id) {
+session::session(session_host& host, tcp::socket socket, peer_id id, std::size_t max_frame_bytes,
+                 std::shared_ptr<asio::ssl::context> tls, bool identity_from_certificate)
+    : host_(host),
+      socket_(std::move(socket)),
+      tls_context_(std::move(tls)),
+      framer_(max_frame_bytes),
+      id_(id),
+      identity_from_certificate_(identity_from_certificate) {
   boost::system::error_code ignored;
-  socket_.non_blocking(true, ignored);  // for flush's direct writes; asynchronous operations are unaffected
+  if (tls_context_) {
+    tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, *tls_context_);
+  } else {
+    socket_.non_blocking(true, ignored);  // for flush's direct writes; asynchronous operations are unaffected
+  }
 }
 
 std::string session::remote_address() {
@@ -92,7 +105,41 @@ std::string session::remote_address() {
   return ec ? std::string("?") : remote.address().to_string() + ":" + std::to_string(remote.port());
 }
 
-void session::start() { wait_for_data(); }
+void session::start() {
+  if (!tls_) return wait_for_data();
+  handshaking_ = true;
+  asio::co_spawn(socket_.get_executor(), handshake(),
+                 [self = shared_from_this(), keep = host_.keep_alive()](std::exception_ptr e) {
+                   if (e) self->ended();
+                 });
+}
+
+// The TLS handshake, then reading as on plain TCP. A failed handshake (plaintext on the TLS
+// port, a certificate the CA did not sign, a close by the login timeout) ends the session
+// with nothing written: the peer can not read frames.
+asio::awaitable<void> session::handshake() {
+  auto [ec] = co_await tls_->async_handshake(asio::ssl::stream_base::server, asio::as_tuple(asio::use_awaitable));
+  handshaking_ = false;
+  if (ec || reading_ == read_state::closing || !socket_.is_open()) {
+    spdlog::info("session {}: TLS handshake from {} failed: {}", id_, remote_address(),
+                 ec ? ec.message() : std::string("closed meanwhile"));
+    ended();
+    co_return;
+  }
+  std::string name;
+  if (identity_from_certificate_) {
+    if (X509* cert = SSL_get1_peer_certificate(tls_->native_handle())) {
+      char cn[256] = {};
+      if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn) > 0) name = cn;
+      X509_free(cert);
+    }
+  }
+  spdlog::debug("session {}: TLS established ({}){}", id_, SSL_get_version(tls_->native_handle()),
+                name.empty() ? std::string() : ", certificate of '" + name + "'");
+  host_.tls_established(id_, name);
+  flush();  // what the core queued meanwhile (an error) goes out now
+  spawn();
+}
 
 // A read-side completion token that begin_close and park cancel.
 auto session::until_closing() {
@@ -135,7 +182,7 @@ asio::awaitable<bool> session::run() {
       co_await resumed_.sleep_until(steady_time::max());
       continue;
     }
-    if (!filled && framer_.buffered() == 0) {
+    if (!filled && framer_.buffered() == 0 && !tls_) {
       framer_.release_if_idle();  // no read buffer while idle
       if (!busy_) {
         wait_for_data();
@@ -153,7 +200,13 @@ asio::awaitable<bool> session::run() {
     }
     auto space = framer_.prepare();
     std::size_t n = 0;
-    std::tie(ec, n) = co_await socket_.async_read_some(asio::buffer(space.data(), space.size()), until_closing());
+    // (Not a conditional expression: g++ 12 evaluates both co_awaits of one.)
+    if (tls_) {
+      std::tie(ec, n) = co_await tls_->async_read_some(asio::buffer(space.data(), space.size()), until_closing());
+    } else {
+      std::tie(ec, n) = co_await socket_.async_read_some(asio::buffer(space.data(), space.size()), until_closing());
+    }
+    if (ec == asio::ssl::error::stream_truncated) ec = asio::error::eof;  // a TLS peer that closed without close_notify
     if (ec == asio::error::eof && reading_ == read_state::reading) {
       // A half-close: the answers still due go out before the connection closes.
       reading_ = read_state::held;
@@ -196,7 +249,21 @@ void session::handle_buffered() {
 asio::awaitable<void> session::finish() {
   flush();
   while (writing_ == write_state::async && socket_.is_open()) co_await written_.sleep_until(steady_time::max());
+  co_await shutdown_send();
+}
+
+// TLS sends close_notify first; its async_shutdown also waits for the peer's, which may never
+// come: a timer closes the socket after a second, which ends it.
+asio::awaitable<void> session::shutdown_send() {
   boost::system::error_code ignored;
+  if (tls_ && socket_.is_open()) {
+    asio::steady_timer limit(socket_.get_executor(), 1s);
+    limit.async_wait([this, keep = shared_from_this()](boost::system::error_code ec) {
+      if (!ec) close_socket();
+    });
+    co_await tls_->async_shutdown(asio::as_tuple(asio::use_awaitable));
+    limit.cancel();
+  }
   socket_.shutdown(tcp::socket::shutdown_send, ignored);
 }
 
@@ -211,6 +278,7 @@ void session::resume() {
 }
 
 void session::begin_close() {
+  if (handshaking_) close_socket();  // no frame can reach a peer that has not shaken hands
   if (reading_ == read_state::closing) return;
   reading_ = read_state::closing;
   closing_since_ = steady::now();
@@ -234,8 +302,13 @@ void session::close_socket() {
 // Writes what is queued with one non-blocking call, unless asynchronous writes are at work.
 // What the socket does not take at once is left to write_rest.
 void session::flush() {
+  if (handshaking_) return;  // what is queued goes out after the handshake
   outbox* out = host_.core().outbox_to_flush(id_);
   if (!out || writing_ == write_state::async || out->empty() || !socket_.is_open()) return;
+  if (tls_) {
+    writing_ = write_state::async;
+    return write_rest();
+  }
   boost::system::error_code ec;
   const std::size_t n = socket_.write_some(gathered(out->gather()), ec);
   if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
@@ -256,21 +329,25 @@ void session::write_rest() {
   outbox& out = *host_.core().outbox_of(id_);
   gathered buffers(out.gather());
   out.writing();
-  asio::async_write(socket_, buffers,
-                    [self = shared_from_this(), keep = host_.keep_alive()](boost::system::error_code ec, std::size_t n) {
-                      broker_core& core = self->host_.core();
-                      outbox* out = core.outbox_of(self->id_);
-                      if (out) out->written();
-                      if (ec) {
-                        spdlog::debug("session {}: write failed: {}", self->id_, ec.message());
-                      } else if (out) {
-                        core.written(self->id_, n, moment_now());
-                        if (!out->empty() && self->socket_.is_open()) return self->write_rest();
-                      }
-                      self->writing_ = write_state::direct;
-                      self->written_.wake();
-                      if (self->ending_) self->ended();
-                    });
+  auto done = [self = shared_from_this(), keep = host_.keep_alive()](boost::system::error_code ec, std::size_t n) {
+    broker_core& core = self->host_.core();
+    outbox* out = core.outbox_of(self->id_);
+    if (out) out->written();
+    if (ec) {
+      spdlog::debug("session {}: write failed: {}", self->id_, ec.message());
+    } else if (out) {
+      core.written(self->id_, n, moment_now());
+      if (!out->empty() && self->socket_.is_open()) return self->write_rest();
+    }
+    self->writing_ = write_state::direct;
+    self->written_.wake();
+    if (self->ending_) self->ended();
+  };
+  if (tls_) {
+    asio::async_write(*tls_, buffers, std::move(done));
+  } else {
+    asio::async_write(socket_, buffers, std::move(done));
+  }
 }
 
 void session::ended() {

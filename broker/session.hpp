@@ -1,18 +1,26 @@
-// One TCP connection: the socket, its line framer and its writes, on the broker's thread. The
-// broker core (broker/core/) decides everything; the session reads frames into it, writes what
-// the core queued in the peer's outbox, and tells the core how many bytes went out.
+// One connection, plain TCP or TLS: the socket (with a TLS stream over it on the TLS port), its
+// line framer and its writes, on the broker's thread. The broker core (broker/core/) decides
+// everything; the session reads frames into it, writes what the core queued in the peer's
+// outbox, and tells the core how many bytes went out. The same code serves both transports:
+// only the calls that touch bytes go through the TLS stream when there is one.
 //
 // Reading: while data comes in, a coroutine reads it and hands complete frames to the core; an
 // idle connection has no coroutine, only a callback waiting for data (about 200 bytes instead
 // of a coroutine frame's 1.5 KiB). Writing: what the core queued is written with one
 // non-blocking call at the end of each burst of work (flush); only a socket that cannot take
-// it all gets asynchronous writes, for as long as it stays full.
+// it all gets asynchronous writes, for as long as it stays full. A TLS session differs in three
+// places: it shakes hands first (within the login timeout: a close then cuts the handshake
+// short), it always writes asynchronously (OpenSSL may need to write while reading), and it
+// keeps its reading coroutine while idle (decrypted bytes may wait inside the TLS stream, where
+// a wait for the socket to become readable would not see them).
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
@@ -38,6 +46,9 @@ class session_host {
   virtual void session_ended(peer_id id) = 0;
   // Keeps the host alive while a session's operation is pending.
   virtual std::shared_ptr<void> keep_alive() = 0;
+  // A TLS session's handshake is done; name is its client certificate's common name when the
+  // certificate is to name the user (--tls-identity-as-username), else empty.
+  virtual void tls_established(peer_id id, const std::string& name) = 0;
 };
 
 // Where a coroutine sleeps until other code wakes it or a deadline passes. The timer lives in
@@ -67,12 +78,14 @@ class session : public std::enable_shared_from_this<session> {
     async,   // the socket was full: asynchronous writes are at work
   };
 
-  session(session_host& host, boost::asio::ip::tcp::socket socket, peer_id id, std::size_t max_frame_bytes);
+  // With tls, the session speaks TLS (as the server) over socket with that context.
+  session(session_host& host, boost::asio::ip::tcp::socket socket, peer_id id, std::size_t max_frame_bytes,
+          std::shared_ptr<boost::asio::ssl::context> tls = nullptr, bool identity_from_certificate = false);
 
   peer_id id() const { return id_; }
   std::string remote_address();
 
-  void start();  // waits for the first data without a coroutine or a read buffer
+  void start();  // waits for the first data without a coroutine or a read buffer (TLS: shakes hands)
   void flush();  // writes what the core queued for this peer
   void hold();
   void resume();
@@ -85,6 +98,8 @@ class session : public std::enable_shared_from_this<session> {
 
  private:
   boost::asio::awaitable<bool> run();
+  boost::asio::awaitable<void> handshake();
+  boost::asio::awaitable<void> shutdown_send();
   // Hands the buffered complete frames to the core, until one is missing, or the core holds
   // or closes the connection.
   void handle_buffered();
@@ -97,6 +112,10 @@ class session : public std::enable_shared_from_this<session> {
 
   session_host& host_;
   boost::asio::ip::tcp::socket socket_;
+  std::shared_ptr<boost::asio::ssl::context> tls_context_;  // kept while the stream uses it
+  std::unique_ptr<boost::asio::ssl::stream<boost::asio::ip::tcp::socket&>> tls_;
+  bool handshaking_ = false;
+  bool identity_from_certificate_ = false;
   line_framer framer_;
   peer_id id_;
   read_state reading_ = read_state::idle;

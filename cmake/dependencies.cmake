@@ -30,6 +30,9 @@ find_package(PkgConfig QUIET)
 ma_require(PKG_CONFIG_FOUND pkg-config "pkg-config")
 pkg_check_modules(SYSTEMD QUIET IMPORTED_TARGET libsystemd)
 ma_require(SYSTEMD_FOUND libsystemd-dev "libsystemd")
+find_package(OpenSSL 3 QUIET)
+ma_require(OPENSSL_FOUND libssl-dev "OpenSSL 3")
+
 pkg_check_modules(SODIUM QUIET IMPORTED_TARGET libsodium)
 ma_require(SODIUM_FOUND libsodium-dev "libsodium")
 

@@ -95,10 +95,11 @@ std::string make_group_list(const group_map& groups, std::string_view request_id
 }
 
 std::string make_broker_announce(std::string_view broker_name, std::string_view address, std::size_t online_users,
-                                 std::string_view request_id) {
+                                 std::string_view request_id, std::string_view tls_address) {
   json::object c;
   c["broker_name"] = broker_name;
   c["broker_address"] = address;
+  if (!tls_address.empty()) c["tls_address"] = tls_address;
   c["protocol_version"] = protocol_version;
   c["online_users"] = online_users;
   return datagram(kind::broker_announce, c, request_id);

@@ -47,7 +47,7 @@ std::string make_group_list(const group_map& groups, std::string_view request_id
 
 // Discovery datagrams: one object each, without the newline of a TCP frame.
 std::string make_broker_announce(std::string_view broker_name, std::string_view address, std::size_t online_users,
-                                 std::string_view request_id);
+                                 std::string_view request_id, std::string_view tls_address = {});
 // The answer to the original design's log_in datagram: where to connect.
 std::string make_datagram_log_in_ack(std::string_view address, std::string_view request_id);
 

@@ -8,6 +8,7 @@
 #include "broker/core/store_jobs.hpp"
 #include "core/duration.hpp"
 #include "core/encode.hpp"
+#include "core/names.hpp"
 #include "core/utf8.hpp"
 
 namespace ma {
@@ -113,6 +114,20 @@ void broker_core::written(peer_id id, std::size_t n, const moment& now) {
   if (p->redelivering()) pump(*p, now);
   if (!p->stalled.empty() || p->slow) release_stalled(*p);
   deadline_may_have_moved();
+}
+
+void broker_core::tls_established(peer_id id, const std::string& name, const moment&) {
+  peer* p = find(id);
+  if (!p || !p->open() || name.empty()) return;
+  if (!is_valid_username(name)) {
+    spdlog::warn("session {}: the client certificate from {} names '{}', which is not a username", id, p->address,
+                 escape_for_log(name, 64));
+    send_error(*p, errc::auth_failed,
+               "Your client certificate's common name is not a username (1 to 64 of A-Z a-z 0-9 . _ -); the "
+               "connection is closed: ask for a certificate that names you.");
+    return begin_close(*p);
+  }
+  p->certified_name = name;
 }
 
 void broker_core::finished_sending(peer_id id, const moment&) {

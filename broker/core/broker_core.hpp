@@ -96,6 +96,9 @@ class broker_core {
   void frame_too_large(peer_id id, const moment& now);
   // n bytes from the front of the peer's outbox were written.
   void written(peer_id id, std::size_t n, const moment& now);
+  // A TLS peer finished its handshake; name is its client certificate's common name when that
+  // names the user (else empty).
+  void tls_established(peer_id id, const std::string& name, const moment& now);
   // The peer shut down its sending side (a half-close, like `nc -N`): the answers still due go
   // out, then the connection closes.
   void finished_sending(peer_id id, const moment& now);
@@ -195,7 +198,8 @@ class broker_core {
   void password_checked(peer_id id, const std::string& host, bool right, const moment& now);
   void refused_log_in(const peer& p, const std::string& name, steady_time now);
   bool take_over(peer& old, peer& by, const request& r, const moment& now);
-  void accept_log_in(peer& p, request& r, const moment& now);
+  // authenticated: by its password or its certificate (then a name online is taken over).
+  void accept_log_in(peer& p, request& r, bool authenticated, const moment& now);
   void logged_in(peer_id id, std::int64_t pending, const std::string& request_id, const moment& now);
   void handle_group_change(peer& p, request& r, const moment& now);
   bool within_group_limits(peer& p, const request& r);

@@ -107,6 +107,9 @@ struct peer {
 
   // A log_in whose password is being checked: it goes on from here once it is right.
   std::unique_ptr<request> log_in_checked;
+  // The common name of its TLS client certificate, when that names the user
+  // (--tls-identity-as-username): its log_in is for this name, whatever it claims.
+  std::string certified_name;
 
   bool open() const { return phase != peer_phase::closing; }
   bool receiving() const { return phase == peer_phase::logged_in && !send_only; }

@@ -62,7 +62,12 @@ void broker_core::handle_log_in(peer& p, request& r, const moment& now) {
                           "'; open another connection for another user.",
                       &r);
   }
-  if (s_.password_file.empty()) return accept_log_in(p, r, now);
+  // A certificate that names the user wins over the name claimed, and needs no password.
+  if (!p.certified_name.empty()) {
+    r.username = p.certified_name;
+    return accept_log_in(p, r, true, now);
+  }
+  if (s_.password_file.empty()) return accept_log_in(p, r, false, now);
   // With a password file every log_in is checked first, off this thread, in the turn its
   // source address has (login_failures); its later frames wait.
   p.log_in_checked = std::make_unique<request>(std::move(r));
@@ -123,7 +128,7 @@ void broker_core::password_checked(peer_id id, const std::string& host, bool rig
     return begin_close(*p);
   }
   resume(*p);
-  accept_log_in(*p, *r, now);
+  accept_log_in(*p, *r, true, now);
 }
 
 // At warn, at most refused_lines_per_interval lines per interval; the rest are counted in the
@@ -175,10 +180,10 @@ bool broker_core::take_over(peer& old, peer& by, const request& r, const moment&
 
 // The name is held from the log_in on, so no other peer can take it while the store counts
 // the peer's dead letters; its later frames wait for the answer.
-void broker_core::accept_log_in(peer& p, request& r, const moment& now) {
+void broker_core::accept_log_in(peer& p, request& r, bool authenticated, const moment& now) {
   // A send-only peer holds no name: it may sit beside the user's receiving peer.
   if (peer* old = r.send_only ? nullptr : find_online(r.username)) {
-    if (s_.password_file.empty()) {
+    if (!authenticated) {
       return send_error(p, errc::username_taken,
                         "The username '" + r.username + "' is online on another connection; choose another name.", &r);
     }

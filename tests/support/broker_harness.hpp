@@ -61,6 +61,8 @@ class running_broker {
   std::uint16_t discovery_port_ = 0;
 };
 
+// A TCP port on 127.0.0.1 that was free a moment ago (for options where 0 means "off").
+std::uint16_t free_port();
 // A TCP socket connected to 127.0.0.1:port (receive_buffer > 0 shrinks SO_RCVBUF first) from
 // the loopback address from (another one of 127/8 looks like another host), or -1.
 int connect_loopback(std::uint16_t port, int receive_buffer = 0, const char* from = "127.0.0.1");
