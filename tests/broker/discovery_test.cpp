@@ -10,6 +10,7 @@
 
 #include "broker/discovery.hpp"
 #include "tests/support/broker_harness.hpp"
+#include "tests/support/process.hpp"
 
 namespace ma {
 namespace {
@@ -90,9 +91,29 @@ TEST_F(Discovery, QueryToTheGroupGetsAnAnnounceWithAReachableAddress) {
   EXPECT_EQ(c.at("protocol_version").as_int64(), 1);
   EXPECT_EQ(c.at("online_users").as_int64(), 1);
   EXPECT_EQ(c.at("request_id").as_string(), "q1");
+  EXPECT_FALSE(c.contains("tls_address")) << "no TLS listener, no tls_address";
   // The announced address works.
   test::client bob(b.port());
   bob.log_in("bob");
+}
+
+// With a TLS listener the announce names it too, as an address the asker can reach.
+TEST_F(Discovery, AnAnnounceCarriesTheTlsAddressWhenThereIsOne) {
+  auto [status, out] = test::run_command(
+      "/usr/bin/openssl", {"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                           dir.file("key.pem"), "-out", dir.file("cert.pem"), "-days", "1", "-subj", "/CN=127.0.0.1"});
+  ASSERT_EQ(status, 0) << out;
+  o.tls_port = test::free_port();
+  o.tls_cert = dir.file("cert.pem");
+  o.tls_key = dir.file("key.pem");
+  test::running_broker b(o);
+  asker a;
+  a.send_to("239.255.77.77", b.discovery_port(), R"({"message_id":"discover_broker","message_content":{}})");
+  auto reply = a.receive(10s);
+  ASSERT_TRUE(reply);
+  auto& c = reply->at("message_content").as_object();
+  EXPECT_EQ(c.at("broker_address").as_string(), "127.0.0.1:" + std::to_string(b.port()));
+  EXPECT_EQ(c.at("tls_address").as_string(), "127.0.0.1:" + std::to_string(o.tls_port));
 }
 
 TEST_F(Discovery, TheOriginalLogInDatagramIsAnsweredOnlyWhenAskedFor) {
