@@ -249,7 +249,7 @@ void broker::impl::start() {
   if (!o.password_file.empty()) {
     passwords = std::make_unique<password_checker>(o.password_file, cost_of(o));
     spdlog::info("{} users in the password file '{}'", passwords->users(), o.password_file);
-  } else if (o.listen_address != "127.0.0.1" && o.listen_address != "::1") {
+  } else if (boost::system::error_code ec; !asio::ip::make_address(o.listen_address, ec).is_loopback()) {
     spdlog::warn("listening on {} without --password-file: anyone who reaches the port can log in under any name "
                  "that is not online and receive what waits for it",
                  o.listen_address);

@@ -34,6 +34,21 @@ TEST(BrokerBinary, CheckConfigPrintsEveryOptionAndItsSource) {
   EXPECT_NE(out.find("(command line)"), std::string::npos);
   EXPECT_NE(out.find("ack-timeout-ms = 10000"), std::string::npos);
   EXPECT_NE(out.find("(default)"), std::string::npos);
+  for (const char* option : {"password-file = ", "acl-file = ", "tls-port = 0", "tls-require-client-cert = off",
+                             "tls-identity-as-username = off", "max-pending-accepts = 1024"}) {
+    EXPECT_NE(out.find(option), std::string::npos) << option << " missing from --check-config:\n" << out;
+  }
+}
+
+// Listening beyond loopback without a password file is worth a warning: anyone who reaches the
+// port can log in under any name. (0.0.0.0 with port 0: nothing else can reach it in a test.)
+TEST(BrokerBinary, ListeningBeyondLoopbackWithoutPasswordsWarns) {
+  test::temp_dir dir;
+  auto args = broker_args(dir);
+  args.insert(args.end(), {"--listen-address", "0.0.0.0"});
+  test::child_process broker(broker_binary, args, dir.file("run.log"));
+  EXPECT_TRUE(broker.wait_for_log(std::regex("listening on (0\\.0\\.0\\.0) without --password-file"), 20s))
+      << broker.log();
 }
 
 TEST(BrokerBinary, BadOptionsExitTwoNamingTheOption) {
