@@ -7,6 +7,7 @@
 #include <optional>
 #include <ostream>
 
+#include "admin/command_line.hpp"
 #include "core/duration.hpp"
 #include "storage/database.hpp"
 
@@ -177,16 +178,7 @@ int run_dead_letters_command(const std::vector<std::string>& args, std::ostream&
   CLI::App app{"Inspect and manage the Dead Letter Channel in the broker's database.", "message-broker dead-letters"};
   command c;
   define(app, c);
-  try {
-    std::vector<std::string> reversed(args.rbegin(), args.rend());
-    app.parse(reversed);
-  } catch (const CLI::CallForHelp&) {
-    out << app.help();
-    return 0;
-  } catch (const CLI::ParseError& e) {
-    err << "message-broker dead-letters: " << e.what() << "\n";
-    return 2;
-  }
+  if (auto status = parse_command(app, args, out, err)) return *status;
   try {
     // Readers open the file read-only; writers need this broker's schema and never add it.
     database::settings settings{c.path};

@@ -5,6 +5,7 @@
 #include <iostream>
 #include <optional>
 
+#include "admin/command_line.hpp"
 #include "auth/passwords.hpp"
 #include "core/config.hpp"
 #include "core/names.hpp"
@@ -26,16 +27,7 @@ int run_passwd_command(const std::vector<std::string>& args, std::istream& in, s
       ->capture_default_str()
       ->check(CLI::Range(std::uint64_t{8}, std::uint64_t{4} * 1024 * 1024));
   app.add_option("user", user, "The username")->required();
-  try {
-    std::vector<std::string> reversed(args.rbegin(), args.rend());
-    app.parse(reversed);
-  } catch (const CLI::CallForHelp&) {
-    out << app.help();
-    return 0;
-  } catch (const CLI::ParseError& e) {
-    err << "message-broker passwd: " << e.what() << "\n";
-    return 2;
-  }
+  if (auto status = parse_command(app, args, out, err)) return *status;
   if (!is_valid_username(user)) {
     err << "message-broker passwd: '" << user.substr(0, 64) << "' is not a username (1 to 64 of A-Z a-z 0-9 . _ -).\n";
     return 2;

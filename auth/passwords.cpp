@@ -50,17 +50,11 @@ void init_sodium() {
 std::vector<password_line> parse_password_file(std::string_view text, const std::string& path) {
   init_sodium();
   std::vector<password_line> lines;
-  int number = 0;
-  while (!text.empty()) {
-    ++number;
-    const auto nl = text.find('\n');
-    std::string_view line = text.substr(0, nl);
-    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
-    if (line.ends_with('\r')) line.remove_suffix(1);
+  for_each_line(text, [&](std::string_view line, int number) {
     const auto first = line.find_first_not_of(" \t");
     if (first == std::string_view::npos || line[first] == '#') {
       lines.push_back({{}, {}, std::string(line)});
-      continue;
+      return;
     }
     auto where = [&] { return "The password file '" + path + "', line " + std::to_string(number) + ": "; };
     const auto colon = line.find(':');
@@ -81,7 +75,7 @@ std::vector<password_line> parse_password_file(std::string_view text, const std:
       if (l.user == user) throw config_error(where() + "'" + std::string(user) + "' has a line already; keep one.");
     }
     lines.push_back({std::string(user), std::string(hash), {}});
-  }
+  });
   return lines;
 }
 

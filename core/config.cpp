@@ -40,15 +40,10 @@ void run_cli(CLI::App& app, std::vector<std::string> args) {
 
 std::vector<config_entry> parse_config_text(std::string_view text, std::string_view file_name) {
   std::vector<config_entry> entries;
-  int line_no = 0;
-  while (!text.empty()) {
-    const auto nl = text.find('\n');
-    std::string_view line = text.substr(0, nl);
-    text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
-    ++line_no;
+  for_each_line(text, [&](std::string_view line, int line_no) {
     if (const auto hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
     line = trim(line);
-    if (line.empty()) continue;
+    if (line.empty()) return;
     const auto eq = line.find('=');
     if (eq == std::string_view::npos) {
       throw config_error(std::string(file_name) + " line " + std::to_string(line_no) +
@@ -64,7 +59,7 @@ std::vector<config_entry> parse_config_text(std::string_view text, std::string_v
       throw config_error(std::string(file_name) + " line " + std::to_string(line_no) + ": the option name is missing.");
     }
     entries.push_back({std::string(name), std::string(value), line_no});
-  }
+  });
   return entries;
 }
 

@@ -26,6 +26,20 @@ struct config_entry {
   int line = 0;
 };
 
+// Calls f(line, number) for each line of text, numbered from 1, without its "\n" or "\r\n":
+// the one line loop of the files people write (config, password and ACL files).
+template <class F>
+void for_each_line(std::string_view text, F&& f) {
+  int number = 0;
+  while (!text.empty()) {
+    const auto nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
+    if (line.ends_with('\r')) line.remove_suffix(1);
+    f(line, ++number);
+  }
+}
+
 // Parses the text of a config file: '#' starts a comment, blank lines are skipped, quotes
 // around a value are removed. Throws config_error naming file_name and the line.
 std::vector<config_entry> parse_config_text(std::string_view text, std::string_view file_name);

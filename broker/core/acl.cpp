@@ -54,15 +54,10 @@ bool acl::matches(std::string_view glob, std::string_view name, std::string_view
 acl acl::parse(std::string_view text, const std::string& path) {
   acl out;
   rules* current = nullptr;  // the block being read; nullptr before the first
-  int number = 0;
-  while (!text.empty()) {
-    ++number;
-    const auto nl = text.find('\n');
-    std::string_view line = text.substr(0, nl);
-    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
+  for_each_line(text, [&](std::string_view line, int number) {
     if (const auto hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
     auto words = words_of(line);
-    if (words.empty()) continue;
+    if (words.empty()) return;
     auto fail = [&](const std::string& what) {
       return config_error("The ACL file '" + path + "', line " + std::to_string(number) + ": " + what);
     };
@@ -72,7 +67,7 @@ acl acl::parse(std::string_view text, const std::string& path) {
         throw fail("expected 'user NAME' with a valid username.");
       }
       current = &out.by_user_[std::string(words[1])];
-      continue;
+      return;
     }
     if (words[0] == "pattern") {
       if (current) throw fail("'pattern' lines apply to every user: put them before the first 'user' block.");
@@ -89,7 +84,7 @@ acl acl::parse(std::string_view text, const std::string& path) {
     } else {
       throw fail("expected 'send GLOB', 'broadcast' or 'group GLOB', got '" + std::string(line.substr(0, 80)) + "'.");
     }
-  }
+  });
   return out;
 }
 
