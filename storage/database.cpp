@@ -119,11 +119,13 @@ INSERT INTO dedupe (sender_username, message_uuid, accepted_at, status)
 
 // Version 3: a message's body is stored once, however many recipients it has. `messages` holds
 // it (with what is the same for every recipient); journal rows and dead letters refer to it by
-// message_id. `deliveries` counts the rows that refer to a message, kept by triggers, so that
-// every path that adds or removes a row (the broker, the admin command's purge, an operator's
-// DELETE) keeps it right, and a message goes with the last row that refers to it. (A counter,
-// not an index on message_id: acknowledging stays deletes by rowid.) Older files are migrated:
-// rows of one message (same sender, uuid, accept time and body) share one message row.
+// message_id. `deliveries` counts the rows that refer to a message; the message goes with the
+// last of them. The count is kept by this class, not by triggers (which cost 10 us per message
+// on the acknowledged path): a message is inserted with the number of rows about to refer to it,
+// moving a journal row to the Dead Letter Channel leaves it as it is, and acknowledging and
+// purging count down. (A counter, not an index on message_id: acknowledging stays deletes by
+// rowid.) Older files are migrated: rows of one message (same sender, uuid, accept time and
+// body) share one message row.
 constexpr const char* schema_v3 = R"sql(
 CREATE TABLE messages (
   id              INTEGER PRIMARY KEY,
@@ -170,21 +172,6 @@ DROP INDEX migrating_messages;
 UPDATE messages SET deliveries = (SELECT count(*) FROM journal WHERE message_id = messages.id)
                                + (SELECT count(*) FROM dead_letters WHERE message_id = messages.id);
 
-CREATE TRIGGER journal_refers AFTER INSERT ON journal BEGIN
-  UPDATE messages SET deliveries = deliveries + 1 WHERE id = NEW.message_id;
-END;
-CREATE TRIGGER journal_lets_go AFTER DELETE ON journal BEGIN
-  UPDATE messages SET deliveries = deliveries - 1 WHERE id = OLD.message_id;
-  DELETE FROM messages WHERE id = OLD.message_id AND deliveries <= 0;
-END;
-CREATE TRIGGER dead_letter_refers AFTER INSERT ON dead_letters BEGIN
-  UPDATE messages SET deliveries = deliveries + 1 WHERE id = NEW.message_id;
-END;
-CREATE TRIGGER dead_letter_lets_go AFTER DELETE ON dead_letters BEGIN
-  UPDATE messages SET deliveries = deliveries - 1 WHERE id = OLD.message_id;
-  DELETE FROM messages WHERE id = OLD.message_id AND deliveries <= 0;
-END;
-
 -- For operators: every letter with its message, and what is in flight.
 CREATE VIEW letters AS
   SELECT d.id, d.seq, d.message_uuid, d.sender_username, d.receiver_username, m.channel, m.group_name, m.body,
@@ -229,14 +216,17 @@ std::optional<dead_letter_state> state_from_string(std::string_view text) noexce
 
 // Prepared once, for the life of the connection.
 struct database::statements {
-  sqlite::statement message_insert, journal_insert, journal_delete, journal_move, dl_insert, pending_page,
+  sqlite::statement message_insert, journal_message, message_last, message_less, journal_insert, journal_delete, journal_move, dl_insert, pending_page,
       pending_count, attempt_insert, letter_after_attempt, late_ack_any, late_ack_sender, expire, group_insert,
       member_insert, member_delete, member_count, group_delete, group_exists, dedupe_insert, is_parked;
 
   explicit statements(sqlite::connection& db)
       : message_insert(db,
                        "INSERT INTO messages (message_uuid, sender_username, channel, group_name, body, accepted_at, "
-                       "expires_at) VALUES (?,?,?,?,?,?,?)"),
+                       "expires_at, deliveries) VALUES (?,?,?,?,?,?,?,?)"),
+        journal_message(db, "SELECT message_id FROM journal WHERE id = ?"),
+        message_last(db, "DELETE FROM messages WHERE id = ? AND deliveries <= 1"),
+        message_less(db, "UPDATE messages SET deliveries = deliveries - 1 WHERE id = ?"),
         journal_insert(db, "INSERT INTO journal (id, message_id, receiver_username) VALUES (?,?,?)"),
         journal_delete(db, "DELETE FROM journal WHERE id = ?"),
         journal_move(db,
@@ -390,12 +380,17 @@ void database::begin() { db_.exec("BEGIN IMMEDIATE"); }
 void database::commit() { db_.exec("COMMIT"); }
 void database::rollback() noexcept { sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr); }
 
-std::int64_t database::insert_message(const message_record& m) {
+std::int64_t database::insert_message(const message_record& m, std::int64_t rows) {
   auto& s = st_->message_insert;
   s.bind(1, m.message_uuid).bind(2, m.sender).bind(3, to_string(m.ch)).bind(4, group_or_null(m.group_name));
-  s.bind(5, m.body).bind(6, format_iso8601(m.accepted_at)).bind(7, format_iso8601(m.expires_at));
+  s.bind(5, m.body).bind(6, format_iso8601(m.accepted_at)).bind(7, format_iso8601(m.expires_at)).bind(8, rows);
   s.run();
   return db_.last_insert_rowid();
+}
+
+void database::release_message(std::int64_t message_id) {
+  st_->message_last.bind(1, message_id).run();
+  if (db_.changes() == 0) st_->message_less.bind(1, message_id).run();
 }
 
 std::int64_t database::journal(std::int64_t message_id, std::string_view receiver) {
@@ -405,10 +400,18 @@ std::int64_t database::journal(std::int64_t message_id, std::string_view receive
 }
 
 std::int64_t database::journal(const message_record& m, std::string_view receiver) {
-  return journal(insert_message(m), receiver);
+  return journal(insert_message(m, 1), receiver);
 }
 
-void database::acknowledge(std::int64_t seq) { st_->journal_delete.bind(1, seq).run(); }
+void database::acknowledge(std::int64_t seq) {
+  auto& find = st_->journal_message;
+  find.bind(1, seq);
+  const std::int64_t message_id = find.step() ? find.column_int(0) : 0;
+  find.reset();
+  if (message_id == 0) return;
+  st_->journal_delete.bind(1, seq).run();
+  release_message(message_id);
+}
 
 std::int64_t database::dead_letter_journaled(std::int64_t seq, dead_letter_reason reason, sys_ms now, bool attempted) {
   const std::string at = format_iso8601(now);
@@ -437,7 +440,7 @@ std::int64_t database::dead_letter_new(std::int64_t message_id, std::string_view
 
 std::int64_t database::dead_letter_new(const message_record& m, std::string_view receiver, dead_letter_reason reason,
                                        sys_ms now) {
-  return dead_letter_new(insert_message(m), receiver, reason, now);
+  return dead_letter_new(insert_message(m, 1), receiver, reason, now);
 }
 
 std::int64_t database::recover(sys_ms now) {
@@ -618,19 +621,24 @@ std::int64_t database::replay(const std::optional<std::string>& recipient, dead_
 std::int64_t database::purge(std::optional<dead_letter_state> state, std::optional<sys_ms> older_than, int chunk) {
   std::string where = state ? "state = ?1" : "state <> 'pending'";
   if (older_than) where += " AND dead_lettered_at < ?2";
-  sqlite::statement s(db_, "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE " + where +
-                               " LIMIT ?3)");
+  sqlite::statement pick(db_, "SELECT id, message_id FROM dead_letters WHERE " + where + " LIMIT ?3");
+  sqlite::statement remove(db_, "DELETE FROM dead_letters WHERE id = ?");
   std::int64_t total = 0;
   for (;;) {
     sqlite::transaction t(db_);
-    if (state) s.bind(1, to_string(*state));
-    if (older_than) s.bind(2, format_iso8601(*older_than));
-    s.bind(3, std::int64_t{chunk});
-    s.run();
-    const std::int64_t n = db_.changes();
+    if (state) pick.bind(1, to_string(*state));
+    if (older_than) pick.bind(2, format_iso8601(*older_than));
+    pick.bind(3, std::int64_t{chunk});
+    std::vector<std::pair<std::int64_t, std::int64_t>> rows;
+    while (pick.step()) rows.emplace_back(pick.column_int(0), pick.column_int(1));
+    pick.reset();
+    for (auto [id, message_id] : rows) {
+      remove.bind(1, id).run();
+      release_message(message_id);
+    }
     t.commit();
-    total += n;
-    if (n < chunk) return total;
+    total += static_cast<std::int64_t>(rows.size());
+    if (rows.size() < static_cast<std::size_t>(chunk)) return total;
   }
 }
 

@@ -114,10 +114,11 @@ class database {
   void rollback() noexcept;
 
   // --- messages: each accepted message's body, stored once for all its recipients ----------
-  // Returns its id, for journal() and dead_letter_new(). The message goes (with its body) when
-  // the last journal row or dead letter that refers to it is deleted. Insert a message only in
-  // the transaction that adds rows referring to it: one that nothing refers to is never deleted.
-  std::int64_t insert_message(const message_record& m);
+  // Returns its id, for journal() and dead_letter_new(). rows is how many journal rows and dead
+  // letters the caller adds for it, in the same transaction: the message goes (with its body)
+  // when the last of them is acknowledged or purged. (Moving a journal row to the Dead Letter
+  // Channel leaves the count as it is.)
+  std::int64_t insert_message(const message_record& m, std::int64_t rows);
 
   // --- the journal: accepted, not yet acknowledged; one row per recipient -----------------
   // Returns the delivery's seq (its journal id), increasing in acceptance order.
@@ -196,6 +197,8 @@ class database {
   // Throws a transient storage_error if the file is no longer where it was opened (deleted,
   // or replaced by another file): what is written then would be lost at the next start.
   void check_file() const;
+  // One row fewer refers to the message: the last one takes it.
+  void release_message(std::int64_t message_id);
 
   const std::string& path() const noexcept { return db_.path(); }
   sqlite::connection& connection() noexcept { return db_; }

@@ -10,8 +10,10 @@ named_job<std::vector<accept_target>> accept(message_ptr m, std::vector<accept_t
   *j.result = std::move(targets);
   j.run = [m = std::move(m), out = j.result, persist, status = std::move(status), now](database& db) {
     // The body is stored once, and only if some recipient needs it stored.
+    std::int64_t rows = 0;
+    for (auto& t : *out) rows += (!t.live || persist) ? 1 : 0;
     std::int64_t message_id = 0;
-    auto stored = [&] { return message_id ? message_id : (message_id = db.insert_message(m->rec)); };
+    auto stored = [&] { return message_id ? message_id : (message_id = db.insert_message(m->rec, rows)); };
     for (auto& t : *out) {
       if (t.live) {
         t.seq = persist ? db.journal(stored(), t.name) : 0;
@@ -33,11 +35,14 @@ named_job<counts_by_recipient> dead_letter(std::shared_ptr<const std::vector<fai
     parked->clear();
     // Deliveries never journaled (persist-accepted off, or held before the journal write): each
     // message of the batch is stored once for all its recipients in it.
-    std::unordered_map<const accepted_message*, std::int64_t> stored;
+    std::unordered_map<const accepted_message*, std::pair<std::int64_t, std::int64_t>> stored;  // rows, id
+    for (auto& f : *batch) {
+      if (!f.d.dead_letter_id && !f.d.seq) ++stored[f.d.msg.get()].first;
+    }
     auto message_id = [&](const accepted_message& m) {
-      auto [it, fresh] = stored.try_emplace(&m, 0);
-      if (fresh) it->second = db.insert_message(m.rec);
-      return it->second;
+      auto& [rows, id] = stored[&m];
+      if (id == 0) id = db.insert_message(m.rec, rows);
+      return id;
     };
     for (auto& f : *batch) {
       if (f.d.dead_letter_id) {

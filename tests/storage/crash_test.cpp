@@ -34,7 +34,7 @@ constexpr int recipients_per_message = 3;
       const std::string line = m.message_uuid + "\n";
       s.submit(
           [m](database& db) {
-            const auto id = db.insert_message(m);
+            const auto id = db.insert_message(m, recipients_per_message);
             for (int r = 0; r < recipients_per_message; ++r) db.journal(id, "r" + std::to_string(r));
           },
           [out_fd, line](std::exception_ptr e) {

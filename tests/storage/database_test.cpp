@@ -458,7 +458,7 @@ TEST_F(Database, AMessageIsStoredOnceAndGoesWithItsLastRow) {
   auto m = message("fan");
   m.body = "{\"message_text\":\"" + std::string(100'000, 'x') + "\"}";
   db.begin();
-  const auto id = db.insert_message(m);
+  const auto id = db.insert_message(m, 502);
   const auto bob = db.journal(id, "bob");
   db.journal(id, "carol");
   for (int i = 0; i < 500; ++i) db.dead_letter_new(id, "u" + std::to_string(i), dead_letter_reason::recipient_offline, now_ms());
