@@ -91,7 +91,8 @@ void write_password_file(const std::string& path, const std::vector<password_lin
   }
   mode_t mode = 0600;
   struct stat st {};
-  if (::stat(path.c_str(), &st) == 0) mode = st.st_mode & 07777;
+  const bool existed = ::stat(path.c_str(), &st) == 0;
+  if (existed) mode = st.st_mode & 07777;
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   auto fail = [&](const char* what) {
     const std::string reason = std::strerror(errno);
@@ -102,6 +103,9 @@ void write_password_file(const std::string& path, const std::vector<password_lin
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) throw fail("create");
   ::fchmod(fd, mode);
+  // The rewrite keeps the file's owner and group too (root editing the file of a service user):
+  // best effort, as only root may give a file away.
+  if (existed) (void)!::fchown(fd, st.st_uid, st.st_gid);
   std::size_t off = 0;
   while (off < text.size()) {
     const ssize_t n = ::write(fd, text.data() + off, text.size() - off);

@@ -34,7 +34,7 @@ std::vector<password_line> parse_password_file(std::string_view text, const std:
 // Reads and parses the file; throws config_error if it can not be read.
 std::vector<password_line> read_password_file(const std::string& path);
 // Writes lines to path atomically (a temporary file beside it, then rename) with mode 0600, or
-// the mode the file had. Throws config_error naming the file.
+// the mode, owner and group the file had. Throws config_error naming the file.
 void write_password_file(const std::string& path, const std::vector<password_line>& lines);
 // Sets user's hash (a new line at the end if it has none) or, with hash empty, removes its
 // line. Returns false if there was nothing to remove.

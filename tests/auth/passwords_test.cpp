@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <time.h>
 
@@ -93,12 +94,18 @@ TEST(Passwords, TheFileIsRewrittenAtomicallyKeepingCommentsAndItsMode) {
   ASSERT_EQ(::stat(path.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   ::chmod(path.c_str(), 0640);
+  const bool root = ::geteuid() == 0;
+  if (root) ASSERT_EQ(::chown(path.c_str(), 65534, 65534), 0);  // a service user's file, edited by root
   auto read = read_password_file(path);
   EXPECT_TRUE(set_password_line(read, "alice", ""));
   EXPECT_FALSE(set_password_line(read, "carol", ""));
   write_password_file(path, read);
   ASSERT_EQ(::stat(path.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0640u) << "the operator's mode is kept";
+  if (root) {
+    EXPECT_EQ(st.st_uid, 65534u) << "the owner is kept";
+    EXPECT_EQ(st.st_gid, 65534u) << "the group is kept";
+  }
   auto again = read_password_file(path);
   ASSERT_EQ(again.size(), 2u);
   EXPECT_EQ(again[0].text, "# the users of ops");
