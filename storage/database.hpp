@@ -197,8 +197,6 @@ class database {
   // Throws a transient storage_error if the file is no longer where it was opened (deleted,
   // or replaced by another file): what is written then would be lost at the next start.
   void check_file() const;
-  // One row fewer refers to the message: the last one takes it.
-  void release_message(std::int64_t message_id);
 
   const std::string& path() const noexcept { return db_.path(); }
   sqlite::connection& connection() noexcept { return db_; }
@@ -206,6 +204,8 @@ class database {
  private:
   struct statements;
   void migrate();
+  // One row fewer refers to the message: the last one takes it.
+  void release_message(std::int64_t message_id);
   std::int64_t next_seq() noexcept { return ++last_seq_; }
 
   sqlite::connection db_;

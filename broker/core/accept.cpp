@@ -186,10 +186,7 @@ void broker_core::commit_accept(const message_ptr& m, dedupe_table::entry& e, ro
   const bool persist = s_.persist_accepted;
   dedupe_table::entry* entry = &e;
   if (peer* origin = find(m->origin)) origin->pending_accept_bytes += m->rec.body.size();
-  // The database keeps what message_accepted said, as JSON text people can read.
-  std::string said;
-  e.many ? dedupe_table::append_recipients_json(said, e.status) : void(said = e.status);
-  auto job = store_jobs::accept(m, std::move(route.targets), persist, std::move(said), now.wall);
+  auto job = store_jobs::accept(m, std::move(route.targets), persist, e.status_json(), now.wall);
   auto done = [this, m, persist, entry, live_to = std::move(route.live_to), committed = job.result](
                   std::exception_ptr err, const moment& at) {
     if (peer* origin = find(m->origin)) origin->pending_accept_bytes -= m->rec.body.size();

@@ -22,13 +22,15 @@ std::vector<std::string_view> words_of(std::string_view line) {
   return words;
 }
 
-// Matches glob (with "%u" expanded to user as it goes) against the whole of name.
-bool match_from(std::string_view glob, std::string_view name, std::string_view user) {
+}  // namespace
+
+// "%u" is expanded to user as the match goes.
+bool acl::matches(std::string_view glob, std::string_view name, std::string_view user) {
   while (!glob.empty()) {
     if (glob.front() == '*') {
       glob.remove_prefix(1);
       for (std::size_t skip = 0; skip <= name.size(); ++skip) {
-        if (match_from(glob, name.substr(skip), user)) return true;
+        if (matches(glob, name.substr(skip), user)) return true;
       }
       return false;
     }
@@ -43,12 +45,6 @@ bool match_from(std::string_view glob, std::string_view name, std::string_view u
     name.remove_prefix(1);
   }
   return name.empty();
-}
-
-}  // namespace
-
-bool acl::matches(std::string_view glob, std::string_view name, std::string_view user) {
-  return match_from(glob, name, user);
 }
 
 acl acl::parse(std::string_view text, const std::string& path) {

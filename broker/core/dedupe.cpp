@@ -9,10 +9,15 @@ namespace ma {
 
 void dedupe_table::entry::append_accepted(std::string& b, std::string_view uuid, bool duplicate,
                                           std::string_view request_id) const {
-  if (!many) return append_accepted_frame(b, uuid, status, duplicate, request_id);
+  many ? append_accepted_many_frame(b, uuid, status_json(), duplicate, request_id)
+       : append_accepted_frame(b, uuid, status, duplicate, request_id);
+}
+
+std::string dedupe_table::entry::status_json() const {
+  if (!many) return status;
   std::string recipients;
   append_recipients_json(recipients, status);
-  append_accepted_many_frame(b, uuid, recipients, duplicate, request_id);
+  return recipients;
 }
 
 void dedupe_table::add_status(std::string& compact, std::string_view name, bool relayed) {

@@ -38,6 +38,8 @@ class dedupe_table {
 
     // Appends the message_accepted frame this entry answers with.
     void append_accepted(std::string& b, std::string_view uuid, bool duplicate, std::string_view request_id) const;
+    // What message_accepted said, as the database keeps it: the status, or the recipients array.
+    std::string status_json() const;
   };
 
   // At most max_entries entries and max_bytes of keys and statuses (a fan-out's statuses are
@@ -49,9 +51,9 @@ class dedupe_table {
 
   // A fan-out's statuses as the table keeps them: for each recipient '+' (relayed) or '-'
   // (dead_lettered), its name and '\n' (usernames have no '\n'): a name's length and 2 bytes,
-  // a fifth of message_accepted's recipients array. to_recipients_json expands them to that
-  // array (what the database keeps, too); from_recipients_json reads it back (at start), and
-  // gives up to nothing on text that is not such an array.
+  // a fifth of message_accepted's recipients array. append_recipients_json expands them to that
+  // array; from_recipients_json reads it back (at start), and gives up to nothing on text that
+  // is not such an array.
   static void add_status(std::string& compact, std::string_view name, bool relayed);
   static void append_recipients_json(std::string& out, std::string_view compact);
   static std::string from_recipients_json(std::string_view json);

@@ -34,8 +34,8 @@ enum class peer_reading : std::uint8_t {
   held_for_auth,     // its log_in's password is being checked (or waits for its turn)
 };
 
-// A hold the broker imposed (the store, a recipient's room), not one the peer caused: the time
-// it lasts is not the peer's silence.
+// A hold the broker imposed (the store, a recipient's room, the commits of its messages, its
+// password check), not one the peer caused: the time it lasts is not the peer's silence.
 inline bool held_by_broker(peer_reading r) {
   return r == peer_reading::held_for_store || r == peer_reading::held_for_room ||
          r == peer_reading::held_for_commits || r == peer_reading::held_for_auth;

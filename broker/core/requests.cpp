@@ -150,7 +150,8 @@ void broker_core::refused_log_in(const peer& p, const std::string& name, steady_
   }
 }
 
-// A correct log_in for a name that is online, with a password file: the name changes hands.
+// An authenticated log_in (a right password, or a certificate that names the user) for a name
+// that is online: the name changes hands.
 // The old session hears session_taken_over and closes; what it had received and not
 // acknowledged (and what waited for it) goes to the Dead Letter Channel before the new session
 // counts its letters, so the new one gets it at once, by redelivery. A name taken over less
