@@ -54,11 +54,15 @@ void password_checker::rehash(const std::string& user, const std::string& passwo
   try {
     auto lines = read_password_file(path_);
     set_password_line(lines, user, hash_password(password, cost_));
-    write_password_file(path_, lines);
+    // Used from now on even if the file can not be written (the unit keeps it read-only to the
+    // broker): one warning per user until the file is read again, not one per login.
     table_ = std::make_shared<const password_table>(lines, cost_);
+    write_password_file(path_, lines);
     spdlog::info("the password of '{}' was hashed again at the configured cost in '{}'", user, path_);
   } catch (const std::exception& e) {
-    spdlog::warn("the password of '{}' could not be hashed again at the configured cost: {}", user, e.what());
+    spdlog::warn("the password of '{}' was hashed again at the configured cost but not stored ({}); "
+                 "'message-broker passwd' stores it",
+                 user, e.what());
   }
 }
 

@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -203,6 +204,114 @@ TEST(Service, InstallIntoATemporaryPrefixPutsEveryFileInPlace) {
   auto [s2, out2] = test::run_command(prefix + "/bin/message-broker",
                                       {"--config", prefix + "/etc/message-broker/message-broker.conf", "--check-config"});
   EXPECT_EQ(s2, 0) << out2;
+}
+
+// The uid and gid of a user in a passwd-format file (/etc/passwd of a root), or nullopt.
+std::optional<std::pair<int, int>> user_ids(const std::string& passwd_file, const std::string& name) {
+  std::ifstream in(passwd_file);
+  for (std::string line; std::getline(in, line);) {
+    std::smatch m;
+    if (std::regex_match(line, m, std::regex(R"(([^:]*):[^:]*:(\d+):(\d+):.*)")) && m[1] == name)
+      return std::pair{std::stoi(m[2]), std::stoi(m[3])};
+  }
+  return std::nullopt;
+}
+
+// Issue #14: the unit keeps the files readable only by the service user. An installation for the
+// /usr prefix in a temporary root; systemd-sysusers and systemd-tmpfiles apply its rules there as
+// systemd does on a real machine (at boot and before the unit's start and reload); the files are
+// made by root as an operator would (0600, root's group). Then the real broker, run as the
+// service user, reads them all, and another user can not.
+TEST(Service, TheUnitsFilesAreReadableByTheServiceUserAlone) {
+  for (const char* tool : {"/usr/bin/systemd-sysusers", "/usr/bin/systemd-tmpfiles", "/usr/bin/setpriv", "/usr/bin/openssl"})
+    if (!fs::exists(tool)) GTEST_SKIP() << tool << " is not installed";
+  if (::geteuid() != 0) GTEST_SKIP() << "files owned by another user need root";
+  test::temp_dir dir;
+  fs::permissions(dir.path(), fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
+  const std::string root = dir.file("root");
+  auto [status, out] = test::run_command(cmake_command, {"--install", build_dir, "--prefix", "/usr"}, std::nullopt,
+                                         {"DESTDIR=" + root});
+  ASSERT_EQ(status, 0) << out;
+  std::ifstream unit_file(root + "/usr/lib/systemd/system/message-broker.service");
+  const std::string unit((std::istreambuf_iterator<char>(unit_file)), {});
+  const std::string fix = "+/usr/bin/systemd-tmpfiles --create /usr/lib/tmpfiles.d/message-broker.conf";
+  EXPECT_NE(unit.find("ExecStartPre=" + fix), std::string::npos) << unit;
+  EXPECT_NE(unit.find("ExecReload=" + fix), std::string::npos) << unit;
+  EXPECT_NE(unit.find("User=message-broker"), std::string::npos) << unit;
+  EXPECT_EQ(unit.find("DynamicUser"), std::string::npos) << unit;
+
+  std::tie(status, out) = test::run_command(
+      "/usr/bin/systemd-sysusers", {"--root=" + root, root + "/usr/lib/sysusers.d/message-broker.conf"});
+  ASSERT_EQ(status, 0) << out;
+  const auto ids = user_ids(root + "/etc/passwd", "message-broker");
+  ASSERT_TRUE(ids) << out;
+  const auto [uid, gid] = *ids;
+
+  // What root makes: a password file with passwd, an ACL, a key and certificate with openssl.
+  const std::string etc = root + "/etc/message-broker";
+  const std::string broker = root + "/usr/bin/message-broker";
+  std::tie(status, out) = test::run_command(broker, {"passwd", "--password-file", etc + "/passwords", "alice"},
+                                            std::string("secret\n"));
+  ASSERT_EQ(status, 0) << out;
+  { std::ofstream(etc + "/acl") << "user alice\nsend *\n"; }
+  fs::permissions(etc + "/acl", fs::perms::owner_read | fs::perms::owner_write);
+  fs::create_directories(etc + "/tls");
+  std::tie(status, out) = test::run_command(
+      "/usr/bin/openssl", {"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                           etc + "/tls/broker.key", "-out", etc + "/tls/broker.pem", "-days", "2", "-subj", "/CN=broker"});
+  ASSERT_EQ(status, 0) << out;
+  fs::permissions(etc + "/tls/broker.key", fs::perms::owner_read | fs::perms::owner_write);
+
+  std::tie(status, out) =
+      test::run_command("/usr/bin/systemd-tmpfiles", {"--root=" + root, "--create", root + "/usr/lib/tmpfiles.d/message-broker.conf"});
+  ASSERT_EQ(status, 0) << out;
+  const auto mode_and_owner = [](const std::string& path) {
+    struct stat st{};
+    EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+    return std::tuple{static_cast<int>(st.st_mode & 07777), static_cast<int>(st.st_uid), static_cast<int>(st.st_gid)};
+  };
+  EXPECT_EQ(mode_and_owner(etc), std::tuple(0750, 0, gid));
+  EXPECT_EQ(mode_and_owner(etc + "/tls"), std::tuple(0750, 0, gid));
+  for (const char* f : {"/passwords", "/acl", "/tls/broker.key", "/tls/broker.pem", "/message-broker.conf"})
+    EXPECT_EQ(mode_and_owner(etc + f), std::tuple(0640, 0, gid)) << f;
+  // Root adds a user later: the file keeps its group and mode.
+  std::tie(status, out) = test::run_command(broker, {"passwd", "--password-file", etc + "/passwords", "bob"},
+                                            std::string("other\n"));
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_EQ(mode_and_owner(etc + "/passwords"), std::tuple(0640, 0, gid));
+
+  // The state directory as systemd makes it (StateDirectory=, mode 0700, the service user's).
+  const std::string state = root + "/var/lib/message-broker";
+  fs::create_directories(state);
+  ASSERT_EQ(::chown(state.c_str(), static_cast<uid_t>(uid), static_cast<gid_t>(gid)), 0);
+  fs::permissions(state, fs::perms::owner_all);
+  const auto run_as = [&](int as_uid, int as_gid, const std::string& log) {
+    std::vector<std::string> args = {"--reuid=" + std::to_string(as_uid), "--regid=" + std::to_string(as_gid),
+                                     "--clear-groups", "--", broker, "--config", etc + "/message-broker.conf"};
+    for (const auto& a : test::broker_args(dir)) args.push_back(a);
+    args.back() = state + "/message-broker.db";
+    args.insert(args.end(), {"--password-file", etc + "/passwords", "--acl-file", etc + "/acl", "--tls-port",
+                             std::to_string(test::free_port()), "--tls-cert", etc + "/tls/broker.pem", "--tls-key",
+                             etc + "/tls/broker.key"});
+    return std::make_unique<test::child_process>("/usr/bin/setpriv", args, dir.file(log));
+  };
+  {
+    auto service = run_as(uid, gid, "service.log");
+    EXPECT_TRUE(service->wait_for_log(std::regex("TLS listener on"), 20s)) << service->log();
+    EXPECT_NE(service->log().find("2 users in the password file"), std::string::npos) << service->log();
+    EXPECT_NE(service->log().find("has rules for 1 users"), std::string::npos) << service->log();
+    service->signal(SIGTERM);
+    EXPECT_EQ(service->wait(20s), 0) << service->log();
+  }
+  auto stranger = run_as(uid + 1000, gid + 1000, "stranger.log");
+  EXPECT_NE(stranger->wait(20s), std::optional<int>(0)) << stranger->log();
+  EXPECT_NE(stranger->log().find("Cannot read the config file"), std::string::npos) << stranger->log();
+  for (const char* f : {"/passwords", "/acl", "/tls/broker.key"}) {
+    std::tie(status, out) = test::run_command(
+        "/usr/bin/setpriv", {"--reuid=" + std::to_string(uid + 1000), "--regid=" + std::to_string(gid + 1000),
+                             "--clear-groups", "--", "/bin/cat", etc + f});
+    EXPECT_NE(status, 0) << f << ": " << out;
+  }
 }
 
 }  // namespace
