@@ -1,5 +1,7 @@
-// Accepting a message: dedupe, routing to its recipients, the commit, and the live deliveries
-// that follow it (at once, held behind a backlog, or held while a window is full).
+// Accepting a message: dedupe, routing to its recipients, the live deliveries (at once, held
+// behind a backlog, or held while a window is full), and the commit that message_accepted waits
+// for. A delivery goes out before its commit: a recipient that acknowledges before the store
+// gets to it costs no journal row (journal_slots).
 #include <spdlog/spdlog.h>
 
 #include "broker/core/broker_core.hpp"
@@ -121,6 +123,13 @@ void broker_core::handle_message(peer& p, request& r, const moment& now) {
   m->origin = p.id;
   routing route = route_to(p, std::move(recipients));
   m->fan_out = route.live > 1;
+  if (s_.persist_accepted) {
+    int slots = 0;
+    for (auto& t : route.targets) {
+      if (t.live) t.slot = slots++;
+    }
+    m->journal = journal_slots(static_cast<std::size_t>(slots));
+  }
 
   dedupe_table::entry& e = dedupe_.remember(std::move(key), now.steady, bounded_ms(s_.dedupe_window_ms));
   e.many = r.k != kind::send_message;
@@ -129,11 +138,13 @@ void broker_core::handle_message(peer& p, request& r, const moment& now) {
   ++p.replies_due;
   e.first_request_id = std::move(r.request_id);
   rec.message_uuid = std::move(uuid);
-  if (!s_.persist_accepted) {
-    for (std::size_t i = 0; i < route.targets.size(); ++i) {
-      if (peer* to = route.live_to[i] ? find(route.live_to[i]) : nullptr) deliver(*to, m, 0, now);
-    }
-    if (route.live == static_cast<int>(route.targets.size())) return finish_accept(e, rec.message_uuid, now.steady);
+  m->awaiting_commit = true;
+  for (std::size_t i = 0; i < route.targets.size(); ++i) {
+    if (peer* to = route.live_to[i] ? find(route.live_to[i]) : nullptr) deliver(*to, m, route.targets[i].slot, now);
+  }
+  // Without persistence a message with no dead letter has nothing to commit.
+  if (!s_.persist_accepted && route.live == static_cast<int>(route.targets.size())) {
+    return finish_accept(e, *m, now.steady);
   }
   commit_accept(m, e, std::move(route), now);
 }
@@ -158,7 +169,7 @@ broker_core::routing broker_core::route_to(peer& p, std::vector<std::string> rec
   route.targets.reserve(recipients.size());
   route.live_to.reserve(recipients.size());
   for (auto& name : recipients) {
-    store_jobs::accept_target t{std::move(name), false, dead_letter_reason::recipient_offline, 0};
+    store_jobs::accept_target t{std::move(name), false, dead_letter_reason::recipient_offline};
     peer_id to_id = 0;
     if (peer* to = find_online(t.name); to && to->open()) {
       if (to->out.bytes() > s_.max_outbound_bytes) {
@@ -179,38 +190,27 @@ broker_core::routing broker_core::route_to(peer& p, std::vector<std::string> rec
   return route;
 }
 
-// The accept job; after its commit the live deliveries go out (with persistence on) and the
-// sender hears message_accepted. The dedupe entry outlives the commit: an entry is only
+// The accept job; after its commit the sender hears message_accepted, then the receipts of
+// acknowledgements that came before it. The dedupe entry outlives the commit: an entry is only
 // forgotten once done.
 void broker_core::commit_accept(const message_ptr& m, dedupe_table::entry& e, routing route, const moment& now) {
-  const bool persist = s_.persist_accepted;
   dedupe_table::entry* entry = &e;
   if (peer* origin = find(m->origin)) origin->pending_accept_bytes += m->rec.body.size();
-  auto job = store_jobs::accept(m, std::move(route.targets), persist, e.status_json(), now.wall);
-  auto done = [this, m, persist, entry, live_to = std::move(route.live_to), committed = job.result](
-                  std::exception_ptr err, const moment& at) {
+  auto job = store_jobs::accept(m, std::move(route.targets), s_.persist_accepted, e.status_json(), now.wall);
+  auto done = [this, m, entry](std::exception_ptr err, const moment& at) {
     if (peer* origin = find(m->origin)) origin->pending_accept_bytes -= m->rec.body.size();
-    if (err) return accept_failed(*entry, m->rec.message_uuid, sqlite::failure_reason(err));
-    if (persist) {
-      std::vector<failed_delivery> gone;
-      for (std::size_t i = 0; i < committed->size(); ++i) {
-        auto& t = (*committed)[i];
-        if (!t.live) continue;
-        peer* to = find(live_to[i]);
-        if (to && to->open()) {
-          deliver(*to, m, t.seq, at);
-        } else {
-          gone.push_back({t.name, delivery{m, t.seq, 0, 1, m->rec.accepted_at}, false});
-        }
-      }
-      if (!gone.empty()) dead_letter(std::move(gone), dead_letter_reason::recipient_disconnected, at);
+    if (err) {
+      m->failed = true;
+      m->early_receipts.clear();
+      return accept_failed(*entry, m->rec.message_uuid, sqlite::failure_reason(err));
     }
-    finish_accept(*entry, m->rec.message_uuid, at.steady);
+    finish_accept(*entry, *m, at.steady);
   };
   submit(std::move(job.run), std::move(done), on_failure::fail, "accept");
 }
 
-void broker_core::finish_accept(dedupe_table::entry& e, const std::string& uuid, steady_time now) {
+void broker_core::finish_accept(dedupe_table::entry& e, accepted_message& m, steady_time now) {
+  const std::string& uuid = m.rec.message_uuid;
   e.done = true;
   e.at = now;
   if (peer* p = find(e.first_waiter)) {
@@ -227,6 +227,11 @@ void broker_core::finish_accept(dedupe_table::entry& e, const std::string& uuid,
   }
   e.more_waiters.clear();
   e.more_waiters.shrink_to_fit();
+  m.awaiting_commit = false;
+  for (auto& [receiver, at] : m.early_receipts) {
+    notify_sender(m, [&](std::string& b) { append_delivered_frame(b, uuid, receiver, at); });
+  }
+  std::vector<std::pair<std::string, std::string>>().swap(m.early_receipts);
 }
 
 // Nothing of it was committed: the sender hears internal_error, never message_accepted, and the
@@ -248,15 +253,15 @@ void broker_core::accept_failed(dedupe_table::entry& e, const std::string& uuid,
   e.more_waiters.clear();
 }
 
-void broker_core::deliver(peer& to, const message_ptr& m, std::int64_t seq, const moment& now) {
+void broker_core::deliver(peer& to, const message_ptr& m, int slot, const moment& now) {
   // Behind the backlog, or behind what already waits for room in the window, or before the
   // log_in is answered: order holds.
   if (to.phase != peer_phase::logged_in || to.redelivering() || to.held_count() > 0 ||
       to.window_full()) {
-    to.held.push_back({m, seq});
+    to.held.push_back({m, slot});
     return;
   }
-  send_live(to, m, seq, now);
+  send_live(to, m, slot, now);
 }
 
 // Sends what waits in to.held while its window has room and no backlog is being redelivered.
@@ -264,7 +269,7 @@ void broker_core::refill(peer& to, const moment& now) {
   while (to.receiving() && !to.redelivering() && to.held_count() > 0 &&
          !to.window_full()) {
     auto h = std::move(to.held[to.held_next++]);
-    send_live(to, h.msg, h.seq, now);
+    send_live(to, h.msg, h.slot, now);
   }
   if (to.held_next == to.held.size()) {
     to.held.clear();
@@ -284,7 +289,7 @@ void broker_core::refill_soon(peer& to) {
   refills_.push_back(to.id);
 }
 
-void broker_core::send_live(peer& to, const message_ptr& m, std::int64_t seq, const moment& now) {
+void broker_core::send_live(peer& to, const message_ptr& m, int slot, const moment& now) {
   if (m->fan_out) {
     // Serialized once; each recipient's buffer gets head + its name + tail.
     if (m->frame.head.empty()) m->frame = make_receive_frame(m->header());
@@ -296,7 +301,7 @@ void broker_core::send_live(peer& to, const message_ptr& m, std::int64_t seq, co
   } else {
     append(to, [&](std::string& b) { append_live_frame(b, m->header(), to.username); });
   }
-  register_in_flight(to, delivery{m, seq, 0, 1, now.wall}, now.steady);
+  register_in_flight(to, delivery{m, slot, 0, 1, now.wall}, now.steady);
 }
 
 }  // namespace ma

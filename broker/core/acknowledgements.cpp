@@ -9,21 +9,6 @@
 
 namespace ma {
 
-template <class Write>
-void broker_core::notify_all_sessions(std::string_view user, Write&& write) {
-  if (peer* p = find_online(user); p && p->open()) append(*p, write);
-  auto range = send_only_.equal_range(user);
-  for (auto it = range.first; it != range.second; ++it) {
-    if (peer* p = find(it->second); p && p->open()) append(*p, write);
-  }
-}
-
-template <class Write>
-void broker_core::notify_sender(const accepted_message& m, Write&& write) {
-  if (peer* origin = find(m.origin); origin && origin->open()) return append(*origin, write);
-  notify_all_sessions(m.rec.sender, write);
-}
-
 void broker_core::register_in_flight(peer& to, delivery d, steady_time now) {
   const std::uint64_t id = to.in_flight.add(std::move(d));
   ack_deadlines_.push_back({saturating_add(now, bounded_ms(s_.ack_timeout_ms)), to.id, id});
@@ -41,16 +26,22 @@ void broker_core::handle_ack(peer& p, const request& r, const moment& now) {
     }
     delivery d = std::move(*taken);
     if (delivered_at.empty()) delivered_at = format_iso8601(now.wall);
-    notify_sender(*d.msg, [&](std::string& b) { append_delivered_frame(b, uuid, p.username, delivered_at); });
+    if (d.msg->awaiting_commit) {
+      // Before message_accepted (the delivery went out before its commit): the receipt follows it.
+      if (!d.msg->failed) d.msg->early_receipts.emplace_back(p.username, delivered_at);
+    } else {
+      notify_sender(*d.msg, [&](std::string& b) { append_delivered_frame(b, uuid, p.username, delivered_at); });
+    }
     if (d.dead_letter_id) {
       --p.redeliveries_in_flight;
       acks->redelivered.push_back(std::move(d));
-    } else if (d.seq) {
-      acks->seqs.push_back(d.seq);
+    } else if (d.slot >= 0 && !d.msg->journal.acknowledge_first(d.slot)) {
+      // The accept job claimed the row first: it is deleted after it (jobs run in order).
+      acks->journaled.emplace_back(std::move(d.msg), d.slot);
     }
   }
   refill_soon(p);
-  if (acks->seqs.empty() && acks->redelivered.empty() && acks->late.empty()) return;
+  if (acks->journaled.empty() && acks->redelivered.empty() && acks->late.empty()) return;
   acks->receiver = p.username;
   acks->ack_sender = r.ack_sender;
   auto job = store_jobs::acknowledge(acks, now.wall, static_cast<int>(s_.max_delivery_attempts));
@@ -106,6 +97,7 @@ void broker_core::dead_letter(std::vector<failed_delivery> failed, dead_letter_r
     warn_letters(*parked, {}, at.steady);
     for (auto& f : *batch) {
       if (f.d.dead_letter_id) continue;  // already a dead letter: its sender heard so before
+      if (f.d.msg->failed) continue;     // never accepted: nothing was kept
       notify_sender(*f.d.msg, [&](std::string& b) {
         append_dead_lettered_frame(b, f.d.msg->rec.message_uuid, f.receiver, to_string(reason));
       });

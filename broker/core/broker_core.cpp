@@ -164,7 +164,7 @@ void broker_core::fail_deliveries(peer& p, dead_letter_reason reason, const mome
   for (auto& d : p.in_flight.drain()) failed.push_back({p.username, std::move(d), true});
   for (std::size_t i = p.held_next; i < p.held.size(); ++i) {
     auto& h = p.held[i];
-    failed.push_back({p.username, delivery{h.msg, h.seq, 0, 1, h.msg->rec.accepted_at}, false});
+    failed.push_back({p.username, delivery{h.msg, h.slot, 0, 1, h.msg->rec.accepted_at}, false});
   }
   p.held.clear();
   p.held_next = 0;

@@ -224,10 +224,10 @@ class broker_core {
   bool may_send_to(peer& p, const request& r, const std::vector<std::string>& recipients);
   bool may_broadcast(peer& p, const request& r);
   bool may_use_group(peer& p, const request& r);
-  void finish_accept(dedupe_table::entry& e, const std::string& uuid, steady_time now);
+  void finish_accept(dedupe_table::entry& e, accepted_message& m, steady_time now);
   void accept_failed(dedupe_table::entry& e, const std::string& uuid, std::string_view why);
-  void deliver(peer& to, const message_ptr& m, std::int64_t seq, const moment& now);
-  void send_live(peer& to, const message_ptr& m, std::int64_t seq, const moment& now);
+  void deliver(peer& to, const message_ptr& m, int slot, const moment& now);
+  void send_live(peer& to, const message_ptr& m, int slot, const moment& now);
   void refill(peer& to, const moment& now);
   void refill_soon(peer& to);
 
@@ -239,9 +239,18 @@ class broker_core {
   // A receipt for the sender of m: to the peer that sent it while it is connected, else to
   // every peer of that user.
   template <class Write>
-  void notify_sender(const accepted_message& m, Write&& write);
+  void notify_sender(const accepted_message& m, Write&& write) {
+    if (peer* origin = find(m.origin); origin && origin->open()) return append(*origin, write);
+    notify_all_sessions(m.rec.sender, write);
+  }
   template <class Write>
-  void notify_all_sessions(std::string_view user, Write&& write);
+  void notify_all_sessions(std::string_view user, Write&& write) {
+    if (peer* p = find_online(user); p && p->open()) append(*p, write);
+    auto range = send_only_.equal_range(user);
+    for (auto it = range.first; it != range.second; ++it) {
+      if (peer* p = find(it->second); p && p->open()) append(*p, write);
+    }
+  }
 
   // redelivery.cpp
   void start_redelivery(peer& p);

@@ -3,9 +3,12 @@
 // Letter Channel. Plain data.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/clock.hpp"
 #include "core/frames.hpp"
@@ -15,6 +18,44 @@ namespace ma {
 
 using peer_id = std::uint64_t;
 
+// The journal rows of a message's live deliveries (persist-accepted on), one slot per live
+// recipient. A delivery goes out before its accept job runs, so its recipient's acknowledgement
+// races the job: the job decides on the store's thread, the acknowledgement on the broker's,
+// and each slot is one atomic:
+//   0                    the accept job has not decided yet
+//   acknowledged_first   the recipient acknowledged first: the row is never written
+//   claimed              the job writes the row (or wrote it in a batch that was rolled back)
+//   > 0                  the row's seq, written by the job
+class journal_slots {
+ public:
+  static constexpr std::int64_t acknowledged_first = -1;
+  static constexpr std::int64_t claimed = -2;
+
+  journal_slots() = default;
+  explicit journal_slots(std::size_t n) : slots_(n ? std::make_unique<std::atomic<std::int64_t>[]>(n) : nullptr) {}
+
+  // Broker's thread: true if the acknowledgement came before the job decided (no row, ever).
+  bool acknowledge_first(int slot) {
+    std::int64_t undecided = 0;
+    return slots_[slot].compare_exchange_strong(undecided, acknowledged_first);
+  }
+  // Store's thread: true if the row is to be written (again, when a rolled-back batch reruns).
+  bool claim(int slot) {
+    std::int64_t v = 0;
+    return slots_[slot].compare_exchange_strong(v, claimed) || v != acknowledged_first;
+  }
+  void written(int slot, std::int64_t seq) { slots_[slot].store(seq); }
+  // Store's thread, in a job submitted after the accept's: the row's seq, or 0 if the accept
+  // wrote none (acknowledged first, or the accept failed).
+  std::int64_t seq(int slot) const {
+    const std::int64_t v = slots_[slot].load();
+    return v > 0 ? v : 0;
+  }
+
+ private:
+  std::unique_ptr<std::atomic<std::int64_t>[]> slots_;
+};
+
 // One accepted message, shared by its recipients' deliveries.
 struct accepted_message {
   message_record rec;
@@ -22,6 +63,12 @@ struct accepted_message {
   bool fan_out = false;        // more than one live recipient: share the frame's parts
   receive_frame_parts frame;  // built at the first live delivery of a fan-out
   peer_id origin = 0;  // the peer that sent it: its receipts go there while it is connected
+  journal_slots journal;
+  bool awaiting_commit = false;  // delivered before its commit; message_accepted not out yet
+  bool failed = false;           // the accept did not commit: internal_error went out
+  // Acknowledgements that came before message_accepted: (recipient, when); their receipts
+  // follow it.
+  std::vector<std::pair<std::string, std::string>> early_receipts;
 
   message_header header() const {
     return {rec.message_uuid, rec.sender, rec.ch, rec.group_name, std::string_view(sent_at.data(), sent_at.size()),
@@ -32,8 +79,9 @@ using message_ptr = std::shared_ptr<accepted_message>;
 
 // A message sent to a session and not yet acknowledged.
 struct delivery {
+  static constexpr int no_slot = -1;
   message_ptr msg;
-  std::int64_t seq = 0;             // its journal row (live delivery, persist-accepted on)
+  int slot = no_slot;               // its journal slot in msg->journal (live, persist-accepted on)
   std::int64_t dead_letter_id = 0;  // a redelivery: its letter
   int attempt = 1;
   sys_ms started{};

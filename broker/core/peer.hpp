@@ -57,7 +57,7 @@ struct redelivery_pump {
 
 struct held_delivery {
   message_ptr msg;
-  std::int64_t seq = 0;
+  int slot = delivery::no_slot;
 };
 
 struct peer {

@@ -9,14 +9,24 @@ named_job<std::vector<accept_target>> accept(message_ptr m, std::vector<accept_t
   named_job<std::vector<accept_target>> j;
   *j.result = std::move(targets);
   j.run = [m = std::move(m), out = j.result, persist, status = std::move(status), now](database& db) {
-    // The body is stored once, and only if some recipient needs it stored.
+    // A live delivery acknowledged before this runs is never journaled; the body is stored
+    // once, and only if some recipient needs it stored.
     std::int64_t rows = 0;
-    for (auto& t : *out) rows += (!t.live || persist) ? 1 : 0;
+    std::vector<bool> write(out->size());
+    for (std::size_t i = 0; i < out->size(); ++i) {
+      auto& t = (*out)[i];
+      t.seq = 0;
+      write[i] = !t.live || (persist && t.slot >= 0 && m->journal.claim(t.slot));
+      rows += write[i] ? 1 : 0;
+    }
     std::int64_t message_id = 0;
     auto stored = [&] { return message_id ? message_id : (message_id = db.insert_message(m->rec, rows)); };
-    for (auto& t : *out) {
+    for (std::size_t i = 0; i < out->size(); ++i) {
+      auto& t = (*out)[i];
+      if (!write[i]) continue;
       if (t.live) {
-        t.seq = persist ? db.journal(stored(), t.name) : 0;
+        t.seq = db.journal(stored(), t.name);
+        m->journal.written(t.slot, t.seq);
       } else {
         db.dead_letter_new(stored(), t.name, t.reason, now);
       }
@@ -33,11 +43,11 @@ named_job<counts_by_recipient> dead_letter(std::shared_ptr<const std::vector<fai
   named_job<counts_by_recipient> j;
   j.run = [batch = std::move(batch), parked = j.result, reason, now, max_attempts](database& db) {
     parked->clear();
-    // Deliveries never journaled (persist-accepted off, or held before the journal write): each
-    // message of the batch is stored once for all its recipients in it.
+    // Deliveries never journaled (persist-accepted off): each message of the batch is stored
+    // once for all its recipients in it.
     std::unordered_map<const accepted_message*, std::pair<std::int64_t, std::int64_t>> stored;  // rows, id
     for (auto& f : *batch) {
-      if (!f.d.dead_letter_id && !f.d.seq) ++stored[f.d.msg.get()].first;
+      if (!f.d.dead_letter_id && f.d.slot < 0) ++stored[f.d.msg.get()].first;
     }
     auto message_id = [&](const accepted_message& m) {
       auto& [rows, id] = stored[&m];
@@ -49,8 +59,10 @@ named_job<counts_by_recipient> dead_letter(std::shared_ptr<const std::vector<fai
         if (db.record_attempt(f.d.dead_letter_id, f.d.attempt, f.d.started, to_string(reason), now, max_attempts)) {
           parked->emplace_back(f.receiver, 1);
         }
-      } else if (f.d.seq) {
-        db.dead_letter_journaled(f.d.seq, reason, now, f.attempted);
+      } else if (f.d.slot >= 0) {
+        // No row: its accept was not committed (the sender heard internal_error), so nothing
+        // of it is kept. (Acknowledged first, it would not be failing.)
+        if (auto seq = f.d.msg->journal.seq(f.d.slot)) db.dead_letter_journaled(seq, reason, now, f.attempted);
       } else {
         db.dead_letter_new(message_id(*f.d.msg), f.receiver, reason, now);
       }
@@ -64,7 +76,9 @@ named_job<std::vector<std::vector<std::string>>> acknowledge(std::shared_ptr<con
   named_job<std::vector<std::vector<std::string>>> j;
   j.run = [acks = std::move(acks), senders = j.result, now, max_attempts](database& db) {
     senders->clear();
-    for (auto seq : acks->seqs) db.acknowledge(seq);
+    for (auto& [m, slot] : acks->journaled) {
+      if (auto seq = m->journal.seq(slot)) db.acknowledge(seq);
+    }
     for (auto& d : acks->redelivered) {
       db.record_attempt(d.dead_letter_id, d.attempt, d.started, "acknowledged", now, max_attempts);
     }

@@ -23,17 +23,20 @@ struct named_job {
 
 namespace store_jobs {
 
-// One recipient of a message being accepted: a live delivery (journaled when persist), or a
-// dead letter for reason. seq is the journal row, written by the job.
+// One recipient of a message being accepted: a live delivery (journaled in its slot of the
+// message's journal_slots, unless acknowledged first), or a dead letter for reason. seq is the
+// journal row, written by the job (0: none).
 struct accept_target {
   std::string name;
   bool live = false;
   dead_letter_reason reason = dead_letter_reason::recipient_offline;
+  int slot = delivery::no_slot;
   std::int64_t seq = 0;
 };
 
-// The accept: the journal rows or dead letters of every recipient, and the (sender, uuid) pair
-// with its status, in one transaction, before message_accepted goes out.
+// The accept: the journal rows of the live deliveries not yet acknowledged, the dead letters,
+// and the (sender, uuid) pair with its status, in one transaction, before message_accepted
+// goes out.
 named_job<std::vector<accept_target>> accept(message_ptr m, std::vector<accept_target> targets, bool persist,
                                              std::string status, sys_ms now);
 
@@ -48,7 +51,7 @@ named_job<counts_by_recipient> dead_letter(std::shared_ptr<const std::vector<fai
 struct acknowledgements {
   std::string receiver;
   std::string ack_sender;  // empty: any
-  std::vector<std::int64_t> seqs;
+  std::vector<std::pair<message_ptr, int>> journaled;  // (message, slot): rows the accept claimed
   std::vector<delivery> redelivered;
   std::vector<std::string> late;
 };

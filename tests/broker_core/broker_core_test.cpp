@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "core/duration.hpp"
+#include "storage/sqlite.hpp"
 
 #include "tests/broker_core/core_harness.hpp"
 
@@ -48,6 +49,15 @@ std::vector<json::object> drain(core_harness& h, peer_id id, std::string_view ki
     all.insert(all.end(), got.begin(), got.end());
   }
   return all;
+}
+
+// The message_ids of what reached a peer, in order, presence updates left out.
+std::vector<std::string> kinds_of(core_harness& h, peer_id id) {
+  std::vector<std::string> out;
+  for (auto& f : h.frames(id)) {
+    if (f.at("message_id").as_string() != "update_user_set") out.emplace_back(f.at("message_id").as_string());
+  }
+  return out;
 }
 
 std::string error_code_of(core_harness& h, peer_id id) {
@@ -337,7 +347,12 @@ TEST(BrokerCore, ACommitFailureIsAnInternalErrorAndTheUuidMaySendAgain) {
   EXPECT_EQ(errors[0].at("error_code").as_string(), "internal_error");
   EXPECT_EQ(errors[0].at("message_uuid").as_string(), "m1");
   EXPECT_TRUE(h.take(alice, "message_accepted").empty());
-  EXPECT_TRUE(h.take(bob, "receive_message").empty());
+  // bob had it before the commit; unacknowledged, it times out into nothing: it was not accepted.
+  EXPECT_EQ(uuids_of(h.take(bob, "receive_message")), std::vector<std::string>{"m1"});
+  h.advance(1s);
+  h.run_store();
+  EXPECT_TRUE(h.take(alice, "message_dead_lettered").empty());
+  EXPECT_TRUE(h.db().find("m1").empty());
 
   send_to(h, alice, "bob", "m1");
   h.run_store();
@@ -345,6 +360,62 @@ TEST(BrokerCore, ACommitFailureIsAnInternalErrorAndTheUuidMaySendAgain) {
   ASSERT_EQ(accepted.size(), 1u);
   EXPECT_FALSE(accepted[0].contains("duplicate") && accepted[0].at("duplicate").as_bool());
   EXPECT_EQ(uuids_of(h.take(bob, "receive_message")), std::vector<std::string>{"m1"});
+}
+
+// Early delivery (persist-accepted on): the recipient has the message before its commit, and
+// message_accepted waits for the commit.
+TEST(BrokerCore, ALiveDeliveryGoesOutBeforeItsCommitAndTheAcceptAfterIt) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice"), bob = h.online("bob");
+  send_to(h, alice, "bob", "m1");
+  EXPECT_EQ(uuids_of(h.take(bob, "receive_message")), std::vector<std::string>{"m1"});
+  EXPECT_TRUE(h.take(alice, "message_accepted").empty());
+  h.run_store();
+  EXPECT_EQ(h.take(alice, "message_accepted").size(), 1u);
+  EXPECT_EQ(h.db().count_journal(), 1);  // not acknowledged yet: journaled
+  h.send(bob, "acknowledge_message", {{"message_uuid", "m1"}});
+  EXPECT_EQ(h.take(alice, "message_delivered").size(), 1u);
+  h.run_store();
+  EXPECT_EQ(h.db().count_journal(), 0);
+}
+
+// Acknowledged before the store got to it: no journal row and no body are ever written, only
+// the dedupe pair; the receipt follows message_accepted.
+TEST(BrokerCore, ADeliveryAcknowledgedBeforeItsCommitIsNeverJournaled) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice"), bob = h.online("bob");
+  send_to(h, alice, "bob", "m1");
+  h.take(bob, "receive_message");
+  h.send(bob, "acknowledge_message", {{"message_uuid", "m1"}});
+  EXPECT_TRUE(h.take(alice, "message_delivered").empty()) << "no receipt before message_accepted";
+  EXPECT_EQ(h.port().jobs.size(), 1u) << "the acknowledgement costs no store job";
+  h.run_store();
+  EXPECT_EQ(kinds_of(h, alice), (std::vector<std::string>{"message_accepted", "message_delivered"}));
+  EXPECT_EQ(h.db().count_journal(), 0);
+  sqlite::statement bodies(h.db().connection(), "SELECT count(*) FROM messages");
+  ASSERT_TRUE(bodies.step());
+  EXPECT_EQ(bodies.column_int(0), 0);
+  EXPECT_EQ(h.db().accepted_since(sys_ms{}).size(), 1u);  // the dedupe pair is durable
+  send_to(h, alice, "bob", "m1");                          // and answers a resend
+  EXPECT_TRUE(h.take(alice, "message_accepted").at(0).at("duplicate").as_bool());
+  EXPECT_TRUE(h.take(bob, "receive_message").empty());
+}
+
+// The recipient goes before the commit: its delivery becomes a dead letter with its body, and
+// its sender hears message_accepted, then message_dead_lettered.
+TEST(BrokerCore, ARecipientGoneBeforeTheCommitGetsItsDeliveryAsADeadLetter) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice"), bob = h.online("bob");
+  send_to(h, alice, "bob", "m1", "the body");
+  h.take(bob, "receive_message");
+  h.disconnect(bob);
+  h.run_store();
+  EXPECT_EQ(kinds_of(h, alice), (std::vector<std::string>{"message_accepted", "message_dead_lettered"}));
+  auto letters = h.db().find("m1");
+  ASSERT_EQ(letters.size(), 1u);
+  EXPECT_EQ(letters[0].reason, dead_letter_reason::recipient_disconnected);
+  EXPECT_NE(letters[0].body.find("the body"), std::string::npos);
+  EXPECT_EQ(h.db().count_journal(), 0);
 }
 
 TEST(BrokerCore, AFullRecipientHoldsItsSenderThenOverflowsToTheDeadLetterChannel) {

@@ -5,11 +5,11 @@
 namespace ma {
 namespace {
 
-delivery of(const std::string& uuid, const std::string& sender, std::int64_t seq) {
+delivery of(const std::string& uuid, const std::string& sender, int mark) {
   auto m = std::make_shared<accepted_message>();
   m->rec.message_uuid = uuid;
   m->rec.sender = sender;
-  return delivery{m, seq, 0, 1, {}};
+  return delivery{m, mark, 0, 1, {}};  // the slot marks which delivery it is
 }
 
 TEST(InFlight, AnAcknowledgementTakesTheDeliveryItNames) {
@@ -19,7 +19,7 @@ TEST(InFlight, AnAcknowledgementTakesTheDeliveryItNames) {
   EXPECT_EQ(s.size(), 2u);
   auto d = s.take("u2", "");
   ASSERT_TRUE(d);
-  EXPECT_EQ(d->seq, 2);
+  EXPECT_EQ(d->slot, 2);
   EXPECT_FALSE(s.take("u2", ""));  // once
   EXPECT_FALSE(s.take("nope", ""));
   EXPECT_EQ(s.size(), 1u);
@@ -32,14 +32,14 @@ TEST(InFlight, TwoSendersWithTheSameUuidAreToldApartBySender) {
   s.add(of("same", "carol", 3));
   auto b = s.take("same", "bob");
   ASSERT_TRUE(b);
-  EXPECT_EQ(b->seq, 2);
+  EXPECT_EQ(b->slot, 2);
   EXPECT_FALSE(s.take("same", "bob"));
   auto any = s.take("same", "");  // without a sender: the oldest
   ASSERT_TRUE(any);
-  EXPECT_EQ(any->seq, 1);
+  EXPECT_EQ(any->slot, 1);
   auto c = s.take("same", "carol");
   ASSERT_TRUE(c);
-  EXPECT_EQ(c->seq, 3);
+  EXPECT_EQ(c->slot, 3);
   EXPECT_EQ(s.size(), 0u);
 }
 
@@ -52,7 +52,7 @@ TEST(InFlight, ByIdForTimeoutsAndDrainedInTheOrderSent) {
   EXPECT_FALSE(s.take("u10", ""));  // gone from both indexes
   auto rest = s.drain();
   ASSERT_EQ(rest.size(), 49u);
-  for (std::size_t i = 1; i < rest.size(); ++i) EXPECT_LT(rest[i - 1].seq, rest[i].seq);
+  for (std::size_t i = 1; i < rest.size(); ++i) EXPECT_LT(rest[i - 1].slot, rest[i].slot);
   EXPECT_EQ(s.size(), 0u);
   EXPECT_FALSE(s.take("u11", ""));
 }

@@ -32,8 +32,9 @@ struct StoreJobs : ::testing::Test {
 
 TEST_F(StoreJobs, AnAcceptJournalsTheLiveDeadLettersTheRestAndRemembersThePair) {
   auto m = message("m1");
+  m->journal = journal_slots(1);
   std::vector<store_jobs::accept_target> targets{{"bob", true, {}, 0},
-                                                 {"carol", false, dead_letter_reason::recipient_offline, 0}};
+                                                 {"carol", false, dead_letter_reason::recipient_offline}};
   auto job = store_jobs::accept(m, targets, true, "[...]", now);
   run(job.run);
   ASSERT_EQ(job.result->size(), 2u);
@@ -46,14 +47,34 @@ TEST_F(StoreJobs, AnAcceptJournalsTheLiveDeadLettersTheRestAndRemembersThePair) 
   EXPECT_EQ(pairs[0].status, "[...]");
 }
 
+// A live delivery acknowledged before the accept job ran is not journaled; one acknowledged
+// after it is deleted by the acknowledgement's job, which reads the row from the slot.
+TEST_F(StoreJobs, AnAcceptSkipsTheDeliveriesAcknowledgedFirst) {
+  auto m = message("m2");
+  m->journal = journal_slots(2);
+  ASSERT_TRUE(m->journal.acknowledge_first(0));
+  auto job = store_jobs::accept(m, {{"bob", true, {}, 0}, {"carol", true, {}, 1}}, true, "[...]", now);
+  run(job.run);
+  EXPECT_EQ((*job.result)[0].seq, 0);
+  EXPECT_GT((*job.result)[1].seq, 0);
+  EXPECT_EQ(db.count_journal(), 1);
+  EXPECT_FALSE(m->journal.acknowledge_first(1));  // too late: the row exists
+  auto acks = std::make_shared<store_jobs::acknowledgements>();
+  acks->receiver = "carol";
+  acks->journaled.emplace_back(m, 1);
+  run(store_jobs::acknowledge(acks, now, 5).run);
+  EXPECT_EQ(db.count_journal(), 0);
+  EXPECT_TRUE(db.find("m2").empty());
+}
+
 TEST_F(StoreJobs, RunningAJobAgainLeavesItsOutputsAsIfItRanOnce) {
-  run(store_jobs::accept(message("x-bob"), {{"bob", false, dead_letter_reason::recipient_offline, 0}}, true,
+  run(store_jobs::accept(message("x-bob"), {{"bob", false, dead_letter_reason::recipient_offline}}, true,
                          "dead_lettered", now)
           .run);
   auto letters = db.pending_for("bob", 0, 10);
   ASSERT_EQ(letters.size(), 1u);
   auto batch = std::make_shared<const std::vector<failed_delivery>>(std::vector<failed_delivery>{
-      {"bob", delivery{message("x-bob"), 0, letters[0].id, 1, now}, true}});
+      {"bob", delivery{message("x-bob"), delivery::no_slot, letters[0].id, 1, now}, true}});
   auto job = store_jobs::dead_letter(batch, dead_letter_reason::ack_timeout, now, 1);
   db.begin();
   job.run(db);
