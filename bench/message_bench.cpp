@@ -1,14 +1,11 @@
-// message-bench: the benchmark workloads W1-W8 against message-broker (usage:
-// --help).
+// message-bench: the benchmark workloads W1-W8 against message-broker (usage: --help).
 //
-// It starts the real broker binary (a temporary database, 127.0.0.1, an
-// ephemeral port) for each run, or uses one given by --broker. Clients are
-// plain blocking sockets on threads (and one epoll loop for the many-agent
-// workloads), parsing only what they must, so that the client side costs as
-// little CPU as it can on a 2-core machine. Every workload counts loss and
-// duplicates and fails loudly on either. Every loop is bounded in count and
-// time. Every run makes uuids of its own, so runs against the same broker are
-// not taken for duplicates.
+// It starts the real broker binary (a temporary database, 127.0.0.1, an ephemeral port) for
+// each run, or uses one given by --broker. Clients are plain blocking sockets on threads (and
+// one epoll loop for the many-agent workloads), parsing only what they must, so that the client
+// side costs as little CPU as it can on a 2-core machine. Every workload counts loss and
+// duplicates and fails loudly on either. Every loop is bounded in count and time. Every run
+// makes uuids of its own, so runs against the same broker are not taken for duplicates.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -42,7 +39,7 @@
 
 namespace {
 
-const char *const usage = R"(usage: message-bench [OPTIONS]
+const char* const usage = R"(usage: message-bench [OPTIONS]
 
 Runs the benchmark workloads against message-broker and prints, per metric, the median, min
 and max over the runs. Every workload runs on the broker's default configuration (persistence
@@ -61,7 +58,8 @@ Options:
   --workloads w1,w2,...    which (default: w1-w7)
   --runs N                 runs per workload (default 3; W5 and W7 run once)
   --json                   one JSON object per metric
-  --broker HOST:PORT       use a running broker (with --broker-pid PID for its CPU and memory)
+  --broker HOST:PORT       use a running broker (with --broker-pid PID for its CPU and memory);
+                           its configuration is what it is: no "off" lines
   --broker-binary PATH     the broker to start (default: message-broker beside this program)
   --scale N                every count divided by N, for a quick look
   --w5-conns N, --w7-agents N, --w7-seconds N
@@ -73,87 +71,71 @@ using namespace std::chrono_literals;
 
 struct settings {
   std::vector<std::string> workloads{"w1", "w2", "w3", "w4", "w5", "w6", "w7"};
-  std::vector<std::string>
-      config; // broker options of this line: none (the defaults) or persist off
+  std::vector<std::string> config;  // broker options of this line: none (the defaults) or persist off
   int runs = 3;
   bool json = false;
   std::string broker_binary;
-  std::string
-      broker; // host:port of a running broker (then --broker-pid for its CPU)
+  std::string broker;  // host:port of a running broker (then --broker-pid for its CPU)
   int broker_pid = 0;
   int payload = 100;
-  int w1 = 200'000, w2 = 100'000, w2_window = 1000, w3 = 20'000, w4 = 50'000,
-      w4_subs = 10;
+  int w1 = 200'000, w2 = 100'000, w2_window = 1000, w3 = 20'000, w4 = 50'000, w4_subs = 10;
   int w5_conns = 5000, w6 = 50'000, w7_agents = 10'000, w7_seconds = 60;
 };
 
-// The brokers this process started, stopped by fail() too: nothing is left
-// running.
+// The brokers this process started, stopped by fail() too: nothing is left running.
 std::vector<int> started_brokers;
 
-[[noreturn]] void fail(const std::string &what) {
+[[noreturn]] void fail(const std::string& what) {
   std::fprintf(stderr, "message-bench: %s\n", what.c_str());
   for (int pid : started_brokers) {
-    if (pid > 0)
-      ::kill(pid, SIGKILL);
+    if (pid > 0) ::kill(pid, SIGKILL);
   }
   std::exit(1);
 }
 
-double seconds(clock_type::duration d) {
-  return std::chrono::duration<double>(d).count();
-}
+double seconds(clock_type::duration d) { return std::chrono::duration<double>(d).count(); }
 
-// A prefix for the uuids of one run, unique per process and call: a second run
-// against the same broker within its dedupe window must not be answered as
-// duplicates.
+// A prefix for the uuids of one run, unique per process and call: a second run against the same
+// broker within its dedupe window must not be answered as duplicates.
 std::string run_tag() {
   static int calls = 0;
   return std::to_string(::getpid()) + "." + std::to_string(calls++) + "-";
 }
 
 // Names what a line ran on.
-std::string config_note(const settings &s) {
-  return s.config.empty() ? "default configuration (persist-accepted on)"
-                          : "persist-accepted off";
+std::string config_note(const settings& s) {
+  return s.config.empty() ? "default configuration (persist-accepted on)" : "persist-accepted off";
 }
 
-// --- the broker
-// --------------------------------------------------------------------------------
+// --- the broker --------------------------------------------------------------------------------
 
 double proc_cpu_s(int pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
   std::string s((std::istreambuf_iterator<char>(f)), {});
   const auto close = s.rfind(')');
-  if (close == std::string::npos)
-    return 0;
+  if (close == std::string::npos) return 0;
   std::istringstream in(s.substr(close + 2));
   std::string field;
   long utime = 0, stime = 0;
   for (int i = 3; i <= 15 && in >> field; ++i) {
-    if (i == 14)
-      utime = std::stol(field);
-    if (i == 15)
-      stime = std::stol(field);
+    if (i == 14) utime = std::stol(field);
+    if (i == 15) stime = std::stol(field);
   }
-  return static_cast<double>(utime + stime) /
-         static_cast<double>(sysconf(_SC_CLK_TCK));
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 long proc_rss_kib(int pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/status");
   for (std::string line; std::getline(f, line);) {
-    if (line.rfind("VmRSS:", 0) == 0)
-      return std::stol(line.substr(6));
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
   }
   return 0;
 }
 
 class broker_process {
-public:
+ public:
   // extra: the workload's own options, after the line's (settings::config).
-  broker_process(const settings &s, std::vector<std::string> extra)
-      : s_(s), extra_(s.config) {
+  broker_process(const settings& s, std::vector<std::string> extra) : s_(s), extra_(s.config) {
     extra_.insert(extra_.end(), extra.begin(), extra.end());
     if (!s.broker.empty()) {
       const auto colon = s.broker.rfind(':');
@@ -162,42 +144,29 @@ public:
       external_ = true;
       return;
     }
-    dir_ = std::filesystem::temp_directory_path() /
-           ("message-bench-" + std::to_string(::getpid()) + "-" +
-            std::to_string(counter_++));
+    dir_ = std::filesystem::temp_directory_path() / ("message-bench-" + std::to_string(::getpid()) + "-" +
+                                                     std::to_string(counter_++));
     std::filesystem::create_directories(dir_);
     start();
   }
   ~broker_process() {
     stop();
-    if (!external_)
-      std::filesystem::remove_all(dir_);
+    if (!external_) std::filesystem::remove_all(dir_);
   }
 
   void start() {
     const std::string log = (dir_ / "broker.log").string();
-    std::filesystem::remove(
-        log); // the port is read from it: no stale line from a last run
-    std::vector<std::string> args{s_.broker_binary,
-                                  "--port",
-                                  "0",
-                                  "--discovery",
-                                  "off",
-                                  "--database",
-                                  (dir_ / "broker.db").string(),
-                                  "--log-level",
-                                  "warn"};
+    std::filesystem::remove(log);  // the port is read from it: no stale line from a last run
+    std::vector<std::string> args{s_.broker_binary, "--port", "0", "--discovery", "off", "--database",
+                                  (dir_ / "broker.db").string(), "--log-level", "warn"};
     args.insert(args.end(), extra_.begin(), extra_.end());
-    // The broker logs its port at info; ask for that one line through
-    // --log-level info.
+    // The broker logs its port at info; ask for that one line through --log-level info.
     args[8] = "info";
-    std::vector<char *> argv;
-    for (auto &a : args)
-      argv.push_back(a.data());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     pid_ = ::fork();
-    if (pid_ > 0)
-      started_brokers.push_back(pid_);
+    if (pid_ > 0) started_brokers.push_back(pid_);
     if (pid_ == 0) {
       const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       ::dup2(fd, 2);
@@ -215,8 +184,7 @@ public:
         return;
       }
       int st;
-      if (::waitpid(pid_, &st, WNOHANG) == pid_)
-        fail("the broker exited at start: " + text);
+      if (::waitpid(pid_, &st, WNOHANG) == pid_) fail("the broker exited at start: " + text);
       std::this_thread::sleep_for(5ms);
     }
     fail("the broker did not start within 30 s");
@@ -225,8 +193,7 @@ public:
   void forget_pid() { std::erase(started_brokers, pid_); }
 
   void stop() {
-    if (external_ || pid_ <= 0)
-      return;
+    if (external_ || pid_ <= 0) return;
     forget_pid();
     ::kill(pid_, SIGTERM);
     const auto deadline = clock_type::now() + 15s;
@@ -243,8 +210,7 @@ public:
   }
 
   void kill9() {
-    if (external_)
-      fail("W6 after kill -9 needs a broker of its own (no --broker)");
+    if (external_) fail("W6 after kill -9 needs a broker of its own (no --broker)");
     forget_pid();
     ::kill(pid_, SIGKILL);
     int st;
@@ -257,8 +223,8 @@ public:
   double cpu_s() const { return pid_ > 0 ? proc_cpu_s(pid_) : 0; }
   long rss_kib() const { return pid_ > 0 ? proc_rss_kib(pid_) : 0; }
 
-private:
-  const settings &s_;
+ private:
+  const settings& s_;
   std::vector<std::string> extra_;
   std::filesystem::path dir_;
   std::uint16_t port_ = 0;
@@ -267,8 +233,7 @@ private:
   static inline int counter_ = 0;
 };
 
-// --- a connection
-// ------------------------------------------------------------------------------
+// --- a connection ------------------------------------------------------------------------------
 
 int connect_to(std::uint16_t port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -276,8 +241,7 @@ int connect_to(std::uint16_t port) {
   a.sin_family = AF_INET;
   a.sin_port = htons(port);
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0)
-    fail("cannot connect to the broker");
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) fail("cannot connect to the broker");
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   return fd;
@@ -287,8 +251,7 @@ void write_all(int fd, std::string_view data) {
   while (!data.empty()) {
     const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
     if (n <= 0) {
-      if (n < 0 && errno == EINTR)
-        continue;
+      if (n < 0 && errno == EINTR) continue;
       throw std::runtime_error("write failed");
     }
     data.remove_prefix(static_cast<std::size_t>(n));
@@ -297,116 +260,88 @@ void write_all(int fd, std::string_view data) {
 
 // Reads lines from a blocking socket, a buffer at a time.
 class line_reader {
-public:
+ public:
   explicit line_reader(int fd) : fd_(fd), buf_(1 << 20) {}
-  // Calls on_line for every complete line of the next read; false on close or
-  // timeout.
-  template <class F> bool read_some(F &&on_line, int timeout_ms = 30'000) {
+  // Calls on_line for every complete line of the next read; false on close or timeout.
+  template <class F>
+  bool read_some(F&& on_line, int timeout_ms = 30'000) {
     pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, timeout_ms) <= 0)
-      return false;
+    if (::poll(&p, 1, timeout_ms) <= 0) return false;
     if (end_ == buf_.size()) {
-      if (begin_ == 0)
-        buf_.resize(buf_.size() * 2);
+      if (begin_ == 0) buf_.resize(buf_.size() * 2);
       std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
       end_ -= begin_;
       begin_ = 0;
     }
     const ssize_t n = ::recv(fd_, buf_.data() + end_, buf_.size() - end_, 0);
-    if (n <= 0)
-      return false;
+    if (n <= 0) return false;
     end_ += static_cast<std::size_t>(n);
     for (;;) {
-      const void *nl = std::memchr(buf_.data() + begin_, '\n', end_ - begin_);
-      if (!nl)
-        break;
-      const std::size_t at = static_cast<const char *>(nl) - buf_.data();
+      const void* nl = std::memchr(buf_.data() + begin_, '\n', end_ - begin_);
+      if (!nl) break;
+      const std::size_t at = static_cast<const char*>(nl) - buf_.data();
       on_line(std::string_view(buf_.data() + begin_, at - begin_));
       begin_ = at + 1;
     }
-    if (begin_ == end_)
-      begin_ = end_ = 0;
+    if (begin_ == end_) begin_ = end_ = 0;
     return true;
   }
   // Reads until a line starting with prefix arrives; returns it (copied).
   std::string wait_for(std::string_view prefix, int timeout_ms = 30'000) {
-    const auto deadline =
-        clock_type::now() + std::chrono::milliseconds(timeout_ms);
+    const auto deadline = clock_type::now() + std::chrono::milliseconds(timeout_ms);
     std::string found;
     while (found.empty()) {
-      if (clock_type::now() > deadline)
-        throw std::runtime_error("timed out waiting for " +
-                                 std::string(prefix));
-      if (!read_some(
-              [&](std::string_view l) {
-                if (found.empty() && l.substr(0, prefix.size()) == prefix)
-                  found = l;
-              },
-              1000) &&
-          clock_type::now() > deadline) {
-        throw std::runtime_error("connection closed waiting for " +
-                                 std::string(prefix));
+      if (clock_type::now() > deadline) throw std::runtime_error("timed out waiting for " + std::string(prefix));
+      if (!read_some([&](std::string_view l) {
+            if (found.empty() && l.substr(0, prefix.size()) == prefix) found = l;
+          }, 1000) && clock_type::now() > deadline) {
+        throw std::runtime_error("connection closed waiting for " + std::string(prefix));
       }
     }
     return found;
   }
 
-private:
+ private:
   int fd_;
   std::vector<char> buf_;
   std::size_t begin_ = 0, end_ = 0;
 };
 
-constexpr std::string_view receive_prefix =
-    R"({"message_id":"receive_message")";
-constexpr std::string_view accepted_prefix =
-    R"({"message_id":"message_accepted")";
+constexpr std::string_view receive_prefix = R"({"message_id":"receive_message")";
+constexpr std::string_view accepted_prefix = R"({"message_id":"message_accepted")";
 
-void log_in(int fd, line_reader &r, const std::string &name,
-            const std::string &password = {}) {
-  write_all(fd,
-            R"({"message_id":"log_in","message_content":{"sender_username":")" +
-                name + "\"" +
-                (password.empty() ? std::string()
-                                  : R"(,"password":")" + password + "\"") +
-                "}}\n");
+void log_in(int fd, line_reader& r, const std::string& name, const std::string& password = {}) {
+  write_all(fd, R"({"message_id":"log_in","message_content":{"sender_username":")" + name + "\"" +
+                    (password.empty() ? std::string() : R"(,"password":")" + password + "\"") + "}}\n");
   r.wait_for(R"({"message_id":"acknowledge_log_in")");
 }
 
-// The payload of message seq: 15 digits, a space, 'x' filler (printable, as
-// peer-bench's).
+// The payload of message seq: 15 digits, a space, 'x' filler (printable, as peer-bench's).
 std::string payload(std::uint64_t seq, int size) {
   char digits[32];
   std::snprintf(digits, sizeof digits, "%015" PRIu64 " ", seq);
   std::string p(digits);
-  if (static_cast<int>(p.size()) < size)
-    p.append(static_cast<std::size_t>(size) - p.size(), 'x');
+  if (static_cast<int>(p.size()) < size) p.append(static_cast<std::size_t>(size) - p.size(), 'x');
   return p;
 }
 
-std::string send_frame(const std::string &to, const std::string &uuid,
-                       const std::string &text) {
-  return R"({"message_id":"send_message","message_content":{"receiver_username":")" +
-         to + R"(","message_uuid":")" + uuid + R"(","message_text":")" + text +
-         "\"}}\n";
+std::string send_frame(const std::string& to, const std::string& uuid, const std::string& text) {
+  return R"({"message_id":"send_message","message_content":{"receiver_username":")" + to +
+         R"(","message_uuid":")" + uuid + R"(","message_text":")" + text + "\"}}\n";
 }
 
-std::string multicast_frame(const std::string &to_json, const std::string &uuid,
-                            const std::string &text) {
-  return R"({"message_id":"multicast_message","message_content":{"receiver_usernames":)" +
-         to_json + R"(,"message_uuid":")" + uuid + R"(","message_text":")" +
-         text + "\"}}\n";
+std::string multicast_frame(const std::string& to_json, const std::string& uuid, const std::string& text) {
+  return R"({"message_id":"multicast_message","message_content":{"receiver_usernames":)" + to_json +
+         R"(,"message_uuid":")" + uuid + R"(","message_text":")" + text + "\"}}\n";
 }
 
 // The sequence number in a receive_message line, or -1.
 std::int64_t seq_of(std::string_view line) {
   const auto at = line.find(R"("message_text":")");
-  if (at == std::string_view::npos || at + 16 + 15 > line.size())
-    return -1;
+  if (at == std::string_view::npos || at + 16 + 15 > line.size()) return -1;
   std::int64_t v = 0;
   for (std::size_t i = at + 16; i < at + 16 + 15; ++i) {
-    if (line[i] < '0' || line[i] > '9')
-      return -1;
+    if (line[i] < '0' || line[i] > '9') return -1;
     v = v * 10 + (line[i] - '0');
   }
   return v;
@@ -414,15 +349,13 @@ std::int64_t seq_of(std::string_view line) {
 
 std::string_view uuid_of(std::string_view line) {
   const auto at = line.find(R"("message_uuid":")");
-  if (at == std::string_view::npos)
-    return {};
+  if (at == std::string_view::npos) return {};
   const auto start = at + 16;
   const auto end = line.find('"', start);
   return line.substr(start, end - start);
 }
 
-// A receiver: counts unique and duplicate sequence numbers, acknowledges in
-// batches.
+// A receiver: counts unique and duplicate sequence numbers, acknowledges in batches.
 struct receiver {
   explicit receiver(std::size_t n) : seen(n, 0) {}
   std::vector<std::uint8_t> seen;
@@ -434,16 +367,13 @@ struct receiver {
     line_reader r(fd);
     std::string ack;
     while (unique < want) {
-      ack.assign(
-          R"({"message_id":"acknowledge_message","message_content":{"message_uuids":[)");
+      ack.assign(R"({"message_id":"acknowledge_message","message_content":{"message_uuids":[)");
       bool any = false;
       const bool got = r.read_some(
           [&](std::string_view line) {
-            if (line.substr(0, receive_prefix.size()) != receive_prefix)
-              return;
+            if (line.substr(0, receive_prefix.size()) != receive_prefix) return;
             const auto now = clock_type::now();
-            if (first == clock_type::time_point{})
-              first = now;
+            if (first == clock_type::time_point{}) first = now;
             last = now;
             const auto seq = seq_of(line);
             if (seq < 0 || static_cast<std::size_t>(seq) >= seen.size()) {
@@ -454,16 +384,14 @@ struct receiver {
               seen[static_cast<std::size_t>(seq)] = 1;
               ++unique;
             }
-            if (any)
-              ack += ',';
+            if (any) ack += ',';
             ack += '"';
             ack += uuid_of(line);
             ack += '"';
             any = true;
           },
           static_cast<int>(idle.count()));
-      if (!got)
-        break;
+      if (!got) break;
       if (any) {
         ack += "]}}\n";
         write_all(fd, ack);
@@ -483,8 +411,7 @@ struct accept_counter {
       while (!stop) {
         r.read_some(
             [&](std::string_view line) {
-              if (line.substr(0, accepted_prefix.size()) == accepted_prefix)
-                accepted.fetch_add(1, std::memory_order_relaxed);
+              if (line.substr(0, accepted_prefix.size()) == accepted_prefix) accepted.fetch_add(1, std::memory_order_relaxed);
             },
             100);
       }
@@ -492,19 +419,16 @@ struct accept_counter {
   }
   void finish() {
     stop = true;
-    if (t.joinable())
-      t.join();
+    if (t.joinable()) t.join();
   }
   bool wait(std::uint64_t n, std::chrono::seconds limit) {
     const auto deadline = clock_type::now() + limit;
-    while (accepted < n && clock_type::now() < deadline)
-      std::this_thread::sleep_for(200us);
+    while (accepted < n && clock_type::now() < deadline) std::this_thread::sleep_for(200us);
     return accepted >= n;
   }
 };
 
-// --- results
-// -------------------------------------------------------------------------------
+// --- results -------------------------------------------------------------------------------
 
 struct metric {
   std::string name;
@@ -513,28 +437,23 @@ struct metric {
 };
 struct run_result {
   std::string workload;
-  std::vector<metric> metrics; // the first is the headline
+  std::vector<metric> metrics;  // the first is the headline
   std::string note;
 };
 
-void check_loss(const std::string &w, std::uint64_t unique, std::uint64_t want,
-                std::uint64_t dups) {
+void check_loss(const std::string& w, std::uint64_t unique, std::uint64_t want, std::uint64_t dups) {
   if (unique != want || dups != 0) {
-    fail(w + ": LOSS OR DUPLICATES: " + std::to_string(unique) + " of " +
-         std::to_string(want) + " unique, " + std::to_string(dups) +
-         " duplicates");
+    fail(w + ": LOSS OR DUPLICATES: " + std::to_string(unique) + " of " + std::to_string(want) + " unique, " +
+         std::to_string(dups) + " duplicates");
   }
 }
 
-// --- W1 and W2: one sender streams n messages to one receiver
-// --------------------------------
+// --- W1 and W2: one sender streams n messages to one receiver --------------------------------
 
-// window 0: pipelined without limit; otherwise at most window sends not yet
-// accepted. The rate counts until the last message arrived and (with a window)
-// the last send was accepted.
-run_result stream(const settings &s, const std::string &name,
-                  std::vector<std::string> broker_args, int count, int window,
-                  const std::string &note) {
+// window 0: pipelined without limit; otherwise at most window sends not yet accepted. The rate
+// counts until the last message arrived and (with a window) the last send was accepted.
+run_result stream(const settings& s, const std::string& name, std::vector<std::string> broker_args, int count,
+                  int window, const std::string& note) {
   broker_process b(s, std::move(broker_args));
   const int tx = connect_to(b.port()), rx = connect_to(b.port());
   line_reader rtx(tx), rrx(rx);
@@ -551,16 +470,14 @@ run_result stream(const settings &s, const std::string &name,
     std::string batch;
     const std::size_t batch_bytes = window ? 16 * 1024 : 64 * 1024;
     for (std::uint64_t i = 0; i < n; ++i) {
-      while (window &&
-             i >= acks.accepted + static_cast<std::uint64_t>(window)) {
+      while (window && i >= acks.accepted + static_cast<std::uint64_t>(window)) {
         if (!batch.empty()) {
           write_all(tx, batch);
           batch.clear();
         }
         std::this_thread::sleep_for(20us);
       }
-      batch += send_frame(name + "-receiver", tag + std::to_string(i),
-                          payload(i, s.payload));
+      batch += send_frame(name + "-receiver", tag + std::to_string(i), payload(i, s.payload));
       if (batch.size() > batch_bytes) {
         write_all(tx, batch);
         batch.clear();
@@ -576,8 +493,7 @@ run_result stream(const settings &s, const std::string &name,
   acks.finish();
   ::close(tx);
   ::close(rx);
-  if (!all_accepted)
-    fail(name + ": not every send was accepted");
+  if (!all_accepted) fail(name + ": not every send was accepted");
   check_loss(name, recv.unique, n, recv.dups);
   const double secs = seconds(end - start);
   return {name,
@@ -589,19 +505,16 @@ run_result stream(const settings &s, const std::string &name,
 }
 
 // W1: pipelined, every message acknowledged by the receiver.
-run_result w1(const settings &s) {
-  return stream(s, "W1", {}, s.w1, 0,
-                config_note(s) + ", receiver acknowledges every message");
+run_result w1(const settings& s) {
+  return stream(s, "W1", {}, s.w1, 0, config_note(s) + ", receiver acknowledges every message");
 }
 
 // W2: acknowledged both ways, a window of unaccepted sends.
-run_result w2(const settings &s) {
-  return stream(s, "W2", {}, s.w2, s.w2_window,
-                config_note(s) + ", window " + std::to_string(s.w2_window));
+run_result w2(const settings& s) {
+  return stream(s, "W2", {}, s.w2, s.w2_window, config_note(s) + ", window " + std::to_string(s.w2_window));
 }
 
-// --- W3: round trip A -> broker -> B -> broker -> A, one at a time, and a bare
-// TCP relay -------
+// --- W3: round trip A -> broker -> B -> broker -> A, one at a time, and a bare TCP relay -------
 
 std::pair<double, double> percentiles(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -616,10 +529,10 @@ std::vector<double> relay_round_trips(int count, int size) {
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(listener, reinterpret_cast<sockaddr *>(&a), sizeof a);
+  ::bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a);
   ::listen(listener, 4);
   socklen_t len = sizeof a;
-  ::getsockname(listener, reinterpret_cast<sockaddr *>(&a), &len);
+  ::getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len);
   const std::uint16_t port = ntohs(a.sin_port);
   const int client_a = connect_to(port);
   const int relay_a = ::accept(listener, nullptr, nullptr);
@@ -631,8 +544,7 @@ std::vector<double> relay_round_trips(int count, int size) {
     char buf[65536];
     for (;;) {
       const ssize_t n = ::recv(from, buf, sizeof buf, 0);
-      if (n <= 0)
-        return;
+      if (n <= 0) return;
       try {
         write_all(to, std::string_view(buf, static_cast<std::size_t>(n)));
       } catch (...) {
@@ -652,57 +564,44 @@ std::vector<double> relay_round_trips(int count, int size) {
   });
   std::vector<double> rtt;
   line_reader r(client_a);
-  const std::string line =
-      std::string(static_cast<std::size_t>(size), 'x') + "\n";
+  const std::string line = std::string(static_cast<std::size_t>(size), 'x') + "\n";
   for (int i = 0; i < count + 1000; ++i) {
     const auto t0 = clock_type::now();
     write_all(client_a, line);
     bool got = false;
     while (!got) {
-      if (!r.read_some([&](std::string_view) { got = true; }, 5000))
-        fail("W3: the bare relay stopped");
+      if (!r.read_some([&](std::string_view) { got = true; }, 5000)) fail("W3: the bare relay stopped");
     }
-    if (i >= 1000)
-      rtt.push_back(seconds(clock_type::now() - t0) * 1e6);
+    if (i >= 1000) rtt.push_back(seconds(clock_type::now() - t0) * 1e6);
   }
-  for (int fd : {client_a, client_b})
-    ::shutdown(fd, SHUT_RDWR);
+  for (int fd : {client_a, client_b}) ::shutdown(fd, SHUT_RDWR);
   ab.join();
   ba.join();
   echo.join();
-  for (int fd : {client_a, client_b, relay_a, relay_b, listener})
-    ::close(fd);
+  for (int fd : {client_a, client_b, relay_a, relay_b, listener}) ::close(fd);
   return rtt;
 }
 
-// n round trips (after 1,000 to warm up) between w3-a and w3-b on the broker at
-// port, in us. after_log_in runs once both are logged in.
-std::vector<double>
-round_trips(const settings &s, std::uint16_t port, int n,
-            const std::string &password = {},
-            const std::function<void()> &after_log_in = {}) {
+// n round trips (after 1,000 to warm up) between w3-a and w3-b on the broker at port, in us.
+// after_log_in runs once both are logged in.
+std::vector<double> round_trips(const settings& s, std::uint16_t port, int n, const std::string& password = {},
+                                const std::function<void()>& after_log_in = {}) {
   const int fa = connect_to(port), fb = connect_to(port);
   line_reader ra(fa), rb(fb);
   log_in(fa, ra, "w3-a", password);
   log_in(fb, rb, "w3-b", password);
-  if (after_log_in)
-    after_log_in();
+  if (after_log_in) after_log_in();
   std::atomic<bool> done{false};
   std::thread echo([&] {
     // B answers each message with one to A, and acknowledges it.
     while (!done) {
       rb.read_some(
           [&](std::string_view line) {
-            if (line.substr(0, receive_prefix.size()) != receive_prefix)
-              return;
+            if (line.substr(0, receive_prefix.size()) != receive_prefix) return;
             const auto uuid = uuid_of(line);
             const auto seq = seq_of(line);
-            std::string out =
-                send_frame("w3-a", "back-" + std::string(uuid),
-                           payload(static_cast<std::uint64_t>(seq), s.payload));
-            out +=
-                R"({"message_id":"acknowledge_message","message_content":{"message_uuid":")" +
-                std::string(uuid) + "\"}}\n";
+            std::string out = send_frame("w3-a", "back-" + std::string(uuid), payload(static_cast<std::uint64_t>(seq), s.payload));
+            out += R"({"message_id":"acknowledge_message","message_content":{"message_uuid":")" + std::string(uuid) + "\"}}\n";
             write_all(fb, out);
           },
           100);
@@ -712,51 +611,39 @@ round_trips(const settings &s, std::uint16_t port, int n,
   std::vector<double> rtt;
   std::vector<std::uint8_t> seen(static_cast<std::size_t>(n + 1000), 0);
   std::uint64_t dups = 0;
-  std::string
-      pending_ack; // A acknowledges the answer together with its next message
+  std::string pending_ack;  // A acknowledges the answer together with its next message
   for (int i = 0; i < n + 1000; ++i) {
     const auto t0 = clock_type::now();
-    write_all(fa,
-              send_frame("w3-b", prefix + std::to_string(i),
-                         payload(static_cast<std::uint64_t>(i), s.payload)) +
-                  pending_ack);
+    write_all(fa, send_frame("w3-b", prefix + std::to_string(i), payload(static_cast<std::uint64_t>(i), s.payload)) +
+                      pending_ack);
     pending_ack.clear();
     bool got = false;
     while (!got) {
-      if (!ra.read_some(
-              [&](std::string_view line) {
-                if (line.substr(0, receive_prefix.size()) != receive_prefix)
-                  return;
-                const auto seq = seq_of(line);
-                if (seq >= 0 && seq < static_cast<std::int64_t>(seen.size())) {
-                  if (seen[static_cast<std::size_t>(seq)]++)
-                    ++dups;
-                }
-                if (seq == i)
-                  got = true;
-                pending_ack +=
-                    R"({"message_id":"acknowledge_message","message_content":{"message_uuid":")" +
-                    std::string(uuid_of(line)) + "\"}}\n";
-              },
-              5000)) {
+      if (!ra.read_some([&](std::string_view line) {
+            if (line.substr(0, receive_prefix.size()) != receive_prefix) return;
+            const auto seq = seq_of(line);
+            if (seq >= 0 && seq < static_cast<std::int64_t>(seen.size())) {
+              if (seen[static_cast<std::size_t>(seq)]++) ++dups;
+            }
+            if (seq == i) got = true;
+            pending_ack += R"({"message_id":"acknowledge_message","message_content":{"message_uuid":")" +
+                           std::string(uuid_of(line)) + "\"}}\n";
+          }, 5000)) {
         fail("W3: no answer within 5 s to round trip " + std::to_string(i));
       }
     }
-    if (i >= 1000)
-      rtt.push_back(seconds(clock_type::now() - t0) * 1e6);
+    if (i >= 1000) rtt.push_back(seconds(clock_type::now() - t0) * 1e6);
   }
   done = true;
   echo.join();
-  if (!pending_ack.empty())
-    write_all(fa, pending_ack); // nothing left to redeliver to a next call
+  if (!pending_ack.empty()) write_all(fa, pending_ack);  // nothing left to redeliver to a next call
   ::close(fa);
   ::close(fb);
-  if (dups)
-    fail("W3: duplicates");
+  if (dups) fail("W3: duplicates");
   return rtt;
 }
 
-run_result w3(const settings &s) {
+run_result w3(const settings& s) {
   broker_process b(s, {});
   const int n = s.w3;
   const auto [p50, p99] = percentiles(round_trips(s, b.port(), n));
@@ -770,25 +657,20 @@ run_result w3(const settings &s) {
           config_note(s) + "; relay = bare TCP relay, same four hops"};
 }
 
-// --- W8: W3 while wrong passwords arrive
-// ------------------------------------------------------ The broker with a
-// password file at the default cost (argon2id, 64 MiB); W3's round trips with
-// no other traffic, then while log_ins with wrong passwords arrive at 50 a
-// second from 200 loopback addresses (so that the per-address slowing leaves
-// the checks to be done). Password checks run on worker threads: the round
-// trips should not notice them beyond the CPU they take.
+// --- W8: W3 while wrong passwords arrive ------------------------------------------------------
+// The broker with a password file at the default cost (argon2id, 64 MiB); W3's round trips with
+// no other traffic, then while log_ins with wrong passwords arrive at 50 a second from 200
+// loopback addresses (so that the per-address slowing leaves the checks to be done). Password
+// checks run on worker threads: the round trips should not notice them beyond the CPU they take.
 
-run_result w8(const settings &s) {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("message-bench-pw-" + std::to_string(::getpid()));
+run_result w8(const settings& s) {
+  const auto dir = std::filesystem::temp_directory_path() / ("message-bench-pw-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const std::string file = (dir / "passwords").string();
-  for (const char *user : {"w3-a", "w3-b"}) {
-    const std::string cmd = "printf 'bench-secret\\n' | '" + s.broker_binary +
-                            "' passwd --password-file '" + file + "' " + user +
-                            " > /dev/null";
-    if (std::system(cmd.c_str()) != 0)
-      fail("W8: message-broker passwd failed");
+  for (const char* user : {"w3-a", "w3-b"}) {
+    const std::string cmd = "printf 'bench-secret\\n' | '" + s.broker_binary + "' passwd --password-file '" + file +
+                            "' " + user + " > /dev/null";
+    if (std::system(cmd.c_str()) != 0) fail("W8: message-broker passwd failed");
   }
   broker_process b(s, {"--password-file", file});
   const int n = s.w3 / 2;
@@ -797,57 +679,48 @@ run_result w8(const settings &s) {
   std::atomic<bool> done{false};
   std::atomic<int> sent{0};
   std::thread flood;
-  auto start_flood = [&] {
-    flood = std::thread([&] {
-      std::deque<std::pair<clock_type::time_point, int>>
-          open; // closed after 10 s (the login timeout)
-      for (int i = 0; !done && i < 100'000; ++i) {
-        const auto now = clock_type::now();
-        while (!open.empty() && now - open.front().first > 10s) {
-          ::close(open.front().second);
-          open.pop_front();
-        }
-        const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-        sockaddr_in from{}, to{};
-        from.sin_family = to.sin_family = AF_INET;
-        from.sin_addr.s_addr =
-            htonl(INADDR_LOOPBACK + 1 + static_cast<std::uint32_t>(i % 200));
-        to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        to.sin_port = htons(b.port());
-        if (::bind(fd, reinterpret_cast<sockaddr *>(&from), sizeof from) == 0 &&
-            ::connect(fd, reinterpret_cast<sockaddr *>(&to), sizeof to) == 0) {
-          const std::string frame =
-              R"({"message_id":"log_in","message_content":{"sender_username":"w3-a","password":"guess-)" +
-              std::to_string(i) + "\"}}\n";
-          (void)!::send(fd, frame.data(), frame.size(), MSG_NOSIGNAL);
-          open.emplace_back(now, fd);
-          ++sent;
-        } else {
-          ::close(fd);
-        }
-        std::this_thread::sleep_until(now + 20ms);
+  auto start_flood = [&] { flood = std::thread([&] {
+    std::deque<std::pair<clock_type::time_point, int>> open;  // closed after 10 s (the login timeout)
+    for (int i = 0; !done && i < 100'000; ++i) {
+      const auto now = clock_type::now();
+      while (!open.empty() && now - open.front().first > 10s) {
+        ::close(open.front().second);
+        open.pop_front();
       }
-      for (auto &[t, fd] : open)
+      const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in from{}, to{};
+      from.sin_family = to.sin_family = AF_INET;
+      from.sin_addr.s_addr = htonl(INADDR_LOOPBACK + 1 + static_cast<std::uint32_t>(i % 200));
+      to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      to.sin_port = htons(b.port());
+      if (::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) == 0 &&
+          ::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0) {
+        const std::string frame = R"({"message_id":"log_in","message_content":{"sender_username":"w3-a","password":"guess-)" +
+                                  std::to_string(i) + "\"}}\n";
+        (void)!::send(fd, frame.data(), frame.size(), MSG_NOSIGNAL);
+        open.emplace_back(now, fd);
+        ++sent;
+      } else {
         ::close(fd);
-    });
-    std::this_thread::sleep_for(2s); // the flood under way
+      }
+      std::this_thread::sleep_until(now + 20ms);
+    }
+    for (auto& [t, fd] : open) ::close(fd);
+  });
+  std::this_thread::sleep_for(2s);  // the flood under way
   };
   std::pair<double, double> flooded;
   try {
-    // Logged in before the flood: a flood of logins delays logins (server_busy
-    // past 32 checks).
-    flooded =
-        percentiles(round_trips(s, b.port(), n, "bench-secret", start_flood));
+    // Logged in before the flood: a flood of logins delays logins (server_busy past 32 checks).
+    flooded = percentiles(round_trips(s, b.port(), n, "bench-secret", start_flood));
   } catch (...) {
     done = true;
-    if (flood.joinable())
-      flood.join();
+    if (flood.joinable()) flood.join();
     throw;
   }
   const double cpu = b.cpu_s() - cpu_before;
   done = true;
-  if (flood.joinable())
-    flood.join();
+  if (flood.joinable()) flood.join();
   std::filesystem::remove_all(dir);
   return {"W8",
           {{"p50_us_no_logins", quiet.first, "us"},
@@ -856,14 +729,12 @@ run_result w8(const settings &s) {
            {"p99_us_wrong_logins", flooded.second, "us"},
            {"wrong_logins_sent", static_cast<double>(sent), "log_ins"},
            {"broker_cpu_s_meanwhile", cpu, "s"}},
-          "W3 with a password file (argon2id, 64 MiB), then while 50 wrong "
-          "log_ins a second arrive from 200 addresses"};
+          "W3 with a password file (argon2id, 64 MiB), then while 50 wrong log_ins a second arrive from 200 addresses"};
 }
 
-// --- W4: one sender to ten receivers
-// -------------------------------------------------------
+// --- W4: one sender to ten receivers -------------------------------------------------------
 
-run_result w4(const settings &s) {
+run_result w4(const settings& s) {
   broker_process b(s, {});
   const int tx = connect_to(b.port());
   line_reader rtx(tx);
@@ -884,52 +755,43 @@ run_result w4(const settings &s) {
   const double cpu0 = b.cpu_s();
   const auto start = clock_type::now();
   std::vector<std::thread> readers;
-  for (std::size_t i = 0; i < rx.size(); ++i)
-    readers.emplace_back([&, i] { recv[i].run(rx[i], n); });
+  for (std::size_t i = 0; i < rx.size(); ++i) readers.emplace_back([&, i] { recv[i].run(rx[i], n); });
   std::string batch;
   const std::string tag = "w4-" + run_tag();
   for (std::uint64_t i = 0; i < n; ++i) {
-    batch +=
-        multicast_frame(names, tag + std::to_string(i), payload(i, s.payload));
+    batch += multicast_frame(names, tag + std::to_string(i), payload(i, s.payload));
     if (batch.size() > 64 * 1024) {
       write_all(tx, batch);
       batch.clear();
     }
   }
   write_all(tx, batch);
-  for (auto &t : readers)
-    t.join();
+  for (auto& t : readers) t.join();
   const double cpu = b.cpu_s() - cpu0;
   acks.wait(n, 30s);
   acks.finish();
   clock_type::time_point last{};
   std::uint64_t total = 0, min_per = n;
-  for (auto &r : recv) {
+  for (auto& r : recv) {
     check_loss("W4", r.unique, n, r.dups);
     last = std::max(last, r.last);
     total += r.unique;
     min_per = std::min(min_per, r.unique);
   }
   ::close(tx);
-  for (int fd : rx)
-    ::close(fd);
+  for (int fd : rx) ::close(fd);
   return {"W4",
-          {{"rate", static_cast<double>(total) / seconds(last - start),
-            "deliveries/s"},
-           {"broker_cpu_us_per_delivery",
-            cpu * 1e6 / static_cast<double>(total), "us"},
+          {{"rate", static_cast<double>(total) / seconds(last - start), "deliveries/s"},
+           {"broker_cpu_us_per_delivery", cpu * 1e6 / static_cast<double>(total), "us"},
            {"min_per_receiver", static_cast<double>(min_per), ""}},
-          "multicast_message to " + std::to_string(s.w4_subs) + " receivers, " +
-              config_note(s)};
+          "multicast_message to " + std::to_string(s.w4_subs) + " receivers, " + config_note(s)};
 }
 
-// --- many agents: W5 idle, W7 heartbeating
-// -------------------------------------------------
+// --- many agents: W5 idle, W7 heartbeating -------------------------------------------------
 
-// Connects and logs in n agents; their sockets are non-blocking afterwards.
-// Reads every socket's acknowledgement, draining presence updates on the way.
-std::vector<int> many_agents(std::uint16_t port, int n,
-                             const std::string &prefix) {
+// Connects and logs in n agents; their sockets are non-blocking afterwards. Reads every
+// socket's acknowledgement, draining presence updates on the way.
+std::vector<int> many_agents(std::uint16_t port, int n, const std::string& prefix) {
   std::vector<int> fds;
   fds.reserve(static_cast<std::size_t>(n));
   const int ep = ::epoll_create1(0);
@@ -944,8 +806,7 @@ std::vector<int> many_agents(std::uint16_t port, int n,
       const auto idx = events[e].data.u32;
       for (;;) {
         const ssize_t r = ::recv(fds[idx], buf, sizeof buf, MSG_DONTWAIT);
-        if (r <= 0)
-          break;
+        if (r <= 0) break;
         if (!logged[idx]) {
           partial[idx].append(buf, static_cast<std::size_t>(r));
           if (partial[idx].find("acknowledge_log_in") != std::string::npos) {
@@ -965,25 +826,18 @@ std::vector<int> many_agents(std::uint16_t port, int n,
     ev.events = EPOLLIN;
     ev.data.u32 = static_cast<std::uint32_t>(i);
     ::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
-    write_all(
-        fd, R"({"message_id":"log_in","message_content":{"sender_username":")" +
-                prefix + std::to_string(i) + "\"}}\n");
-    if (i % 100 == 99)
-      drain(0);
+    write_all(fd, R"({"message_id":"log_in","message_content":{"sender_username":")" + prefix + std::to_string(i) + "\"}}\n");
+    if (i % 100 == 99) drain(0);
   }
   const auto deadline = clock_type::now() + 120s;
-  while (logged_in < n && clock_type::now() < deadline)
-    drain(50);
-  if (logged_in < n)
-    fail("only " + std::to_string(logged_in) + " of " + std::to_string(n) +
-         " agents logged in");
+  while (logged_in < n && clock_type::now() < deadline) drain(50);
+  if (logged_in < n) fail("only " + std::to_string(logged_in) + " of " + std::to_string(n) + " agents logged in");
   ::close(ep);
   return fds;
 }
 
-// Reads and drops whatever waits on the sockets; returns how many were closed
-// by the broker.
-int drain_all(const std::vector<int> &fds) {
+// Reads and drops whatever waits on the sockets; returns how many were closed by the broker.
+int drain_all(const std::vector<int>& fds) {
   char buf[65536];
   int closed = 0;
   for (int fd : fds) {
@@ -993,47 +847,40 @@ int drain_all(const std::vector<int> &fds) {
         ++closed;
         break;
       }
-      if (r < 0)
-        break;
+      if (r < 0) break;
     }
   }
   return closed;
 }
 
-run_result w5(const settings &s) {
+run_result w5(const settings& s) {
   broker_process b(s, {"--max-connections", std::to_string(s.w5_conns + 100)});
   std::this_thread::sleep_for(200ms);
   const long before = b.rss_kib();
   auto fds = many_agents(b.port(), s.w5_conns, "w5-");
-  std::this_thread::sleep_for(
-      3s); // idle: presence updates delivered, queues empty, buffers released
+  std::this_thread::sleep_for(3s);  // idle: presence updates delivered, queues empty, buffers released
   drain_all(fds);
   std::this_thread::sleep_for(200ms);
   drain_all(fds);
   const long after = b.rss_kib();
-  for (int fd : fds)
-    ::close(fd);
+  for (int fd : fds) ::close(fd);
   return {"W5",
-          {{"kib_per_conn", static_cast<double>(after - before) / s.w5_conns,
-            "KiB"},
+          {{"kib_per_conn", static_cast<double>(after - before) / s.w5_conns, "KiB"},
            {"rss_before_kib", static_cast<double>(before), "KiB"},
            {"rss_after_kib", static_cast<double>(after), "KiB"}},
           std::to_string(s.w5_conns) + " idle logged-in agents"};
 }
 
-run_result w7(const settings &s) {
+run_result w7(const settings& s) {
   broker_process b(s, {"--max-connections", std::to_string(s.w7_agents + 100)});
   auto fds = many_agents(b.port(), s.w7_agents, "w7-");
   drain_all(fds);
-  const std::string heartbeat =
-      "{\"message_id\":\"heartbeat\",\"message_content\":{}}\n";
-  const auto interval = 10s * 3 / 4; // the default 10 s, a little early
+  const std::string heartbeat = "{\"message_id\":\"heartbeat\",\"message_content\":{}}\n";
+  const auto interval = 10s * 3 / 4;  // the default 10 s, a little early
   const auto start = clock_type::now();
   const double cpu0 = b.cpu_s();
   std::vector<clock_type::time_point> due(fds.size());
-  for (std::size_t i = 0; i < fds.size(); ++i)
-    due[i] =
-        start + interval * static_cast<long>(i) / static_cast<long>(fds.size());
+  for (std::size_t i = 0; i < fds.size(); ++i) due[i] = start + interval * static_cast<long>(i) / static_cast<long>(fds.size());
   int closed = 0;
   while (clock_type::now() - start < std::chrono::seconds(s.w7_seconds)) {
     const auto now = clock_type::now();
@@ -1052,45 +899,37 @@ run_result w7(const settings &s) {
   const int check = connect_to(b.port());
   line_reader r(check);
   log_in(check, r, "w7-check");
-  write_all(check,
-            "{\"message_id\":\"get_user_list\",\"message_content\":{}}\n");
+  write_all(check, "{\"message_id\":\"get_user_list\",\"message_content\":{}}\n");
   const std::string list = r.wait_for(R"({"message_id":"user_list")");
-  // {"message_id":"user_list","message_content":{"user_list":[...]}}: one comma
-  // before the list, then one between each two names.
+  // {"message_id":"user_list","message_content":{"user_list":[...]}}: one comma before the
+  // list, then one between each two names.
   const auto online = std::count(list.begin(), list.end(), ',');
   ::close(check);
-  for (int fd : fds)
-    ::close(fd);
+  for (int fd : fds) ::close(fd);
   if (closed > 0 || online < s.w7_agents + 1) {
-    fail("W7: " + std::to_string(closed) + " agents were disconnected, " +
-         std::to_string(online) + " online");
+    fail("W7: " + std::to_string(closed) + " agents were disconnected, " + std::to_string(online) + " online");
   }
   return {"W7",
           {{"broker_cpu_percent", cpu / wall * 100, "% of a core"},
            {"online", static_cast<double>(online - 1), ""},
            {"seconds", wall, "s"}},
-          std::to_string(s.w7_agents) +
-              " agents heartbeating every 7.5 s (granted 10 s)"};
+          std::to_string(s.w7_agents) + " agents heartbeating every 7.5 s (granted 10 s)"};
 }
 
-// --- W6: a receiver offline, its queue, then it logs in (and after kill -9)
-// --------------------
+// --- W6: a receiver offline, its queue, then it logs in (and after kill -9) --------------------
 
 std::pair<double, std::uint64_t> w6_drain(std::uint16_t port, std::uint64_t n) {
   const int rx = connect_to(port);
   receiver recv(n);
   const auto start = clock_type::now();
-  write_all(
-      rx,
-      R"({"message_id":"log_in","message_content":{"sender_username":"w6-receiver"}})"
-      "\n");
+  write_all(rx, R"({"message_id":"log_in","message_content":{"sender_username":"w6-receiver"}})" "\n");
   recv.run(rx, n, 10s);
   ::close(rx);
   check_loss("W6", recv.unique, n, recv.dups);
   return {seconds(recv.last - start), recv.unique};
 }
 
-void w6_fill(std::uint16_t port, const settings &s) {
+void w6_fill(std::uint16_t port, const settings& s) {
   const int tx = connect_to(port);
   line_reader r(tx);
   log_in(tx, r, "w6-sender");
@@ -1100,21 +939,19 @@ void w6_fill(std::uint16_t port, const settings &s) {
   std::string batch;
   const std::string tag = "w6-" + run_tag();
   for (std::uint64_t i = 0; i < n; ++i) {
-    batch += send_frame("w6-receiver", tag + std::to_string(i),
-                        payload(i, s.payload));
+    batch += send_frame("w6-receiver", tag + std::to_string(i), payload(i, s.payload));
     if (batch.size() > 64 * 1024) {
       write_all(tx, batch);
       batch.clear();
     }
   }
   write_all(tx, batch);
-  if (!acks.wait(n, 120s))
-    fail("W6: not every message was accepted");
+  if (!acks.wait(n, 120s)) fail("W6: not every message was accepted");
   acks.finish();
   ::close(tx);
 }
 
-run_result w6(const settings &s) {
+run_result w6(const settings& s) {
   const std::uint64_t n = static_cast<std::uint64_t>(s.w6);
   double drain_s, crash_drain_s;
   std::uint64_t survived;
@@ -1134,132 +971,105 @@ run_result w6(const settings &s) {
   }
   return {"W6",
           {{"drain_s", drain_s, "s"},
-           {"survived_kill9", static_cast<double>(survived),
-            "of " + std::to_string(n)},
+           {"survived_kill9", static_cast<double>(survived), "of " + std::to_string(n)},
            {"drain_after_kill9_s", crash_drain_s, "s"}},
-          "journal on; drain = log_in until the last of " + std::to_string(n) +
-              " arrived"};
+          "journal on; drain = log_in until the last of " + std::to_string(n) + " arrived"};
 }
 
-// --- main
-// ----------------------------------------------------------------------------------
+// --- main ----------------------------------------------------------------------------------
 
-std::vector<std::string> split(const std::string &s, char sep) {
+std::vector<std::string> split(const std::string& s, char sep) {
   std::vector<std::string> out;
   std::stringstream in(s);
   for (std::string part; std::getline(in, part, sep);) {
-    if (!part.empty())
-      out.push_back(part);
+    if (!part.empty()) out.push_back(part);
   }
   return out;
 }
 
-} // namespace
+// Per metric: the median, min and max over the runs.
+void print(const settings& s, const std::vector<run_result>& results) {
+  for (std::size_t m = 0; m < results[0].metrics.size(); ++m) {
+    std::vector<double> v;
+    for (auto& r : results) v.push_back(r.metrics[m].value);
+    std::sort(v.begin(), v.end());
+    const auto& mm = results[0].metrics[m];
+    if (s.json) {
+      std::printf("{\"workload\":\"%s\",\"metric\":\"%s\",\"median\":%.3f,\"min\":%.3f,\"max\":%.3f,\"unit\":\"%s\","
+                  "\"runs\":%zu}\n",
+                  results[0].workload.c_str(), mm.name.c_str(), v[v.size() / 2], v.front(), v.back(), mm.unit.c_str(),
+                  v.size());
+    } else {
+      std::printf("%-6s %-28s %14.2f %14.2f %14.2f  %s\n", m == 0 ? results[0].workload.c_str() : "", mm.name.c_str(),
+                  v[v.size() / 2], v.front(), v.back(), mm.unit.c_str());
+    }
+  }
+  if (!s.json) std::printf("       (%s)\n", results[0].note.c_str());
+  std::fflush(stdout);
+}
 
-int main(int argc, char **argv) {
+}  // namespace
+
+int main(int argc, char** argv) {
   settings s;
-  s.broker_binary =
-      (std::filesystem::path(argv[0]).parent_path() / "message-broker")
-          .string();
+  s.broker_binary = (std::filesystem::path(argv[0]).parent_path() / "message-broker").string();
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
     auto value = [&]() -> std::string {
-      if (i + 1 >= argc)
-        fail(k + " needs a value");
+      if (i + 1 >= argc) fail(k + " needs a value");
       return argv[++i];
     };
     if (k == "--help" || k == "-h") {
       std::fputs(usage, stdout);
       return 0;
-    } else if (k == "--workloads")
-      s.workloads = split(value(), ',');
-    else if (k == "--runs")
-      s.runs = std::stoi(value());
-    else if (k == "--json")
-      s.json = true;
-    else if (k == "--broker")
-      s.broker = value();
-    else if (k == "--broker-pid")
-      s.broker_pid = std::stoi(value());
-    else if (k == "--broker-binary")
-      s.broker_binary = value();
-    else if (k == "--w5-conns")
-      s.w5_conns = std::stoi(value());
-    else if (k == "--w7-agents")
-      s.w7_agents = std::stoi(value());
-    else if (k == "--w7-seconds")
-      s.w7_seconds = std::stoi(value());
+    } else if (k == "--workloads") s.workloads = split(value(), ',');
+    else if (k == "--runs") s.runs = std::stoi(value());
+    else if (k == "--json") s.json = true;
+    else if (k == "--broker") s.broker = value();
+    else if (k == "--broker-pid") s.broker_pid = std::stoi(value());
+    else if (k == "--broker-binary") s.broker_binary = value();
+    else if (k == "--w5-conns") s.w5_conns = std::stoi(value());
+    else if (k == "--w7-agents") s.w7_agents = std::stoi(value());
+    else if (k == "--w7-seconds") s.w7_seconds = std::stoi(value());
     else if (k == "--scale") {
       // A quick look: every count divided by N.
       const int f = std::stoi(value());
-      s.w1 /= f, s.w2 /= f, s.w3 /= f, s.w4 /= f, s.w5_conns /= f, s.w6 /= f,
-          s.w7_agents /= f;
+      s.w1 /= f, s.w2 /= f, s.w3 /= f, s.w4 /= f, s.w5_conns /= f, s.w6 /= f, s.w7_agents /= f;
     } else {
       fail("unknown option " + k + " (message-bench --help lists them)");
     }
   }
-  // W5 and W7 need a descriptor per agent, here and in the broker (which
-  // inherits the limit).
+  // W5 and W7 need a descriptor per agent, here and in the broker (which inherits the limit).
   rlimit lim{};
   ::getrlimit(RLIMIT_NOFILE, &lim);
   lim.rlim_cur = lim.rlim_max;
   ::setrlimit(RLIMIT_NOFILE, &lim);
   ::signal(SIGPIPE, SIG_IGN);
 
-  std::map<std::string, std::function<run_result(const settings &)>> all{
-      {"w1", w1}, {"w2", w2}, {"w3", w3}, {"w4", w4},
-      {"w5", w5}, {"w6", w6}, {"w7", w7}, {"w8", w8}};
-  if (!s.json)
-    std::printf("%-6s %-28s %14s %14s %14s  %s\n", "", "metric", "median",
-                "min", "max", "unit");
+  std::map<std::string, std::function<run_result(const settings&)>> all{
+      {"w1", w1}, {"w2", w2}, {"w3", w3}, {"w4", w4}, {"w5", w5}, {"w6", w6}, {"w7", w7}, {"w8", w8}};
+  if (!s.json) std::printf("%-6s %-28s %14s %14s %14s  %s\n", "", "metric", "median", "min", "max", "unit");
   const std::vector<std::string> persist_off{"--persist-accepted", "off"};
-  for (const auto &w : s.workloads) {
+  for (const auto& w : s.workloads) {
     auto it = all.find(w);
-    if (it == all.end())
-      fail("unknown workload " + w);
-    const int runs =
-        (w == "w5" || w == "w7")
-            ? 1
-            : s.runs; // one fresh broker per run already; W7 takes a minute
-    const bool second_line = w == "w1" || w == "w3" || w == "w4";
-    for (const auto &config : {std::vector<std::string>{}, persist_off}) {
-      if (!config.empty() && !second_line)
-        break;
+    if (it == all.end()) fail("unknown workload " + w);
+    const int runs = (w == "w5" || w == "w7") ? 1 : s.runs;  // one fresh broker per run already; W7 takes a minute
+    // A running broker (--broker) has the configuration it has: no second line.
+    const bool second_line = s.broker.empty() && (w == "w1" || w == "w3" || w == "w4");
+    for (const auto& config : {std::vector<std::string>{}, persist_off}) {
+      if (!config.empty() && !second_line) break;
       settings line = s;
       line.config = config;
       std::vector<run_result> results;
       for (int r = 0; r < runs; ++r) {
         try {
           results.push_back(it->second(line));
-          if (!config.empty())
-            results.back().workload += " off";
-        } catch (const std::exception &e) {
+          if (!config.empty()) results.back().workload += " off";
+        } catch (const std::exception& e) {
           fail(w + ": " + e.what());
         }
       }
-      for (std::size_t m = 0; m < results[0].metrics.size(); ++m) {
-        std::vector<double> v;
-        for (auto &r : results)
-          v.push_back(r.metrics[m].value);
-        std::sort(v.begin(), v.end());
-        const auto &mm = results[0].metrics[m];
-        if (s.json) {
-          std::printf("{\"workload\":\"%s\",\"metric\":\"%s\",\"median\":%.3f,"
-                      "\"min\":%.3f,\"max\":%.3f,\"unit\":\"%s\","
-                      "\"runs\":%zu}\n",
-                      results[0].workload.c_str(), mm.name.c_str(),
-                      v[v.size() / 2], v.front(), v.back(), mm.unit.c_str(),
-                      v.size());
-        } else {
-          std::printf("%-6s %-28s %14.2f %14.2f %14.2f  %s\n",
-                      m == 0 ? results[0].workload.c_str() : "",
-                      mm.name.c_str(), v[v.size() / 2], v.front(), v.back(),
-                      mm.unit.c_str());
-        }
-      }
-      if (!s.json)
-        std::printf("       (%s)\n", results[0].note.c_str());
-      std::fflush(stdout);
+      print(s, results);
     }
   }
   return 0;

@@ -88,9 +88,9 @@ session::session(session_host& host, tcp::socket socket, peer_id id, std::size_t
     : host_(host),
       socket_(std::move(socket)),
       tls_context_(std::move(tls)),
+      identity_from_certificate_(identity_from_certificate),
       framer_(max_frame_bytes),
-      id_(id),
-      identity_from_certificate_(identity_from_certificate) {
+      id_(id) {
   boost::system::error_code ignored;
   if (tls_context_) {
     tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, *tls_context_);

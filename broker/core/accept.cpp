@@ -190,23 +190,36 @@ broker_core::routing broker_core::route_to(peer& p, std::vector<std::string> rec
   return route;
 }
 
-// The accept job; after its commit the sender hears message_accepted, then the receipts of
-// acknowledgements that came before it. The dedupe entry outlives the commit: an entry is only
-// forgotten once done.
+// Into the open accept batch (a new one, submitted, once the last is sealed); after its commit
+// the sender hears message_accepted, then the receipts of acknowledgements that came before it.
+// The dedupe entry outlives the commit: an entry is only forgotten once done.
 void broker_core::commit_accept(const message_ptr& m, dedupe_table::entry& e, routing route, const moment& now) {
-  dedupe_table::entry* entry = &e;
   if (peer* origin = find(m->origin)) origin->pending_accept_bytes += m->rec.body.size();
-  auto job = store_jobs::accept(m, std::move(route.targets), s_.persist_accepted, e.status_json(), now.wall);
-  auto done = [this, m, entry](std::exception_ptr err, const moment& at) {
-    if (peer* origin = find(m->origin)) origin->pending_accept_bytes -= m->rec.body.size();
-    if (err) {
-      m->failed = true;
-      m->early_receipts.clear();
-      return accept_failed(*entry, m->rec.message_uuid, sqlite::failure_reason(err));
+  store_jobs::accept_batch::item item{m, std::move(route.targets), e.status_json(), now.wall};
+  if (open_accepts_.batch && open_accepts_.batch->add(std::move(item))) {
+    open_accepts_.entries->push_back(&e);
+    return;
+  }
+  open_accepts_.batch = std::make_shared<store_jobs::accept_batch>();
+  open_accepts_.entries = std::make_shared<std::vector<dedupe_table::entry*>>(1, &e);
+  open_accepts_.batch->add(std::move(item));
+  auto done = [this, batch = open_accepts_.batch, entries = open_accepts_.entries](std::exception_ptr err,
+                                                                                   const moment& at) {
+    auto& items = batch->seal();
+    if (open_accepts_.batch == batch) open_accepts_ = {};
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      accepted_message& m = *items[i].m;
+      if (peer* origin = find(m.origin)) origin->pending_accept_bytes -= m.rec.body.size();
+      if (err) {
+        m.failed = true;
+        m.early_receipts.clear();
+        accept_failed(*(*entries)[i], m.rec.message_uuid, sqlite::failure_reason(err));
+      } else {
+        finish_accept(*(*entries)[i], m, at.steady);
+      }
     }
-    finish_accept(*entry, *m, at.steady);
   };
-  submit(std::move(job.run), std::move(done), on_failure::fail, "accept");
+  submit(store_jobs::accept(open_accepts_.batch, s_.persist_accepted), std::move(done), on_failure::fail, "accept");
 }
 
 void broker_core::finish_accept(dedupe_table::entry& e, accepted_message& m, steady_time now) {

@@ -215,6 +215,11 @@ class broker_core {
     std::vector<peer_id> live_to;  // by target; 0 for a dead letter
     int live = 0;
   };
+  // The accept batch not sealed yet, and the dedupe entry of each of its items.
+  struct open_accepts {
+    std::shared_ptr<store_jobs::accept_batch> batch;
+    std::shared_ptr<std::vector<dedupe_table::entry*>> entries;
+  };
   void handle_message(peer& p, request& r, const moment& now);
   bool answer_duplicate(peer& p, std::string_view key, const std::string& uuid, request& r);
   routing route_to(peer& p, std::vector<std::string> recipients);
@@ -283,6 +288,7 @@ class broker_core {
   refused_lines refused_;
   std::shared_ptr<const acl> acl_;
   std::vector<peer_id> refills_;
+  open_accepts open_accepts_;
   steady_time next_expiry_{};
   steady_time next_idle_release_{};
   steady_time reported_deadline_ = steady_time::max();

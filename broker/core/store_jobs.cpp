@@ -4,36 +4,49 @@
 
 namespace ma::store_jobs {
 
+namespace {
+
+void accept_one(database& db, accept_batch::item& it, bool persist) {
+  const accepted_message& m = *it.m;
+  // A live delivery acknowledged before this runs is never journaled; the body is stored once,
+  // and only if some recipient needs it stored.
+  constexpr std::int64_t to_write = -1;
+  std::int64_t rows = 0;
+  for (auto& t : it.targets) {
+    t.seq = t.live && persist && t.slot >= 0 && it.m->journal.claim(t.slot) ? to_write : 0;
+    rows += (!t.live || t.seq == to_write) ? 1 : 0;
+  }
+  std::int64_t message_id = 0;
+  auto stored = [&] { return message_id ? message_id : (message_id = db.insert_message(m.rec, rows)); };
+  for (auto& t : it.targets) {
+    if (!t.live) {
+      db.dead_letter_new(stored(), t.name, t.reason, it.at);
+    } else if (t.seq == to_write) {
+      t.seq = db.journal(stored(), t.name);
+      it.m->journal.written(t.slot, t.seq);
+    }
+  }
+  // In the same transaction: once message_accepted is out, a resend is a duplicate also after a
+  // crash, until the dedupe window ends.
+  db.remember_accepted(m.rec.sender, m.rec.message_uuid, m.rec.accepted_at, it.status);
+}
+
+}  // namespace
+
+store_job accept(std::shared_ptr<accept_batch> batch, bool persist) {
+  return [batch = std::move(batch), persist](database& db) {
+    for (auto& it : batch->seal()) accept_one(db, it, persist);
+  };
+}
+
 named_job<std::vector<accept_target>> accept(message_ptr m, std::vector<accept_target> targets, bool persist,
                                              std::string status, sys_ms now) {
   named_job<std::vector<accept_target>> j;
-  *j.result = std::move(targets);
-  j.run = [m = std::move(m), out = j.result, persist, status = std::move(status), now](database& db) {
-    // A live delivery acknowledged before this runs is never journaled; the body is stored
-    // once, and only if some recipient needs it stored.
-    std::int64_t rows = 0;
-    std::vector<bool> write(out->size());
-    for (std::size_t i = 0; i < out->size(); ++i) {
-      auto& t = (*out)[i];
-      t.seq = 0;
-      write[i] = !t.live || (persist && t.slot >= 0 && m->journal.claim(t.slot));
-      rows += write[i] ? 1 : 0;
-    }
-    std::int64_t message_id = 0;
-    auto stored = [&] { return message_id ? message_id : (message_id = db.insert_message(m->rec, rows)); };
-    for (std::size_t i = 0; i < out->size(); ++i) {
-      auto& t = (*out)[i];
-      if (!write[i]) continue;
-      if (t.live) {
-        t.seq = db.journal(stored(), t.name);
-        m->journal.written(t.slot, t.seq);
-      } else {
-        db.dead_letter_new(stored(), t.name, t.reason, now);
-      }
-    }
-    // In the same transaction: once message_accepted is out, a resend is a duplicate also
-    // after a crash, until the dedupe window ends.
-    db.remember_accepted(m->rec.sender, m->rec.message_uuid, m->rec.accepted_at, status);
+  auto batch = std::make_shared<accept_batch>();
+  batch->add({std::move(m), std::move(targets), std::move(status), now});
+  j.run = [batch, out = j.result, persist](database& db) {
+    accept(batch, persist)(db);
+    *out = batch->seal().front().targets;
   };
   return j;
 }

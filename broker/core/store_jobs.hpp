@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -34,9 +35,44 @@ struct accept_target {
   std::int64_t seq = 0;
 };
 
-// The accept: the journal rows of the live deliveries not yet acknowledged, the dead letters,
-// and the (sender, uuid) pair with its status, in one transaction, before message_accepted
-// goes out.
+// Messages being accepted, gathered while the store is busy: one job, one transaction and one
+// completion for all of them. The broker's thread adds to the batch until the store's thread
+// seals it by starting the job; then the broker starts a new one. (One job per message cost
+// more in queueing, waking and posting back than its rows cost SQLite.)
+class accept_batch {
+ public:
+  struct item {
+    message_ptr m;
+    std::vector<accept_target> targets;
+    std::string status;  // the dedupe pair's, as message_accepted says it
+    sys_ms at;
+  };
+  // Broker's thread: false once the batch is sealed.
+  bool add(item&& i) {
+    std::lock_guard lock(mutex_);
+    if (sealed_) return false;
+    items_.push_back(std::move(i));
+    return true;
+  }
+  // Store's thread, by each run of the job; and the broker's, by the completion (a transaction
+  // that failed before it began never ran the job). The items are not added to any more.
+  std::vector<item>& seal() {
+    std::lock_guard lock(mutex_);
+    sealed_ = true;
+    return items_;
+  }
+
+ private:
+  std::mutex mutex_;
+  bool sealed_ = false;
+  std::vector<item> items_;
+};
+
+// The accept of each message of the batch: the journal rows of its live deliveries not yet
+// acknowledged, its dead letters, and its (sender, uuid) pair with its status, in one
+// transaction, before message_accepted goes out. Each item's targets get their seqs.
+store_job accept(std::shared_ptr<accept_batch> batch, bool persist);
+// One message alone (a batch of one), with its targets as the result.
 named_job<std::vector<accept_target>> accept(message_ptr m, std::vector<accept_target> targets, bool persist,
                                              std::string status, sys_ms now);
 
