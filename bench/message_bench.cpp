@@ -789,6 +789,12 @@ run_result w4(const settings& s) {
 
 // --- many agents: W5 idle, W7 heartbeating -------------------------------------------------
 
+// 24 characters: the prefix, then the number, zero-padded (w5-000000000000000000042).
+std::string agent_name(const std::string& prefix, int i) {
+  std::string n = std::to_string(i);
+  return prefix + std::string(24 - prefix.size() - n.size(), '0') + n;
+}
+
 // Connects and logs in n agents; their sockets are non-blocking afterwards. Reads every
 // socket's acknowledgement, draining presence updates on the way.
 std::vector<int> many_agents(std::uint16_t port, int n, const std::string& prefix) {
@@ -826,7 +832,7 @@ std::vector<int> many_agents(std::uint16_t port, int n, const std::string& prefi
     ev.events = EPOLLIN;
     ev.data.u32 = static_cast<std::uint32_t>(i);
     ::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
-    write_all(fd, R"({"message_id":"log_in","message_content":{"sender_username":")" + prefix + std::to_string(i) + "\"}}\n");
+    write_all(fd, R"({"message_id":"log_in","message_content":{"sender_username":")" + agent_name(prefix, i) + "\"}}\n");
     if (i % 100 == 99) drain(0);
   }
   const auto deadline = clock_type::now() + 120s;
@@ -868,7 +874,7 @@ run_result w5(const settings& s) {
           {{"kib_per_conn", static_cast<double>(after - before) / s.w5_conns, "KiB"},
            {"rss_before_kib", static_cast<double>(before), "KiB"},
            {"rss_after_kib", static_cast<double>(after), "KiB"}},
-          std::to_string(s.w5_conns) + " idle logged-in agents"};
+          std::to_string(s.w5_conns) + " idle logged-in agents, names of 24 characters"};
 }
 
 run_result w7(const settings& s) {
