@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,18 +42,14 @@ inline bool held_by_broker(peer_reading r) {
          r == peer_reading::held_for_commits || r == peer_reading::held_for_auth;
 }
 
-// The redelivery pump: pages of pending dead letters, fetched one at a time and sent while
-// the peer has room. Without a backlog there is no pump: live deliveries go out at once.
-enum class redelivery_state : std::uint8_t {
-  fetching,  // a page is being read from the store
-  sending,   // letters of the page go out as room allows
-};
-
+// The redelivery pump: pending dead letters read a page at a time, the next page read while
+// the letters before it go out as the peer has room. Without a backlog there is no pump: live
+// deliveries go out at once.
 struct redelivery_pump {
-  redelivery_state state = redelivery_state::fetching;
-  std::int64_t after = 0;  // the seq of the last letter of the last page
-  std::vector<dead_letter> page;
-  std::size_t next = 0;  // in page
+  std::deque<dead_letter> letters;  // read, not sent yet
+  std::int64_t after = 0;           // the seq of the last letter read
+  bool reading = false;             // a page is being read from the store
+  bool exhausted = false;           // a read found nothing more
 };
 
 struct held_delivery {

@@ -16,9 +16,7 @@ void broker_core::start_redelivery(peer& p) {
 
 void broker_core::fetch_page(peer& p) {
   auto& r = *p.redelivery;
-  r.state = redelivery_state::fetching;
-  r.page.clear();
-  r.next = 0;
+  r.reading = true;
   auto job = store_jobs::redelivery_page(p.username, r.after, redelivery_page);
   auto done = [this, id = p.id, page = job.result](std::exception_ptr e, const moment& now) {
     peer* q = find(id);
@@ -35,32 +33,27 @@ void broker_core::fetch_page(peer& p) {
 void broker_core::page_fetched(peer_id id, std::vector<ma::dead_letter> page, const moment& now) {
   peer* p = find(id);
   if (!p || !p->redelivery) return;
-  if (page.empty()) {
-    // The backlog is out: what arrived meanwhile follows, in the order it was accepted.
-    p->redelivery.reset();
-    refill(*p, now);
-    spdlog::info("session {}: redelivery to '{}' done", id, p->username);
-    deadline_may_have_moved();
-    return;
-  }
   auto& r = *p->redelivery;
-  r.after = page.back().seq;
-  r.page = std::move(page);
-  r.next = 0;
-  r.state = redelivery_state::sending;
+  r.reading = false;
+  if (page.empty()) {
+    r.exhausted = true;
+  } else {
+    r.after = page.back().seq;
+    for (auto& letter : page) r.letters.push_back(std::move(letter));
+  }
   pump(*p, now);
   deadline_may_have_moved();
 }
 
+// Sends what was read while the peer has room, reads the next page while fewer than a page
+// wait, and ends the redelivery once nothing more was found and everything went out.
 void broker_core::pump(peer& p, const moment& now) {
-  if (!p.redelivery || p.redelivery->state != redelivery_state::sending) return;
+  if (!p.redelivery) return;
   auto& r = *p.redelivery;
-  while (r.next < r.page.size()) {
-    if (!p.open() || p.redeliveries_in_flight >= redelivery_window || p.window_full() ||
-        p.out.bytes() > s_.max_outbound_bytes / 2) {
-      return;  // an acknowledgement, an ack timeout or a write calls again
-    }
-    ma::dead_letter& letter = r.page[r.next++];
+  while (!r.letters.empty() && p.open() && p.redeliveries_in_flight < redelivery_window && !p.window_full() &&
+         p.out.bytes() <= s_.max_outbound_bytes / 2) {
+    ma::dead_letter letter = std::move(r.letters.front());
+    r.letters.pop_front();
     auto m = std::make_shared<accepted_message>();
     m->rec.message_uuid = std::move(letter.message_uuid);
     m->rec.sender = std::move(letter.sender);
@@ -71,9 +64,18 @@ void broker_core::pump(peer& p, const moment& now) {
     const int attempt = letter.attempts + 1;
     push(p, make_redelivery_frame(m->header(), p.username, attempt, to_string(letter.reason)));
     ++p.redeliveries_in_flight;
-    register_in_flight(p, delivery{m, 0, letter.id, attempt, now.wall}, now.steady);
+    register_in_flight(p, delivery{m, delivery::no_slot, letter.id, attempt, now.wall}, now.steady);
   }
-  fetch_page(p);
+  // (Otherwise an acknowledgement, an ack timeout or a write calls again.)
+  if (r.reading || !p.open()) return;
+  if (!r.exhausted && r.letters.size() < static_cast<std::size_t>(redelivery_page)) return fetch_page(p);
+  if (r.exhausted && r.letters.empty()) {
+    // The backlog is out: what arrived meanwhile follows, in the order it was accepted.
+    p.redelivery.reset();
+    refill(p, now);
+    spdlog::info("session {}: redelivery to '{}' done", p.id, p.username);
+    deadline_may_have_moved();
+  }
 }
 
 }  // namespace ma
