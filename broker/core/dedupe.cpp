@@ -64,6 +64,24 @@ std::string dedupe_table::key_of(std::string_view sender, std::string_view uuid)
   return key;
 }
 
+namespace {
+
+// What a string's bytes take from the heap: none inside the string (15 characters), else its
+// capacity and the terminating zero, as malloc rounds them (16 bytes, with its 8-byte header).
+std::size_t heap_of(const std::string& s) {
+  if (s.capacity() <= 15) return 0;
+  return (s.capacity() + 1 + 8 + 15) / 16 * 16;
+}
+
+}  // namespace
+
+// The entry in the deque, its slot in the flat map (a view and a pointer, at the map's load
+// factor of 7/8, and a byte of metadata), and what its strings hold on the heap.
+std::size_t dedupe_table::footprint(const entry& e) {
+  constexpr std::size_t slot = (sizeof(std::string_view) + sizeof(entry*)) * 8 / 7 + 1;
+  return sizeof(entry) + slot + heap_of(e.key) + heap_of(e.status);
+}
+
 dedupe_table::entry* dedupe_table::find(std::string_view key) {
   auto it = by_key_.find(key);
   return it == by_key_.end() ? nullptr : it->second;
@@ -76,19 +94,22 @@ dedupe_table::entry& dedupe_table::remember(std::string key, time_point now, std
     std::string kept = std::move(e->key);
     *e = entry{};
     e->key = std::move(kept);  // the same buffer (or the same object's): the map's view holds
+    e->counted = footprint(*e);
+    bytes_ += e->counted;
     return *e;
   }
   entry& e = log_.emplace_back();
-  bytes_ += key.size();
   e.key = std::move(key);
   by_key_.emplace(std::string_view(e.key), &e);
+  e.counted = footprint(e);
+  bytes_ += e.counted;
   return e;
 }
 
 void dedupe_table::set_status(entry& e, std::string status) {
   bytes_ -= e.counted;
   e.status = std::move(status);
-  e.counted = e.status.size();
+  e.counted = footprint(e);
   bytes_ += e.counted;
 }
 
@@ -97,7 +118,7 @@ void dedupe_table::forget_old(time_point now, std::chrono::milliseconds window) 
     const entry& e = log_.front();
     if (!e.done) break;
     if (now - e.at < window && by_key_.size() < max_entries_ && bytes_ <= max_bytes_) break;
-    bytes_ -= e.key.size() + e.counted;
+    bytes_ -= e.counted;
     by_key_.erase(std::string_view(e.key));
     log_.pop_front();
   }

@@ -34,7 +34,7 @@ class dedupe_table {
     std::string first_request_id;
     std::vector<std::pair<peer_id, std::string>> more_waiters;
     time_point at{};  // when it was done: the window runs from here
-    std::size_t counted = 0;  // of status's bytes, counted in the table's bytes (set_status)
+    std::size_t counted = 0;  // what it takes, counted in the table's bytes (footprint)
 
     // Appends the message_accepted frame this entry answers with.
     void append_accepted(std::string& b, std::string_view uuid, bool duplicate, std::string_view request_id) const;
@@ -42,8 +42,10 @@ class dedupe_table {
     std::string status_json() const;
   };
 
-  // At most max_entries entries and max_bytes of keys and statuses (a fan-out's statuses are
-  // its recipients array): past either, the oldest done entries go before their window ends.
+  // At most max_entries entries and max_bytes of memory: past either, the oldest done entries
+  // go before their window ends. bytes() counts what an entry takes from the heap (the entry,
+  // its slot in the map, its key and statuses where they do not fit inside their strings):
+  // 244 counted, 225 measured, for a sender of 12 characters and a uuid of 36.
   explicit dedupe_table(std::size_t max_entries, std::size_t max_bytes = 256 * 1024 * 1024)
       : max_entries_(max_entries), max_bytes_(max_bytes) {}
 
@@ -73,6 +75,8 @@ class dedupe_table {
   std::size_t bytes() const noexcept { return bytes_; }
 
  private:
+  static std::size_t footprint(const entry& e);
+
   std::size_t max_entries_;
   std::size_t max_bytes_;
   std::size_t bytes_ = 0;
