@@ -61,6 +61,8 @@ Options:
   --broker HOST:PORT       use a running broker (with --broker-pid PID for its CPU and memory);
                            its configuration is what it is: no "off" lines
   --broker-binary PATH     the broker to start (default: message-broker beside this program)
+  --broker-arg ARG         one more argument for every broker started (repeat it: --broker-arg
+                           --sqlite-synchronous --broker-arg full)
   --scale N                every count divided by N, for a quick look
   --w5-conns N, --w7-agents N, --w7-seconds N
   --help                   this text
@@ -72,6 +74,7 @@ using namespace std::chrono_literals;
 struct settings {
   std::vector<std::string> workloads{"w1", "w2", "w3", "w4", "w5", "w6", "w7"};
   std::vector<std::string> config;  // broker options of this line: none (the defaults) or persist off
+  std::vector<std::string> broker_args;  // --broker-arg: given to every broker started
   int runs = 3;
   bool json = false;
   std::string broker_binary;
@@ -135,7 +138,8 @@ long proc_rss_kib(int pid) {
 class broker_process {
  public:
   // extra: the workload's own options, after the line's (settings::config).
-  broker_process(const settings& s, std::vector<std::string> extra) : s_(s), extra_(s.config) {
+  broker_process(const settings& s, std::vector<std::string> extra) : s_(s), extra_(s.broker_args) {
+    extra_.insert(extra_.end(), s.config.begin(), s.config.end());
     extra_.insert(extra_.end(), extra.begin(), extra.end());
     if (!s.broker.empty()) {
       const auto colon = s.broker.rfind(':');
@@ -1034,6 +1038,7 @@ int main(int argc, char** argv) {
     else if (k == "--broker") s.broker = value();
     else if (k == "--broker-pid") s.broker_pid = std::stoi(value());
     else if (k == "--broker-binary") s.broker_binary = value();
+    else if (k == "--broker-arg") s.broker_args.push_back(value());
     else if (k == "--w5-conns") s.w5_conns = std::stoi(value());
     else if (k == "--w7-agents") s.w7_agents = std::stoi(value());
     else if (k == "--w7-seconds") s.w7_seconds = std::stoi(value());

@@ -440,6 +440,7 @@ std::vector<std::string> broker::reload(const broker_options& fresh) {
   apply("max-group-members", o.max_group_members, fresh.max_group_members);
   apply("max-groups-per-user", o.max_groups_per_user, fresh.max_groups_per_user);
   apply("max-pending-accepts", o.max_pending_accepts, fresh.max_pending_accepts);
+  apply("accept-delay-us", o.accept_delay_us, fresh.accept_delay_us);
   apply("max-delivery-attempts", o.max_delivery_attempts, fresh.max_delivery_attempts);
   apply("dead-letter-ttl-ms", o.dead_letter_ttl_ms, fresh.dead_letter_ttl_ms);
   apply("dedupe-window-ms", o.dedupe_window_ms, fresh.dedupe_window_ms);

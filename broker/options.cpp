@@ -154,6 +154,10 @@ broker_command parse_broker_command_line(const std::vector<std::string>& args) {
   app.add_option("--persist-accepted", o.persist_accepted,
                  "Commit every accepted message to SQLite before message_accepted (on|off)")
       ->default_str("on");
+  app.add_option("--accept-delay-us", o.accept_delay_us,
+                 "Microseconds an accept batch waits for acknowledgements before it is written (0: none)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{100'000}));
   app.add_option("--sqlite-synchronous", o.sqlite_synchronous,
                  "normal survives a killed process, full also a power loss")
       ->check(CLI::IsMember({"normal", "full"}));

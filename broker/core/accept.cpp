@@ -203,6 +203,16 @@ void broker_core::commit_accept(const message_ptr& m, dedupe_table::entry& e, ro
   open_accepts_.batch = std::make_shared<store_jobs::accept_batch>();
   open_accepts_.entries = std::make_shared<std::vector<dedupe_table::entry*>>(1, &e);
   open_accepts_.batch->add(std::move(item));
+  open_accepts_.submitted = false;
+  open_accepts_.due = now.steady + std::chrono::microseconds(s_.accept_delay_us);  // at most 100 ms
+  if (s_.accept_delay_us == 0 || !s_.persist_accepted || stopping_) return submit_accepts();
+  deadline_may_have_moved();
+}
+
+// The open batch goes to the store (it takes more items until the store seals it).
+void broker_core::submit_accepts() {
+  if (!open_accepts_.batch || open_accepts_.submitted) return;
+  open_accepts_.submitted = true;
   auto done = [this, batch = open_accepts_.batch, entries = open_accepts_.entries](std::exception_ptr err,
                                                                                    const moment& at) {
     auto& items = batch->seal();

@@ -219,7 +219,10 @@ class broker_core {
   struct open_accepts {
     std::shared_ptr<store_jobs::accept_batch> batch;
     std::shared_ptr<std::vector<dedupe_table::entry*>> entries;
+    bool submitted = false;
+    steady_time due{};  // when it goes to the store (accept_delay_us after its first item)
   };
+  void submit_accepts();
   void handle_message(peer& p, request& r, const moment& now);
   bool answer_duplicate(peer& p, std::string_view key, const std::string& uuid, request& r);
   routing route_to(peer& p, std::vector<std::string> recipients);

@@ -25,6 +25,10 @@ struct core_settings {
   std::uint64_t dead_letter_ttl_ms = 7ULL * 24 * 3600 * 1000;
   std::uint64_t dedupe_window_ms = 10 * 60 * 1000;
   bool persist_accepted = true;
+  // How long an accept batch waits before it goes to the store (persist-accepted on): a live
+  // delivery acknowledged meanwhile is never journaled. message_accepted comes that much later.
+  // 0 here, for the core's tests; the broker's default is broker_options'.
+  std::uint64_t accept_delay_us = 0;
   // With a password file every log_in is checked against it (port::check_password), and a
   // correct one takes over a name that is online. The core reads only whether there is one.
   std::string password_file;

@@ -401,6 +401,33 @@ TEST(BrokerCore, ADeliveryAcknowledgedBeforeItsCommitIsNeverJournaled) {
   EXPECT_TRUE(h.take(bob, "receive_message").empty());
 }
 
+// With an accept delay the batch waits before it goes to the store: what its recipient
+// acknowledged meanwhile is never journaled, and message_accepted comes after the delay and the
+// commit. Stopping writes what waits at once.
+TEST(BrokerCore, AnAcceptDelayLetsAcknowledgementsComeFirst) {
+  core_settings s = fast();
+  s.accept_delay_us = 1000;
+  core_harness h(s);
+  const peer_id alice = h.online("alice"), bob = h.online("bob"), carol = h.online("carol");
+  send_to(h, alice, "bob", "m1");
+  send_to(h, alice, "carol", "m2");
+  EXPECT_TRUE(h.port().jobs.empty()) << "nothing goes to the store before the delay";
+  EXPECT_EQ(h.port().last_deadline, h.now().steady + 1ms);
+  h.take(bob, "receive_message");
+  h.send(bob, "acknowledge_message", {{"message_uuid", "m1"}});
+  h.advance(999us);
+  EXPECT_TRUE(h.port().jobs.empty());
+  h.advance(1us);
+  ASSERT_EQ(h.port().jobs.size(), 1u) << "one job for both";
+  h.run_store();
+  EXPECT_EQ(kinds_of(h, alice), (std::vector<std::string>{"message_accepted", "message_delivered", "message_accepted"}));
+  EXPECT_EQ(h.db().count_journal(), 1) << "only carol's, not acknowledged yet";
+
+  send_to(h, alice, "bob", "m3");
+  h.core().stop(h.now());
+  EXPECT_EQ(h.port().jobs.size(), 1u) << "stopping writes it at once";
+}
+
 // The recipient goes before the commit: its delivery becomes a dead letter with its body, and
 // its sender hears message_accepted, then message_dead_lettered.
 TEST(BrokerCore, ARecipientGoneBeforeTheCommitGetsItsDeliveryAsADeadLetter) {

@@ -141,7 +141,7 @@ std::vector<json::object> core_harness::take(peer_id id, std::string_view kind) 
   return out;
 }
 
-void core_harness::advance(std::chrono::milliseconds d) {
+void core_harness::advance(std::chrono::microseconds d) {
   const steady_time target = now_.steady + d;
   for (int i = 0; i < 1'000'000; ++i) {
     const steady_time next = core_.next_deadline();

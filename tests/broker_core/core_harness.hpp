@@ -97,7 +97,7 @@ class core_harness {
   std::size_t unsent_bytes(peer_id id) { return core_.outbox_of(id) ? core_.outbox_of(id)->bytes() : 0; }
 
   // Moves time on by d, ticking the core at every deadline on the way, and at the end.
-  void advance(std::chrono::milliseconds d);
+  void advance(std::chrono::microseconds d);
   // Moves time on by d without a tick, then ticks: the broker stood still meanwhile.
   void stand_still(std::chrono::milliseconds d);
 
