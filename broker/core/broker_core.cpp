@@ -384,10 +384,13 @@ void broker_core::check_one(peer& p, const moment& now) {
 // in their sockets, and some of them may be read before the tick runs. The time it stood still
 // is not their silence, nor time they had to acknowledge: deadlines move on by it, so that
 // nobody is evicted or dead-lettered for the broker's pause.
+// A deadline that was still ahead when the core last ran, passed by more than
+// max_tick_lateness: the broker stood still meanwhile (SIGSTOP, a debugger, a frozen VM). Only
+// such a deadline counts: after the credit, deadlines that were already overdue then (inputs
+// handled before the late tick report them again) are not a second pause.
 void broker_core::observe(steady_time now) {
   const steady_time due = reported_deadline_;
-  if (due != steady_time::min() && due != steady_time::max() && now - due > max_tick_lateness &&
-      now > last_seen_) {
+  if (due != steady_time::min() && due != steady_time::max() && due > last_seen_ && now - due > max_tick_lateness) {
     credit_pause(now - last_seen_, now);
     reported_deadline_ = now;  // credited once: the overdue tick runs next and sets it again
   }

@@ -98,6 +98,11 @@ class core_harness {
 
   // Moves time on by d, ticking the core at every deadline on the way, and at the end.
   void advance(std::chrono::microseconds d);
+  // Time passes with no tick: the broker stood still, and inputs come before its late tick.
+  void freeze(std::chrono::milliseconds d) {
+    now_.steady += d;
+    now_.wall += d;
+  }
   // Moves time on by d without a tick, then ticks: the broker stood still meanwhile.
   void stand_still(std::chrono::milliseconds d);
 
