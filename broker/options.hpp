@@ -26,7 +26,7 @@ struct broker_options : core_settings {
   std::string database = "data/message-broker.db";
   std::uint32_t max_connections = 10'000;
   std::uint64_t max_memory_mb = 0;  // resident memory past which new connections get server_busy; 0: 3/4 of RAM
-  std::string sqlite_synchronous = "normal";  // normal | full
+  std::string sqlite_synchronous = "full";  // full (survives a power loss) | normal (a killed process)
   std::string log_level = "info";
   std::string acl_file;  // empty: everything is allowed to everyone logged in
   // TLS: a second listener on listen_address that speaks the same frames over TLS 1.2 or later.

@@ -61,7 +61,7 @@ TEST(BrokerOptions, DefaultsFollowTheProtocol) {
 
 TEST(BrokerOptions, CommandLineValues) {
   auto c = parse_broker_command_line({"--port", "0", "--discovery", "off", "--persist-accepted=off",
-                                      "--sqlite-synchronous", "full", "--check-config", "--max-recipients", "7",
+                                      "--sqlite-synchronous", "normal", "--check-config", "--max-recipients", "7",
                                       "--discovery-legacy-login", "on", "--max-pending-accepts", "16"});
   EXPECT_EQ(c.options.max_recipients, 7u);
   EXPECT_EQ(c.options.max_pending_accepts, 16u);
@@ -69,7 +69,7 @@ TEST(BrokerOptions, CommandLineValues) {
   EXPECT_EQ(c.options.port, 0);
   EXPECT_FALSE(c.options.discovery);
   EXPECT_FALSE(c.options.persist_accepted);
-  EXPECT_EQ(c.options.sqlite_synchronous, "full");
+  EXPECT_EQ(c.options.sqlite_synchronous, "normal");
   EXPECT_TRUE(c.check_config);
   EXPECT_EQ(find(c, "port").source, option_source::command_line);
 }
