@@ -175,7 +175,7 @@ void broker_core::fail_deliveries(peer& p, dead_letter_reason reason, const mome
 
 void broker_core::tick(const moment& now) {
   observe(now.steady);
-  if (open_accepts_.batch && !open_accepts_.submitted && open_accepts_.due <= now.steady) submit_accepts();
+  if (open_accepts_.due <= now.steady) submit_accepts();  // (if one waits)
   expire_acks(now);
   start_due_checks(now);
   check_liveness(now);

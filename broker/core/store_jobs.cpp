@@ -39,18 +39,6 @@ store_job accept(std::shared_ptr<accept_batch> batch, bool persist) {
   };
 }
 
-named_job<std::vector<accept_target>> accept(message_ptr m, std::vector<accept_target> targets, bool persist,
-                                             std::string status, sys_ms now) {
-  named_job<std::vector<accept_target>> j;
-  auto batch = std::make_shared<accept_batch>();
-  batch->add({std::move(m), std::move(targets), std::move(status), now});
-  j.run = [batch, out = j.result, persist](database& db) {
-    accept(batch, persist)(db);
-    *out = batch->seal().front().targets;
-  };
-  return j;
-}
-
 named_job<counts_by_recipient> dead_letter(std::shared_ptr<const std::vector<failed_delivery>> batch,
                                            dead_letter_reason reason, sys_ms now, int max_attempts) {
   named_job<counts_by_recipient> j;

@@ -72,9 +72,6 @@ class accept_batch {
 // acknowledged, its dead letters, and its (sender, uuid) pair with its status, in one
 // transaction, before message_accepted goes out. Each item's targets get their seqs.
 store_job accept(std::shared_ptr<accept_batch> batch, bool persist);
-// One message alone (a batch of one), with its targets as the result.
-named_job<std::vector<accept_target>> accept(message_ptr m, std::vector<accept_target> targets, bool persist,
-                                             std::string status, sys_ms now);
 
 // Moves failed deliveries to the Dead Letter Channel (a redelivery records its attempt instead).
 // The result: the letters that this parked, by recipient.

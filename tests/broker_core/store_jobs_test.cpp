@@ -28,6 +28,14 @@ struct StoreJobs : ::testing::Test {
     m->rec.expires_at = now + std::chrono::hours(1);
     return m;
   }
+  // Runs the accept of one message (a batch of one); its targets, with the seqs written.
+  std::vector<store_jobs::accept_target> accept(message_ptr m, std::vector<store_jobs::accept_target> targets,
+                                                std::string status) {
+    auto batch = std::make_shared<store_jobs::accept_batch>();
+    batch->add({std::move(m), std::move(targets), std::move(status), now});
+    run(store_jobs::accept(batch, true));
+    return batch->seal().front().targets;
+  }
 };
 
 TEST_F(StoreJobs, AnAcceptJournalsTheLiveDeadLettersTheRestAndRemembersThePair) {
@@ -35,11 +43,10 @@ TEST_F(StoreJobs, AnAcceptJournalsTheLiveDeadLettersTheRestAndRemembersThePair) 
   m->journal = journal_slots(1);
   std::vector<store_jobs::accept_target> targets{{"bob", true, {}, 0},
                                                  {"carol", false, dead_letter_reason::recipient_offline}};
-  auto job = store_jobs::accept(m, targets, true, "[...]", now);
-  run(job.run);
-  ASSERT_EQ(job.result->size(), 2u);
-  EXPECT_GT((*job.result)[0].seq, 0);
-  EXPECT_EQ((*job.result)[1].seq, 0);
+  auto result = accept(m, targets, "[...]");
+  ASSERT_EQ(result.size(), 2u);
+  EXPECT_GT(result[0].seq, 0);
+  EXPECT_EQ(result[1].seq, 0);
   EXPECT_EQ(db.count_journal(), 1);
   EXPECT_EQ(db.count_pending("carol"), 1);
   auto pairs = db.accepted_since(now - std::chrono::minutes(1));
@@ -53,10 +60,9 @@ TEST_F(StoreJobs, AnAcceptSkipsTheDeliveriesAcknowledgedFirst) {
   auto m = message("m2");
   m->journal = journal_slots(2);
   ASSERT_TRUE(m->journal.acknowledge_first(0));
-  auto job = store_jobs::accept(m, {{"bob", true, {}, 0}, {"carol", true, {}, 1}}, true, "[...]", now);
-  run(job.run);
-  EXPECT_EQ((*job.result)[0].seq, 0);
-  EXPECT_GT((*job.result)[1].seq, 0);
+  auto result = accept(m, {{"bob", true, {}, 0}, {"carol", true, {}, 1}}, "[...]");
+  EXPECT_EQ(result[0].seq, 0);
+  EXPECT_GT(result[1].seq, 0);
   EXPECT_EQ(db.count_journal(), 1);
   EXPECT_FALSE(m->journal.acknowledge_first(1));  // too late: the row exists
   auto acks = std::make_shared<store_jobs::acknowledgements>();
@@ -68,9 +74,7 @@ TEST_F(StoreJobs, AnAcceptSkipsTheDeliveriesAcknowledgedFirst) {
 }
 
 TEST_F(StoreJobs, RunningAJobAgainLeavesItsOutputsAsIfItRanOnce) {
-  run(store_jobs::accept(message("x-bob"), {{"bob", false, dead_letter_reason::recipient_offline}}, true,
-                         "dead_lettered", now)
-          .run);
+  accept(message("x-bob"), {{"bob", false, dead_letter_reason::recipient_offline}}, "dead_lettered");
   auto letters = db.pending_for("bob", 0, 10);
   ASSERT_EQ(letters.size(), 1u);
   auto batch = std::make_shared<const std::vector<failed_delivery>>(std::vector<failed_delivery>{
