@@ -155,7 +155,7 @@ broker_command parse_broker_command_line(const std::vector<std::string>& args) {
                  "Commit every accepted message to SQLite before message_accepted (on|off)")
       ->default_str("on");
   app.add_option("--accept-delay-us", o.accept_delay_us,
-                 "Microseconds an accept batch waits for acknowledgements before it is written (0: none)")
+                 "Microseconds an accept waits for its live deliveries' acknowledgements before they are journaled (0: none)")
       ->capture_default_str()
       ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{100'000}));
   app.add_option("--sqlite-synchronous", o.sqlite_synchronous,

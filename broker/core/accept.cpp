@@ -129,6 +129,7 @@ void broker_core::handle_message(peer& p, request& r, const moment& now) {
       if (t.live) t.slot = slots++;
     }
     m->journal = journal_slots(static_cast<std::size_t>(slots));
+    m->unacknowledged = slots;
   }
 
   dedupe_table::entry& e = dedupe_.remember(std::move(key), now.steady, bounded_ms(s_.dedupe_window_ms));
@@ -190,12 +191,54 @@ broker_core::routing broker_core::route_to(peer& p, std::vector<std::string> rec
   return route;
 }
 
-// Into the open accept batch (a new one, submitted, once the last is sealed); after its commit
-// the sender hears message_accepted, then the receipts of acknowledgements that came before it.
-// The dedupe entry outlives the commit: an entry is only forgotten once done.
+// Waits for the acknowledgements of its live deliveries (at most accept_delay_us), then goes
+// to the store; after its commit the sender hears message_accepted, then the receipts of
+// acknowledgements that came before it. The dedupe entry outlives the commit: an entry is only
+// forgotten once done.
 void broker_core::commit_accept(const message_ptr& m, dedupe_table::entry& e, routing route, const moment& now) {
   if (peer* origin = find(m->origin)) origin->pending_accept_bytes += m->rec.body.size();
   store_jobs::accept_batch::item item{m, std::move(route.targets), e.status_json(), now.wall};
+  if (waiting_accepts_.empty() && (m->unacknowledged == 0 || s_.accept_delay_us == 0 || stopping_)) {
+    return to_store(std::move(item), e);
+  }
+  m->waiting = true;
+  m->accept_ticket = first_waiting_ticket_ + waiting_accepts_.size();
+  waiting_accepts_.push_back({std::move(item), &e, now.steady + std::chrono::microseconds(s_.accept_delay_us)});
+  release_accepts(now);
+  deadline_may_have_moved();
+}
+
+// The waiting accepts at the front that are acknowledged, due, or dead letters only.
+void broker_core::release_accepts(const moment& now) {
+  while (!waiting_accepts_.empty()) {
+    waiting_accept& w = waiting_accepts_.front();
+    if (w.item.m) {
+      if (w.item.m->unacknowledged > 0 && w.due > now.steady && s_.accept_delay_us > 0 && !stopping_) break;
+      w.item.m->waiting = false;
+      to_store(std::move(w.item), *w.e);
+    }
+    waiting_accepts_.pop_front();
+    ++first_waiting_ticket_;
+  }
+}
+
+// Every live delivery of m acknowledged first: its accept has only its dedupe pair to write,
+// which no other row's order depends on, so it goes at once, ahead of its turn if it has no
+// dead letter.
+void broker_core::acknowledged_first(accepted_message& m) {
+  if (--m.unacknowledged > 0 || !m.waiting) return;
+  waiting_accept& w = waiting_accepts_[m.accept_ticket - first_waiting_ticket_];
+  for (auto& t : w.item.targets) {
+    if (!t.live) return;
+  }
+  m.waiting = false;
+  to_store(std::move(w.item), *w.e);
+  w.item.m = nullptr;
+}
+
+// Into the open accept batch, or a new one submitted at once: what comes while the store is
+// busy joins it until the store seals it, for one transaction.
+void broker_core::to_store(store_jobs::accept_batch::item&& item, dedupe_table::entry& e) {
   if (open_accepts_.batch && open_accepts_.batch->add(std::move(item))) {
     open_accepts_.entries->push_back(&e);
     return;
@@ -203,16 +246,6 @@ void broker_core::commit_accept(const message_ptr& m, dedupe_table::entry& e, ro
   open_accepts_.batch = std::make_shared<store_jobs::accept_batch>();
   open_accepts_.entries = std::make_shared<std::vector<dedupe_table::entry*>>(1, &e);
   open_accepts_.batch->add(std::move(item));
-  open_accepts_.submitted = false;
-  open_accepts_.due = now.steady + std::chrono::microseconds(s_.accept_delay_us);  // at most 100 ms
-  if (s_.accept_delay_us == 0 || !s_.persist_accepted || stopping_) return submit_accepts();
-  deadline_may_have_moved();
-}
-
-// The open batch goes to the store (it takes more items until the store seals it).
-void broker_core::submit_accepts() {
-  if (!open_accepts_.batch || open_accepts_.submitted) return;
-  open_accepts_.submitted = true;
   auto done = [this, batch = open_accepts_.batch, entries = open_accepts_.entries](std::exception_ptr err,
                                                                                    const moment& at) {
     auto& items = batch->seal();
@@ -223,6 +256,7 @@ void broker_core::submit_accepts() {
       if (err) {
         m.failed = true;
         m.early_receipts.clear();
+        m.early_dead_letters.clear();
         accept_failed(*(*entries)[i], m.rec.message_uuid, sqlite::failure_reason(err));
       } else {
         finish_accept(*(*entries)[i], m, at.steady);
@@ -255,6 +289,10 @@ void broker_core::finish_accept(dedupe_table::entry& e, accepted_message& m, ste
     notify_sender(m, [&](std::string& b) { append_delivered_frame(b, uuid, receiver, at); });
   }
   std::vector<std::pair<std::string, std::string>>().swap(m.early_receipts);
+  for (auto& [receiver, reason] : m.early_dead_letters) {
+    notify_sender(m, [&](std::string& b) { append_dead_lettered_frame(b, uuid, receiver, to_string(reason)); });
+  }
+  std::vector<std::pair<std::string, dead_letter_reason>>().swap(m.early_dead_letters);
 }
 
 // Nothing of it was committed: the sender hears internal_error, never message_accepted, and the

@@ -35,11 +35,16 @@ void broker_core::handle_ack(peer& p, const request& r, const moment& now) {
     if (d.dead_letter_id) {
       --p.redeliveries_in_flight;
       acks->redelivered.push_back(std::move(d));
-    } else if (d.slot >= 0 && !d.msg->journal.acknowledge_first(d.slot)) {
-      // The accept job claimed the row first: it is deleted after it (jobs run in order).
-      acks->journaled.emplace_back(std::move(d.msg), d.slot);
+    } else if (d.slot >= 0) {
+      if (d.msg->journal.acknowledge_first(d.slot)) {
+        acknowledged_first(*d.msg);
+      } else {
+        // The accept job claimed the row first: it is deleted after it (jobs run in order).
+        acks->journaled.emplace_back(std::move(d.msg), d.slot);
+      }
     }
   }
+  release_accepts(now);
   refill_soon(p);
   if (acks->journaled.empty() && acks->redelivered.empty() && acks->late.empty()) return;
   acks->receiver = p.username;
@@ -85,6 +90,16 @@ void broker_core::dead_letter(std::vector<failed_delivery> failed, dead_letter_r
   for (auto& f : failed) {
     if (f.attempted) late_acks_.remember(f.receiver, f.d.msg->rec.message_uuid);
   }
+  // Live deliveries whose accept job has not decided yet: it writes their dead letters, and
+  // their senders hear of them after message_accepted.
+  std::erase_if(failed, [&](failed_delivery& f) {
+    if (f.d.dead_letter_id || f.d.slot < 0 || !f.d.msg->journal.fail_first(f.d.slot, reason, f.attempted)) {
+      return false;
+    }
+    f.d.msg->early_dead_letters.emplace_back(f.receiver, reason);
+    return true;
+  });
+  if (failed.empty()) return;
   auto batch = std::make_shared<const std::vector<failed_delivery>>(std::move(failed));
   auto job = store_jobs::dead_letter(batch, reason, now.wall, static_cast<int>(s_.max_delivery_attempts));
   auto done = [this, batch, parked = job.result, reason](std::exception_ptr err, const moment& at) {

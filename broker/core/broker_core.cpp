@@ -175,7 +175,7 @@ void broker_core::fail_deliveries(peer& p, dead_letter_reason reason, const mome
 
 void broker_core::tick(const moment& now) {
   observe(now.steady);
-  if (open_accepts_.due <= now.steady) submit_accepts();  // (if one waits)
+  release_accepts(now);
   expire_acks(now);
   start_due_checks(now);
   check_liveness(now);
@@ -200,7 +200,7 @@ steady_time broker_core::next_deadline() const {
   steady_time next = steady_time::max();
   auto sooner = [&next](steady_time t) { next = std::min(next, t); };
   if (!ack_deadlines_.empty()) sooner(ack_deadlines_.front().at);
-  if (open_accepts_.batch && !open_accepts_.submitted) sooner(open_accepts_.due);
+  if (!waiting_accepts_.empty()) sooner(waiting_accepts_.front().due);
   if (!room_waits_.empty()) sooner(room_waits_.front().until);
   if (!liveness_.empty()) sooner(liveness_.front().at);
   if (!auth_turns_.empty()) sooner(auth_turns_.front().at);
@@ -226,10 +226,10 @@ bool broker_core::make_room(const moment&) {
   return true;
 }
 
-void broker_core::stop(const moment&) {
+void broker_core::stop(const moment& now) {
   if (stopping_) return;
   stopping_ = true;
-  submit_accepts();  // what waits for the accept delay is written now
+  release_accepts(now);  // what waits for acknowledgements is written now
   presence_.clear();
   for (auto& [id, p] : peers_) begin_close(*p);
   deadline_may_have_moved();

@@ -215,14 +215,21 @@ class broker_core {
     std::vector<peer_id> live_to;  // by target; 0 for a dead letter
     int live = 0;
   };
-  // The accept batch not sealed yet, and the dedupe entry of each of its items.
+  // The accept batch submitted and not sealed yet, and the dedupe entry of each of its items.
   struct open_accepts {
     std::shared_ptr<store_jobs::accept_batch> batch;
     std::shared_ptr<std::vector<dedupe_table::entry*>> entries;
-    bool submitted = false;
-    steady_time due{};  // when it goes to the store (accept_delay_us after its first item)
   };
-  void submit_accepts();
+  // An accept waiting for its live deliveries' acknowledgements until due; item.m is null once
+  // it went ahead of its turn (every delivery acknowledged, no dead letter to order).
+  struct waiting_accept {
+    store_jobs::accept_batch::item item;
+    dedupe_table::entry* e;
+    steady_time due;
+  };
+  void to_store(store_jobs::accept_batch::item&& item, dedupe_table::entry& e);
+  void release_accepts(const moment& now);
+  void acknowledged_first(accepted_message& m);
   void handle_message(peer& p, request& r, const moment& now);
   bool answer_duplicate(peer& p, std::string_view key, const std::string& uuid, request& r);
   routing route_to(peer& p, std::vector<std::string> recipients);
@@ -292,6 +299,10 @@ class broker_core {
   std::shared_ptr<const acl> acl_;
   std::vector<peer_id> refills_;
   open_accepts open_accepts_;
+  // In the order of their sends: they go to the store in that order once acknowledged or due,
+  // so that journal rows and dead letters of one recipient keep it.
+  std::deque<waiting_accept> waiting_accepts_;
+  std::uint64_t first_waiting_ticket_ = 0;  // waiting_accepts_.front()'s
   steady_time next_expiry_{};
   steady_time next_idle_release_{};
   steady_time reported_deadline_ = steady_time::max();

@@ -19,17 +19,27 @@ namespace ma {
 using peer_id = std::uint64_t;
 
 // The journal rows of a message's live deliveries (persist-accepted on), one slot per live
-// recipient. A delivery goes out before its accept job runs, so its recipient's acknowledgement
-// races the job: the job decides on the store's thread, the acknowledgement on the broker's,
-// and each slot is one atomic:
+// recipient. A delivery goes out before its accept job runs, so what becomes of it (its
+// recipient acknowledges it, or it fails) races the job: the job decides on the store's
+// thread, the broker on its own, and each slot is one atomic:
 //   0                    the accept job has not decided yet
 //   acknowledged_first   the recipient acknowledged first: the row is never written
 //   claimed              the job writes the row (or wrote it in a batch that was rolled back)
 //   > 0                  the row's seq, written by the job
+//   <= failed_first      the delivery failed first: the job writes it as a dead letter
 class journal_slots {
  public:
   static constexpr std::int64_t acknowledged_first = -1;
   static constexpr std::int64_t claimed = -2;
+  static constexpr std::int64_t failed_first = -16;  // - (reason * 2 + attempted)
+
+  // What the accept job writes for a slot.
+  struct decision {
+    bool write = false;   // a journal row
+    bool failed = false;  // moved at once to the Dead Letter Channel, for reason
+    dead_letter_reason reason = dead_letter_reason::recipient_disconnected;
+    bool attempted = false;
+  };
 
   journal_slots() = default;
   explicit journal_slots(std::size_t n) : slots_(n ? std::make_unique<std::atomic<std::int64_t>[]>(n) : nullptr) {}
@@ -39,10 +49,21 @@ class journal_slots {
     std::int64_t undecided = 0;
     return slots_[slot].compare_exchange_strong(undecided, acknowledged_first);
   }
-  // Store's thread: true if the row is to be written (again, when a rolled-back batch reruns).
-  bool claim(int slot) {
+  // Broker's thread: true if the delivery failed before the job decided; the job writes the
+  // dead letter then (a dead-letter job submitted before it would find no row to move).
+  bool fail_first(int slot, dead_letter_reason reason, bool attempted) {
+    std::int64_t undecided = 0;
+    return slots_[slot].compare_exchange_strong(
+        undecided, failed_first - (static_cast<std::int64_t>(reason) * 2 + (attempted ? 1 : 0)));
+  }
+  // Store's thread: what to write for the slot (again, when a rolled-back batch reruns).
+  decision claim(int slot) {
     std::int64_t v = 0;
-    return slots_[slot].compare_exchange_strong(v, claimed) || v != acknowledged_first;
+    if (slots_[slot].compare_exchange_strong(v, claimed)) return {true};
+    if (v == acknowledged_first) return {};
+    if (v > failed_first) return {true};
+    const std::int64_t code = failed_first - v;
+    return {true, true, static_cast<dead_letter_reason>(code / 2), code % 2 == 1};
   }
   void written(int slot, std::int64_t seq) { slots_[slot].store(seq); }
   // Store's thread, in a job submitted after the accept's: the row's seq, or 0 if the accept
@@ -66,9 +87,17 @@ struct accepted_message {
   journal_slots journal;
   bool awaiting_commit = false;  // delivered before its commit; message_accepted not out yet
   bool failed = false;           // the accept did not commit: internal_error went out
+  // Its accept waits for the acknowledgements of its live deliveries (broker_core's
+  // waiting_accepts_, at accept_ticket) for at most the accept delay.
+  bool waiting = false;
+  int unacknowledged = 0;  // live deliveries not acknowledged first
+  std::uint64_t accept_ticket = 0;
   // Acknowledgements that came before message_accepted: (recipient, when); their receipts
   // follow it.
   std::vector<std::pair<std::string, std::string>> early_receipts;
+  // Deliveries that failed before the accept job got to them (journal_slots::fail_first): their
+  // message_dead_lettered follows message_accepted.
+  std::vector<std::pair<std::string, dead_letter_reason>> early_dead_letters;
 
   message_header header() const {
     return {rec.message_uuid, rec.sender, rec.ch, rec.group_name, std::string_view(sent_at.data(), sent_at.size()),

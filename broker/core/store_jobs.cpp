@@ -2,26 +2,34 @@
 
 #include <unordered_map>
 
+#include <boost/container/small_vector.hpp>
+
 namespace ma::store_jobs {
 
 namespace {
 
 void accept_one(database& db, accept_batch::item& it, bool persist) {
   const accepted_message& m = *it.m;
-  // A live delivery acknowledged before this runs is never journaled; the body is stored once,
-  // and only if some recipient needs it stored.
-  constexpr std::int64_t to_write = -1;
+  // A live delivery acknowledged before this runs is never journaled; one that failed before
+  // is written as its dead letter; the body is stored once, and only if some recipient needs
+  // it stored.
+  boost::container::small_vector<journal_slots::decision, 2> decided(it.targets.size());
   std::int64_t rows = 0;
-  for (auto& t : it.targets) {
-    t.seq = t.live && persist && t.slot >= 0 && it.m->journal.claim(t.slot) ? to_write : 0;
-    rows += (!t.live || t.seq == to_write) ? 1 : 0;
+  for (std::size_t i = 0; i < it.targets.size(); ++i) {
+    auto& t = it.targets[i];
+    if (t.live && persist && t.slot >= 0) decided[i] = it.m->journal.claim(t.slot);
+    rows += (!t.live || decided[i].write) ? 1 : 0;
   }
   std::int64_t message_id = 0;
   auto stored = [&] { return message_id ? message_id : (message_id = db.insert_message(m.rec, rows)); };
-  for (auto& t : it.targets) {
+  for (std::size_t i = 0; i < it.targets.size(); ++i) {
+    auto& t = it.targets[i];
+    t.seq = 0;
     if (!t.live) {
       db.dead_letter_new(stored(), t.name, t.reason, it.at);
-    } else if (t.seq == to_write) {
+    } else if (decided[i].failed) {
+      db.dead_letter_journaled(db.journal(stored(), t.name), decided[i].reason, it.at, decided[i].attempted);
+    } else if (decided[i].write) {
       t.seq = db.journal(stored(), t.name);
       it.m->journal.written(t.slot, t.seq);
     }

@@ -424,10 +424,9 @@ TEST(BrokerCore, ADeliveryAcknowledgedBeforeItsCommitIsNeverJournaled) {
   EXPECT_TRUE(h.take(bob, "receive_message").empty());
 }
 
-// With an accept delay the batch waits before it goes to the store: what its recipient
-// acknowledged meanwhile is never journaled, and message_accepted comes after the delay and the
-// commit. Stopping writes what waits at once.
-TEST(BrokerCore, AnAcceptDelayLetsAcknowledgementsComeFirst) {
+// Accepts waiting for acknowledgements that come together go in one job; stopping writes what
+// waits at once.
+TEST(BrokerCore, AcceptsDueTogetherGoInOneJobAndStoppingWritesWhatWaits) {
   core_settings s = fast();
   s.accept_delay_us = 1000;
   core_harness h(s);
@@ -436,19 +435,102 @@ TEST(BrokerCore, AnAcceptDelayLetsAcknowledgementsComeFirst) {
   send_to(h, alice, "carol", "m2");
   EXPECT_TRUE(h.port().jobs.empty()) << "nothing goes to the store before the delay";
   EXPECT_EQ(h.port().last_deadline, h.now().steady + 1ms);
-  h.take(bob, "receive_message");
-  h.send(bob, "acknowledge_message", {{"message_uuid", "m1"}});
   h.advance(999us);
   EXPECT_TRUE(h.port().jobs.empty());
   h.advance(1us);
   ASSERT_EQ(h.port().jobs.size(), 1u) << "one job for both";
   h.run_store();
-  EXPECT_EQ(kinds_of(h, alice), (std::vector<std::string>{"message_accepted", "message_delivered", "message_accepted"}));
-  EXPECT_EQ(h.db().count_journal(), 1) << "only carol's, not acknowledged yet";
+  EXPECT_EQ(kinds_of(h, alice), (std::vector<std::string>{"message_accepted", "message_accepted"}));
+  EXPECT_EQ(h.db().count_journal(), 2) << "neither was acknowledged";
 
   send_to(h, alice, "bob", "m3");
+  EXPECT_TRUE(h.port().jobs.empty());
   h.core().stop(h.now());
   EXPECT_EQ(h.port().jobs.size(), 1u) << "stopping writes it at once";
+}
+
+// A delivery acknowledged goes to the store at once, whatever the delay: only its dedupe pair is
+// written. One that is not acknowledged waits the delay, and does not hold the others: an
+// accept waits for its recipient's acknowledgement, not for the accepts before it.
+TEST(BrokerCore, AnAcceptWaitsForItsAcknowledgementNotForTheDelay) {
+  core_settings s = fast();
+  s.accept_delay_us = 10'000;
+  core_harness h(s);
+  const peer_id alice = h.online("alice"), bob = h.online("bob"), carol = h.online("carol"),
+                dave = h.online("dave");
+  send_to(h, alice, "bob", "slow");
+  send_to(h, carol, "dave", "quick");
+  EXPECT_TRUE(h.port().jobs.empty()) << "nothing is acknowledged yet";
+  EXPECT_EQ(h.port().last_deadline, h.now().steady + 10ms);
+  h.take(dave, "receive_message");
+  h.send(dave, "acknowledge_message", {{"message_uuid", "quick"}});
+  ASSERT_EQ(h.port().jobs.size(), 1u) << "acknowledged: it goes at once, ahead of bob's";
+  h.run_store();
+  EXPECT_EQ(kinds_of(h, carol), (std::vector<std::string>{"message_accepted", "message_delivered"}));
+  EXPECT_TRUE(h.take(alice, "message_accepted").empty());
+  EXPECT_EQ(h.db().count_journal(), 0);
+
+  h.advance(9999us);
+  EXPECT_TRUE(h.port().jobs.empty());
+  h.advance(1us);
+  ASSERT_EQ(h.port().jobs.size(), 1u) << "the delay is over: journaled";
+  h.run_store();
+  EXPECT_EQ(h.take(alice, "message_accepted").size(), 1u);
+  EXPECT_EQ(h.db().count_journal(), 1);
+  h.send(bob, "acknowledge_message", {{"message_uuid", "slow"}});
+  h.run_store();
+  EXPECT_EQ(h.take(alice, "message_delivered").size(), 1u);
+  EXPECT_EQ(h.db().count_journal(), 0);
+}
+
+// Waiting for their delay, deliveries to one recipient keep their order in the journal (and so
+// in redelivery after a crash), a dead letter's among them.
+TEST(BrokerCore, WaitingAcceptsKeepTheirOrderPerRecipient) {
+  core_settings s = fast();
+  s.accept_delay_us = 10'000;
+  core_harness h(s);
+  const peer_id alice = h.online("alice");
+  peer_id bob = h.online("bob");
+  send_to(h, alice, "bob", "m1");
+  h.advance(1ms);
+  h.disconnect(bob);
+  send_to(h, alice, "bob", "m2");  // offline: a dead letter at once, yet after m1's
+  EXPECT_TRUE(h.port().jobs.empty());
+  h.advance(10ms);
+  h.run_store();
+  auto letters = h.db().pending_for("bob", 0, 10);
+  ASSERT_EQ(letters.size(), 2u);
+  EXPECT_EQ(letters[0].message_uuid, "m1");
+  EXPECT_EQ(letters[0].reason, dead_letter_reason::recipient_disconnected);
+  EXPECT_EQ(letters[1].message_uuid, "m2");
+  EXPECT_EQ(letters[1].reason, dead_letter_reason::recipient_offline);
+  EXPECT_EQ(kinds_of(h, alice), (std::vector<std::string>{"message_accepted", "message_dead_lettered",
+                                                          "message_accepted"}));
+}
+
+// The recipient goes while its delivery waits for the accept delay: the accept writes the dead
+// letter (not a journal row that nothing would ever redeliver), and the sender hears
+// message_accepted, then message_dead_lettered.
+TEST(BrokerCore, ARecipientGoneWhileItsAcceptWaitsGetsItsDeliveryAsADeadLetter) {
+  core_settings s = fast();
+  s.accept_delay_us = 1000;
+  core_harness h(s);
+  const peer_id alice = h.online("alice"), bob = h.online("bob");
+  send_to(h, alice, "bob", "m1", "the body");
+  h.take(bob, "receive_message");
+  h.disconnect(bob);
+  h.run_store();
+  h.advance(1ms);
+  h.run_store();
+  EXPECT_EQ(kinds_of(h, alice), (std::vector<std::string>{"message_accepted", "message_dead_lettered"}));
+  auto letters = h.db().find("m1");
+  ASSERT_EQ(letters.size(), 1u);
+  EXPECT_EQ(letters[0].reason, dead_letter_reason::recipient_disconnected);
+  EXPECT_EQ(letters[0].attempts, 1);
+  EXPECT_NE(letters[0].body.find("the body"), std::string::npos);
+  EXPECT_EQ(h.db().count_journal(), 0) << "nothing left in the journal";
+  const peer_id bob_again = h.online("bob");
+  EXPECT_EQ(uuids_of(drain(h, bob_again, "receive_message")), std::vector<std::string>{"m1"});
 }
 
 // The recipient goes before the commit: its delivery becomes a dead letter with its body, and
