@@ -7,6 +7,8 @@
 #include <array>
 #include <map>
 
+#include "core/encode.hpp"
+
 namespace ma {
 namespace {
 
@@ -184,6 +186,29 @@ CREATE VIEW in_flight AS
   FROM journal j JOIN messages m ON m.id = j.message_id;
 )sql";
 
+// Version 4: the dedupe pairs of one accept job are one row (a row per pair cost SQLite more
+// than everything else an acknowledged message's accept writes); the view `dedupe` shows them a
+// pair per row, as before.
+constexpr const char* schema_v4 = R"sql(
+CREATE TABLE dedupe_batches (
+  id          INTEGER PRIMARY KEY,   -- acceptance order
+  accepted_at TEXT NOT NULL,         -- ISO 8601 UTC, of its last pair
+  pair_count  INTEGER NOT NULL,
+  pairs       TEXT NOT NULL          -- JSON: [[sender_username, message_uuid, status], ...], status as
+                                     -- message_accepted said it: "relayed", "dead_lettered" or the
+                                     -- recipients array
+);
+INSERT INTO dedupe_batches (id, accepted_at, pair_count, pairs)
+  SELECT id, accepted_at, 1, json_array(json_array(sender_username, message_uuid,
+         CASE WHEN status LIKE '[%' THEN json(status) ELSE status END)) FROM dedupe ORDER BY id;
+DROP TABLE dedupe;
+
+CREATE VIEW dedupe AS
+  SELECT b.id AS batch_id, j.value ->> 0 AS sender_username, j.value ->> 1 AS message_uuid, b.accepted_at,
+         j.value ->> 2 AS status
+  FROM dedupe_batches b, json_each(b.pairs) j;
+)sql";
+
 // A dead letter's columns, with its message's (read_letter's order), from `letters_from`.
 constexpr const char* dead_letter_columns =
     "d.id, d.seq, d.message_uuid, d.sender_username, d.receiver_username, m.channel, m.group_name, m.body, d.reason, "
@@ -269,7 +294,7 @@ struct database::statements {
         member_count(db, "SELECT count(*) FROM group_members WHERE group_name = ?"),
         group_delete(db, "DELETE FROM groups WHERE group_name = ?"),
         group_exists(db, "SELECT 1 FROM groups WHERE group_name = ?"),
-        dedupe_insert(db, "INSERT INTO dedupe (sender_username, message_uuid, accepted_at, status) VALUES (?,?,?,?)"),
+        dedupe_insert(db, "INSERT INTO dedupe_batches (accepted_at, pair_count, pairs) VALUES (?,?,?)"),
         is_parked(db, "SELECT 1 FROM dead_letters WHERE id = ? AND state = 'parked'") {}
 };
 
@@ -371,6 +396,7 @@ void database::migrate() {
   if (version < 1) db_.exec(schema_v1);
   if (version < 2) db_.exec(schema_v2);
   if (version < 3) db_.exec(schema_v3);
+  if (version < 4) db_.exec(schema_v4);
   // Later versions add their steps here, each from the one before.
   db_.exec("PRAGMA user_version = " + std::to_string(schema_version));
   t.commit();
@@ -647,16 +673,45 @@ std::int64_t database::count_all_pending() {
   return single_int(db_, "SELECT count(*) FROM dead_letters WHERE state = 'pending'");
 }
 
-void database::remember_accepted(std::string_view sender, std::string_view message_uuid, sys_ms at,
-                                 std::string_view status) {
-  const auto when = format_iso8601_fixed(at);  // no allocation: this runs for every accepted message
-  st_->dedupe_insert.bind(1, sender).bind(2, message_uuid).bind(3, std::string_view(when.data(), when.size()));
-  st_->dedupe_insert.bind(4, status).run();
+void accepted_pairs::add(std::string_view sender, std::string_view message_uuid, std::string_view status) {
+  // Always a whole array: the last ']' becomes ',' for the next pair.
+  if (count_ == 0) {
+    json_ = "[";
+  } else {
+    json_.back() = ',';
+  }
+  json_ += '[';
+  append_json_string(json_, sender);
+  json_ += ',';
+  append_json_string(json_, message_uuid);
+  json_ += ',';
+  if (!status.empty() && status.front() == '[') {
+    json_ += status;  // the recipients array, JSON already
+  } else {
+    append_json_string(json_, status);
+  }
+  json_ += "]]";
+  ++count_;
+}
+
+void accepted_pairs::clear() {
+  json_.clear();
+  count_ = 0;
+}
+
+void database::remember_accepted(const accepted_pairs& pairs, sys_ms at) {
+  if (pairs.count_ == 0) return;
+  const auto when = format_iso8601_fixed(at);
+  auto& s = st_->dedupe_insert;
+  s.bind(1, std::string_view(when.data(), when.size())).bind(2, pairs.count_);
+  s.bind(3, std::string_view(pairs.json_));
+  s.run();
 }
 
 std::vector<accepted_pair> database::accepted_since(sys_ms t) {
   sqlite::statement s(db_,
-                      "SELECT sender_username, message_uuid, status FROM dedupe WHERE accepted_at >= ? ORDER BY id");
+                      "SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2 FROM dedupe_batches b, json_each(b.pairs) j "
+                      "WHERE b.accepted_at >= ? ORDER BY b.id, j.key");
   s.bind(1, format_iso8601(t));
   std::vector<accepted_pair> out;
   while (s.step()) out.push_back({s.column_text(0), s.column_text(1), s.column_text(2)});
@@ -667,13 +722,20 @@ std::int64_t database::forget_accepted(sys_ms before, std::int64_t keep_at_most)
   // Rows are in acceptance order: everything below the first young one is old. Finding it
   // reads only the rows that are deleted.
   sqlite::statement old(db_,
-                        "DELETE FROM dedupe WHERE id < coalesce((SELECT id FROM dedupe WHERE accepted_at >= ?1 "
-                        "ORDER BY id LIMIT 1), (SELECT coalesce(max(id), 0) + 1 FROM dedupe))");
-  old.bind(1, format_iso8601(before)).run();
-  std::int64_t n = db_.changes();
-  sqlite::statement many(db_, "DELETE FROM dedupe WHERE id <= (SELECT max(id) FROM dedupe) - ?1");
-  many.bind(1, keep_at_most).run();
-  return n + db_.changes();
+                        "DELETE FROM dedupe_batches WHERE id < coalesce((SELECT id FROM dedupe_batches "
+                        "WHERE accepted_at >= ?1 ORDER BY id LIMIT 1), (SELECT coalesce(max(id), 0) + 1 "
+                        "FROM dedupe_batches)) RETURNING pair_count");
+  old.bind(1, format_iso8601(before));
+  std::int64_t n = 0;
+  while (old.step()) n += old.column_int(0);
+  // Past the cap, the oldest rows go, the one that crosses it too.
+  sqlite::statement many(db_,
+                         "DELETE FROM dedupe_batches WHERE id <= (SELECT id FROM (SELECT id, sum(pair_count) "
+                         "OVER (ORDER BY id DESC) AS newer FROM dedupe_batches) WHERE newer > ?1 "
+                         "ORDER BY id DESC LIMIT 1) RETURNING pair_count");
+  many.bind(1, keep_at_most);
+  while (many.step()) n += many.column_int(0);
+  return n;
 }
 
 }  // namespace ma

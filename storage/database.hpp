@@ -74,6 +74,20 @@ struct accepted_pair {
   std::string status;  // relayed | dead_lettered, or the recipients array as JSON text
 };
 
+// The dedupe pairs of one transaction, for database::remember_accepted: one row for all.
+class accepted_pairs {
+ public:
+  // status as message_accepted says it: relayed, dead_lettered, or the recipients array as JSON.
+  void add(std::string_view sender, std::string_view message_uuid, std::string_view status);
+  std::int64_t size() const { return count_; }
+  void clear();
+
+ private:
+  friend class database;
+  std::string json_;  // [[sender, uuid, status], ...]
+  std::int64_t count_ = 0;
+};
+
 // Letters that left pending in one call, by recipient (for the broker's warnings).
 using counts_by_recipient = std::vector<std::pair<std::string, std::int64_t>>;
 
@@ -86,7 +100,7 @@ struct dead_letter_filter {
 
 class database {
  public:
-  static constexpr int schema_version = 3;
+  static constexpr int schema_version = 4;
 
   struct settings {
     std::string path;
@@ -188,7 +202,8 @@ class database {
 
   // --- dedupe: what was accepted within the window, kept across restarts ----------------------
   // Committed with the accept, before message_accepted goes out; kept after acknowledgement.
-  void remember_accepted(std::string_view sender, std::string_view message_uuid, sys_ms at, std::string_view status);
+  // One row for the pairs of one accept job; at is when the last of them was accepted.
+  void remember_accepted(const accepted_pairs& pairs, sys_ms at);
   // The pairs accepted since t, oldest first (a pair accepted again later comes again).
   std::vector<accepted_pair> accepted_since(sys_ms t);
   // Forgets pairs accepted before t, and the oldest beyond keep_at_most. Returns how many.

@@ -8,7 +8,7 @@ namespace ma::store_jobs {
 
 namespace {
 
-void accept_one(database& db, accept_batch::item& it, bool persist) {
+void accept_one(database& db, accept_batch::item& it, bool persist, accepted_pairs& pairs) {
   const accepted_message& m = *it.m;
   // A live delivery acknowledged before this runs is never journaled; one that failed before
   // is written as its dead letter; the body is stored once, and only if some recipient needs
@@ -34,16 +34,21 @@ void accept_one(database& db, accept_batch::item& it, bool persist) {
       it.m->journal.written(t.slot, t.seq);
     }
   }
-  // In the same transaction: once message_accepted is out, a resend is a duplicate also after a
-  // crash, until the dedupe window ends.
-  db.remember_accepted(m.rec.sender, m.rec.message_uuid, m.rec.accepted_at, it.status);
+  pairs.add(m.rec.sender, m.rec.message_uuid, it.status);
 }
 
 }  // namespace
 
 store_job accept(std::shared_ptr<accept_batch> batch, bool persist) {
   return [batch = std::move(batch), persist](database& db) {
-    for (auto& it : batch->seal()) accept_one(db, it, persist);
+    accepted_pairs pairs;
+    auto& items = batch->seal();
+    for (auto& it : items) accept_one(db, it, persist, pairs);
+    // In the same transaction: once message_accepted is out, a resend is a duplicate also after
+    // a crash, until the dedupe window ends.
+    sys_ms last{};
+    for (auto& it : items) last = std::max(last, it.at);
+    db.remember_accepted(pairs, last);
   };
 }
 

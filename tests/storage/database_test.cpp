@@ -293,11 +293,16 @@ TEST_F(Database, AdminListReplayPurge) {
 TEST_F(Database, AcceptedPairsOutliveAcknowledgementAndAreForgottenOldestFirst) {
   auto db = open();
   const auto t = now_ms();
+  auto remember = [&](std::string_view uuid, sys_ms at, std::string_view status) {
+    accepted_pairs one;
+    one.add("alice", uuid, status);
+    db.remember_accepted(one, at);
+  };
   db.begin();
-  db.remember_accepted("alice", "old", t - 1h, "relayed");
+  remember("old", t - 1h, "relayed");
   const auto seq = db.journal(message("m1"), "bob");
-  db.remember_accepted("alice", "m1", t, "relayed");
-  db.remember_accepted("alice", "m2", t, "[{\"receiver_username\":\"bob\",\"status\":\"dead_lettered\"}]");
+  remember("m1", t, "relayed");
+  remember("m2", t, "[{\"receiver_username\":\"bob\",\"status\":\"dead_lettered\"}]");
   db.acknowledge(seq);  // acknowledged: still a duplicate if sent again
   db.commit();
   auto recent = db.accepted_since(t - 10min);
@@ -312,6 +317,43 @@ TEST_F(Database, AcceptedPairsOutliveAcknowledgementAndAreForgottenOldestFirst) 
   recent = db.accepted_since(t - 2h);
   ASSERT_EQ(recent.size(), 1u);
   EXPECT_EQ(recent[0].message_uuid, "m2");
+}
+
+std::int64_t count_of(database& db, const std::string& sql) {
+  sqlite::statement s(db.connection(), sql);
+  return s.step() ? s.column_int(0) : -1;
+}
+
+// The pairs of one accept job are one row, read back a pair at a time in their order (also by
+// hand, through the view `dedupe`); the cap counts pairs, and a row that crosses it goes whole.
+TEST_F(Database, TheDedupePairsOfOneJobAreOneRow) {
+  auto db = open();
+  const auto t = now_ms();
+  accepted_pairs batch;
+  batch.add("alice", "a1", "relayed");
+  batch.add("bob \"the\" builder", "b1", "dead_lettered");
+  batch.add("alice", "a2", "[{\"receiver_username\":\"carol\",\"status\":\"relayed\"}]");
+  accepted_pairs later;
+  later.add("alice", "a3", "relayed");
+  db.begin();
+  db.remember_accepted(batch, t);
+  db.remember_accepted(later, t);
+  db.commit();
+  EXPECT_EQ(count_of(db, "SELECT count(*) FROM dedupe_batches"), 2);
+  EXPECT_EQ(count_of(db, "SELECT count(*) FROM dedupe WHERE message_uuid LIKE 'a%'"), 3);
+  auto pairs = db.accepted_since(t - 1min);
+  ASSERT_EQ(pairs.size(), 4u);
+  EXPECT_EQ(pairs[0].message_uuid, "a1");
+  EXPECT_EQ(pairs[1].sender, "bob \"the\" builder");
+  EXPECT_EQ(pairs[1].status, "dead_lettered");
+  EXPECT_EQ(pairs[2].status, "[{\"receiver_username\":\"carol\",\"status\":\"relayed\"}]");
+  EXPECT_EQ(pairs[3].message_uuid, "a3");
+  db.begin();
+  EXPECT_EQ(db.forget_accepted(t - 1min, 2), 3) << "the row of three crosses the cap of 2";
+  db.commit();
+  pairs = db.accepted_since(t - 1min);
+  ASSERT_EQ(pairs.size(), 1u);
+  EXPECT_EQ(pairs[0].message_uuid, "a3");
 }
 
 // The bug of schema 1: a replay reset attempts below the letter's attempt rows, and its next
@@ -372,11 +414,6 @@ CREATE VIEW in_flight AS SELECT id AS seq, message_uuid, sender_username, receiv
   c.exec("PRAGMA user_version = " + std::to_string(version));
 }
 
-std::int64_t count_of(database& db, const std::string& sql) {
-  sqlite::statement s(db.connection(), sql);
-  return s.step() ? s.column_int(0) : -1;
-}
-
 TEST_F(Database, MigratingSchemaOneRepairsLettersReplayedByIt) {
   {
     sqlite::connection c(path, sqlite::connection::mode::create, 1000);
@@ -426,8 +463,17 @@ TEST_F(Database, MigratingSchemaTwoStoresEachBodyOnce) {
     c.exec("INSERT INTO journal VALUES (5, 'live', 'alice', 'bob', 'direct', NULL, '{\"message_text\":\"hi\"}', "
            "'2026-03-01T00:00:00.000Z', '2099-01-01T00:00:00.000Z'), (6, 'live', 'alice', 'carol', 'direct', NULL, "
            "'{\"message_text\":\"hi\"}', '2026-03-01T00:00:00.000Z', '2099-01-01T00:00:00.000Z')");
+    // Dedupe pairs as versions 2 and 3 wrote them, one row each (version 4 packs a job's in one).
+    c.exec("INSERT INTO dedupe (sender_username, message_uuid, accepted_at, status) VALUES "
+           "('alice', 'live', '2026-03-01T00:00:00.000Z', 'relayed'), ('alice', 'fan', '2026-03-01T00:00:01.000Z', "
+           "'[{\"receiver_username\":\"m0\",\"status\":\"dead_lettered\"}]')");
   }
   auto db = open();
+  auto pairs = db.accepted_since(sys_ms{});
+  ASSERT_EQ(pairs.size(), 2u);
+  EXPECT_EQ(pairs[0].message_uuid, "live");
+  EXPECT_EQ(pairs[0].status, "relayed");
+  EXPECT_EQ(pairs[1].status, "[{\"receiver_username\":\"m0\",\"status\":\"dead_lettered\"}]");
   EXPECT_EQ(count_of(db, "SELECT count(*) FROM messages"), 3);
   EXPECT_EQ(count_of(db, "SELECT deliveries FROM messages WHERE message_uuid = 'fan' AND channel = 'group'"), 3);
   EXPECT_EQ(count_of(db, "SELECT deliveries FROM messages WHERE message_uuid = 'live'"), 2);
