@@ -114,7 +114,16 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
   peer_id next_id = 0;
   boost::unordered_flat_map<peer_id, std::shared_ptr<session>> sessions;
   std::vector<peer_id> to_flush;
-  bool flush_posted = false;
+  // Store jobs of the current burst: they go to the store after its writes (waking the store's
+  // thread before them put that on every round trip's path).
+  struct job_to_submit {
+    store_job job;
+    store::completion done;
+    on_failure policy;
+    const char* name;
+  };
+  std::vector<job_to_submit> to_submit;
+  bool burst_end_posted = false;
   asio::steady_timer core_timer{io};
   steady_time core_timer_at = steady_time::max();
   bool tick_posted = false;
@@ -146,17 +155,27 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
   // --- port
   void flush(peer_id id) override {
     to_flush.push_back(id);
-    if (flush_posted) return;
-    flush_posted = true;
-    // After the current burst of work, so that its frames share one write per peer.
+    at_burst_end();
+  }
+  // After the current burst of work, so that its frames share one write per peer, and its
+  // store jobs follow the writes.
+  void at_burst_end() {
+    if (burst_end_posted) return;
+    burst_end_posted = true;
     asio::post(io, [self = shared_from_this()] {
-      self->flush_posted = false;
+      self->burst_end_posted = false;
       auto ids = std::move(self->to_flush);
       self->to_flush.clear();
       for (peer_id id : ids) {
         if (session* s = self->find(id)) s->flush();
       }
+      self->submit_jobs();
     });
+  }
+  void submit_jobs() {
+    auto jobs = std::move(to_submit);
+    to_submit.clear();
+    for (auto& j : jobs) st.submit(std::move(j.job), std::move(j.done), j.policy, j.name);
   }
   void close_after_flush(peer_id id) override {
     if (session* s = find(id)) s->begin_close();
@@ -174,14 +193,14 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
   // broker's thread, so nothing of the broker is destroyed on the store's thread.
   void submit(store_job job, core_completion done, on_failure policy, const char* name) override {
     std::weak_ptr<impl> weak = weak_from_this();
-    st.submit(
-        std::move(job),
-        [weak, ioc = &io, done = std::move(done)](std::exception_ptr e) mutable {
-          asio::post(*ioc, [weak, e, done = std::move(done)] {
-            if (auto self = weak.lock()) done(e, moment_now());
-          });
-        },
-        policy, name);
+    to_submit.push_back({std::move(job),
+                         [weak, ioc = &io, done = std::move(done)](std::exception_ptr e) mutable {
+                           asio::post(*ioc, [weak, e, done = std::move(done)] {
+                             if (auto self = weak.lock()) done(e, moment_now());
+                           });
+                         },
+                         policy, name});
+    at_burst_end();
   }
   // The verdict comes back like a store job's completion: moved to the broker's thread.
   void check_password(std::string user, std::string password, password_completion done) override {
@@ -343,6 +362,7 @@ void broker::impl::maybe_finish_stop() {
   stopped = true;
   core_timer.cancel();
   housekeeping_timer.cancel();
+  submit_jobs();
   st.submit([](database&) {}, [ioc = &io, done = std::move(done)](std::exception_ptr) { asio::post(*ioc, done); });
 }
 
