@@ -34,6 +34,7 @@ namespace ma {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
+using acceptor_type = asio::basic_socket_acceptor<tcp, asio::io_context::executor_type>;
 using steady = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
@@ -107,8 +108,8 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
   broker_options o;
   store& st;
   broker_core core_;
-  tcp::acceptor acceptor;
-  tcp::acceptor tls_acceptor{io};
+  acceptor_type acceptor;
+  acceptor_type tls_acceptor{io};
   std::shared_ptr<asio::ssl::context> tls_context;  // new TLS sessions use it (swapped on SIGHUP)
   discovery_responder discovery;
   peer_id next_id = 0;
@@ -248,11 +249,11 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
   }
 
   void start();
-  void listen(tcp::acceptor& a, std::uint16_t port);
+  void listen(acceptor_type& a, std::uint16_t port);
   void stop(std::function<void()> done);
   void maybe_finish_stop();
-  asio::awaitable<void> accept_loop(tcp::acceptor& a, bool tls);
-  void refuse(tcp::socket sock, std::string why);
+  asio::awaitable<void> accept_loop(acceptor_type& a, bool tls);
+  void refuse(socket_type sock, std::string why);
   void schedule_housekeeping();
 };
 
@@ -324,7 +325,7 @@ void broker::impl::start() {
                            : std::string(", discovery off"));
 }
 
-void broker::impl::listen(tcp::acceptor& a, std::uint16_t port) {
+void broker::impl::listen(acceptor_type& a, std::uint16_t port) {
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(o.listen_address, ec);
   if (ec) throw std::runtime_error("--listen-address '" + o.listen_address + "' is not an IP address.");
@@ -366,7 +367,7 @@ void broker::impl::maybe_finish_stop() {
   st.submit([](database&) {}, [ioc = &io, done = std::move(done)](std::exception_ptr) { asio::post(*ioc, done); });
 }
 
-asio::awaitable<void> broker::impl::accept_loop(tcp::acceptor& a, bool tls) {
+asio::awaitable<void> broker::impl::accept_loop(acceptor_type& a, bool tls) {
   auto self = shared_from_this();
   while (!stopping) {
     auto [ec, sock] = co_await a.async_accept(asio::as_tuple(asio::use_awaitable));
@@ -398,10 +399,10 @@ asio::awaitable<void> broker::impl::accept_loop(tcp::acceptor& a, bool tls) {
   }
 }
 
-void broker::impl::refuse(tcp::socket sock, std::string why) {
+void broker::impl::refuse(socket_type sock, std::string why) {
   spdlog::warn("refused a connection: {}", why);
   auto frame = std::make_shared<std::string>(make_error_frame({errc::server_busy, std::move(why), {}, {}}));
-  auto s = std::make_shared<tcp::socket>(std::move(sock));
+  auto s = std::make_shared<socket_type>(std::move(sock));
   asio::async_write(*s, asio::buffer(*frame), [s, frame](boost::system::error_code, std::size_t) {
     boost::system::error_code ignored;
     s->shutdown(tcp::socket::shutdown_both, ignored);

@@ -83,7 +83,7 @@ void wake_point::wake() {
   if (timer_) timer_->cancel();
 }
 
-session::session(session_host& host, tcp::socket socket, peer_id id, std::size_t max_frame_bytes,
+session::session(session_host& host, socket_type socket, peer_id id, std::size_t max_frame_bytes,
                  std::shared_ptr<asio::ssl::context> tls, bool identity_from_certificate)
     : host_(host),
       socket_(std::move(socket)),
@@ -93,7 +93,7 @@ session::session(session_host& host, tcp::socket socket, peer_id id, std::size_t
       id_(id) {
   boost::system::error_code ignored;
   if (tls_context_) {
-    tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, *tls_context_);
+    tls_ = std::make_unique<asio::ssl::stream<socket_type&>>(socket_, *tls_context_);
   } else {
     socket_.non_blocking(true, ignored);  // for flush's direct writes; asynchronous operations are unaffected
   }

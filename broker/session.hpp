@@ -63,6 +63,10 @@ class wake_point {
   boost::asio::steady_timer* timer_ = nullptr;
 };
 
+// A connection's socket, on the broker's io_context itself rather than a polymorphic executor:
+// every operation waiting on an idle connection is smaller by that (docs/performance.md, W5).
+using socket_type = boost::asio::basic_stream_socket<boost::asio::ip::tcp, boost::asio::io_context::executor_type>;
+
 class session : public std::enable_shared_from_this<session> {
  public:
   enum class read_state {
@@ -79,7 +83,7 @@ class session : public std::enable_shared_from_this<session> {
   };
 
   // With tls, the session speaks TLS (as the server) over socket with that context.
-  session(session_host& host, boost::asio::ip::tcp::socket socket, peer_id id, std::size_t max_frame_bytes,
+  session(session_host& host, socket_type socket, peer_id id, std::size_t max_frame_bytes,
           std::shared_ptr<boost::asio::ssl::context> tls = nullptr, bool identity_from_certificate = false);
 
   peer_id id() const { return id_; }
@@ -111,9 +115,9 @@ class session : public std::enable_shared_from_this<session> {
   auto until_closing();
 
   session_host& host_;
-  boost::asio::ip::tcp::socket socket_;
+  socket_type socket_;
   std::shared_ptr<boost::asio::ssl::context> tls_context_;  // kept while the stream uses it
-  std::unique_ptr<boost::asio::ssl::stream<boost::asio::ip::tcp::socket&>> tls_;
+  std::unique_ptr<boost::asio::ssl::stream<socket_type&>> tls_;
   bool handshaking_ = false;
   bool identity_from_certificate_ = false;
   line_framer framer_;

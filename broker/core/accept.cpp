@@ -50,7 +50,7 @@ bool broker_core::recipients_of(peer& p, request& r, message_record& rec, std::v
       rec.ch = channel::broadcast;
       if (!may_broadcast(p, r)) return false;
       for (auto& [name, id] : online_) {
-        if (name != p.username) out.push_back(name);
+        if (name != p.username) out.emplace_back(name);
       }
       return true;
     default:
@@ -319,7 +319,7 @@ void broker_core::deliver(peer& to, const message_ptr& m, int slot, const moment
   // log_in is answered: order holds.
   if (to.phase != peer_phase::logged_in || to.redelivering() || to.held_count() > 0 ||
       to.window_full()) {
-    to.held.push_back({m, slot});
+    to.more().held.push_back({m, slot});
     return;
   }
   send_live(to, m, slot, now);
@@ -327,17 +327,18 @@ void broker_core::deliver(peer& to, const message_ptr& m, int slot, const moment
 
 // Sends what waits in to.held while its window has room and no backlog is being redelivered.
 void broker_core::refill(peer& to, const moment& now) {
-  while (to.receiving() && !to.redelivering() && to.held_count() > 0 &&
-         !to.window_full()) {
-    auto h = std::move(to.held[to.held_next++]);
+  if (to.held_count() == 0) return;
+  auto& x = *to.extras;
+  while (to.receiving() && !to.redelivering() && x.held_next < x.held.size() && !to.window_full()) {
+    auto h = std::move(x.held[x.held_next++]);
     send_live(to, h.msg, h.slot, now);
   }
-  if (to.held_next == to.held.size()) {
-    to.held.clear();
-    to.held_next = 0;
-  } else if (to.held_next > 1024 && to.held_next > to.held.size() / 2) {
-    to.held.erase(to.held.begin(), to.held.begin() + static_cast<std::ptrdiff_t>(to.held_next));
-    to.held_next = 0;
+  if (x.held_next == x.held.size()) {
+    std::vector<held_delivery>().swap(x.held);
+    x.held_next = 0;
+  } else if (x.held_next > 1024 && x.held_next > x.held.size() / 2) {
+    x.held.erase(x.held.begin(), x.held.begin() + static_cast<std::ptrdiff_t>(x.held_next));
+    x.held_next = 0;
   }
 }
 

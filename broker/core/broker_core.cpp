@@ -112,7 +112,7 @@ void broker_core::written(peer_id id, std::size_t n, const moment& now) {
     push(*p, presence_changes::catch_up_frame(online_names()));
   }
   if (p->redelivering()) pump(*p, now);
-  if (!p->stalled.empty() || p->slow) release_stalled(*p);
+  if (p->has_stalled() || p->slow) release_stalled(*p);
   deadline_may_have_moved();
 }
 
@@ -127,7 +127,7 @@ void broker_core::tls_established(peer_id id, const std::string& name, const mom
                "connection is closed: ask for a certificate that names you.");
     return begin_close(*p);
   }
-  p->certified_name = name;
+  p->more().certified_name = name;
 }
 
 void broker_core::finished_sending(peer_id id, const moment&) {
@@ -162,12 +162,14 @@ void broker_core::fail_deliveries(peer& p, dead_letter_reason reason, const mome
   failed.reserve(p.in_flight.size() + p.held_count());
   // In the order they were sent, so that redelivery keeps the order.
   for (auto& d : p.in_flight.drain()) failed.push_back({p.username, std::move(d), true});
-  for (std::size_t i = p.held_next; i < p.held.size(); ++i) {
-    auto& h = p.held[i];
+  for (std::size_t i = 0; i < p.held_count(); ++i) {
+    auto& h = p.extras->held[p.extras->held_next + i];
     failed.push_back({p.username, delivery{h.msg, h.slot, 0, 1, h.msg->rec.accepted_at}, false});
   }
-  p.held.clear();
-  p.held_next = 0;
+  if (p.extras) {
+    p.extras->held.clear();
+    p.extras->held_next = 0;
+  }
   p.redelivery.reset();
   p.redeliveries_in_flight = 0;
   if (!failed.empty()) dead_letter(std::move(failed), reason, now);
@@ -418,7 +420,7 @@ void broker_core::wait_for_room(peer& sender, const moment& now) {
     sender.blocked_on = 0;
     return;
   }
-  to->stalled.push_back(sender.id);
+  to->more().stalled.push_back(sender.id);
   sender.room_until = now.steady + room_limit;
   room_waits_.push_back({sender.room_until, sender.id});
   hold(sender, peer_reading::held_for_room);
@@ -445,14 +447,15 @@ void broker_core::release_stalled(peer& to) {
 }
 
 void broker_core::release_all_stalled(peer& to) {
-  for (peer_id id : to.stalled) {
+  if (!to.has_stalled()) return;
+  for (peer_id id : to.extras->stalled) {
     peer* sender = find(id);
     if (sender && sender->reading == peer_reading::held_for_room && sender->blocked_on == to.id) {
       sender->blocked_on = 0;
       resume(*sender);
     }
   }
-  to.stalled.clear();
+  to.extras->stalled.clear();
 }
 
 // ------------------------------------------------------------------------------------------
@@ -475,8 +478,11 @@ void broker_core::refill_due_peers(const moment& now) {
 // few KiB, not the largest frame it ever sent.
 void broker_core::release_idle_buffers(steady_time now) {
   for (auto& [id, p] : peers_) {
-    if (p->out.empty() && now - p->last_write >= idle_buffers_after) p->out.release_memory();
-    p->in_flight.release_memory();
+    if (p->out.empty() && now - p->last_write >= idle_buffers_after) {
+      p->release_memory();
+    } else {
+      p->in_flight.release_memory();
+    }
   }
   std::erase_if(taken_over_, [&](const auto& t) { return now - t.second >= takeover_guard; });
 }

@@ -279,7 +279,9 @@ class broker_core {
   bool stopping_ = false;
 
   boost::unordered_flat_map<peer_id, std::unique_ptr<peer>> peers_;
-  std::map<std::string, peer_id, std::less<>> online_;  // receiving peers, sorted: lists come out in order
+  // Receiving peers, sorted: lists come out in order. A key is the peer's own username (which
+  // does not change once logged in): the name is kept once per connection.
+  std::map<std::string_view, peer_id, std::less<>> online_;
   std::multimap<std::string, peer_id, std::less<>> send_only_;
   std::set<peer_id> not_logged_in_;  // open peers before log_in; ids grow with time: oldest first
   group_table groups_;

@@ -57,6 +57,22 @@ struct held_delivery {
   int slot = delivery::no_slot;
 };
 
+// What few peers need, kept apart so that an idle peer is small: made when first needed, and
+// given back (release_memory) once empty.
+struct peer_extras {
+  // Live deliveries not written yet (a backlog is being redelivered, or the window is full), in
+  // order from held_next. Never attempted: they count no attempt when the peer goes.
+  std::vector<held_delivery> held;
+  std::size_t held_next = 0;
+  // Backpressure, on a recipient: the senders held for it (see peer::blocked_on).
+  std::vector<peer_id> stalled;
+  // The common name of its TLS client certificate, when that names the user
+  // (--tls-identity-as-username): its log_in is for this name, whatever it claims.
+  std::string certified_name;
+
+  bool empty() const { return held.empty() && stalled.empty() && certified_name.empty(); }
+};
+
 struct peer {
   peer(peer_id id, std::string address, steady_time now)
       : id(id), address(std::move(address)), connected_at(now), last_activity(now), last_write(now), check_at(now) {}
@@ -87,32 +103,37 @@ struct peer {
   outbox out;
 
   in_flight_set in_flight;
-  // Live deliveries not written yet (a backlog is being redelivered, or the window is full), in
-  // order from held_next. Never attempted: they count no attempt when the peer goes.
-  std::vector<held_delivery> held;
-  std::size_t held_next = 0;
 
   // Backpressure: a recipient whose unsent data passes a quarter of max_outbound_bytes holds
   // the readers of the senders that feed it until it drains to an eighth, for at most
   // room_limit. One that does not drain in that time is slow: senders no longer wait for it,
   // and what passes max_outbound_bytes goes to the Dead Letter Channel (queue_overflow).
-  peer_id blocked_on = 0;        // on a sender: set by the frame it just sent
-  steady_time room_until{};      // on a held sender: when it goes on anyway
-  std::vector<peer_id> stalled;  // on a recipient: senders held for it
+  peer_id blocked_on = 0;    // on a sender: set by the frame it just sent
+  steady_time room_until{};  // on a held sender: when it goes on anyway
 
   std::unique_ptr<redelivery_pump> redelivery;  // while a backlog is redelivered
 
   // A log_in whose password is being checked: it goes on from here once it is right.
   std::unique_ptr<request> log_in_checked;
-  // The common name of its TLS client certificate, when that names the user
-  // (--tls-identity-as-username): its log_in is for this name, whatever it claims.
-  std::string certified_name;
+
+  std::unique_ptr<peer_extras> extras;
+  peer_extras& more() {
+    if (!extras) extras = std::make_unique<peer_extras>();
+    return *extras;
+  }
 
   bool open() const { return phase != peer_phase::closing; }
   bool receiving() const { return phase == peer_phase::logged_in && !send_only; }
   bool redelivering() const { return redelivery != nullptr; }
   bool window_full() const { return window != 0 && in_flight.size() >= window; }
-  std::size_t held_count() const { return held.size() - held_next; }
+  std::size_t held_count() const { return extras ? extras->held.size() - extras->held_next : 0; }
+  bool has_stalled() const { return extras && !extras->stalled.empty(); }
+  std::string_view certified_name() const { return extras ? std::string_view(extras->certified_name) : ""; }
+  void release_memory() {
+    out.release_memory();
+    in_flight.release_memory();
+    if (extras && extras->empty()) extras.reset();
+  }
 };
 
 }  // namespace ma

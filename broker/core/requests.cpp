@@ -63,8 +63,8 @@ void broker_core::handle_log_in(peer& p, request& r, const moment& now) {
                       &r);
   }
   // A certificate that names the user wins over the name claimed, and needs no password.
-  if (!p.certified_name.empty()) {
-    r.username = p.certified_name;
+  if (!p.certified_name().empty()) {
+    r.username = p.certified_name();
     return accept_log_in(p, r, true, now);
   }
   if (s_.password_file.empty()) return accept_log_in(p, r, false, now);
@@ -197,7 +197,8 @@ void broker_core::accept_log_in(peer& p, request& r, bool authenticated, const m
   if (p.send_only) {
     send_only_.emplace(p.username, p.id);
   } else {
-    online_[p.username] = p.id;
+    online_.erase(p.username);  // a name taken over: its key is the old peer's
+    online_.emplace(p.username, p.id);
   }
   // The broker grants its own interval, or a longer one the agent asks for (up to 10 times).
   auto granted = std::min(s_.heartbeat_interval_ms, max_duration_ms);
