@@ -14,7 +14,7 @@ namespace ma {
 // The part the broker core uses (timeouts, limits, the dead-letter settings, the name) is its
 // core_settings; the rest is for the binding (addresses, discovery, the database, logging).
 struct broker_options : core_settings {
-  broker_options() { accept_delay_us = 5000; }
+  broker_options() { accept_delay_us = 10000; }
   std::string listen_address = "127.0.0.1";
   std::uint16_t port = 10000;
   bool discovery = true;
