@@ -2,8 +2,11 @@
 
 #include <spdlog/spdlog.h>
 #include <sqlite3.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <future>
 #include <vector>
 
@@ -82,6 +85,15 @@ std::size_t store::retrying() const noexcept {
 }
 
 void store::loop(const settings& s, std::promise<void>* opened) {
+  // This thread yields to the broker's when both want a core: round trips wait for the
+  // broker's thread, while the store's work is batched and catches up (W3's p50 on 2 cores).
+  // Only within the process's own group (its cgroup under systemd), and never below others'
+  // share: raising a nice value needs no privilege and changes nothing else.
+  const auto tid = static_cast<id_t>(::gettid());
+  errno = 0;
+  if (const int nice = ::getpriority(PRIO_PROCESS, tid); errno == 0) {
+    (void)::setpriority(PRIO_PROCESS, tid, std::min(nice + store_nice, 19));
+  }
   try {
     db_ = std::make_unique<database>(s.db);
   } catch (...) {

@@ -38,6 +38,8 @@ namespace ma {
 
 class store {
  public:
+  // How much lower the store's thread runs than the broker's (a nice value added to it).
+  static constexpr int store_nice = 5;
   struct settings {
     database::settings db;
     std::size_t max_batch = 4096;

@@ -6,7 +6,10 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/this_coro.hpp>
 
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <atomic>
 #include <future>
@@ -50,6 +53,20 @@ TEST(Store, CoroutineGetsResultsOnItsOwnThreadAfterCommit) {
     EXPECT_EQ(reader.count_journal(), 1);
     co_await s.run([seq](database& db) { db.acknowledge(seq); });
     EXPECT_EQ(reader.count_journal(), 0);
+  }());
+}
+
+// The store's thread yields to the broker's: its nice value is store_nice above its creator's.
+TEST(Store, ItsThreadYieldsToTheBrokersThread) {
+  test::temp_dir dir;
+  errno = 0;
+  const int mine = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()));
+  ASSERT_EQ(errno, 0);
+  store s(store::settings{{dir.file("b.db")}});
+  asio::io_context io;
+  test::run_coroutine(io, [&]() -> asio::awaitable<void> {
+    const int its = co_await s.run([](database&) { return ::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid())); });
+    EXPECT_EQ(its, std::min(mine + store::store_nice, 19));
   }());
 }
 
