@@ -28,15 +28,21 @@ void outbox::push_shared(std::shared_ptr<const std::string> frame) {
   pieces_.push_back(piece{std::move(frame), {}});
 }
 
+outbox::scratch& outbox::work() {
+  if (!scratch_) scratch_ = std::make_unique<scratch>();
+  return *scratch_;
+}
+
 const std::vector<outbox::bytes_view>& outbox::gather() {
-  buffers_.clear();
+  auto& buffers = work().buffers;
+  buffers.clear();
   std::size_t bytes = 0;
   for (const piece& p : pieces_) {
-    if (buffers_.size() == max_pieces_per_write || bytes >= max_bytes_per_write) break;
-    buffers_.push_back(p.view());
+    if (buffers.size() == max_pieces_per_write || bytes >= max_bytes_per_write) break;
+    buffers.push_back(p.view());
     bytes += p.size();
   }
-  return buffers_;
+  return buffers;
 }
 
 void outbox::consume(std::size_t n) {
@@ -46,9 +52,9 @@ void outbox::consume(std::size_t n) {
   while (i < pieces_.size() && n >= pieces_[i].size()) {
     n -= pieces_[i].size();
     piece& done = pieces_[i];
-    if (!done.shared && spare_.size() < spare_buffers && done.own.capacity() <= max_buffer) {
+    if (!done.shared && work().spare.size() < spare_buffers && done.own.capacity() <= max_buffer) {
       done.own.clear();
-      spare_.push_back(std::move(done.own));
+      scratch_->spare.push_back(std::move(done.own));
     }
     ++i;
   }
@@ -67,9 +73,8 @@ void outbox::consume(std::size_t n) {
 
 void outbox::release_memory() {
   if (!pieces_.empty() || writing_ != 0) return;
-  std::vector<std::string>().swap(spare_);
+  scratch_.reset();
   std::vector<piece>().swap(pieces_);
-  std::vector<bytes_view>().swap(buffers_);
 }
 
 std::string& outbox::tail() {
@@ -77,9 +82,9 @@ std::string& outbox::tail() {
     return pieces_.back().own;
   }
   piece p;
-  if (!spare_.empty()) {
-    p.own.swap(spare_.back());
-    spare_.pop_back();
+  if (scratch_ && !scratch_->spare.empty()) {
+    p.own.swap(scratch_->spare.back());
+    scratch_->spare.pop_back();
   }
   if (p.own.capacity() <= short_string) p.own.reserve(min_owned_capacity);
   pieces_.push_back(std::move(p));

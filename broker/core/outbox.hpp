@@ -42,7 +42,7 @@ class outbox {
   const std::vector<bytes_view>& gather();
   // An asynchronous write of the gathered pieces is under way: appends go after them until
   // written() says it is over.
-  void writing() noexcept { writing_ = buffers_.size(); }
+  void writing() noexcept { writing_ = scratch_ ? scratch_->buffers.size() : 0; }
   void written() noexcept { writing_ = 0; }
   // n bytes from the front were written: finished pieces go (their buffers kept for reuse, two
   // of them at most), a piece written in part keeps its rest.
@@ -59,11 +59,18 @@ class outbox {
   };
   std::string& tail();
 
+  // What writing needs, made at the first write and given back with the buffers: an idle
+  // connection keeps only the pointer.
+  struct scratch {
+    std::vector<std::string> spare;   // emptied buffers, kept for their capacity
+    std::vector<bytes_view> buffers;  // the gather list, reused
+  };
+  scratch& work();
+
   std::vector<piece> pieces_;  // a vector: unlike a deque it costs nothing while empty
   std::size_t bytes_ = 0;
-  std::size_t writing_ = 0;         // pieces at the front that an asynchronous write holds
-  std::vector<std::string> spare_;  // emptied buffers, kept for their capacity
-  std::vector<bytes_view> buffers_;  // the gather list, reused
+  std::size_t writing_ = 0;  // pieces at the front that an asynchronous write holds
+  std::unique_ptr<scratch> scratch_;
 };
 
 }  // namespace ma
