@@ -141,7 +141,7 @@ void broker_core::handle_message(peer& p, request& r, const moment& now) {
   rec.message_uuid = std::move(uuid);
   m->awaiting_commit = true;
   for (std::size_t i = 0; i < route.targets.size(); ++i) {
-    if (peer* to = route.live_to[i] ? find(route.live_to[i]) : nullptr) deliver(*to, m, route.targets[i].slot, now);
+    if (peer* to = route.targets[i].to ? find(route.targets[i].to) : nullptr) deliver(*to, m, route.targets[i].slot, now);
   }
   // Without persistence a message with no dead letter has nothing to commit.
   if (!s_.persist_accepted && route.live == static_cast<int>(route.targets.size())) {
@@ -168,16 +168,14 @@ bool broker_core::answer_duplicate(peer& p, std::string_view key, const std::str
 broker_core::routing broker_core::route_to(peer& p, std::vector<std::string> recipients) {
   routing route;
   route.targets.reserve(recipients.size());
-  route.live_to.reserve(recipients.size());
   for (auto& name : recipients) {
     store_jobs::accept_target t{std::move(name), false, dead_letter_reason::recipient_offline};
-    peer_id to_id = 0;
     if (peer* to = find_online(t.name); to && to->open()) {
       if (to->out.bytes() > s_.max_outbound_bytes) {
         t.reason = dead_letter_reason::queue_overflow;
       } else {
         t.live = true;
-        to_id = to->id;
+        t.to = to->id;
         ++route.live;
         // Backpressure: the sender's reading is held after this frame.
         if (!to->slow && to != &p && to->out.bytes() > s_.max_outbound_bytes / 4 && p.blocked_on == 0) {
@@ -186,7 +184,6 @@ broker_core::routing broker_core::route_to(peer& p, std::vector<std::string> rec
       }
     }
     route.targets.push_back(std::move(t));
-    route.live_to.push_back(to_id);
   }
   return route;
 }

@@ -212,7 +212,6 @@ class broker_core {
   // accept.cpp
   struct routing {
     std::vector<store_jobs::accept_target> targets;
-    std::vector<peer_id> live_to;  // by target; 0 for a dead letter
     int live = 0;
   };
   // The accept batch submitted and not sealed yet, and the dedupe entry of each of its items.

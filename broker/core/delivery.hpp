@@ -42,39 +42,50 @@ class journal_slots {
   };
 
   journal_slots() = default;
-  explicit journal_slots(std::size_t n) : slots_(n ? std::make_unique<std::atomic<std::int64_t>[]>(n) : nullptr) {}
+  // One slot (a direct message) is kept inline: no allocation.
+  explicit journal_slots(std::size_t n) : many_(n > 1 ? std::make_unique<std::atomic<std::int64_t>[]>(n) : nullptr) {}
+  journal_slots(journal_slots&& o) noexcept : one_(o.one_.load()), many_(std::move(o.many_)) {}
+  journal_slots& operator=(journal_slots&& o) noexcept {
+    one_.store(o.one_.load());
+    many_ = std::move(o.many_);
+    return *this;
+  }
 
   // Broker's thread: true if the acknowledgement came before the job decided (no row, ever).
   bool acknowledge_first(int slot) {
     std::int64_t undecided = 0;
-    return slots_[slot].compare_exchange_strong(undecided, acknowledged_first);
+    return at(slot).compare_exchange_strong(undecided, acknowledged_first);
   }
   // Broker's thread: true if the delivery failed before the job decided; the job writes the
   // dead letter then (a dead-letter job submitted before it would find no row to move).
   bool fail_first(int slot, dead_letter_reason reason, bool attempted) {
     std::int64_t undecided = 0;
-    return slots_[slot].compare_exchange_strong(
+    return at(slot).compare_exchange_strong(
         undecided, failed_first - (static_cast<std::int64_t>(reason) * 2 + (attempted ? 1 : 0)));
   }
   // Store's thread: what to write for the slot (again, when a rolled-back batch reruns).
   decision claim(int slot) {
     std::int64_t v = 0;
-    if (slots_[slot].compare_exchange_strong(v, claimed)) return {true};
+    if (at(slot).compare_exchange_strong(v, claimed)) return {true};
     if (v == acknowledged_first) return {};
     if (v > failed_first) return {true};
     const std::int64_t code = failed_first - v;
     return {true, true, static_cast<dead_letter_reason>(code / 2), code % 2 == 1};
   }
-  void written(int slot, std::int64_t seq) { slots_[slot].store(seq); }
+  void written(int slot, std::int64_t seq) { at(slot).store(seq); }
   // Store's thread, in a job submitted after the accept's: the row's seq, or 0 if the accept
   // wrote none (acknowledged first, or the accept failed).
   std::int64_t seq(int slot) const {
-    const std::int64_t v = slots_[slot].load();
+    const std::int64_t v = at(slot).load();
     return v > 0 ? v : 0;
   }
 
  private:
-  std::unique_ptr<std::atomic<std::int64_t>[]> slots_;
+  std::atomic<std::int64_t>& at(int slot) { return many_ ? many_[slot] : one_; }
+  const std::atomic<std::int64_t>& at(int slot) const { return many_ ? many_[slot] : one_; }
+
+  std::atomic<std::int64_t> one_{0};
+  std::unique_ptr<std::atomic<std::int64_t>[]> many_;
 };
 
 // One accepted message, shared by its recipients' deliveries.

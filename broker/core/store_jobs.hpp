@@ -33,6 +33,7 @@ struct accept_target {
   dead_letter_reason reason = dead_letter_reason::recipient_offline;
   int slot = delivery::no_slot;
   std::int64_t seq = 0;
+  peer_id to = 0;  // the broker's: the peer a live delivery goes to (the store ignores it)
 };
 
 // Messages being accepted, gathered while the store is busy: one job, one transaction and one
