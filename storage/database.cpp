@@ -204,8 +204,8 @@ INSERT INTO dedupe_batches (id, accepted_at, pair_count, pairs)
 DROP TABLE dedupe;
 
 CREATE VIEW dedupe AS
-  SELECT b.id AS batch_id, j.value ->> 0 AS sender_username, j.value ->> 1 AS message_uuid, b.accepted_at,
-         j.value ->> 2 AS status
+  SELECT b.id AS batch_id, j.key AS position, j.value ->> 0 AS sender_username, j.value ->> 1 AS message_uuid,
+         b.accepted_at, j.value ->> 2 AS status
   FROM dedupe_batches b, json_each(b.pairs) j;
 )sql";
 
@@ -694,11 +694,6 @@ void accepted_pairs::add(std::string_view sender, std::string_view message_uuid,
   ++count_;
 }
 
-void accepted_pairs::clear() {
-  json_.clear();
-  count_ = 0;
-}
-
 void database::remember_accepted(const accepted_pairs& pairs, sys_ms at) {
   if (pairs.count_ == 0) return;
   const auto when = format_iso8601_fixed(at);
@@ -710,8 +705,8 @@ void database::remember_accepted(const accepted_pairs& pairs, sys_ms at) {
 
 std::vector<accepted_pair> database::accepted_since(sys_ms t) {
   sqlite::statement s(db_,
-                      "SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2 FROM dedupe_batches b, json_each(b.pairs) j "
-                      "WHERE b.accepted_at >= ? ORDER BY b.id, j.key");
+                      "SELECT sender_username, message_uuid, status FROM dedupe WHERE accepted_at >= ? "
+                      "ORDER BY batch_id, position");
   s.bind(1, format_iso8601(t));
   std::vector<accepted_pair> out;
   while (s.step()) out.push_back({s.column_text(0), s.column_text(1), s.column_text(2)});

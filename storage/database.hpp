@@ -79,8 +79,6 @@ class accepted_pairs {
  public:
   // status as message_accepted says it: relayed, dead_lettered, or the recipients array as JSON.
   void add(std::string_view sender, std::string_view message_uuid, std::string_view status);
-  std::int64_t size() const { return count_; }
-  void clear();
 
  private:
   friend class database;

@@ -87,8 +87,9 @@ std::size_t store::retrying() const noexcept {
 void store::loop(const settings& s, std::promise<void>* opened) {
   // This thread yields to the broker's when both want a core: round trips wait for the
   // broker's thread, while the store's work is batched and catches up (W3's p50 on 2 cores).
-  // Only within the process's own group (its cgroup under systemd), and never below others'
-  // share: raising a nice value needs no privilege and changes nothing else.
+  // A nice value weighs it against the threads of its scheduling group (the service's cgroup
+  // under systemd; the session's autogroup from a shell, or the whole machine without one).
+  // Raising it needs no privilege.
   const auto tid = static_cast<id_t>(::gettid());
   errno = 0;
   if (const int nice = ::getpriority(PRIO_PROCESS, tid); errno == 0) {

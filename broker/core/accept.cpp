@@ -195,23 +195,32 @@ broker_core::routing broker_core::route_to(peer& p, std::vector<std::string> rec
 void broker_core::commit_accept(const message_ptr& m, dedupe_table::entry& e, routing route, const moment& now) {
   if (peer* origin = find(m->origin)) origin->pending_accept_bytes += m->rec.body.size();
   store_jobs::accept_batch::item item{m, std::move(route.targets), e.status_json(), now.wall};
-  if (waiting_accepts_.empty() && (m->unacknowledged == 0 || s_.accept_delay_us == 0 || stopping_)) {
-    return to_store(std::move(item), e);
-  }
-  m->waiting = true;
+  const steady_time due = now.steady + std::chrono::microseconds(s_.accept_delay_us);
+  if (waiting_accepts_.empty() && may_store(*m, due, now.steady)) return to_store(std::move(item), e);
   m->accept_ticket = first_waiting_ticket_ + waiting_accepts_.size();
-  waiting_accepts_.push_back({std::move(item), &e, now.steady + std::chrono::microseconds(s_.accept_delay_us)});
+  waiting_accepts_.push_back({std::move(item), &e, due});
   release_accepts(now);
   deadline_may_have_moved();
 }
 
-// The waiting accepts at the front that are acknowledged, due, or dead letters only.
+// Every live delivery acknowledged (or none), or it waited long enough.
+bool broker_core::may_store(const accepted_message& m, steady_time due, steady_time now) const {
+  return m.unacknowledged == 0 || due <= now || s_.accept_delay_us == 0 || stopping_;
+}
+
+broker_core::waiting_accept* broker_core::waiting_of(const accepted_message& m) {
+  if (m.accept_ticket < first_waiting_ticket_) return nullptr;
+  const std::uint64_t i = m.accept_ticket - first_waiting_ticket_;
+  if (i >= waiting_accepts_.size() || waiting_accepts_[i].item.m.get() != &m) return nullptr;
+  return &waiting_accepts_[i];
+}
+
+// The waiting accepts at the front that may go to the store.
 void broker_core::release_accepts(const moment& now) {
   while (!waiting_accepts_.empty()) {
     waiting_accept& w = waiting_accepts_.front();
     if (w.item.m) {
-      if (w.item.m->unacknowledged > 0 && w.due > now.steady && s_.accept_delay_us > 0 && !stopping_) break;
-      w.item.m->waiting = false;
+      if (!may_store(*w.item.m, w.due, now.steady)) break;
       to_store(std::move(w.item), *w.e);
     }
     waiting_accepts_.pop_front();
@@ -223,14 +232,14 @@ void broker_core::release_accepts(const moment& now) {
 // which no other row's order depends on, so it goes at once, ahead of its turn if it has no
 // dead letter.
 void broker_core::acknowledged_first(accepted_message& m) {
-  if (--m.unacknowledged > 0 || !m.waiting) return;
-  waiting_accept& w = waiting_accepts_[m.accept_ticket - first_waiting_ticket_];
-  for (auto& t : w.item.targets) {
+  if (--m.unacknowledged > 0) return;
+  waiting_accept* w = waiting_of(m);
+  if (!w) return;
+  for (auto& t : w->item.targets) {
     if (!t.live) return;
   }
-  m.waiting = false;
-  to_store(std::move(w.item), *w.e);
-  w.item.m = nullptr;
+  to_store(std::move(w->item), *w->e);
+  w->item.m = nullptr;
 }
 
 // Into the open accept batch, or a new one submitted at once: what comes while the store is

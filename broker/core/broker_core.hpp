@@ -229,6 +229,9 @@ class broker_core {
   void to_store(store_jobs::accept_batch::item&& item, dedupe_table::entry& e);
   void release_accepts(const moment& now);
   void acknowledged_first(accepted_message& m);
+  bool may_store(const accepted_message& m, steady_time due, steady_time now) const;
+  // m's waiting accept, or nullptr once it went to the store (or if it never waited).
+  waiting_accept* waiting_of(const accepted_message& m);
   void handle_message(peer& p, request& r, const moment& now);
   bool answer_duplicate(peer& p, std::string_view key, const std::string& uuid, request& r);
   routing route_to(peer& p, std::vector<std::string> recipients);

@@ -98,9 +98,8 @@ struct accepted_message {
   journal_slots journal;
   bool awaiting_commit = false;  // delivered before its commit; message_accepted not out yet
   bool failed = false;           // the accept did not commit: internal_error went out
-  // Its accept waits for the acknowledgements of its live deliveries (broker_core's
-  // waiting_accepts_, at accept_ticket) for at most the accept delay.
-  bool waiting = false;
+  // Its accept may wait for the acknowledgements of its live deliveries, for at most the accept
+  // delay: in broker_core's waiting_accepts_, at accept_ticket.
   int unacknowledged = 0;  // live deliveries not acknowledged first
   std::uint64_t accept_ticket = 0;
   // Acknowledgements that came before message_accepted: (recipient, when); their receipts

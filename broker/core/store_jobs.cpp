@@ -42,12 +42,13 @@ void accept_one(database& db, accept_batch::item& it, bool persist, accepted_pai
 store_job accept(std::shared_ptr<accept_batch> batch, bool persist) {
   return [batch = std::move(batch), persist](database& db) {
     accepted_pairs pairs;
-    auto& items = batch->seal();
-    for (auto& it : items) accept_one(db, it, persist, pairs);
+    sys_ms last{};
+    for (auto& it : batch->seal()) {
+      accept_one(db, it, persist, pairs);
+      last = std::max(last, it.at);
+    }
     // In the same transaction: once message_accepted is out, a resend is a duplicate also after
     // a crash, until the dedupe window ends.
-    sys_ms last{};
-    for (auto& it : items) last = std::max(last, it.at);
     db.remember_accepted(pairs, last);
   };
 }
