@@ -98,7 +98,7 @@ struct dead_letter_filter {
 
 class database {
  public:
-  static constexpr int schema_version = 4;
+  static constexpr int schema_version = 5;
 
   struct settings {
     std::string path;
@@ -158,14 +158,18 @@ class database {
   std::vector<dead_letter> pending_for(std::string_view receiver, std::int64_t after_seq, int limit);
   std::int64_t count_pending(std::string_view receiver);
   // Records a finished redelivery attempt (number attempt, the letter's attempts + 1, begun at
-  // started): one attempt row and one update of the letter. "acknowledged" marks the letter
-  // delivered; any other outcome (the reason it failed) leaves it pending, or parks it once it
-  // has had max_attempts attempts. An attempt cut short by a crash is not recorded: the letter
-  // is still pending and is sent again.
+  // started). "acknowledged" marks the letter delivered: one narrow row in `redelivered`, which
+  // fold_redelivered() applies to the letter later (until then every read here sees it
+  // delivered). Any other outcome (the reason it failed) is an attempt row and an update that
+  // leaves the letter pending, or parks it once it has had max_attempts attempts. An attempt
+  // cut short by a crash is not recorded: the letter is still pending and is sent again.
   // Returns true if this attempt parked the letter. After a replay the letter has
   // max_attempts again, and its attempts go on being numbered from where they were.
   bool record_attempt(std::int64_t id, int attempt, sys_ms started, std::string_view outcome, sys_ms now,
                       int max_attempts);
+  // Applies the oldest at_most acknowledged redeliveries to their letters (state, attempts,
+  // times, an attempt row each), in bulk. Returns how many it took. Opening the file folds all.
+  std::int64_t fold_redelivered(std::int64_t at_most);
   // A late acknowledgement (the message was dead-lettered first). An empty sender matches
   // any. Returns the senders of the letters it marked delivered.
   std::vector<std::string> mark_delivered(std::string_view receiver, std::string_view message_uuid,

@@ -47,6 +47,11 @@ void broker_core::handle_ack(peer& p, const request& r, const moment& now) {
   release_accepts(now);
   refill_soon(p);
   if (acks->journaled.empty() && acks->redelivered.empty() && acks->late.empty()) return;
+  if (!acks->redelivered.empty()) {
+    // Folded once the redeliveries pause (or the backlog grows large).
+    if (unfolded_ < fold_backlog) next_fold_ = now.steady + fold_after;
+    unfolded_ += static_cast<std::int64_t>(acks->redelivered.size());
+  }
   acks->receiver = p.username;
   acks->ack_sender = r.ack_sender;
   auto job = store_jobs::acknowledge(acks, now.wall, static_cast<int>(s_.max_delivery_attempts));

@@ -193,6 +193,7 @@ void broker_core::tick(const moment& now) {
     next_expiry_ = now.steady + expiry_interval;
     run_expiry(now);
   }
+  if (unfolded_ > 0 && !folding_ && !stopping_ && now.steady >= next_fold_) run_fold();
   reported_deadline_ = next_deadline();
   port_.deadline_moved(reported_deadline_);
 }
@@ -210,6 +211,7 @@ steady_time broker_core::next_deadline() const {
   if (auto due = warnings_.next_due()) sooner(*due);
   if (!peers_.empty()) sooner(next_idle_release_);
   if (!stopping_) sooner(next_expiry_);
+  if (unfolded_ > 0 && !folding_ && !stopping_) sooner(next_fold_);
   return next;
 }
 
@@ -495,6 +497,24 @@ void broker_core::run_expiry(const moment& now) {
         if (!e) warn_letters({}, *expired, at.steady);
       },
       on_failure::fail, "expiry sweep");
+}
+
+void broker_core::run_fold() {
+  folding_ = true;
+  auto job = store_jobs::fold_redelivered(fold_chunk);
+  submit(
+      std::move(job.run),
+      [this, folded = job.result](std::exception_ptr e, const moment& at) {
+        folding_ = false;
+        if (e) {
+          // They stay in `redelivered`, delivered to every reader; the next try (or start) folds them.
+          next_fold_ = at.steady + expiry_interval;
+          return;
+        }
+        unfolded_ = *folded < fold_chunk ? 0 : std::max<std::int64_t>(unfolded_ - *folded, 1);
+        next_fold_ = at.steady;  // the next chunk at once (behind what was queued meanwhile)
+      },
+      on_failure::fail, "folding acknowledged redeliveries");
 }
 
 void broker_core::warn_letters(const counts_by_recipient& parked, const counts_by_recipient& expired,

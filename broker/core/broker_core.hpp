@@ -46,12 +46,20 @@ class broker_core {
   // Redeliveries sent and not yet acknowledged, per peer, before the pump waits.
   static constexpr std::size_t redelivery_window = 1000;
   static constexpr int redelivery_page = 500;
+  // A second page is read ahead while the letters read and not sent are fewer than two pages
+  // and their bodies take less than this (one page is always read ahead).
+  static constexpr std::size_t redelivery_read_ahead_bytes = 4 * 1024 * 1024;
   static constexpr std::size_t max_dedupe_entries = 2'000'000;
   // Dead-lettered deliveries whose late acknowledgement is still looked up in the database.
   static constexpr std::size_t max_late_acks = 100'000;
   // How long a sender is held for a recipient that does not drain.
   static constexpr std::chrono::milliseconds room_limit{200};
   static constexpr std::chrono::seconds expiry_interval{60};
+  // Acknowledged redeliveries are folded into their letters once none came for fold_after, or
+  // at once past fold_backlog; fold_chunk at a time, so that other jobs get the store between.
+  static constexpr std::chrono::seconds fold_after{1};
+  static constexpr std::int64_t fold_backlog = 100'000;
+  static constexpr std::int64_t fold_chunk = 1'000;
   static constexpr std::chrono::seconds letter_warning_interval{10};
   static constexpr std::chrono::seconds idle_buffers_after{1};
   // Before log_in a frame may be at most this long (a log_in frame is tiny), so that sockets
@@ -184,6 +192,7 @@ class broker_core {
   void refill_due_peers(const moment& now);
   void release_idle_buffers(steady_time now);
   void run_expiry(const moment& now);
+  void run_fold();
   void warn_letters(const counts_by_recipient& parked, const counts_by_recipient& expired, steady_time now);
   void deadline_may_have_moved();
   // port::submit, with the deadline checked again after the completion.
@@ -308,6 +317,10 @@ class broker_core {
   std::deque<waiting_accept> waiting_accepts_;
   std::uint64_t first_waiting_ticket_ = 0;  // waiting_accepts_.front()'s
   steady_time next_expiry_{};
+  // Acknowledged redeliveries not yet folded (an upper bound), when to fold, and whether a fold job is out.
+  std::int64_t unfolded_ = 0;
+  steady_time next_fold_{};
+  bool folding_ = false;
   steady_time next_idle_release_{};
   steady_time reported_deadline_ = steady_time::max();
   steady_time last_seen_{};  // the latest moment of an input: when the core last ran

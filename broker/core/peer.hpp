@@ -47,6 +47,7 @@ inline bool held_by_broker(peer_reading r) {
 // deliveries go out at once.
 struct redelivery_pump {
   std::deque<dead_letter> letters;  // read, not sent yet
+  std::size_t bytes = 0;            // their bodies
   std::int64_t after = 0;           // the seq of the last letter read
   bool reading = false;             // a page is being read from the store
   bool exhausted = false;           // a read found nothing more

@@ -39,14 +39,18 @@ void broker_core::page_fetched(peer_id id, std::vector<ma::dead_letter> page, co
     r.exhausted = true;
   } else {
     r.after = page.back().seq;
-    for (auto& letter : page) r.letters.push_back(std::move(letter));
+    for (auto& letter : page) {
+      r.bytes += letter.body.size();
+      r.letters.push_back(std::move(letter));
+    }
   }
   pump(*p, now);
   deadline_may_have_moved();
 }
 
-// Sends what was read while the peer has room, reads the next page while fewer than a page
-// wait, and ends the redelivery once nothing more was found and everything went out.
+// Sends what was read while the peer has room, reads the next page while fewer than two pages
+// wait (one, if their bodies are large), and ends the redelivery once nothing more was found and
+// everything went out.
 void broker_core::pump(peer& p, const moment& now) {
   if (!p.redelivery) return;
   auto& r = *p.redelivery;
@@ -54,6 +58,7 @@ void broker_core::pump(peer& p, const moment& now) {
          p.out.bytes() <= s_.max_outbound_bytes / 2) {
     ma::dead_letter letter = std::move(r.letters.front());
     r.letters.pop_front();
+    r.bytes -= letter.body.size();
     auto m = std::make_shared<accepted_message>();
     m->rec.message_uuid = std::move(letter.message_uuid);
     m->rec.sender = std::move(letter.sender);
@@ -68,7 +73,13 @@ void broker_core::pump(peer& p, const moment& now) {
   }
   // (Otherwise an acknowledgement, an ack timeout or a write calls again.)
   if (r.reading || !p.open()) return;
-  if (!r.exhausted && r.letters.size() < static_cast<std::size_t>(redelivery_page)) return fetch_page(p);
+  // Reading ahead keeps the pump fed while the store is busy with the acknowledgements: with
+  // one page ahead, W6's drain waited for pages a third of its time.
+  const std::size_t page = static_cast<std::size_t>(redelivery_page);
+  if (!r.exhausted && (r.letters.size() < page ||
+                       (r.letters.size() < 2 * page && r.bytes < redelivery_read_ahead_bytes))) {
+    return fetch_page(p);
+  }
   if (r.exhausted && r.letters.empty()) {
     // The backlog is out: what arrived meanwhile follows, in the order it was accepted.
     p.redelivery.reset();

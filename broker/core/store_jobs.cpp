@@ -139,6 +139,12 @@ named_job<bool> leave_group(std::string group, std::string user) {
   return j;
 }
 
+named_job<std::int64_t> fold_redelivered(std::int64_t at_most) {
+  named_job<std::int64_t> j;
+  j.run = [at_most, out = j.result](database& db) { *out = db.fold_redelivered(at_most); };
+  return j;
+}
+
 named_job<counts_by_recipient> expire(sys_ms now, std::chrono::milliseconds dedupe_window, std::int64_t max_pairs) {
   named_job<counts_by_recipient> j;
   j.run = [now, dedupe_window, max_pairs, expired = j.result](database& db) {

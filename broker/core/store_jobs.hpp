@@ -101,6 +101,9 @@ named_job<bool> create_group(std::string group, std::string creator, std::vector
 named_job<bool> join_group(std::string group, std::string user, sys_ms now);
 named_job<bool> leave_group(std::string group, std::string user);
 
+// Folds the oldest at_most acknowledged redeliveries into their letters; the result is how many.
+named_job<std::int64_t> fold_redelivered(std::int64_t at_most);
+
 // The periodic sweep: letters past their expiry, and dedupe pairs past the window.
 named_job<counts_by_recipient> expire(sys_ms now, std::chrono::milliseconds dedupe_window, std::int64_t max_pairs);
 

@@ -430,7 +430,9 @@ TEST(BrokerCore, AcceptsDueTogetherGoInOneJobAndStoppingWritesWhatWaits) {
   core_settings s = fast();
   s.accept_delay_us = 1000;
   core_harness h(s);
-  const peer_id alice = h.online("alice"), bob = h.online("bob"), carol = h.online("carol");
+  const peer_id alice = h.online("alice");
+  h.online("bob");
+  h.online("carol");
   send_to(h, alice, "bob", "m1");
   send_to(h, alice, "carol", "m2");
   EXPECT_TRUE(h.port().jobs.empty()) << "nothing goes to the store before the delay";
@@ -703,6 +705,89 @@ TEST(BrokerCore, RedeliveryKeepsAtMostItsWindowUnacknowledged) {
   auto next = drain(h, bob, "receive_message");
   ASSERT_EQ(next.size(), 10u);
   EXPECT_EQ(next.front().at("message_uuid").as_string(), "d1000");
+}
+
+TEST(BrokerCore, AcknowledgedRedeliveriesAreFoldedIntoTheirLettersOnceTheRedeliveriesPause) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice");
+  for (const char* uuid : {"a", "b", "c"}) send_to(h, alice, "bob", uuid);
+  h.run_store();
+  const peer_id bob = h.connect();
+  EXPECT_EQ(h.log_in(bob, "bob").at("pending_dead_letters").as_int64(), 3);
+  h.run_store();
+  ASSERT_EQ(h.take(bob, "receive_message").size(), 3u);
+  h.send(bob, "acknowledge_message", {{"message_uuids", json::array{"a", "b"}}});
+  h.run_store();
+  EXPECT_EQ(h.take(alice, "message_delivered").size(), 2u);
+  auto raw_state = [&](const char* uuid) {
+    sqlite::statement s(h.db().connection(), "SELECT state FROM dead_letters WHERE message_uuid = ?");
+    s.bind(1, uuid);
+    return s.step() ? s.column_text(0) : std::string("none");
+  };
+  // Recorded, not yet folded: delivered to every reader, the letter's row untouched.
+  EXPECT_EQ(h.db().find("a").at(0).state, dead_letter_state::delivered);
+  EXPECT_EQ(raw_state("a"), "pending");
+  EXPECT_EQ(h.db().count_pending("bob"), 1);
+
+  // Another login before the fold gets only what was not acknowledged.
+  h.disconnect(bob);
+  h.run_store();
+  const peer_id again = h.connect();
+  EXPECT_EQ(h.log_in(again, "bob").at("pending_dead_letters").as_int64(), 1);
+  h.run_store();
+  EXPECT_EQ(uuids_of(h.take(again, "receive_message")), (std::vector<std::string>{"c"}));
+  h.send(again, "acknowledge_message", {{"message_uuid", "c"}});
+  h.run_store();
+
+  h.advance(broker_core::fold_after - 1ms);
+  EXPECT_TRUE(h.port().jobs.empty()) << "folded while redeliveries still came";
+  h.advance(1ms);
+  ASSERT_EQ(h.run_store(), 1);
+  EXPECT_EQ(raw_state("a"), "delivered");
+  EXPECT_EQ(raw_state("c"), "delivered");
+  EXPECT_EQ(h.db().attempts_of(h.db().find("a").at(0).id).size(), 1u);
+  h.advance(10s);
+  EXPECT_TRUE(h.port().jobs.empty()) << "folded again with nothing to fold";
+}
+
+// Pages read for a peer's backlog until the store has nothing more to do, nothing taken
+// from the peer meanwhile.
+int pages_read_ahead(core_harness& h, int backlog, std::size_t body_bytes) {
+  const peer_id alice = h.online("alice");
+  const std::string body(body_bytes, 'x');
+  for (int i = 0; i < backlog; ++i) {
+    send_to(h, alice, "bob", "r" + std::to_string(i), body);
+    if (i % 100 == 99) {  // within max_pending_accepts and its bytes
+      h.run_store();
+      h.frames(alice);
+    }
+  }
+  h.run_store();
+  const peer_id bob = h.connect();
+  h.send(bob, "log_in", {{"sender_username", "bob"}});
+  int pages = 0;
+  while (!h.port().jobs.empty()) {
+    for (auto& j : h.port().jobs) pages += j.name == "redelivery page";
+    h.run_store_once();
+  }
+  return pages;
+}
+
+TEST(BrokerCore, RedeliveryReadsASecondPageAheadUnlessItsBodiesAreLarge) {
+  auto s = fast();
+  s.ack_timeout_ms = 60'000;
+  s.max_outbound_bytes = 8 * 1024 * 1024;
+  {
+    core_harness h(s);
+    // Two pages go out (the window), two more wait read.
+    EXPECT_EQ(pages_read_ahead(h, 5 * broker_core::redelivery_page, 10), 4);
+  }
+  {
+    core_harness h(s);
+    // 20 KB bodies: some 200 fill the outbox's half, the rest of the first page waits, and one
+    // more page is read (fewer than a page waited), not a third (their bytes are past the bound).
+    EXPECT_EQ(pages_read_ahead(h, 5 * broker_core::redelivery_page, 20'000), 2);
+  }
 }
 
 TEST(BrokerCore, LiveMessagesWaitBehindTheBacklogAndComeAfterIt) {

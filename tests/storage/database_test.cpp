@@ -210,6 +210,102 @@ TEST_F(Database, AttemptsDeliverOrPark) {
   EXPECT_EQ(db.count_pending("bob"), 0);
 }
 
+std::string raw_state(database& db, std::int64_t id) {
+  sqlite::statement s(db.connection(), "SELECT state FROM dead_letters WHERE id = ?");
+  s.bind(1, id);
+  return s.step() ? s.column_text(0) : std::string("none");
+}
+
+std::int64_t unfolded(database& db) {
+  sqlite::statement s(db.connection(), "SELECT count(*) FROM redelivered");
+  return s.step() ? s.column_int(0) : -1;
+}
+
+TEST_F(Database, AnAcknowledgedRedeliveryIsANarrowRowThatEveryReaderSeesDelivered) {
+  auto db = open();
+  const auto t = now_ms();
+  db.begin();
+  const auto a = db.dead_letter_new(message("a"), "bob", dead_letter_reason::recipient_offline, t);
+  const auto b = db.dead_letter_new(message("b"), "bob", dead_letter_reason::recipient_offline, t);
+  db.record_attempt(a, 1, t, "acknowledged", t + 5ms, 3);
+  db.commit();
+  EXPECT_EQ(raw_state(db, a), "pending") << "the letter's row is not rewritten";
+  EXPECT_EQ(unfolded(db), 1);
+
+  const auto letter = db.find("a").at(0);
+  EXPECT_EQ(letter.state, dead_letter_state::delivered);
+  EXPECT_EQ(letter.attempts, 1);
+  EXPECT_EQ(letter.delivered_at, format_iso8601(t + 5ms));
+  EXPECT_EQ(db.list({std::nullopt, std::nullopt, dead_letter_state::delivered, 10}).size(), 1u);
+  ASSERT_EQ(db.attempts_of(a).size(), 1u);
+  EXPECT_EQ(db.attempts_of(a)[0].outcome, "acknowledged");
+  auto page = db.pending_for("bob", 0, 10);
+  ASSERT_EQ(page.size(), 1u);
+  EXPECT_EQ(page[0].id, b);
+  EXPECT_EQ(db.count_pending("bob"), 1);
+  EXPECT_EQ(db.count_all_pending(), 1);
+  sqlite::statement view(db.connection(), "SELECT pending FROM pending_by_recipient WHERE receiver_username = 'bob'");
+  ASSERT_TRUE(view.step());
+  EXPECT_EQ(view.column_int(0), 1);
+
+  // Nothing else changes it: a stray failure, a late acknowledgement, the expiry sweep.
+  db.begin();
+  EXPECT_FALSE(db.record_attempt(a, 2, t, "ack_timeout", t, 1));
+  EXPECT_TRUE(db.mark_delivered("bob", "a", "", t).empty());
+  EXPECT_EQ(db.sweep_expired(t + 365 * 24h), (counts_by_recipient{{"bob", 1}}));  // b only
+  db.commit();
+  EXPECT_EQ(db.find("a").at(0).state, dead_letter_state::delivered);
+
+  // Folded: the letter's row says so itself, with its attempt row, and the narrow row is gone.
+  db.begin();
+  EXPECT_EQ(db.fold_redelivered(100), 1);
+  db.commit();
+  EXPECT_EQ(raw_state(db, a), "delivered");
+  EXPECT_EQ(unfolded(db), 0);
+  const auto folded = db.find("a").at(0);
+  EXPECT_EQ(folded.attempts, 1);
+  EXPECT_EQ(folded.delivered_at, format_iso8601(t + 5ms));
+  ASSERT_FALSE(db.attempts_of(a).empty());
+  EXPECT_EQ(db.attempts_of(a)[0].outcome, "acknowledged");
+  EXPECT_EQ(db.find("b").at(0).state, dead_letter_state::expired);
+}
+
+TEST_F(Database, FoldingTakesTheOldestFirstAndOpeningFoldsTheRest) {
+  std::vector<std::int64_t> ids;
+  {
+    auto db = open();
+    db.begin();
+    for (int i = 0; i < 5; ++i) {
+      ids.push_back(db.dead_letter_new(message("f" + std::to_string(i)), "bob", dead_letter_reason::recipient_offline,
+                                       now_ms()));
+    }
+    for (auto id : ids) db.record_attempt(id, 1, now_ms(), "acknowledged", now_ms(), 3);
+    // A letter deleted meanwhile (by hand): its row is dropped at the fold.
+    db.connection().exec("DELETE FROM dead_letters WHERE id = " + std::to_string(ids[1]));
+    EXPECT_EQ(db.fold_redelivered(3), 3);
+    db.commit();
+    EXPECT_EQ(raw_state(db, ids[0]), "delivered");
+    EXPECT_EQ(raw_state(db, ids[2]), "delivered");
+    EXPECT_EQ(raw_state(db, ids[3]), "pending");
+    EXPECT_EQ(unfolded(db), 2);
+  }
+  auto db = open();  // as a broker starting after a crash
+  EXPECT_EQ(unfolded(db), 0);
+  EXPECT_EQ(raw_state(db, ids[3]), "delivered");
+  EXPECT_EQ(raw_state(db, ids[4]), "delivered");
+}
+
+TEST_F(Database, PurgeSeesLettersAcknowledgedButNotYetFolded) {
+  auto db = open();
+  db.begin();
+  const auto id = db.dead_letter_new(message("p"), "bob", dead_letter_reason::recipient_offline, now_ms());
+  db.record_attempt(id, 1, now_ms(), "acknowledged", now_ms(), 3);
+  db.commit();
+  EXPECT_EQ(db.purge(dead_letter_state::delivered, std::nullopt), 1);
+  EXPECT_TRUE(db.find("p").empty());
+  EXPECT_EQ(unfolded(db), 0);
+}
+
 TEST_F(Database, LateAcknowledgementMarksDelivered) {
   auto db = open();
   db.begin();
