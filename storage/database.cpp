@@ -309,11 +309,10 @@ struct database::statements {
                   "SELECT ?1, id, message_uuid, sender_username, ?3, ?4, accepted_at, ?5, expires_at "
                   "FROM messages WHERE id = ?2"),
         // (Not the `letters` view: its state is an expression, which the partial index can not serve.)
-        pending_page(db, std::string("SELECT d.id, d.seq, d.message_uuid, d.sender_username, d.receiver_username, "
-                                     "m.channel, m.group_name, m.body, d.reason, d.state, d.attempts, d.accepted_at, "
-                                     "d.dead_lettered_at, d.last_attempt_at, d.delivered_at, d.expires_at, "
-                                     "d.attempts_before_replay FROM dead_letters d JOIN messages m ON m.id = d.message_id "
-                                     "WHERE d.receiver_username = ? AND d.state = 'pending' AND d.seq > ?") +
+        pending_page(db, std::string("SELECT d.id, d.seq, d.message_uuid, d.sender_username, m.channel, m.group_name, "
+                                     "m.body, d.reason, d.attempts, d.accepted_at FROM dead_letters d JOIN messages m "
+                                     "ON m.id = d.message_id WHERE d.receiver_username = ? AND d.state = 'pending' "
+                                     "AND d.seq > ?") +
                              not_redelivered + " ORDER BY d.seq LIMIT ?"),
         pending_count(db, std::string("SELECT count(*) FROM dead_letters d WHERE receiver_username = ? AND "
                                       "state = 'pending'") + not_redelivered),
@@ -544,7 +543,21 @@ std::vector<dead_letter> database::pending_for(std::string_view receiver, std::i
   auto& s = st_->pending_page;
   s.bind(1, receiver).bind(2, after_seq).bind(3, std::int64_t{limit});
   std::vector<dead_letter> out;
-  while (s.step()) out.push_back(read_letter(s));
+  out.reserve(static_cast<std::size_t>(std::max(limit, 0)));
+  while (s.step()) {
+    // Only what a redelivery sends: the page reads were most of the store's work in a drain.
+    dead_letter& d = out.emplace_back();
+    d.id = s.column_int(0);
+    d.seq = s.column_int(1);
+    d.message_uuid = s.column_text(2);
+    d.sender = s.column_text(3);
+    d.ch = channel_from_string(s.column_view(4)).value_or(channel::direct);
+    d.group_name = s.column_optional_text(5).value_or("");
+    d.body = s.column_text(6);
+    d.reason = reason_from_string(s.column_view(7)).value_or(dead_letter_reason::recipient_offline);
+    d.attempts = static_cast<int>(s.column_int(8));
+    d.accepted_at = s.column_text(9);
+  }
   s.reset();
   return out;
 }
@@ -559,8 +572,8 @@ std::int64_t database::count_pending(std::string_view receiver) {
 
 bool database::record_attempt(std::int64_t id, int attempt, sys_ms started, std::string_view outcome, sys_ms now,
                               int max_attempts) {
-  const std::string started_at = format_iso8601(started);
-  const std::string at = format_iso8601(now);
+  const auto started_text = format_iso8601_fixed(started), at_text = format_iso8601_fixed(now);
+  const std::string_view started_at(started_text.data(), started_text.size()), at(at_text.data(), at_text.size());
   if (outcome == "acknowledged") {
     // One narrow row; fold_redelivered() applies it to the letter later, in bulk.
     st_->redelivered_insert.bind(1, id).bind(2, std::int64_t{attempt}).bind(3, started_at).bind(4, at).run();

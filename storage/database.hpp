@@ -154,7 +154,9 @@ class database {
   std::int64_t recover(sys_ms now);
 
   // --- redelivery ---------------------------------------------------------------------------
-  // Pending dead letters of a recipient with seq > after_seq, in acceptance order.
+  // Pending dead letters of a recipient with seq > after_seq, in acceptance order, with what a
+  // redelivery sends (id, seq, message_uuid, sender, ch, group_name, body, reason, attempts,
+  // accepted_at); the other fields are left empty: find() and list() read everything.
   std::vector<dead_letter> pending_for(std::string_view receiver, std::int64_t after_seq, int limit);
   std::int64_t count_pending(std::string_view receiver);
   // Records a finished redelivery attempt (number attempt, the letter's attempts + 1, begun at

@@ -139,9 +139,11 @@ void statement::reset() noexcept {
 
 std::int64_t statement::column_int(int i) const { return sqlite3_column_int64(stmt_.get(), i); }
 
-std::string statement::column_text(int i) const {
+std::string statement::column_text(int i) const { return std::string(column_view(i)); }
+
+std::string_view statement::column_view(int i) const {
   const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_.get(), i));
-  return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(stmt_.get(), i))) : std::string();
+  return p ? std::string_view(p, static_cast<std::size_t>(sqlite3_column_bytes(stmt_.get(), i))) : std::string_view();
 }
 
 std::optional<std::string> statement::column_optional_text(int i) const {

@@ -55,6 +55,8 @@ class statement {
 
   std::int64_t column_int(int i) const;
   std::string column_text(int i) const;
+  // Valid until the next step or reset.
+  std::string_view column_view(int i) const;
   std::optional<std::string> column_optional_text(int i) const;
   bool column_is_null(int i) const;
 
