@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "storage/database.hpp"
+#include "storage/sqlite.hpp"
 #include "tests/support/broker_harness.hpp"
 #include "tests/support/process.hpp"
 
@@ -342,6 +343,83 @@ TEST(BrokerBinary, LettersReplayedWhileTheBrokerRunsAreDeliveredOnceAndParkingIs
   database db({dir.file("broker.db"), false, false});
   for (auto& d : db.list({})) EXPECT_EQ(d.state, dead_letter_state::delivered) << d.message_uuid;
   EXPECT_EQ(broker.log().find("UNIQUE constraint"), std::string::npos) << broker.log();
+}
+
+// Issue #15, W6: an acknowledged redelivery is a narrow row in `redelivered`, folded into its
+// letter a second after the redelivery's last acknowledgement. Killed in between, the broker
+// folds it at its next start: what was acknowledged is not sent again, the rest is.
+TEST(BrokerBinary, SigkillBeforeAcknowledgedRedeliveriesAreFoldedSendsOnlyTheRestAgain) {
+  constexpr int n = 3000, acknowledged = 1000;
+  test::temp_dir dir;
+  auto delivered_now = [&] {
+    database::settings reader{dir.file("broker.db")};
+    reader.create = false;
+    reader.read_only = true;
+    reader.schema_required = true;
+    database db(reader);
+    return db.list({std::string("bob"), std::nullopt, dead_letter_state::delivered, n}).size();
+  };
+  {
+    test::child_process broker(broker_binary, broker_args(dir), dir.file("run1.log"));
+    auto port = test::listening_port(broker, 20s);
+    ASSERT_TRUE(port) << broker.log();
+    client alice(*port);
+    alice.log_in("alice");
+    for (int i = 0; i < n; i += 100) {
+      std::string burst;
+      for (int j = i; j < i + 100; ++j) {
+        burst += R"({"message_id":"send_message","message_content":{"receiver_username":"bob","message_uuid":"f)" +
+                 std::to_string(j) + R"(","message_text":"x"}})" "\n";
+      }
+      alice.send_raw(burst);
+      for (int j = i; j < i + 100; ++j) {
+        ASSERT_EQ(alice.expect_content("message_accepted", 30s).at("status").as_string(), "dead_lettered");
+      }
+    }
+    client bob(*port);
+    ASSERT_EQ(bob.log_in("bob").at("pending_dead_letters").as_int64(), n);
+    json::array acks;
+    for (int i = 0; i < acknowledged; ++i) {
+      auto m = bob.expect_content("receive_message", 30s);
+      ASSERT_EQ(m.at("message_uuid").as_string(), "f" + std::to_string(i));
+      acks.emplace_back(m.at("message_uuid"));
+      if (acks.size() == 100) {
+        bob.send("acknowledge_message", {{"message_uuids", acks}});
+        acks.clear();
+      }
+    }
+    // Committed (the view counts the narrow rows), then killed at once: most likely before the fold.
+    ASSERT_TRUE(test::eventually([&] { return delivered_now() == static_cast<std::size_t>(acknowledged); }));
+    broker.signal(SIGKILL);
+    EXPECT_EQ(broker.wait(20s), 128 + SIGKILL);
+  }
+  test::child_process broker(broker_binary, broker_args(dir), dir.file("run2.log"));
+  auto port = test::listening_port(broker, 20s);
+  ASSERT_TRUE(port) << broker.log();
+  client bob(*port);
+  // Those in flight at the kill (sent, not acknowledged) are pending again: the rest of the backlog.
+  ASSERT_EQ(bob.log_in("bob").at("pending_dead_letters").as_int64(), n - acknowledged);
+  json::array acks;
+  for (int i = acknowledged; i < n; ++i) {
+    auto m = bob.expect_content("receive_message", 30s);
+    ASSERT_EQ(m.at("message_uuid").as_string(), "f" + std::to_string(i));
+    acks.emplace_back(m.at("message_uuid"));
+    if (acks.size() == 100) {  // (past its window of 1,000 unacknowledged, the redelivery would wait)
+      bob.send("acknowledge_message", {{"message_uuids", acks}});
+      acks.clear();
+    }
+  }
+  EXPECT_TRUE(bob.quiet_of("receive_message", 300ms)) << "more than the backlog came";
+  database::settings reader{dir.file("broker.db")};
+  reader.read_only = true;
+  database db(reader);
+  // The start folded what the killed broker had not (this run's own may not be folded yet).
+  sqlite::statement folded(db.connection(), "SELECT count(*) FROM dead_letters WHERE state = 'delivered' "
+                                            "AND CAST(substr(message_uuid, 2) AS INTEGER) < ?");
+  folded.bind(1, std::int64_t{acknowledged});
+  ASSERT_TRUE(folded.step());
+  EXPECT_EQ(folded.column_int(0), acknowledged);
+  EXPECT_TRUE(test::eventually([&] { return delivered_now() == static_cast<std::size_t>(n); }));
 }
 
 // Issue item 5: a second broker on the same database used to start and turn the first one's
