@@ -251,10 +251,11 @@ CREATE VIEW dead_letter_counts AS
   SELECT reason, state, count(*) AS count FROM letters GROUP BY reason, state;
 )sql";
 
-// A dead letter's columns in read_letter's order, from the `letters` view.
+// A dead letter's columns in read_letter's order, from the `letters` view: first those a
+// redelivery sends (read_sendable's), then the rest.
 constexpr const char* dead_letter_columns =
-    "id, seq, message_uuid, sender_username, receiver_username, channel, group_name, body, reason, state, attempts, "
-    "accepted_at, dead_lettered_at, last_attempt_at, delivered_at, expires_at, attempts_before_replay";
+    "id, seq, message_uuid, sender_username, channel, group_name, body, reason, attempts, accepted_at, "
+    "receiver_username, state, dead_lettered_at, last_attempt_at, delivered_at, expires_at, attempts_before_replay";
 // The broker's own reads of pending letters: the table's state, less the letters acknowledged
 // but not yet folded.
 constexpr const char* not_redelivered = " AND NOT EXISTS (SELECT 1 FROM redelivered r WHERE r.dead_letter_id = d.id)";
@@ -350,20 +351,25 @@ struct database::statements {
 
 namespace {
 
-dead_letter read_letter(const sqlite::statement& s) {
-  dead_letter d;
+// Columns 0 to 9 of dead_letter_columns: what a redelivery sends.
+void read_sendable(const sqlite::statement& s, dead_letter& d) {
   d.id = s.column_int(0);
   d.seq = s.column_int(1);
   d.message_uuid = s.column_text(2);
   d.sender = s.column_text(3);
-  d.receiver = s.column_text(4);
-  d.ch = channel_from_string(s.column_text(5)).value_or(channel::direct);
-  d.group_name = s.column_optional_text(6).value_or("");
-  d.body = s.column_text(7);
-  d.reason = reason_from_string(s.column_text(8)).value_or(dead_letter_reason::recipient_offline);
-  d.state = state_from_string(s.column_text(9)).value_or(dead_letter_state::pending);
-  d.attempts = static_cast<int>(s.column_int(10));
-  d.accepted_at = s.column_text(11);
+  d.ch = channel_from_string(s.column_view(4)).value_or(channel::direct);
+  d.group_name = s.column_optional_text(5).value_or("");
+  d.body = s.column_text(6);
+  d.reason = reason_from_string(s.column_view(7)).value_or(dead_letter_reason::recipient_offline);
+  d.attempts = static_cast<int>(s.column_int(8));
+  d.accepted_at = s.column_text(9);
+}
+
+dead_letter read_letter(const sqlite::statement& s) {
+  dead_letter d;
+  read_sendable(s, d);
+  d.receiver = s.column_text(10);
+  d.state = state_from_string(s.column_view(11)).value_or(dead_letter_state::pending);
   d.dead_lettered_at = s.column_text(12);
   d.last_attempt_at = s.column_optional_text(13);
   d.delivered_at = s.column_optional_text(14);
@@ -544,20 +550,8 @@ std::vector<dead_letter> database::pending_for(std::string_view receiver, std::i
   s.bind(1, receiver).bind(2, after_seq).bind(3, std::int64_t{limit});
   std::vector<dead_letter> out;
   out.reserve(static_cast<std::size_t>(std::max(limit, 0)));
-  while (s.step()) {
-    // Only what a redelivery sends: the page reads were most of the store's work in a drain.
-    dead_letter& d = out.emplace_back();
-    d.id = s.column_int(0);
-    d.seq = s.column_int(1);
-    d.message_uuid = s.column_text(2);
-    d.sender = s.column_text(3);
-    d.ch = channel_from_string(s.column_view(4)).value_or(channel::direct);
-    d.group_name = s.column_optional_text(5).value_or("");
-    d.body = s.column_text(6);
-    d.reason = reason_from_string(s.column_view(7)).value_or(dead_letter_reason::recipient_offline);
-    d.attempts = static_cast<int>(s.column_int(8));
-    d.accepted_at = s.column_text(9);
-  }
+  // Only what a redelivery sends: the page reads were most of the store's work in a drain.
+  while (s.step()) read_sendable(s, out.emplace_back());
   s.reset();
   return out;
 }
