@@ -51,6 +51,7 @@ void broker_core::handle_ack(peer& p, const request& r, const moment& now) {
     // Folded once the redeliveries pause (or the backlog grows large).
     if (unfolded_ < fold_backlog) next_fold_ = now.steady + fold_after;
     unfolded_ += static_cast<std::int64_t>(acks->redelivered.size());
+    if (folding_) unfolded_after_fold_ += static_cast<std::int64_t>(acks->redelivered.size());
   }
   acks->receiver = p.username;
   acks->ack_sender = r.ack_sender;

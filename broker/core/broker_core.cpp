@@ -501,6 +501,7 @@ void broker_core::run_expiry(const moment& now) {
 
 void broker_core::run_fold() {
   folding_ = true;
+  unfolded_after_fold_ = 0;
   auto job = store_jobs::fold_redelivered(fold_chunk);
   submit(
       std::move(job.run),
@@ -511,8 +512,12 @@ void broker_core::run_fold() {
           next_fold_ = at.steady + expiry_interval;
           return;
         }
-        unfolded_ = *folded < fold_chunk ? 0 : std::max<std::int64_t>(unfolded_ - *folded, 1);
-        next_fold_ = at.steady;  // the next chunk at once (behind what was queued meanwhile)
+        // Fewer than a chunk: it took every row there was when it ran; those of the jobs
+        // submitted after it (run after it) are left.
+        unfolded_ = *folded < fold_chunk ? unfolded_after_fold_ : std::max<std::int64_t>(unfolded_ - *folded, 1);
+        // What is left at once (behind what was queued meanwhile), unless acknowledgements that
+        // came meanwhile put the fold off.
+        next_fold_ = std::max(next_fold_, at.steady);
       },
       on_failure::fail, "folding acknowledged redeliveries");
 }

@@ -317,8 +317,10 @@ class broker_core {
   std::deque<waiting_accept> waiting_accepts_;
   std::uint64_t first_waiting_ticket_ = 0;  // waiting_accepts_.front()'s
   steady_time next_expiry_{};
-  // Acknowledged redeliveries not yet folded (an upper bound), when to fold, and whether a fold job is out.
+  // Acknowledged redeliveries not yet folded (an upper bound), those recorded by jobs submitted
+  // after the fold job that is out, when to fold, and whether a fold job is out.
   std::int64_t unfolded_ = 0;
+  std::int64_t unfolded_after_fold_ = 0;
   steady_time next_fold_{};
   bool folding_ = false;
   steady_time next_idle_release_{};

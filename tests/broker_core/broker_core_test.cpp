@@ -750,6 +750,42 @@ TEST(BrokerCore, AcknowledgedRedeliveriesAreFoldedIntoTheirLettersOnceTheRedeliv
   EXPECT_TRUE(h.port().jobs.empty()) << "folded again with nothing to fold";
 }
 
+// Acknowledgements recorded by jobs that run after a fold job are folded later, without
+// waiting for another acknowledgement; those that came while it was out put the next fold off.
+TEST(BrokerCore, RedeliveriesAcknowledgedWhileAFoldIsOutAreFoldedAfterIt) {
+  auto s = fast();
+  s.ack_timeout_ms = 60'000;
+  core_harness h(s);
+  const peer_id alice = h.online("alice");
+  for (const char* uuid : {"a", "b"}) send_to(h, alice, "bob", uuid);
+  h.run_store();
+  const peer_id bob = h.connect();
+  h.log_in(bob, "bob");
+  h.run_store();
+  ASSERT_EQ(h.take(bob, "receive_message").size(), 2u);
+  h.send(bob, "acknowledge_message", {{"message_uuid", "a"}});
+  h.run_store();
+  h.advance(broker_core::fold_after);
+  ASSERT_EQ(h.port().jobs.size(), 1u);
+  EXPECT_EQ(h.port().jobs.front().name, "folding acknowledged redeliveries");
+  h.send(bob, "acknowledge_message", {{"message_uuid", "b"}});  // its job runs after the fold
+  ASSERT_EQ(h.run_store(), 2);
+  auto raw_state = [&](const char* uuid) {
+    sqlite::statement q(h.db().connection(), "SELECT state FROM dead_letters WHERE message_uuid = ?");
+    q.bind(1, uuid);
+    return q.step() ? q.column_text(0) : std::string("none");
+  };
+  EXPECT_EQ(raw_state("a"), "delivered");
+  EXPECT_EQ(raw_state("b"), "pending") << "b's row was written after the fold ran";
+  h.advance(broker_core::fold_after - 1ms);
+  EXPECT_TRUE(h.port().jobs.empty()) << "b's acknowledgement puts the next fold off";
+  h.advance(1ms);
+  ASSERT_EQ(h.run_store(), 1);
+  EXPECT_EQ(raw_state("b"), "delivered");
+  h.advance(10s);
+  EXPECT_TRUE(h.port().jobs.empty());
+}
+
 // Pages read for a peer's backlog until the store has nothing more to do, nothing taken
 // from the peer meanwhile.
 int pages_read_ahead(core_harness& h, int backlog, std::size_t body_bytes) {
