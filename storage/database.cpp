@@ -322,13 +322,12 @@ struct database::statements {
         attempt_insert(db,
                        "INSERT INTO delivery_attempts (dead_letter_id, attempt, started_at, finished_at, "
                        "outcome) VALUES (?,?,?,?,?)"),
-        letter_after_attempt(db,
-                             "UPDATE dead_letters SET attempts = ?2, last_attempt_at = ?3, "
-                             "state = CASE WHEN ?4 = 'acknowledged' THEN 'delivered' "
-                             "WHEN ?2 - attempts_before_replay >= ?5 THEN 'parked' ELSE 'pending' END, "
-                             "delivered_at = CASE WHEN ?4 = 'acknowledged' THEN ?6 END "
-                             "WHERE id = ?1 AND state = 'pending' AND NOT EXISTS (SELECT 1 FROM redelivered r "
-                             "WHERE r.dead_letter_id = ?1)"),
+        // A failed attempt (an acknowledged one is a row of `redelivered`).
+        letter_after_attempt(db, std::string("UPDATE dead_letters AS d SET attempts = ?2, last_attempt_at = ?3, "
+                                             "state = CASE WHEN ?2 - attempts_before_replay >= ?4 THEN 'parked' "
+                                             "ELSE 'pending' END, delivered_at = NULL "
+                                             "WHERE id = ?1 AND state = 'pending'") +
+                                     not_redelivered),
         late_ack_any(db, std::string("UPDATE dead_letters AS d SET state = 'delivered', delivered_at = ?3 "
                                      "WHERE message_uuid = ?2 AND receiver_username = ?1 AND state <> 'delivered'") +
                              not_redelivered + " RETURNING sender_username"),
@@ -424,12 +423,8 @@ database::database(const settings& s)
   db_.exec("PRAGMA cache_size = -65536");
   if (version < schema_version) migrate();
   st_ = std::make_unique<statements>(db_);
-  if (!s.read_only && single_int(db_, "SELECT EXISTS (SELECT 1 FROM redelivered)") != 0) {
-    // What a previous run acknowledged but did not fold.
-    sqlite::transaction t(db_);
-    fold_redelivered(std::numeric_limits<std::int64_t>::max());
-    t.commit();
-  }
+  // What a previous run acknowledged but did not fold, in one transaction.
+  if (!s.read_only) fold_all_redelivered(std::numeric_limits<std::int64_t>::max());
   last_seq_ = std::max(single_int(db_, "SELECT coalesce(max(id), 0) FROM journal"),
                        single_int(db_, "SELECT coalesce(max(seq), 0) FROM dead_letters"));
   struct stat st {};
@@ -575,8 +570,7 @@ bool database::record_attempt(std::int64_t id, int attempt, sys_ms started, std:
   }
   st_->attempt_insert.bind(1, id).bind(2, std::int64_t{attempt}).bind(3, started_at).bind(4, at).bind(5, outcome).run();
   auto& s = st_->letter_after_attempt;
-  s.bind(1, id).bind(2, std::int64_t{attempt}).bind(3, started_at).bind(4, outcome).bind(5, std::int64_t{max_attempts});
-  s.bind(6, at).run();
+  s.bind(1, id).bind(2, std::int64_t{attempt}).bind(3, started_at).bind(4, std::int64_t{max_attempts}).run();
   // (Not RETURNING: SQLite builds a temporary table for it on every run.)
   if (db_.changes() == 0) return false;
   auto& p = st_->is_parked;
@@ -715,11 +709,7 @@ std::int64_t database::replay(const std::optional<std::string>& recipient, dead_
 
 std::int64_t database::purge(std::optional<dead_letter_state> state, std::optional<sys_ms> older_than, int chunk) {
   // Letters acknowledged but not yet folded are delivered ones: fold them so that they are seen so.
-  while (single_int(db_, "SELECT EXISTS (SELECT 1 FROM redelivered)") != 0) {
-    sqlite::transaction t(db_);
-    fold_redelivered(chunk);
-    t.commit();
-  }
+  fold_all_redelivered(chunk);
   std::string where = state ? "state = ?1" : "state <> 'pending'";
   if (older_than) where += " AND dead_lettered_at < ?2";
   sqlite::statement pick(db_, "SELECT id, message_id FROM dead_letters WHERE " + where + " LIMIT ?3");
@@ -764,6 +754,14 @@ std::int64_t database::fold_redelivered(std::int64_t at_most) {
   sqlite::statement done(db_, "DELETE FROM redelivered WHERE dead_letter_id <= ?");
   done.bind(1, upto).run();
   return db_.changes();
+}
+
+void database::fold_all_redelivered(std::int64_t chunk) {
+  while (single_int(db_, "SELECT EXISTS (SELECT 1 FROM redelivered)") != 0) {
+    sqlite::transaction t(db_);
+    fold_redelivered(chunk);
+    t.commit();
+  }
 }
 
 std::int64_t database::count_journal() { return single_int(db_, "SELECT count(*) FROM journal"); }

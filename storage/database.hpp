@@ -172,6 +172,8 @@ class database {
   // Applies the oldest at_most acknowledged redeliveries to their letters (state, attempts,
   // times, an attempt row each), in bulk. Returns how many it took. Opening the file folds all.
   std::int64_t fold_redelivered(std::int64_t at_most);
+  // Folds them all, chunk at a time, each chunk its own transaction (call it outside begin()).
+  void fold_all_redelivered(std::int64_t chunk);
   // A late acknowledgement (the message was dead-lettered first). An empty sender matches
   // any. Returns the senders of the letters it marked delivered.
   std::vector<std::string> mark_delivered(std::string_view receiver, std::string_view message_uuid,

@@ -193,7 +193,7 @@ void broker_core::tick(const moment& now) {
     next_expiry_ = now.steady + expiry_interval;
     run_expiry(now);
   }
-  if (unfolded_ > 0 && !folding_ && !stopping_ && now.steady >= next_fold_) run_fold();
+  if (fold_waits() && now.steady >= next_fold_) run_fold();
   reported_deadline_ = next_deadline();
   port_.deadline_moved(reported_deadline_);
 }
@@ -211,7 +211,7 @@ steady_time broker_core::next_deadline() const {
   if (auto due = warnings_.next_due()) sooner(*due);
   if (!peers_.empty()) sooner(next_idle_release_);
   if (!stopping_) sooner(next_expiry_);
-  if (unfolded_ > 0 && !folding_ && !stopping_) sooner(next_fold_);
+  if (fold_waits()) sooner(next_fold_);
   return next;
 }
 

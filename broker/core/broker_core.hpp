@@ -193,6 +193,8 @@ class broker_core {
   void release_idle_buffers(steady_time now);
   void run_expiry(const moment& now);
   void run_fold();
+  // Acknowledged redeliveries wait for a fold job (due at next_fold_).
+  bool fold_waits() const { return unfolded_ > 0 && !folding_ && !stopping_; }
   void warn_letters(const counts_by_recipient& parked, const counts_by_recipient& expired, steady_time now);
   void deadline_may_have_moved();
   // port::submit, with the deadline checked again after the completion.
