@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -22,6 +23,21 @@ using steady = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 namespace {
+
+// Plain operator new at the size asked for. Asio replaces std::allocator by its per-thread
+// cache, which hands out any cached block large enough; an idle connection's wait keeps its
+// block for as long as the connection idles, so it should be no larger than it needs.
+template <class T>
+struct exact_allocator {
+  using value_type = T;
+  exact_allocator() = default;
+  template <class U>
+  exact_allocator(const exact_allocator<U>&) noexcept {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T))); }
+  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p); }
+  template <class U>
+  bool operator==(const exact_allocator<U>&) const noexcept { return true; }
+};
 
 // The outbox's gather list as an Asio buffer sequence, without a copy: it stays as it is while
 // a write of it is at work (outbox::writing).
@@ -87,13 +103,12 @@ session::session(session_host& host, socket_type socket, peer_id id, std::size_t
                  std::shared_ptr<asio::ssl::context> tls, bool identity_from_certificate)
     : host_(host),
       socket_(std::move(socket)),
-      tls_context_(std::move(tls)),
       identity_from_certificate_(identity_from_certificate),
       framer_(max_frame_bytes),
       id_(id) {
   boost::system::error_code ignored;
-  if (tls_context_) {
-    tls_ = std::make_unique<asio::ssl::stream<socket_type&>>(socket_, *tls_context_);
+  if (tls) {
+    tls_ = std::make_unique<tls_part>(socket_, std::move(tls));
   } else {
     socket_.non_blocking(true, ignored);  // for flush's direct writes; asynchronous operations are unaffected
   }
@@ -118,7 +133,7 @@ void session::start() {
 // port, a certificate the CA did not sign, a close by the login timeout) ends the session
 // with nothing written: the peer can not read frames.
 asio::awaitable<void> session::handshake() {
-  auto [ec] = co_await tls_->async_handshake(asio::ssl::stream_base::server, asio::as_tuple(asio::use_awaitable));
+  auto [ec] = co_await tls_->stream.async_handshake(asio::ssl::stream_base::server, asio::as_tuple(asio::use_awaitable));
   handshaking_ = false;
   if (ec || reading_ == read_state::closing || !socket_.is_open()) {
     spdlog::info("session {}: TLS handshake from {} failed: {}", id_, remote_address(),
@@ -128,13 +143,13 @@ asio::awaitable<void> session::handshake() {
   }
   std::string name;
   if (identity_from_certificate_) {
-    if (X509* cert = SSL_get1_peer_certificate(tls_->native_handle())) {
+    if (X509* cert = SSL_get1_peer_certificate(tls_->stream.native_handle())) {
       char cn[256] = {};
       if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn) > 0) name = cn;
       X509_free(cert);
     }
   }
-  spdlog::debug("session {}: TLS established ({}){}", id_, SSL_get_version(tls_->native_handle()),
+  spdlog::debug("session {}: TLS established ({}){}", id_, SSL_get_version(tls_->stream.native_handle()),
                 name.empty() ? std::string() : ", certificate of '" + name + "'");
   host_.tls_established(id_, name);
   flush();  // what the core queued meanwhile (an error) goes out now
@@ -148,10 +163,17 @@ auto session::until_closing() {
 
 // Waits for the next data without a coroutine; data, an error or begin_close start run(),
 // which tells them apart.
+//
+// No cancellation slot: begin_close starts run() itself, and this callback, when the socket's
+// close ends its wait, finds the session no longer idle (a slot would cost every idle
+// connection an allocation). Its operation is allocated at its own size (exact_allocator).
 void session::wait_for_data() {
-  reading_ = reading_ == read_state::closing ? read_state::closing : read_state::idle;
-  auto on_ready = [self = shared_from_this(), keep = host_.keep_alive()](boost::system::error_code) { self->spawn(); };
-  socket_.async_wait(tcp::socket::wait_read, asio::bind_cancellation_slot(stop_reading_.slot(), std::move(on_ready)));
+  if (reading_ == read_state::closing) return spawn();
+  reading_ = read_state::idle;
+  auto on_ready = [self = shared_from_this(), keep = host_.keep_alive()](boost::system::error_code) {
+    if (self->reading_ == read_state::idle) self->spawn();
+  };
+  socket_.async_wait(tcp::socket::wait_read, asio::bind_allocator(exact_allocator<void>(), std::move(on_ready)));
 }
 
 void session::spawn() {
@@ -202,7 +224,7 @@ asio::awaitable<bool> session::run() {
     std::size_t n = 0;
     // (Not a conditional expression: g++ 12 evaluates both co_awaits of one.)
     if (tls_) {
-      std::tie(ec, n) = co_await tls_->async_read_some(asio::buffer(space.data(), space.size()), until_closing());
+      std::tie(ec, n) = co_await tls_->stream.async_read_some(asio::buffer(space.data(), space.size()), until_closing());
     } else {
       std::tie(ec, n) = co_await socket_.async_read_some(asio::buffer(space.data(), space.size()), until_closing());
     }
@@ -261,7 +283,7 @@ asio::awaitable<void> session::shutdown_send() {
     limit.async_wait([this, keep = shared_from_this()](boost::system::error_code ec) {
       if (!ec) close_socket();
     });
-    co_await tls_->async_shutdown(asio::as_tuple(asio::use_awaitable));
+    co_await tls_->stream.async_shutdown(asio::as_tuple(asio::use_awaitable));
     limit.cancel();
   }
   socket_.shutdown(tcp::socket::shutdown_send, ignored);
@@ -280,10 +302,12 @@ void session::resume() {
 void session::begin_close() {
   if (handshaking_) close_socket();  // no frame can reach a peer that has not shaken hands
   if (reading_ == read_state::closing) return;
+  const bool idle = reading_ == read_state::idle;
   reading_ = read_state::closing;
   closing_since_ = steady::now();
-  stop_reading_.emit(asio::cancellation_type::terminal);
+  stop_reading_.emit(asio::cancellation_type::terminal);  // a coroutine's wait or read
   resumed_.wake();
+  if (idle) spawn();  // no coroutine: one starts to finish (the callback waiting for data ends with the socket)
 }
 
 void session::housekeeping(steady_time now) {
@@ -344,7 +368,7 @@ void session::write_rest() {
     if (self->ending_) self->ended();
   };
   if (tls_) {
-    asio::async_write(*tls_, buffers, std::move(done));
+    asio::async_write(tls_->stream, buffers, std::move(done));
   } else {
     asio::async_write(socket_, buffers, std::move(done));
   }

@@ -5,8 +5,8 @@
 // only the calls that touch bytes go through the TLS stream when there is one.
 //
 // Reading: while data comes in, a coroutine reads it and hands complete frames to the core; an
-// idle connection has no coroutine, only a callback waiting for data (about 200 bytes instead
-// of a coroutine frame's 1.5 KiB). Writing: what the core queued is written with one
+// idle connection has no coroutine, only a callback waiting for data (120 bytes instead of a
+// coroutine frame's 1.5 KiB). Writing: what the core queued is written with one
 // non-blocking call at the end of each burst of work (flush); only a socket that cannot take
 // it all gets asynchronous writes, for as long as it stays full. A TLS session differs in three
 // places: it shakes hands first (within the login timeout: a close then cuts the handshake
@@ -114,10 +114,18 @@ class session : public std::enable_shared_from_this<session> {
   void ended();
   auto until_closing();
 
+  // A TLS session's stream over the socket, with the context it uses (one pointer in a plain
+  // TCP session, which has none).
+  struct tls_part {
+    tls_part(socket_type& socket, std::shared_ptr<boost::asio::ssl::context> c)
+        : context(std::move(c)), stream(socket, *context) {}
+    std::shared_ptr<boost::asio::ssl::context> context;
+    boost::asio::ssl::stream<socket_type&> stream;
+  };
+
   session_host& host_;
   socket_type socket_;
-  std::shared_ptr<boost::asio::ssl::context> tls_context_;  // kept while the stream uses it
-  std::unique_ptr<boost::asio::ssl::stream<socket_type&>> tls_;
+  std::unique_ptr<tls_part> tls_;
   bool handshaking_ = false;
   bool identity_from_certificate_ = false;
   line_framer framer_;
