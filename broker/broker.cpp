@@ -25,6 +25,7 @@
 #include "broker/discovery.hpp"
 #include "broker/password_checker.hpp"
 #include "broker/session.hpp"
+#include "cluster/backbone.hpp"
 #include "core/duration.hpp"
 #include "core/config.hpp"
 #include "core/encode.hpp"
@@ -134,6 +135,7 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
   bool stopped = false;
   std::function<void()> on_stopped;
   std::unique_ptr<password_checker> passwords;  // with --password-file
+  std::unique_ptr<backbone> cluster;            // with --cluster-nats
 
   session* find(peer_id id) {
     auto it = sessions.find(id);
@@ -214,6 +216,16 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
     if (!passwords) return back(false);
     passwords->check(std::move(user), std::move(password), std::move(back));
   }
+  // The cluster's answer comes like a store job's completion: moved to the broker's thread.
+  void claim_name(std::string user, claim_completion done) override {
+    std::weak_ptr<impl> weak = weak_from_this();
+    cluster->claim(std::move(user), [weak, ioc = &io, done = std::move(done)](claim_outcome outcome) mutable {
+      asio::post(*ioc, [weak, outcome, done = std::move(done)] {
+        if (auto self = weak.lock()) done(outcome, moment_now());
+      });
+    });
+  }
+  void release_name(std::string user) override { cluster->release(std::move(user)); }
   void deadline_moved(steady_time at) override {
     if (stopped) return;
     if (at <= steady::now()) {
@@ -303,6 +315,11 @@ void broker::impl::start() {
                  result->recovered);
   }
   if (o.tls_port) tls_context = make_tls_context(o);
+  if (o.cluster) {
+    cluster = make_nats_backbone({cluster_urls(o.cluster_nats), o.cluster_name, o.broker_name});
+    spdlog::info("cluster '{}': joining through NATS at {} as broker '{}'", o.cluster_name, o.cluster_nats,
+                 o.broker_name);
+  }
   core_.start(result->groups, std::move(result->recent), result->expired, moment_now());
   listen(acceptor, o.port);
   if (o.tls_port) listen(tls_acceptor, o.tls_port);

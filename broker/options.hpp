@@ -38,7 +38,14 @@ struct broker_options : core_settings {
   // The cost of the hashes `message-broker passwd` makes, and below which a login rehashes.
   std::uint64_t password_hash_ops = 2;
   std::uint64_t password_hash_mem_kib = 64 * 1024;
+  // A cluster (docs/cluster.md): the nats-servers, comma-separated nats://host:port (empty: one
+  // broker on its own), and the name the brokers of one cluster share.
+  std::string cluster_nats;
+  std::string cluster_name = "message-agent";
 };
+
+// The URLs of --cluster-nats, split at the commas.
+std::vector<std::string> cluster_urls(const std::string& cluster_nats);
 
 // What the command line asked for.
 struct broker_command {

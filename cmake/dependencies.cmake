@@ -36,6 +36,9 @@ ma_require(OPENSSL_FOUND libssl-dev "OpenSSL 3")
 pkg_check_modules(SODIUM QUIET IMPORTED_TARGET libsodium)
 ma_require(SODIUM_FOUND libsodium-dev "libsodium")
 
+pkg_check_modules(NATS QUIET IMPORTED_TARGET libnats)
+ma_require(NATS_FOUND libnats-dev "cnats, the NATS C client")
+
 if(MA_BUILD_TESTS)
   find_package(GTest QUIET CONFIG)
   if(NOT GTest_FOUND)

@@ -211,6 +211,9 @@ class broker_core {
   bool take_over(peer& old, peer& by, const request& r, const moment& now);
   // authenticated: by its password or its certificate (then a name online is taken over).
   void accept_log_in(peer& p, request& r, bool authenticated, const moment& now);
+  void name_claimed(peer_id id, const std::string& user, claim_outcome outcome, std::string request_id);
+  void log_in_failed(peer& p, const protocol_error& why);
+  void count_letters(peer& p, std::string request_id);
   void logged_in(peer_id id, std::int64_t pending, const std::string& request_id, const moment& now);
   void handle_group_change(peer& p, request& r, const moment& now);
   bool within_group_limits(peer& p, const request& r);

@@ -89,6 +89,7 @@ struct peer {
   bool done_sending = false;  // it shut down its sending side: close once replies_due are out
   bool presence_behind = false;  // it stopped reading: one catch-up update once it drains
   bool took_over = false;  // its log_in took the name over from another session
+  bool claimed = false;    // its name is claimed in the cluster (released when forgotten)
   std::uint32_t window = 0;  // at most this many unacknowledged deliveries; 0: no limit
   std::uint32_t redeliveries_in_flight = 0;  // sent, not yet acknowledged
   std::uint32_t replies_due = 0;  // requests whose answer waits for the store

@@ -9,6 +9,7 @@
 #include <exception>
 #include <functional>
 
+#include "cluster/backbone.hpp"
 #include "core/clock.hpp"
 #include "storage/job.hpp"
 
@@ -29,6 +30,9 @@ using core_completion = std::function<void(std::exception_ptr, const moment&)>;
 // A password check's verdict, on the core's thread.
 using password_completion = std::function<void(bool right, const moment&)>;
 
+// What the cluster said of a name this broker claimed (port::claim_name), on the core's thread.
+using claim_completion = std::function<void(claim_outcome, const moment&)>;
+
 class port {
  public:
   virtual ~port() = default;
@@ -47,6 +51,11 @@ class port {
   // Check user's password against the password file, off the core's thread (it is slow by
   // design); then done on the core's thread with the verdict (never from inside this call).
   virtual void check_password(std::string user, std::string password, password_completion done) = 0;
+  // Only in a cluster (core_settings::cluster): hold user's name for this broker in the whole
+  // cluster; then done on the core's thread (never from inside this call).
+  virtual void claim_name(std::string user, claim_completion done) = 0;
+  // A name claimed here is free again (its session ended, or its log_in failed after the claim).
+  virtual void release_name(std::string user) = 0;
   // broker_core::next_deadline() is earlier than it was: tick the core by then.
   virtual void deadline_moved(steady_time at) = 0;
 };

@@ -211,26 +211,67 @@ void broker_core::accept_log_in(peer& p, request& r, bool authenticated, const m
   hold(p, peer_reading::held_for_store);
   ++p.replies_due;
 
+  if (!s_.cluster || p.send_only) return count_letters(p, std::move(r.request_id));
+  port_.claim_name(p.username, [this, id = p.id, user = p.username, request_id = std::move(r.request_id)](
+                                   claim_outcome outcome, const moment& at) mutable {
+    observe(at.steady);
+    name_claimed(id, user, outcome, std::move(request_id));
+    deadline_may_have_moved();
+  });
+}
+
+// The cluster's answer to a log_in's claim: on to its dead letters, or refused.
+void broker_core::name_claimed(peer_id id, const std::string& user, claim_outcome outcome, std::string request_id) {
+  peer* p = find(id);
+  if (!p || p->username != user) {  // gone meanwhile: nothing here holds the name
+    if (outcome == claim_outcome::claimed) port_.release_name(user);
+    return;
+  }
+  if (outcome == claim_outcome::claimed) {
+    p->claimed = true;
+    return count_letters(*p, std::move(request_id));
+  }
+  if (outcome == claim_outcome::taken) {
+    spdlog::info("session {}: log_in as '{}' refused: online at another broker of the cluster", id, user);
+    return log_in_failed(*p, {errc::username_taken,
+                              "The username '" + user +
+                                  "' is online at another broker of the cluster; choose another name.",
+                              request_id,
+                              {}});
+  }
+  spdlog::warn("session {}: log_in as '{}' refused: the cluster's registry did not answer", id, user);
+  log_in_failed(*p, {errc::server_busy,
+                     "The broker could not reach the cluster to hold your name; log in again in a moment.",
+                     request_id,
+                     {}});
+}
+
+// A log_in that got as far as holding its name fails: the name is free again and the peer may
+// log in anew.
+void broker_core::log_in_failed(peer& p, const protocol_error& why) {
+  reply_given(p);
+  forget_name(p);
+  p.username.clear();
+  if (p.open()) {
+    p.phase = peer_phase::awaiting_log_in;
+    not_logged_in_.insert(p.id);
+  }
+  resume(p);
+  push(p, make_error_frame(why));
+}
+
+void broker_core::count_letters(peer& p, std::string request_id) {
   auto job = store_jobs::count_pending(p.username);
-  auto done = [this, id = p.id, pending = job.result, request_id = std::move(r.request_id)](std::exception_ptr e,
-                                                                                          const moment& at) {
+  auto done = [this, id = p.id, pending = job.result, request_id = std::move(request_id)](std::exception_ptr e,
+                                                                                        const moment& at) {
     peer* q = find(id);
     if (!q) return;
     if (e) {
-      reply_given(*q);
       spdlog::error("session {}: counting the dead letters of '{}' failed", id, q->username);
-      forget_name(*q);
-      q->username.clear();
-      if (q->open()) {
-        q->phase = peer_phase::awaiting_log_in;
-        not_logged_in_.insert(id);
-      }
-      resume(*q);
-      push(*q, make_error_frame({errc::internal_error,
-                                 "The broker could not read its database; try logging in again in a moment.",
-                                 request_id,
-                                 {}}));
-      return;
+      return log_in_failed(*q, {errc::internal_error,
+                                "The broker could not read its database; try logging in again in a moment.",
+                                request_id,
+                                {}});
     }
     logged_in(id, *pending, request_id, at);
   };
@@ -377,6 +418,10 @@ bool broker_core::forget_name(peer& p) {
       }
     }
     return false;
+  }
+  if (p.claimed) {
+    p.claimed = false;
+    port_.release_name(p.username);
   }
   auto it = online_.find(p.username);
   if (it == online_.end() || it->second != p.id) return false;

@@ -32,6 +32,9 @@ struct core_settings {
   // With a password file every log_in is checked against it (port::check_password), and a
   // correct one takes over a name that is online. The core reads only whether there is one.
   std::string password_file;
+  // One broker of a cluster (--cluster-nats): a log_in's name is claimed in the whole cluster
+  // (port::claim_name) before it is acknowledged, and released when its session ends.
+  bool cluster = false;
 };
 
 }  // namespace ma

@@ -86,6 +86,22 @@ TEST(BrokerOptions, BadValuesNameTheOption) {
             std::string::npos);
 }
 
+TEST(BrokerOptions, TheClusterOptionsMakeABrokerOfACluster) {
+  auto single = parse_broker_command_line({});
+  EXPECT_FALSE(single.options.cluster);
+  EXPECT_EQ(single.options.cluster_name, "message-agent");
+  auto c = parse_broker_command_line(
+      {"--cluster-nats", "nats://127.0.0.1:4222, nats://127.0.0.1:4223,", "--cluster-name", "east_1"});
+  EXPECT_TRUE(c.options.cluster);
+  EXPECT_EQ(cluster_urls(c.options.cluster_nats),
+            (std::vector<std::string>{"nats://127.0.0.1:4222", "nats://127.0.0.1:4223"}));
+  EXPECT_EQ(c.options.cluster_name, "east_1");
+  EXPECT_EQ(find(c, "cluster-nats").source, option_source::command_line);
+  EXPECT_NE(error_of({"--cluster-nats", "127.0.0.1:4222"}).find("--cluster-nats"), std::string::npos);
+  EXPECT_NE(error_of({"--cluster-name", "a.b"}).find("--cluster-name"), std::string::npos);
+  EXPECT_NE(error_of({"--cluster-name", ""}).find("--cluster-name"), std::string::npos);
+}
+
 TEST(BrokerOptions, ConfigFileAndCommandLineWins) {
   temp_file f("# test\nport = 12345\nbroker-name = from-file\nlog-level = debug\n");
   auto c = parse_broker_command_line({"--config", f.path.string(), "--log-level", "warn"});

@@ -42,6 +42,7 @@ json::object core_harness::log_in(peer_id id, const std::string& name, json::obj
   extra["sender_username"] = name;
   send(id, "log_in", std::move(extra));
   run_password_checks();
+  run_claims();
   run_store();
   auto acks = take(id, "acknowledge_log_in");
   return acks.empty() ? json::object() : acks.front();
@@ -81,6 +82,28 @@ int core_harness::run_store_once() {
   port_.jobs.clear();
   for (auto& j : queued) run_job(std::move(j));
   return static_cast<int>(queued.size());
+}
+
+int core_harness::run_claims() {
+  for (const auto& user : port_.releases) {
+    if (!registry) continue;
+    auto it = registry->find(user);
+    if (it != registry->end() && it->second == this) registry->erase(it);
+  }
+  port_.releases.clear();
+  auto asked = std::move(port_.claims);
+  port_.claims.clear();
+  for (auto& c : asked) {
+    claim_outcome outcome = claim_outcome::claimed;
+    if (registry_down) {
+      outcome = claim_outcome::unavailable;
+    } else if (registry) {
+      auto [it, fresh] = registry->try_emplace(c.user, this);
+      if (!fresh && it->second != this) outcome = claim_outcome::taken;
+    }
+    c.done(outcome, now_);
+  }
+  return static_cast<int>(asked.size());
 }
 
 int core_harness::run_password_checks() {

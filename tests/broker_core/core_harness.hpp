@@ -46,6 +46,12 @@ class recording_port : public port {
   void check_password(std::string user, std::string password, password_completion done) override {
     checks.push_back({std::move(user), std::move(password), std::move(done)});
   }
+  struct claim {
+    std::string user;
+    claim_completion done;
+  };
+  void claim_name(std::string user, claim_completion done) override { claims.push_back({std::move(user), std::move(done)}); }
+  void release_name(std::string user) override { releases.push_back(std::move(user)); }
   void deadline_moved(steady_time at) override { last_deadline = at; }
 
   std::set<peer_id> flushes;  // asked since the test last took the output
@@ -55,6 +61,8 @@ class recording_port : public port {
   std::map<peer_id, std::size_t> frame_limits;
   std::deque<job> jobs;
   std::deque<password_check> checks;
+  std::deque<claim> claims;
+  std::vector<std::string> releases;  // in order
   std::optional<steady_time> last_deadline;
 };
 
@@ -87,6 +95,14 @@ class core_harness {
   // many.
   std::map<std::string, std::string> passwords;
   int run_password_checks();
+  // The cluster's registry of names, shared by the harnesses of one test as by the brokers of
+  // a cluster (core_settings::cluster): name -> the harness whose broker holds it. Unset, every
+  // claim is answered claimed.
+  using name_registry = std::map<std::string, const core_harness*>;
+  std::shared_ptr<name_registry> registry;
+  bool registry_down = false;  // claims are answered unavailable
+  // Applies the releases, then answers the claims asked for; returns how many.
+  int run_claims();
 
   // The frames written to a peer since the last call (the peer reads everything: its outbox is
   // drained and the core told so). read = false leaves the outbox as it is: a peer that does

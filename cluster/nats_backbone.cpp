@@ -1,0 +1,320 @@
+// The backbone over NATS (cluster/backbone.hpp). cnats' key-value calls block, so they run on
+// one worker thread, in the order they were asked for; cnats' own threads (reading, reconnecting)
+// never call back into the broker.
+//
+// A name is claimed with compare-and-set: create the key, or, when it exists, update it at the
+// revision read if its holder is void (released: an empty value; or a broker whose liveness
+// entry is gone or names another epoch, that is a broker that died or restarted). Two brokers
+// racing for one name: one update wins, the other sees the winner alive.
+#include <nats/nats.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "cluster/backbone.hpp"
+
+namespace ma {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+constexpr std::chrono::milliseconds retry_pause{200};
+
+// A key-value key for a name: [A-Za-z0-9_-] as they are, any other byte as =XX (a '.' would
+// split the key's subject, and a broker name may hold anything).
+std::string key_of(std::string_view name) {
+  static constexpr char hex[] = "0123456789ABCDEF";
+  std::string key;
+  for (unsigned char c : name) {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-') {
+      key += static_cast<char>(c);
+    } else {
+      key += '=';
+      key += hex[c >> 4];
+      key += hex[c & 15];
+    }
+  }
+  return key;
+}
+
+std::string random_epoch() {
+  std::random_device rd;
+  const std::uint64_t v = (static_cast<std::uint64_t>(rd()) << 32) | rd();
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+std::string last_error() {
+  const char* e = nats_GetLastError(nullptr);
+  return e ? e : "";
+}
+
+class nats_backbone final : public backbone {
+ public:
+  explicit nats_backbone(cluster_settings s)
+      : s_(std::move(s)), epoch_(random_epoch()), self_(s_.broker_name + "/" + epoch_) {
+    worker_ = std::thread([this] { run(); });
+  }
+
+  ~nats_backbone() override {
+    {
+      std::lock_guard lock(m_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    worker_.join();
+  }
+
+  void claim(std::string user, std::function<void(claim_outcome)> done) override {
+    post([this, user = std::move(user), done = std::move(done)] {
+      releases_due_.erase(user);
+      // While no nats-server answers (one died and cnats moves to another, or a bucket elects
+      // a new leader) the claim is tried again, for a while, before the log_in hears server_busy.
+      const auto give_up = clock_type::now() + s_.claim_patience;
+      auto outcome = do_claim(user);
+      while (outcome == claim_outcome::unavailable && clock_type::now() < give_up && !pause(retry_pause)) {
+        outcome = do_claim(user);
+      }
+      done(outcome);
+    });
+  }
+
+  void release(std::string user) override {
+    post([this, user = std::move(user)] {
+      if (!do_release(user)) releases_due_.insert(user);  // again at the next refresh
+    });
+  }
+
+  int brokers_alive() const override { return alive_.load(); }
+
+ private:
+  // Sleeps d unless the backbone stops meanwhile; true if it stops.
+  bool pause(std::chrono::milliseconds d) {
+    std::unique_lock lock(m_);
+    return cv_.wait_for(lock, d, [this] { return stop_; });
+  }
+
+  void post(std::function<void()> job) {
+    {
+      std::lock_guard lock(m_);
+      jobs_.push_back(std::move(job));
+    }
+    cv_.notify_one();
+  }
+
+  void run() {
+    connect();
+    auto next_refresh = clock_type::now();
+    for (;;) {
+      std::function<void()> job;
+      {
+        std::unique_lock lock(m_);
+        cv_.wait_until(lock, next_refresh, [this] { return stop_ || !jobs_.empty(); });
+        if (stop_) break;
+        if (!jobs_.empty()) {
+          job = std::move(jobs_.front());
+          jobs_.pop_front();
+        }
+      }
+      if (job) job();
+      if (clock_type::now() >= next_refresh) {
+        refresh();
+        next_refresh = clock_type::now() + s_.refresh_interval;
+      }
+    }
+    // A graceful stop voids this broker's names at once (a killed one's when its entry expires).
+    if (brokers_) kvStore_Delete(brokers_, key_of(s_.broker_name).c_str());
+    if (names_) kvStore_Destroy(names_);
+    if (brokers_) kvStore_Destroy(brokers_);
+    if (js_) jsCtx_Destroy(js_);
+    if (nc_) {
+      natsConnection_Close(nc_);
+      natsConnection_Destroy(nc_);
+    }
+    if (opts_) natsOptions_Destroy(opts_);
+  }
+
+  // Connects in the background: cnats keeps trying every server, forever.
+  void connect() {
+    std::vector<const char*> urls;
+    for (const auto& u : s_.urls) urls.push_back(u.c_str());
+    const std::string name = "message-broker " + s_.broker_name;
+    natsStatus st = natsOptions_Create(&opts_);
+    if (st == NATS_OK) st = natsOptions_SetServers(opts_, urls.data(), static_cast<int>(urls.size()));
+    if (st == NATS_OK) st = natsOptions_SetName(opts_, name.c_str());
+    if (st == NATS_OK) st = natsOptions_SetMaxReconnect(opts_, -1);
+    if (st == NATS_OK) st = natsOptions_SetReconnectWait(opts_, 250);
+    if (st == NATS_OK) st = natsOptions_SetTimeout(opts_, s_.request_timeout.count());
+    if (st == NATS_OK) st = natsOptions_SetRetryOnFailedConnect(opts_, true, nullptr, nullptr);
+    if (st == NATS_OK) {
+      st = natsConnection_Connect(&nc_, opts_);
+      if (st == NATS_NOT_YET_CONNECTED) st = NATS_OK;
+    }
+    jsOptions jo;
+    if (st == NATS_OK) st = jsOptions_Init(&jo);
+    jo.Wait = s_.request_timeout.count();
+    if (st == NATS_OK) st = natsConnection_JetStream(&js_, nc_, &jo);
+    if (st != NATS_OK) spdlog::error("cluster '{}': NATS could not be set up: {}", s_.cluster_name, last_error());
+  }
+
+  // The buckets, bound (or made) once JetStream answers. Replicas: 3, or one per server given if
+  // fewer (a bucket can not have more replicas than the NATS cluster has servers).
+  bool ready() {
+    if (names_ && brokers_) return true;
+    if (!js_) return false;
+    const int replicas = static_cast<int>(std::min<std::size_t>(3, s_.urls.size()));
+    auto bind = [&](kvStore*& kv, const std::string& bucket, std::chrono::milliseconds ttl) {
+      if (kv) return true;
+      if (js_KeyValue(&kv, js_, bucket.c_str()) == NATS_OK) return true;
+      kvConfig cfg;
+      kvConfig_Init(&cfg);
+      cfg.Bucket = bucket.c_str();
+      cfg.History = 1;
+      cfg.Replicas = replicas;
+      cfg.TTL = std::chrono::duration_cast<std::chrono::nanoseconds>(ttl).count();
+      if (js_CreateKeyValue(&kv, js_, &cfg) == NATS_OK) return true;
+      kv = nullptr;
+      const auto now = clock_type::now();
+      if (now - last_complaint_ > std::chrono::seconds(10)) {
+        last_complaint_ = now;
+        spdlog::warn("cluster '{}': the bucket {} is not ready yet: {}", s_.cluster_name, bucket, last_error());
+      }
+      return false;
+    };
+    if (!bind(names_, s_.cluster_name + "-names", {}) || !bind(brokers_, s_.cluster_name + "-brokers", s_.liveness_ttl)) {
+      return false;
+    }
+    spdlog::info("cluster '{}': the registry is ready", s_.cluster_name);
+    refresh();
+    return true;
+  }
+
+  claim_outcome do_claim(const std::string& user) {
+    if (!ready()) return claim_outcome::unavailable;
+    const std::string key = key_of(user);
+    for (int round = 0; round < 3; ++round) {
+      std::uint64_t rev = 0;
+      if (kvStore_CreateString(&rev, names_, key.c_str(), self_.c_str()) == NATS_OK) return claim_outcome::claimed;
+      kvEntry* e = nullptr;
+      const natsStatus st = kvStore_Get(&e, names_, key.c_str());
+      if (st == NATS_NOT_FOUND) continue;  // released meanwhile: create again
+      if (st != NATS_OK) return claim_outcome::unavailable;
+      const std::string holder = kvEntry_ValueString(e);
+      rev = kvEntry_Revision(e);
+      kvEntry_Destroy(e);
+      if (holder == self_) return claim_outcome::claimed;
+      if (!holder.empty()) {
+        const auto live = alive(holder);
+        if (!live) return claim_outcome::unavailable;
+        if (*live) return claim_outcome::taken;
+      }
+      if (kvStore_UpdateString(&rev, names_, key.c_str(), self_.c_str(), rev) == NATS_OK) return claim_outcome::claimed;
+      // Another broker wrote it first: look again.
+    }
+    return claim_outcome::taken;
+  }
+
+  // True when the name is free of this broker (released, or held by someone else).
+  bool do_release(const std::string& user) {
+    if (!ready()) return false;
+    const std::string key = key_of(user);
+    kvEntry* e = nullptr;
+    const natsStatus st = kvStore_Get(&e, names_, key.c_str());
+    if (st == NATS_NOT_FOUND) return true;
+    if (st != NATS_OK) return false;
+    const bool ours = self_ == kvEntry_ValueString(e);
+    const std::uint64_t rev = kvEntry_Revision(e);
+    kvEntry_Destroy(e);
+    if (!ours) return true;
+    std::uint64_t next = 0;
+    // At the revision read: a claim by another broker in between stands.
+    return kvStore_UpdateString(&next, names_, key.c_str(), "", rev) == NATS_OK;
+  }
+
+  // Whether the broker of "<broker>/<epoch>" is alive in that epoch; nothing if unknown.
+  std::optional<bool> alive(const std::string& holder) {
+    const auto slash = holder.rfind('/');
+    if (slash == std::string::npos) return false;
+    kvEntry* e = nullptr;
+    const natsStatus st = kvStore_Get(&e, brokers_, key_of(holder.substr(0, slash)).c_str());
+    if (st == NATS_NOT_FOUND) return false;
+    if (st != NATS_OK) return std::nullopt;
+    const bool same = holder.compare(slash + 1, std::string::npos, kvEntry_ValueString(e)) == 0;
+    kvEntry_Destroy(e);
+    return same;
+  }
+
+  // This broker's liveness entry, the count of brokers alive, and the releases that failed.
+  void refresh() {
+    if (!names_ || !brokers_) {
+      ready();
+      return;
+    }
+    const std::string key = key_of(s_.broker_name);
+    kvEntry* e = nullptr;
+    if (kvStore_Get(&e, brokers_, key.c_str()) == NATS_OK) {
+      const std::string seen = kvEntry_ValueString(e);
+      kvEntry_Destroy(e);
+      if (put_once_ && seen != epoch_ && !duplicate_warned_) {
+        duplicate_warned_ = true;
+        spdlog::error("cluster '{}': another broker named '{}' is in the cluster; every broker needs a name of its "
+                      "own (--broker-name)",
+                      s_.cluster_name, s_.broker_name);
+      }
+    }
+    std::uint64_t rev = 0;
+    if (kvStore_PutString(&rev, brokers_, key.c_str(), epoch_.c_str()) == NATS_OK) {
+      put_once_ = true;
+    } else {
+      spdlog::warn("cluster '{}': this broker's liveness could not be written: {}", s_.cluster_name, last_error());
+    }
+    kvKeysList keys{};
+    if (kvStore_Keys(&keys, brokers_, nullptr) == NATS_OK) {
+      if (keys.Count != alive_.load()) {
+        spdlog::info("cluster '{}': {} broker{} alive", s_.cluster_name, keys.Count, keys.Count == 1 ? "" : "s");
+      }
+      alive_ = keys.Count;
+      kvKeysList_Destroy(&keys);
+    }
+    for (auto it = releases_due_.begin(); it != releases_due_.end();) {
+      it = do_release(*it) ? releases_due_.erase(it) : std::next(it);
+    }
+  }
+
+  cluster_settings s_;
+  std::string epoch_;
+  std::string self_;  // the value of the names this process holds: "<broker>/<epoch>"
+
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  bool stop_ = false;
+  std::thread worker_;
+
+  // The worker's alone.
+  natsOptions* opts_ = nullptr;
+  natsConnection* nc_ = nullptr;
+  jsCtx* js_ = nullptr;
+  kvStore* names_ = nullptr;
+  kvStore* brokers_ = nullptr;
+  std::set<std::string> releases_due_;
+  clock_type::time_point last_complaint_{};
+  bool put_once_ = false;
+  bool duplicate_warned_ = false;
+  std::atomic<int> alive_{0};
+};
+
+}  // namespace
+
+std::unique_ptr<backbone> make_nats_backbone(const cluster_settings& s) { return std::make_unique<nats_backbone>(s); }
+
+}  // namespace ma

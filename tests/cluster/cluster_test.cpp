@@ -1,0 +1,200 @@
+// Brokers as one cluster over real nats-servers: three nats-servers routed into one NATS
+// cluster with JetStream (each its own store, free ports on 127.0.0.1) and three real
+// message-broker binaries joined to it. Every wait is for an event, with a deadline that leaves
+// room for a loaded 2-core machine.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <array>
+#include <atomic>
+#include <latch>
+#include <memory>
+#include <thread>
+
+#include "tests/support/broker_harness.hpp"
+#include "tests/support/process.hpp"
+
+namespace ma {
+namespace {
+
+using namespace std::chrono_literals;
+using test::client;
+using clock_type = std::chrono::steady_clock;
+
+const std::string broker_binary = MA_BROKER_BINARY;
+const std::string nats_server_binary = MA_NATS_SERVER;
+
+// Three nats-servers, routed to each other, JetStream on.
+class nats_cluster {
+ public:
+  explicit nats_cluster(const test::temp_dir& dir) {
+    std::array<std::uint16_t, 3> route_ports{};
+    for (int i = 0; i < 3; ++i) {
+      client_ports_[i] = test::free_port();
+      route_ports[i] = test::free_port();
+    }
+    std::string routes;
+    for (auto p : route_ports) routes += (routes.empty() ? "" : ",") + std::string("nats://127.0.0.1:") + std::to_string(p);
+    for (int i = 0; i < 3; ++i) {
+      const std::string name = "n" + std::to_string(i + 1);
+      servers_[i] = std::make_unique<test::child_process>(
+          nats_server_binary,
+          std::vector<std::string>{"-a", "127.0.0.1", "-p", std::to_string(client_ports_[i]), "-n", name,
+                                   "--cluster_name", "ma-test", "--cluster",
+                                   "nats://127.0.0.1:" + std::to_string(route_ports[i]), "--routes", routes, "-js",
+                                   "-sd", dir.file(name)},
+          dir.file(name + ".log"));
+    }
+    for (auto& s : servers_) {
+      EXPECT_TRUE(s->wait_for_log(std::regex("(Server is ready)"), 30s)) << s->log();
+    }
+  }
+  // The --cluster-nats value: every server.
+  std::string urls() const {
+    std::string out;
+    for (auto p : client_ports_) out += (out.empty() ? "" : ",") + std::string("nats://127.0.0.1:") + std::to_string(p);
+    return out;
+  }
+  test::child_process& server(int i) { return *servers_[i]; }
+
+ private:
+  std::array<std::uint16_t, 3> client_ports_{};
+  std::array<std::unique_ptr<test::child_process>, 3> servers_;
+};
+
+// A real broker of the cluster, on its own database.
+class cluster_broker {
+ public:
+  cluster_broker(const test::temp_dir& dir, const nats_cluster& nats, const std::string& name) {
+    auto args = std::vector<std::string>{"--port", "0", "--discovery", "off", "--database", dir.file(name + ".db"),
+                                         "--broker-name", name, "--cluster-nats", nats.urls(), "--cluster-name",
+                                         "test"};
+    process_ = std::make_unique<test::child_process>(broker_binary, args, dir.file(name + ".log"));
+    auto port = test::listening_port(*process_, 30s);
+    EXPECT_TRUE(port) << process_->log();
+    port_ = port.value_or(0);
+    // Until then a log_in would get server_busy: the first JetStream buckets take a moment.
+    EXPECT_TRUE(process_->wait_for_log(std::regex("(the registry is ready)"), 60s)) << process_->log();
+  }
+  std::uint16_t port() const { return port_; }
+  test::child_process& process() { return *process_; }
+
+ private:
+  std::unique_ptr<test::child_process> process_;
+  std::uint16_t port_ = 0;
+};
+
+// The message_id of the broker's first answer to a log_in, and its error_code if an error.
+std::string log_in_answer(client& c, const std::string& name, std::chrono::milliseconds timeout = 20s) {
+  c.send("log_in", {{"sender_username", name}});
+  auto frame = c.recv(timeout);
+  if (!frame) return "nothing";
+  const std::string kind(frame->at("message_id").as_string());
+  if (kind != "error") return kind;
+  return std::string(frame->at("message_content").as_object().at("error_code").as_string());
+}
+
+class Cluster : public ::testing::Test {
+ protected:
+  test::temp_dir dir;
+  nats_cluster nats{dir};
+};
+
+// Issue 16: a name is held once in the whole cluster. Each round, three agents log in under one
+// new name at the three brokers at the same moment: exactly one wins.
+TEST_F(Cluster, ANameIsHeldOnceUnderAConcurrentLoginRaceAcrossThreeBrokers) {
+  std::array<std::unique_ptr<cluster_broker>, 3> brokers;
+  for (int i = 0; i < 3; ++i) brokers[i] = std::make_unique<cluster_broker>(dir, nats, "b" + std::to_string(i + 1));
+  for (int round = 0; round < 20; ++round) {
+    const std::string name = "racer-" + std::to_string(round);
+    std::array<std::unique_ptr<client>, 3> clients;
+    for (int i = 0; i < 3; ++i) clients[i] = std::make_unique<client>(brokers[i]->port());
+    std::array<std::string, 3> answers;
+    std::latch go(3);
+    std::vector<std::thread> racers;
+    for (int i = 0; i < 3; ++i) {
+      racers.emplace_back([&, i] {
+        go.arrive_and_wait();
+        answers[i] = log_in_answer(*clients[i], name);
+      });
+    }
+    for (auto& t : racers) t.join();
+    int won = 0, taken = 0;
+    for (const auto& a : answers) {
+      won += a == "acknowledge_log_in";
+      taken += a == "username_taken";
+    }
+    EXPECT_EQ(won, 1) << "round " << round << ": " << answers[0] << ", " << answers[1] << ", " << answers[2];
+    EXPECT_EQ(taken, 2) << "round " << round << ": " << answers[0] << ", " << answers[1] << ", " << answers[2];
+  }
+}
+
+// A name is free elsewhere once its session ends: at once after a log_out, and within 15 s of
+// its broker being killed with -9 (its liveness entry expires; nobody releases anything).
+TEST_F(Cluster, ANameIsFreeElsewhereAfterALogOutAndWithin15SecondsOfAKill) {
+  cluster_broker b1(dir, nats, "b1"), b2(dir, nats, "b2");
+  {
+    client alice(b1.port());
+    ASSERT_EQ(log_in_answer(alice, "alice"), "acknowledge_log_in");
+    client other(b2.port());
+    EXPECT_EQ(log_in_answer(other, "alice"), "username_taken");
+    alice.send("log_out");
+    alice.expect("acknowledge_log_out");
+  }
+  // The release goes to the registry after the acknowledgement: a log_in right after it may
+  // still find the name held, for a moment.
+  const auto deadline = clock_type::now() + 10s;
+  std::string answer;
+  std::unique_ptr<client> alice;
+  while (clock_type::now() < deadline) {
+    alice = std::make_unique<client>(b2.port());
+    answer = log_in_answer(*alice, "alice");
+    if (answer != "username_taken") break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(answer, "acknowledge_log_in") << "alice could not log in at b2 after logging out at b1";
+
+  // Now alice is at b2; b2 is killed with -9 and b1 takes her.
+  client other(b1.port());
+  EXPECT_EQ(log_in_answer(other, "alice"), "username_taken");
+  b2.process().signal(SIGKILL);
+  const auto killed = clock_type::now();
+  answer.clear();
+  while (clock_type::now() - killed < 25s) {
+    client again(b1.port());
+    answer = log_in_answer(again, "alice");
+    if (answer == "acknowledge_log_in") break;
+    EXPECT_EQ(answer, "username_taken");
+    std::this_thread::sleep_for(250ms);
+  }
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - killed);
+  EXPECT_EQ(answer, "acknowledge_log_in");
+  EXPECT_LE(took, 15s) << "alice logged in at b1 " << took.count() << " ms after b2 was killed";
+  std::printf("alice logged in at b1 %lld ms after b2 was killed with -9\n", static_cast<long long>(took.count()));
+}
+
+// One nats-server of three down: names are still claimed and released (the buckets keep a
+// quorum of two replicas; cnats reconnects to another server).
+TEST_F(Cluster, LogInsGoOnWithOneNatsServerOfThreeDown) {
+  cluster_broker b1(dir, nats, "b1"), b2(dir, nats, "b2");
+  nats.server(0).signal(SIGKILL);
+  const auto killed = clock_type::now();
+  const auto deadline = killed + 30s;
+  std::string answer;
+  for (int i = 0; clock_type::now() < deadline; ++i) {
+    client bob(b1.port());
+    answer = log_in_answer(bob, "bob-" + std::to_string(i));
+    if (answer == "acknowledge_log_in") {
+      client twin(b2.port());
+      EXPECT_EQ(log_in_answer(twin, "bob-" + std::to_string(i)), "username_taken");
+      break;
+    }
+    std::this_thread::sleep_for(250ms);  // server_busy while cnats moves to another server
+  }
+  EXPECT_EQ(answer, "acknowledge_log_in");
+  std::printf("a log_in went through %lld ms after a nats-server was killed\n",
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - killed).count()));
+}
+
+}  // namespace
+}  // namespace ma
