@@ -451,6 +451,7 @@ broker::~broker() {
   impl_->core_timer.cancel();
   impl_->housekeeping_timer.cancel();
   for (auto& [id, s] : impl_->sessions) s->close_socket();
+  impl_->cluster.reset();  // a broker stopping frees its names in the cluster at once
 }
 
 std::vector<std::string> broker::reload(const broker_options& fresh) {
@@ -581,6 +582,10 @@ broker_status broker::status() const {
   st.connections = impl_->sessions.size();
   st.online = impl_->core_.online_count();
   st.in_flight = impl_->core_.in_flight_count();
+  if (impl_->cluster) {
+    st.cluster = impl_->o.cluster_name;
+    st.brokers_alive = impl_->cluster->brokers_alive();
+  }
   return st;
 }
 

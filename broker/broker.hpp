@@ -22,6 +22,8 @@ struct broker_status {
   std::size_t connections = 0;
   std::size_t online = 0;
   std::size_t in_flight = 0;  // sent, not yet acknowledged
+  std::string cluster;        // --cluster-name, when in a cluster
+  int brokers_alive = 0;      // in the cluster, at the last look (this one included)
 };
 
 class broker {

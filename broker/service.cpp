@@ -93,6 +93,9 @@ struct service_notifier::impl : std::enable_shared_from_this<service_notifier::i
     const auto s = b.status();
     std::string status = "STATUS=" + std::to_string(s.online) + " agents online, " + std::to_string(s.in_flight) +
                          " messages in flight, " + std::to_string(pending) + " pending dead letters";
+    if (!s.cluster.empty()) {
+      status += ", cluster '" + s.cluster + "' with " + std::to_string(s.brokers_alive) + " brokers alive";
+    }
     if (!st.file_present()) {
       status = "STATUS=the database file " + st.path() + " was deleted: not accepting messages until it is restored";
     }

@@ -141,6 +141,7 @@ class nats_backbone final : public backbone {
       natsConnection_Destroy(nc_);
     }
     if (opts_) natsOptions_Destroy(opts_);
+    nats_Close();  // cnats' own threads and memory (one backbone per process)
   }
 
   // Connects in the background: cnats keeps trying every server, forever.

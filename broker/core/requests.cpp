@@ -241,9 +241,11 @@ void broker_core::name_claimed(peer_id id, const std::string& user, claim_outcom
   }
   spdlog::warn("session {}: log_in as '{}' refused: the cluster's registry did not answer", id, user);
   log_in_failed(*p, {errc::server_busy,
-                     "The broker could not reach the cluster to hold your name; log in again in a moment.",
+                     "The broker could not reach the cluster to hold your name; the connection is closed: log in "
+                     "again in a moment.",
                      request_id,
                      {}});
+  begin_close(*p);  // as every server_busy
 }
 
 // A log_in that got as far as holding its name fails: the name is free again and the peer may
