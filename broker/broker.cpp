@@ -217,9 +217,9 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
     passwords->check(std::move(user), std::move(password), std::move(back));
   }
   // The cluster's answer comes like a store job's completion: moved to the broker's thread.
-  void claim_name(std::string user, claim_completion done) override {
+  void claim_name(std::string user, bool take_over, claim_completion done) override {
     std::weak_ptr<impl> weak = weak_from_this();
-    cluster->claim(std::move(user), [weak, ioc = &io, done = std::move(done)](claim_outcome outcome) mutable {
+    cluster->claim(std::move(user), take_over, [weak, ioc = &io, done = std::move(done)](claim_outcome outcome) mutable {
       asio::post(*ioc, [weak, outcome, done = std::move(done)] {
         if (auto self = weak.lock()) done(outcome, moment_now());
       });
@@ -317,6 +317,15 @@ void broker::impl::start() {
   if (o.tls_port) tls_context = make_tls_context(o);
   if (o.cluster) {
     cluster = make_nats_backbone({cluster_urls(o.cluster_nats), o.cluster_name, o.broker_name});
+    std::weak_ptr<impl> weak = weak_from_this();
+    cluster->on_takeover([weak, ioc = &io](std::string user, std::function<void()> done) {
+      asio::post(*ioc, [weak, user = std::move(user), done = std::move(done)] {
+        auto self = weak.lock();
+        if (!self) return;
+        self->core_.taken_over_elsewhere(user, moment_now());
+        done();  // after the release it asked for, in the backbone's order
+      });
+    });
     spdlog::info("cluster '{}': joining through NATS at {} as broker '{}'", o.cluster_name, o.cluster_nats,
                  o.broker_name);
   }

@@ -22,12 +22,21 @@ enum class claim_outcome {
 // made; the broker moves them to its own thread.
 class backbone {
  public:
+  // Another broker takes over a name held here (a log_in there proved it is the user's): the
+  // broker ends the name's session and asks for its release, then calls done.
+  using takeover_handler = std::function<void(std::string user, std::function<void()> done)>;
+
   virtual ~backbone() = default;
-  virtual void claim(std::string user, std::function<void(claim_outcome)> done) = 0;
+  // With take_over (a log_in that proved its identity: a right password or a certificate), a
+  // name held at another live broker is taken from it: that broker ends its session (it hears
+  // session_taken_over) and releases the name, and the claim is made again.
+  virtual void claim(std::string user, bool take_over, std::function<void(claim_outcome)> done) = 0;
   // The name's session here ended: it is free for any broker (only if this broker still holds it).
   virtual void release(std::string user) = 0;
   // Brokers whose liveness was seen at the last look (this one included); 0 before the first.
   virtual int brokers_alive() const = 0;
+  // Set once, before the first claim; called on a backbone thread.
+  virtual void on_takeover(takeover_handler h) = 0;
 };
 
 struct cluster_settings {
@@ -46,7 +55,8 @@ struct cluster_settings {
 
 // The backbone over a NATS cluster, through cnats: JetStream key-value buckets hold the names
 // (<cluster>-names: user -> "<broker>/<epoch>") and the brokers alive (<cluster>-brokers:
-// broker -> epoch, entries expire after liveness_ttl). Connects in the background and keeps
+// broker -> epoch, entries expire after liveness_ttl); a takeover is a request on the holding
+// broker's control subject (<cluster>.control.<broker>). Connects in the background and keeps
 // reconnecting; claims made while no nats-server answers get `unavailable`.
 std::unique_ptr<backbone> make_nats_backbone(const cluster_settings& s);
 

@@ -74,15 +74,15 @@ class nats_backbone final : public backbone {
     worker_.join();
   }
 
-  void claim(std::string user, std::function<void(claim_outcome)> done) override {
-    post([this, user = std::move(user), done = std::move(done)] {
+  void claim(std::string user, bool take_over, std::function<void(claim_outcome)> done) override {
+    post([this, user = std::move(user), take_over, done = std::move(done)] {
       releases_due_.erase(user);
       // While no nats-server answers (one died and cnats moves to another, or a bucket elects
       // a new leader) the claim is tried again, for a while, before the log_in hears server_busy.
       const auto give_up = clock_type::now() + s_.claim_patience;
-      auto outcome = do_claim(user);
+      auto outcome = do_claim(user, take_over);
       while (outcome == claim_outcome::unavailable && clock_type::now() < give_up && !pause(retry_pause)) {
-        outcome = do_claim(user);
+        outcome = do_claim(user, take_over);
       }
       done(outcome);
     });
@@ -95,6 +95,8 @@ class nats_backbone final : public backbone {
   }
 
   int brokers_alive() const override { return alive_.load(); }
+
+  void on_takeover(takeover_handler h) override { takeover_ = std::move(h); }
 
  private:
   // Sleeps d unless the backbone stops meanwhile; true if it stops.
@@ -132,6 +134,10 @@ class nats_backbone final : public backbone {
       }
     }
     // A graceful stop voids this broker's names at once (a killed one's when its entry expires).
+    if (control_) {
+      natsSubscription_Unsubscribe(control_);
+      natsSubscription_Destroy(control_);
+    }
     if (brokers_) kvStore_Delete(brokers_, key_of(s_.broker_name).c_str());
     if (names_) kvStore_Destroy(names_);
     if (brokers_) kvStore_Destroy(brokers_);
@@ -194,15 +200,23 @@ class nats_backbone final : public backbone {
     if (!bind(names_, s_.cluster_name + "-names", {}) || !bind(brokers_, s_.cluster_name + "-brokers", s_.liveness_ttl)) {
       return false;
     }
+    if (!control_) {
+      const std::string subject = control_subject(s_.broker_name);
+      if (natsConnection_Subscribe(&control_, nc_, subject.c_str(), &nats_backbone::on_control, this) != NATS_OK) {
+        control_ = nullptr;
+        return false;
+      }
+    }
     spdlog::info("cluster '{}': the registry is ready", s_.cluster_name);
     refresh();
     return true;
   }
 
-  claim_outcome do_claim(const std::string& user) {
+  claim_outcome do_claim(const std::string& user, bool take_over) {
     if (!ready()) return claim_outcome::unavailable;
     const std::string key = key_of(user);
-    for (int round = 0; round < 3; ++round) {
+    bool asked_holder = false;
+    for (int round = 0; round < 4; ++round) {
       std::uint64_t rev = 0;
       if (kvStore_CreateString(&rev, names_, key.c_str(), self_.c_str()) == NATS_OK) return claim_outcome::claimed;
       kvEntry* e = nullptr;
@@ -216,7 +230,18 @@ class nats_backbone final : public backbone {
       if (!holder.empty()) {
         const auto live = alive(holder);
         if (!live) return claim_outcome::unavailable;
-        if (*live) return claim_outcome::taken;
+        if (*live) {
+          if (!take_over || asked_holder) return claim_outcome::taken;
+          // The holder ends the session and releases the name before it answers.
+          asked_holder = true;
+          natsMsg* reply = nullptr;
+          const std::string subject = control_subject(holder.substr(0, holder.rfind('/')));
+          const natsStatus st = natsConnection_Request(&reply, nc_, subject.c_str(), user.data(),
+                                                       static_cast<int>(user.size()), s_.request_timeout.count());
+          if (reply) natsMsg_Destroy(reply);
+          if (st != NATS_OK) return claim_outcome::unavailable;
+          continue;
+        }
       }
       if (kvStore_UpdateString(&rev, names_, key.c_str(), self_.c_str(), rev) == NATS_OK) return claim_outcome::claimed;
       // Another broker wrote it first: look again.
@@ -239,6 +264,23 @@ class nats_backbone final : public backbone {
     std::uint64_t next = 0;
     // At the revision read: a claim by another broker in between stands.
     return kvStore_UpdateString(&next, names_, key.c_str(), "", rev) == NATS_OK;
+  }
+
+  std::string control_subject(const std::string& broker) const {
+    return s_.cluster_name + ".control." + key_of(broker);
+  }
+
+  // Another broker's takeover request (on a cnats thread): the broker ends the session and asks
+  // for the release; the answer goes out after that release, in this worker's order.
+  static void on_control(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+    auto* self = static_cast<nats_backbone*>(closure);
+    std::string user(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+    std::string reply = natsMsg_GetReply(msg) ? natsMsg_GetReply(msg) : "";
+    natsMsg_Destroy(msg);
+    if (!self->takeover_ || reply.empty()) return;
+    self->takeover_(std::move(user), [self, reply = std::move(reply)] {
+      self->post([self, reply] { natsConnection_PublishString(self->nc_, reply.c_str(), "released"); });
+    });
   }
 
   // Whether the broker of "<broker>/<epoch>" is alive in that epoch; nothing if unknown.
@@ -307,6 +349,8 @@ class nats_backbone final : public backbone {
   jsCtx* js_ = nullptr;
   kvStore* names_ = nullptr;
   kvStore* brokers_ = nullptr;
+  natsSubscription* control_ = nullptr;
+  takeover_handler takeover_;
   std::set<std::string> releases_due_;
   clock_type::time_point last_complaint_{};
   bool put_once_ = false;

@@ -107,6 +107,8 @@ class broker_core {
   // A TLS peer finished its handshake; name is its client certificate's common name when that
   // names the user (else empty).
   void tls_established(peer_id id, const std::string& name, const moment& now);
+  // In a cluster: another broker took user's name over; its session here ends.
+  void taken_over_elsewhere(const std::string& user, const moment& now);
   // The peer shut down its sending side (a half-close, like `nc -N`): the answers still due go
   // out, then the connection closes.
   void finished_sending(peer_id id, const moment& now);

@@ -52,8 +52,10 @@ class port {
   // design); then done on the core's thread with the verdict (never from inside this call).
   virtual void check_password(std::string user, std::string password, password_completion done) = 0;
   // Only in a cluster (core_settings::cluster): hold user's name for this broker in the whole
-  // cluster; then done on the core's thread (never from inside this call).
-  virtual void claim_name(std::string user, claim_completion done) = 0;
+  // cluster; then done on the core's thread (never from inside this call). With take_over (the
+  // log_in proved its identity), a name held at another broker is taken from it
+  // (broker_core::taken_over_elsewhere there).
+  virtual void claim_name(std::string user, bool take_over, claim_completion done) = 0;
   // A name claimed here is free again (its session ended, or its log_in failed after the claim).
   virtual void release_name(std::string user) = 0;
   // broker_core::next_deadline() is earlier than it was: tick the core by then.

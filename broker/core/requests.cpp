@@ -212,7 +212,7 @@ void broker_core::accept_log_in(peer& p, request& r, bool authenticated, const m
   ++p.replies_due;
 
   if (!s_.cluster || p.send_only) return count_letters(p, std::move(r.request_id));
-  port_.claim_name(p.username, [this, id = p.id, user = p.username, request_id = std::move(r.request_id)](
+  port_.claim_name(p.username, authenticated, [this, id = p.id, user = p.username, request_id = std::move(r.request_id)](
                                    claim_outcome outcome, const moment& at) mutable {
     observe(at.steady);
     name_claimed(id, user, outcome, std::move(request_id));
@@ -246,6 +246,24 @@ void broker_core::name_claimed(peer_id id, const std::string& user, claim_outcom
                      request_id,
                      {}});
   begin_close(*p);  // as every server_busy
+}
+
+// Another broker of the cluster took the name over (a log_in there with its password or
+// certificate): the session here ends as a takeover on this broker would end it, and the name is
+// released (forget_name) before the other broker hears back.
+void broker_core::taken_over_elsewhere(const std::string& user, const moment& now) {
+  peer* old = find_online(user);
+  if (!old) return;
+  spdlog::info("session {}: '{}' taken over at another broker of the cluster", old->id, user);
+  send_error(*old, errc::session_taken_over,
+             "Another connection logged in as '" + user +
+                 "' at another broker of the cluster with its password; this one is closed, and what it had not "
+                 "acknowledged waits for the user in the Dead Letter Channel.");
+  forget_name(*old);
+  presence_changed(user, false, now);
+  fail_deliveries(*old, dead_letter_reason::recipient_disconnected, now);
+  begin_close(*old);
+  deadline_may_have_moved();
 }
 
 // A log_in that got as far as holding its name fails: the name is free again and the peer may

@@ -54,6 +54,31 @@ TEST(ClusterNames, ANameHeldAtOneBrokerIsTakenAtTheOtherUntilItsSessionEnds) {
   EXPECT_EQ(c.registry->at("alice"), &c.b);
 }
 
+// With a password file, a right password at one broker takes the name from the session at the
+// other, as it would on one broker: that session hears session_taken_over and closes.
+TEST(ClusterNames, ARightPasswordTakesTheNameOverFromTheOtherBroker) {
+  core_settings s = clustered();
+  s.password_file = "passwords";
+  auto registry = std::make_shared<core_harness::name_registry>();
+  core_harness a{s}, b{s};
+  for (core_harness* h : {&a, &b}) {
+    h->registry = registry;
+    h->passwords = {{"alice", "a-secret"}};
+  }
+  const peer_id alice_a = a.online("alice", {{"password", "a-secret"}});
+  const peer_id wrong = b.connect();
+  EXPECT_TRUE(b.log_in(wrong, "alice", {{"password", "guess"}}).empty());
+  EXPECT_EQ(error_code(b, wrong), "auth_failed");
+  EXPECT_EQ(registry->at("alice"), &a) << "a wrong password takes nothing";
+
+  const peer_id alice_b = b.connect();
+  EXPECT_FALSE(b.log_in(alice_b, "alice", {{"password", "a-secret"}}).empty());
+  EXPECT_EQ(registry->at("alice"), &b);
+  EXPECT_EQ(error_code(a, alice_a), "session_taken_over");
+  EXPECT_TRUE(a.port().closing.count(alice_a));
+  EXPECT_EQ(a.port().releases, std::vector<std::string>{}) << "released, and the release applied";
+}
+
 TEST(ClusterNames, TheAcknowledgementWaitsForTheClaimAndTheConnectionIsReadNoFurther) {
   core_harness h{clustered()};
   const peer_id id = h.connect();

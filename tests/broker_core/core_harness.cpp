@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <stdexcept>
+#include <tuple>
 
 namespace ma::test {
 
@@ -99,6 +100,13 @@ int core_harness::run_claims() {
       outcome = claim_outcome::unavailable;
     } else if (registry) {
       auto [it, fresh] = registry->try_emplace(c.user, this);
+      if (!fresh && it->second != this && c.take_over) {
+        // As the real backbone: the holder ends its session and releases, then the claim again.
+        core_harness* holder = it->second;
+        holder->core().taken_over_elsewhere(c.user, holder->now());
+        holder->run_claims();
+        std::tie(it, fresh) = registry->try_emplace(c.user, this);
+      }
       if (!fresh && it->second != this) outcome = claim_outcome::taken;
     }
     c.done(outcome, now_);

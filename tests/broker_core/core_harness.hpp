@@ -48,9 +48,12 @@ class recording_port : public port {
   }
   struct claim {
     std::string user;
+    bool take_over;
     claim_completion done;
   };
-  void claim_name(std::string user, claim_completion done) override { claims.push_back({std::move(user), std::move(done)}); }
+  void claim_name(std::string user, bool take_over, claim_completion done) override {
+    claims.push_back({std::move(user), take_over, std::move(done)});
+  }
   void release_name(std::string user) override { releases.push_back(std::move(user)); }
   void deadline_moved(steady_time at) override { last_deadline = at; }
 
@@ -98,7 +101,7 @@ class core_harness {
   // The cluster's registry of names, shared by the harnesses of one test as by the brokers of
   // a cluster (core_settings::cluster): name -> the harness whose broker holds it. Unset, every
   // claim is answered claimed.
-  using name_registry = std::map<std::string, const core_harness*>;
+  using name_registry = std::map<std::string, core_harness*>;
   std::shared_ptr<name_registry> registry;
   bool registry_down = false;  // claims are answered unavailable
   // Applies the releases, then answers the claims asked for; returns how many.

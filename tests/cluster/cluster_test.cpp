@@ -65,10 +65,12 @@ class nats_cluster {
 // A real broker of the cluster, on its own database.
 class cluster_broker {
  public:
-  cluster_broker(const test::temp_dir& dir, const nats_cluster& nats, const std::string& name) {
+  cluster_broker(const test::temp_dir& dir, const nats_cluster& nats, const std::string& name,
+                 const std::vector<std::string>& more = {}) {
     auto args = std::vector<std::string>{"--port", "0", "--discovery", "off", "--database", dir.file(name + ".db"),
                                          "--broker-name", name, "--cluster-nats", nats.urls(), "--cluster-name",
                                          "test"};
+    args.insert(args.end(), more.begin(), more.end());
     process_ = std::make_unique<test::child_process>(broker_binary, args, dir.file(name + ".log"));
     auto port = test::listening_port(*process_, 30s);
     EXPECT_TRUE(port) << process_->log();
@@ -187,6 +189,37 @@ TEST_F(Cluster, AStoppedBrokersNamesAreFreeAtOnce) {
     client again(b2.port());
     EXPECT_EQ(log_in_answer(again, name), "acknowledge_log_in") << name << " is still held by the stopped broker";
   }
+}
+
+// With a password file (the same on every broker), a right password at one broker takes the
+// name from the session at another, as on one broker; a wrong one takes nothing.
+TEST_F(Cluster, ARightPasswordTakesANameOverFromAnotherBroker) {
+  const std::string passwords = dir.file("passwords");
+  const std::vector<std::string> cheap = {"--password-hash-ops", "1", "--password-hash-mem-kib", "8"};
+  std::vector<std::string> passwd = {"passwd", "--password-file", passwords};
+  passwd.insert(passwd.end(), cheap.begin(), cheap.end());
+  passwd.push_back("alice");
+  auto [status, out] = test::run_command(broker_binary, passwd, std::string("a-secret\n"));
+  ASSERT_EQ(status, 0) << out;
+  std::vector<std::string> with_passwords = {"--password-file", passwords};
+  with_passwords.insert(with_passwords.end(), cheap.begin(), cheap.end());
+  cluster_broker b1(dir, nats, "b1", with_passwords), b2(dir, nats, "b2", with_passwords);
+
+  client first(b1.port());
+  first.send("log_in", {{"sender_username", "alice"}, {"password", "a-secret"}});
+  first.expect("acknowledge_log_in", 20s);
+  client wrong(b2.port());
+  wrong.send("log_in", {{"sender_username", "alice"}, {"password", "guess"}});
+  wrong.expect_error("auth_failed", 20s);
+  EXPECT_TRUE(first.quiet_of("error", 500ms)) << "a wrong password took the name";
+
+  client second(b2.port());
+  second.send("log_in", {{"sender_username", "alice"}, {"password", "a-secret"}});
+  second.expect("acknowledge_log_in", 20s);
+  first.expect_error("session_taken_over", 20s);
+  EXPECT_TRUE(first.closed_within(20s));
+  client third(b1.port());
+  EXPECT_EQ(log_in_answer(third, "alice"), "auth_failed") << "no password: refused before the cluster is asked";
 }
 
 // One nats-server of three down: names are still claimed and released (the buckets keep a
