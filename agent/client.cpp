@@ -156,6 +156,10 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   bool closed = false;
   std::exception_ptr ended;  // the broker's error that ended the client (end_for_good)
   bool ever_logged_in = false;
+  // The broker connected to (or tried next): 0 is settings::host:port, the rest the fallbacks.
+  std::size_t current = 0;
+  const std::string& host() const { return current == 0 ? s.host : s.fallback_brokers[current - 1].first; }
+  std::uint16_t port() const { return current == 0 ? s.port : s.fallback_brokers[current - 1].second; }
   login_info info;
   std::uint64_t reconnect_count = 0;
   std::uint64_t next_id = 0;
@@ -175,7 +179,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   std::deque<std::string> delivered_order;
 
   mailbox<message> inbox;
-  mailbox<presence_event> presence_box{.cap = 10'000};
+  mailbox<presence_event> presence_box{.items = {}, .waiters = {}, .cap = 10'000};
 
   std::unordered_set<std::string> surfaced;  // sender + '\n' + uuid of messages handed out
   std::deque<std::string> surfaced_order;
@@ -210,10 +214,10 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
       tls_context = std::move(ctx);
     }
     tls = std::make_unique<ssl::stream<tcp::socket&>>(*sock, *tls_context);
-    tls->set_verify_callback(ssl::host_name_verification(s.host));
+    tls->set_verify_callback(ssl::host_name_verification(host()));
     boost::system::error_code not_ip;
-    asio::ip::make_address(s.host, not_ip);
-    if (not_ip) SSL_set_tlsext_host_name(tls->native_handle(), s.host.c_str());  // SNI names hosts, not addresses
+    asio::ip::make_address(host(), not_ip);
+    if (not_ip) SSL_set_tlsext_host_name(tls->native_handle(), host().c_str());  // SNI names hosts, not addresses
     co_await tls->async_handshake(ssl::stream_base::client, asio::use_awaitable);
   }
 
@@ -223,30 +227,42 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
     for (;;) {
       if (closed) co_return;
       bool connected = false;
-      try {
-        tcp::resolver resolver(ex);
-        auto endpoints = co_await resolver.async_resolve(s.host, std::to_string(s.port), asio::use_awaitable);
-        sock.emplace(ex);
-        co_await asio::async_connect(*sock, endpoints, asio::use_awaitable);
-        sock->set_option(tcp::no_delay(true));
-        if (s.tls) co_await shake_hands();
-        connected = true;
-      } catch (const boost::system::system_error& e) {
-        tls.reset();
-        sock.reset();
-        if (!ever_logged_in) {
-          const bool tls_failed = s.tls && e.code().category() == asio::error::get_ssl_category();
-          if (connect_waiter) {
-            connect_waiter->complete(
-                std::make_exception_ptr(connection_error(
-                    tls_failed ? "The TLS handshake with the broker at " + s.host + ":" + std::to_string(s.port) +
-                                     " failed (" + e.code().message() + "): check --tls-ca, the port (its TLS one) "
-                                     "and the name the broker's certificate carries."
-                               : "Cannot connect to the broker at " + s.host + ":" + std::to_string(s.port) + " (" +
-                                     e.code().message() + "): is it running? Check --broker.")),
-                {});
+      // Every broker once, from the current one on; the first that answers is the current one.
+      const std::size_t brokers = 1 + s.fallback_brokers.size();
+      for (std::size_t tried = 0; tried < brokers && !connected; ++tried) {
+        try {
+          tcp::resolver resolver(ex);
+          auto endpoints = co_await resolver.async_resolve(host(), std::to_string(port()), asio::use_awaitable);
+          sock.emplace(ex);
+          co_await asio::async_connect(*sock, endpoints, asio::use_awaitable);
+          sock->set_option(tcp::no_delay(true));
+          if (s.tls) co_await shake_hands();
+          connected = true;
+        } catch (const boost::system::system_error& e) {
+          tls.reset();
+          sock.reset();
+          if (tried + 1 < brokers) {
+            current = (current + 1) % brokers;
+            continue;
           }
-          co_return;
+          if (!ever_logged_in) {
+            const bool tls_failed = s.tls && e.code().category() == asio::error::get_ssl_category();
+            const std::string where = host() + ":" + std::to_string(port()) +
+                                      (brokers > 1 ? " (nor at the " + std::to_string(brokers - 1) +
+                                                     (brokers == 2 ? " other broker given)" : " other brokers given)")
+                                               : "");
+            if (connect_waiter) {
+              connect_waiter->complete(
+                  std::make_exception_ptr(connection_error(
+                      tls_failed ? "The TLS handshake with the broker at " + where + " failed (" +
+                                       e.code().message() + "): check --tls-ca, the port (its TLS one) "
+                                       "and the name the broker's certificate carries."
+                                 : "Cannot connect to the broker at " + where + " (" + e.code().message() +
+                                       "): is it running? Check --broker.")),
+                  {});
+            }
+            co_return;
+          }
         }
       }
       if (connected) {
@@ -275,6 +291,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
           w->complete(std::make_exception_ptr(connection_error("The connection to the broker dropped.")), {});
         }
         if (was_logged_in) backoff = s.backoff_min;
+        current = (current + 1) % brokers;  // its broker may be gone: another one first
       }
       if (closed) co_return;
       if (!s.reconnect || !ever_logged_in) {
@@ -285,7 +302,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
         closed = true;
         co_return;
       }
-      spdlog::info("connection to {}:{} lost; reconnecting in {} ms", s.host, s.port, backoff.count());
+      spdlog::info("connection lost; reconnecting to {}:{} in {} ms", host(), port(), backoff.count());
       asio::steady_timer pause(ex, backoff);
       co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
       backoff = std::min(backoff * 2, s.backoff_max);
@@ -695,7 +712,7 @@ asio::awaitable<login_info> client::connect() {
     self->connect_waiter = w;
     // No answer to log_in: the client gives up (and does not reconnect).
     std::weak_ptr<impl> weak = self;
-    self->arm_request_timeout(w, "The broker at " + self->s.host + ":" + std::to_string(self->s.port) +
+    self->arm_request_timeout(w, "The broker at " + self->host() + ":" + std::to_string(self->port()) +
                                      " did not answer log_in", [weak] {
       auto me = weak.lock();
       if (!me) return;

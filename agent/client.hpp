@@ -120,6 +120,10 @@ class client {
     // client (every waiting call fails with that broker_error), so that two agents with the
     // same name do not take it from each other in a loop.
     bool reconnect = true;
+    // Other brokers of the same cluster (docs/cluster.md), tried in turn after host:port: a
+    // first connect that fails goes on to the next, and a connection that drops reconnects to
+    // the next one first (its broker may have died), logs in there and resends as above.
+    std::vector<std::pair<std::string, std::uint16_t>> fallback_brokers;
     std::chrono::milliseconds backoff_min{100};
     std::chrono::milliseconds backoff_max{5000};
     std::optional<std::uint64_t> heartbeat_interval_ms;  // ask for a longer interval

@@ -98,16 +98,32 @@ asio::awaitable<std::vector<discovered_broker>> find_brokers(const global_option
   co_return found;
 }
 
-asio::awaitable<std::pair<std::string, std::uint16_t>> broker_address(const global_options& g) {
-  if (!g.broker.empty()) co_return split_host_port(g.broker);
-  auto found = co_await find_brokers(g);  // throws when none answered
-  if (g.tls) {
-    for (auto& b : found) {
-      if (!b.tls_address.empty()) co_return split_host_port(b.tls_address);
+// The brokers to use, the first one first: --broker's (comma-separated: the brokers of a
+// cluster, tried in turn), or every one that answered discovery, in the order they answered.
+asio::awaitable<std::vector<std::pair<std::string, std::uint16_t>>> broker_addresses(const global_options& g) {
+  std::vector<std::pair<std::string, std::uint16_t>> out;
+  if (!g.broker.empty()) {
+    std::size_t start = 0;
+    while (start <= g.broker.size()) {
+      const std::size_t comma = std::min(g.broker.find(',', start), g.broker.size());
+      if (comma > start) out.push_back(split_host_port(g.broker.substr(start, comma - start)));
+      start = comma + 1;
     }
+    if (out.empty()) throw exit_with{usage, "--broker must be HOST:PORT, e.g. 127.0.0.1:10000; got '" + g.broker + "'."};
+    co_return out;
+  }
+  auto found = co_await find_brokers(g);  // throws when none answered
+  for (auto& b : found) {
+    if (!g.tls) {
+      out.push_back(split_host_port(b.address));
+    } else if (!b.tls_address.empty()) {
+      out.push_back(split_host_port(b.tls_address));
+    }
+  }
+  if (out.empty()) {
     throw exit_with{no_broker, "No broker that answered has a TLS listener: start one with --tls-port, or drop --tls."};
   }
-  co_return split_host_port(found.front().address);
+  co_return out;
 }
 
 void require_user(const global_options& g) {
@@ -126,10 +142,11 @@ struct receiving {
 
 asio::awaitable<std::unique_ptr<client>> connect_client(const global_options& g, receiving how) {
   require_user(g);
-  auto [host, port] = co_await broker_address(g);
+  auto brokers = co_await broker_addresses(g);
   client::settings s;
-  s.host = host;
-  s.port = port;
+  s.host = brokers.front().first;
+  s.port = brokers.front().second;
+  s.fallback_brokers.assign(brokers.begin() + 1, brokers.end());
   s.username = g.user;
   s.password = g.password;
   s.tls = g.tls || !g.tls_ca.empty() || !g.tls_cert.empty();
@@ -233,7 +250,9 @@ int main(int argc, char** argv) {
   global_options g;
   std::string config_file;
   app.add_option("--config", config_file, "Read options from FILE ('name = value' lines; the command line wins)");
-  app.add_option("--broker", g.broker, "HOST:PORT of the broker (skips discovery)");
+  app.add_option("--broker", g.broker,
+                 "HOST:PORT of the broker (skips discovery); several, comma-separated: the brokers of a cluster, "
+                 "tried in turn when one is down");
   app.add_option("--discovery-group", g.discovery.group, "Multicast group (or unicast address) to ask")->capture_default_str();
   app.add_option("--discovery-port", g.discovery.port, "UDP port to ask")->capture_default_str();
   app.add_option("--discovery-interface", g.discovery.interface, "Interface address the query leaves by")

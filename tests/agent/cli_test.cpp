@@ -113,6 +113,19 @@ TEST_F(AgentCli, DiscoverOnLoopbackAndSendWithoutBroker) {
   EXPECT_EQ(s2, 0) << out2;
 }
 
+// --broker takes the brokers of a cluster, comma-separated: one that is down is passed over.
+TEST_F(AgentCli, SeveralBrokersAreTriedInTurn) {
+  auto [status, out] = test::run_command(
+      agent_binary, {"--broker", "127.0.0.1:1," + address, "--user", "alice", "send", "bob", "hello", "--uuid", "many-1"});
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_EQ(out, "many-1 dead_lettered\n");
+  auto [bad, why] = test::run_command(agent_binary, {"--broker", ",", "--user", "alice", "users"});
+  EXPECT_EQ(bad, 1) << why;
+  auto [none, said] = test::run_command(agent_binary, {"--broker", "127.0.0.1:1,127.0.0.1:2", "--user", "a", "users"});
+  EXPECT_EQ(none, 2) << said;
+  EXPECT_NE(said.find("nor at the 1 other broker given"), std::string::npos) << said;
+}
+
 TEST_F(AgentCli, ExitCodes) {
   // 1: bad usage, refused before anything is sent.
   auto [s1, out1] = agent({"--user", "bad name", "send", "bob", "x"});

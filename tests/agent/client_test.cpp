@@ -273,6 +273,46 @@ TEST_F(AgentLibrary, ReconnectAfterABrokerRestartMidStreamLosesNothingAndDuplica
   for (int i = 0; i < n; ++i) EXPECT_EQ(received.count("n" + std::to_string(i)), 1u) << i;
 }
 
+// Issue 16 (agents fail over): a client given other brokers moves to the next when its broker
+// dies, logs in there and sends on; a first connect to a broker that is down goes on to the next.
+TEST_F(AgentLibrary, AClientGivenOtherBrokersMovesToTheNextWhenItsBrokerDies) {
+  test::temp_dir dir2;
+  broker_options o2 = test::test_options(dir2);
+  std::optional<test::running_broker> b1(std::in_place, o);
+  test::running_broker b2(o2);
+  const std::uint16_t down = free_port();  // nothing listens there
+  std::vector<std::string> received;
+  std::uint64_t reconnects = 0;
+  test::run_coroutine(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto s = for_user(b1->port(), "alice");
+        s.fallback_brokers = {{"127.0.0.1", down}, {"127.0.0.1", b2.port()}};
+        client alice(io.get_executor(), s);
+        client bob(io.get_executor(), for_user(b2.port(), "bob"));
+        co_await alice.connect();
+        co_await bob.connect();
+        asio::co_spawn(io, bob.consume([&](const agent::message& m) { received.push_back(*m.text); }), asio::detached);
+        b1.reset();  // alice's broker goes
+        co_await alice.send("bob", text("after"));
+        const auto deadline = std::chrono::steady_clock::now() + 30s;
+        while (received.empty() && std::chrono::steady_clock::now() < deadline) co_await sleep_for(10ms);
+        reconnects = alice.reconnects();
+        co_await alice.close();
+        co_await bob.close();
+
+        auto first = for_user(down, "carol");
+        first.fallback_brokers = {{"127.0.0.1", b2.port()}};
+        client carol(io.get_executor(), first);
+        auto info = co_await carol.connect();
+        EXPECT_EQ(info.broker_name, "test-broker") << "carol's first connect went on to b2";
+        co_await carol.close();
+      }(),
+      60s);
+  EXPECT_GE(reconnects, 1u);
+  EXPECT_EQ(received, std::vector<std::string>{"after"});
+}
+
 // Issue item 11: a send of text that is not UTF-8 never returned; now it fails at once, and
 // nothing reaches the broker.
 TEST_F(AgentLibrary, TextThatIsNotUtf8FailsTheCallAtOnce) {
