@@ -292,9 +292,9 @@ void broker_core::finish_accept(dedupe_table::entry& e, accepted_message& m, ste
   e.more_waiters.shrink_to_fit();
   m.awaiting_commit = false;
   for (auto& [receiver, at] : m.early_receipts) {
-    notify_sender(m, [&](std::string& b) { append_delivered_frame(b, uuid, receiver, at); });
+    notify_sender(m, [&](std::string& b) { append_delivered_frame(b, uuid, receiver, std::string_view(at.data(), at.size())); });
   }
-  std::vector<std::pair<std::string, std::string>>().swap(m.early_receipts);
+  std::vector<std::pair<std::string, iso8601_text>>().swap(m.early_receipts);
   for (auto& [receiver, reason] : m.early_dead_letters) {
     notify_sender(m, [&](std::string& b) { append_dead_lettered_frame(b, uuid, receiver, to_string(reason)); });
   }

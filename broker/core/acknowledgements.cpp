@@ -14,39 +14,47 @@ void broker_core::register_in_flight(peer& to, delivery d, steady_time now) {
   ack_deadlines_.push_back({saturating_add(now, bounded_ms(s_.ack_timeout_ms)), to.id, id});
 }
 
+// An acknowledgement that the store need not hear of (the usual one: a live delivery
+// acknowledged before its journal row was written) allocates nothing here but its receipt's
+// bytes in the sender's outbox.
 void broker_core::handle_ack(peer& p, const request& r, const moment& now) {
-  auto acks = std::make_shared<store_jobs::acknowledgements>();
-  std::string delivered_at;
+  store_jobs::acknowledgements for_store;
+  const iso8601_text at = format_iso8601_fixed(now.wall);
+  const std::string_view delivered_at(at.data(), at.size());
   for (const std::string& uuid : r.ack_uuids) {
     auto taken = p.in_flight.take(uuid, r.ack_sender);
     if (!taken) {
       // Not in flight: a late one only if it was dead-lettered recently, else nothing to do.
-      if (late_acks_.may_be_late(p.username, uuid)) acks->late.push_back(uuid);
+      if (late_acks_.may_be_late(p.username, uuid)) for_store.late.push_back(uuid);
       continue;
     }
     delivery d = std::move(*taken);
-    if (delivered_at.empty()) delivered_at = format_iso8601(now.wall);
     if (d.msg->awaiting_commit) {
       // Before message_accepted (the delivery went out before its commit): the receipt follows it.
-      if (!d.msg->failed) d.msg->early_receipts.emplace_back(p.username, delivered_at);
+      if (!d.msg->failed) {
+        auto& early = d.msg->early_receipts;
+        if (early.empty()) early.reserve(static_cast<std::size_t>(std::max(d.msg->unacknowledged, 1)));
+        early.emplace_back(p.username, at);
+      }
     } else {
       notify_sender(*d.msg, [&](std::string& b) { append_delivered_frame(b, uuid, p.username, delivered_at); });
     }
     if (d.dead_letter_id) {
       --p.redeliveries_in_flight;
-      acks->redelivered.push_back(std::move(d));
+      for_store.redelivered.push_back(std::move(d));
     } else if (d.slot >= 0) {
       if (d.msg->journal.acknowledge_first(d.slot)) {
         acknowledged_first(*d.msg);
       } else {
         // The accept job claimed the row first: it is deleted after it (jobs run in order).
-        acks->journaled.emplace_back(std::move(d.msg), d.slot);
+        for_store.journaled.emplace_back(std::move(d.msg), d.slot);
       }
     }
   }
   release_accepts(now);
   refill_soon(p);
-  if (acks->journaled.empty() && acks->redelivered.empty() && acks->late.empty()) return;
+  if (for_store.journaled.empty() && for_store.redelivered.empty() && for_store.late.empty()) return;
+  auto acks = std::make_shared<store_jobs::acknowledgements>(std::move(for_store));
   if (!acks->redelivered.empty()) {
     // Folded once the redeliveries pause (or the backlog grows large).
     if (unfolded_ < fold_backlog) next_fold_ = now.steady + fold_after;
