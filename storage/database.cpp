@@ -259,6 +259,10 @@ constexpr const char* dead_letter_columns =
 // The broker's own reads of pending letters: the table's state, less the letters acknowledged
 // but not yet folded.
 constexpr const char* not_redelivered = " AND NOT EXISTS (SELECT 1 FROM redelivered r WHERE r.dead_letter_id = d.id)";
+constexpr const char* pending_page_sql =
+    "SELECT d.id, d.seq, d.message_uuid, d.sender_username, m.channel, m.group_name, m.body, d.reason, d.attempts, "
+    "d.accepted_at FROM dead_letters d JOIN messages m ON m.id = d.message_id WHERE d.receiver_username = ? AND "
+    "d.state = 'pending' AND d.seq > ?";
 
 std::optional<std::string> group_or_null(const std::string& g) {
   return g.empty() ? std::nullopt : std::optional<std::string>(g);
@@ -285,7 +289,7 @@ std::optional<dead_letter_state> state_from_string(std::string_view text) noexce
 
 // Prepared once, for the life of the connection.
 struct database::statements {
-  sqlite::statement message_insert, journal_message, message_last, message_less, journal_insert, journal_delete, journal_move, dl_insert, pending_page,
+  sqlite::statement message_insert, journal_message, message_last, message_less, journal_insert, journal_delete, journal_move, dl_insert, pending_page, pending_page_folded,
       pending_count, redelivered_insert, attempt_insert, letter_after_attempt, late_ack_any, late_ack_sender, expire, group_insert,
       member_insert, member_delete, member_count, group_delete, group_exists, dedupe_insert, is_parked;
 
@@ -310,11 +314,8 @@ struct database::statements {
                   "SELECT ?1, id, message_uuid, sender_username, ?3, ?4, accepted_at, ?5, expires_at "
                   "FROM messages WHERE id = ?2"),
         // (Not the `letters` view: its state is an expression, which the partial index can not serve.)
-        pending_page(db, std::string("SELECT d.id, d.seq, d.message_uuid, d.sender_username, m.channel, m.group_name, "
-                                     "m.body, d.reason, d.attempts, d.accepted_at FROM dead_letters d JOIN messages m "
-                                     "ON m.id = d.message_id WHERE d.receiver_username = ? AND d.state = 'pending' "
-                                     "AND d.seq > ?") +
-                             not_redelivered + " ORDER BY d.seq LIMIT ?"),
+        pending_page(db, std::string(pending_page_sql) + not_redelivered + " ORDER BY d.seq LIMIT ?"),
+        pending_page_folded(db, std::string(pending_page_sql) + " ORDER BY d.seq LIMIT ?"),
         pending_count(db, std::string("SELECT count(*) FROM dead_letters d WHERE receiver_username = ? AND "
                                       "state = 'pending'") + not_redelivered),
         redelivered_insert(db, "INSERT OR REPLACE INTO redelivered (dead_letter_id, attempt, started_at, delivered_at) "
@@ -540,8 +541,9 @@ std::int64_t database::recover(sys_ms now) {
   return moved;
 }
 
-std::vector<dead_letter> database::pending_for(std::string_view receiver, std::int64_t after_seq, int limit) {
-  auto& s = st_->pending_page;
+std::vector<dead_letter> database::pending_for(std::string_view receiver, std::int64_t after_seq, int limit,
+                                               bool folded) {
+  auto& s = folded ? st_->pending_page_folded : st_->pending_page;
   s.bind(1, receiver).bind(2, after_seq).bind(3, std::int64_t{limit});
   std::vector<dead_letter> out;
   out.reserve(static_cast<std::size_t>(std::max(limit, 0)));

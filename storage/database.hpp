@@ -157,7 +157,11 @@ class database {
   // Pending dead letters of a recipient with seq > after_seq, in acceptance order, with what a
   // redelivery sends (id, seq, message_uuid, sender, ch, group_name, body, reason, attempts,
   // accepted_at); the other fields are left empty: find() and list() read everything.
-  std::vector<dead_letter> pending_for(std::string_view receiver, std::int64_t after_seq, int limit);
+  // folded: the caller knows that no acknowledged redelivery of the recipient above after_seq
+  // waits to be folded (the redelivery pump folds them all before its first page, and those it
+  // makes itself are at or below after_seq): each letter costs one lookup less.
+  std::vector<dead_letter> pending_for(std::string_view receiver, std::int64_t after_seq, int limit,
+                                       bool folded = false);
   std::int64_t count_pending(std::string_view receiver);
   // Records a finished redelivery attempt (number attempt, the letter's attempts + 1, begun at
   // started). "acknowledged" marks the letter delivered: one narrow row in `redelivered`, which

@@ -17,7 +17,10 @@ void broker_core::start_redelivery(peer& p) {
 void broker_core::fetch_page(peer& p) {
   auto& r = *p.redelivery;
   r.reading = true;
-  auto job = store_jobs::redelivery_page(p.username, r.after, redelivery_page);
+  // Its own acknowledgements are for letters at or below r.after; those of earlier sessions are
+  // folded before the first page.
+  const bool fold_first = r.after == 0 && unfolded_ > 0;
+  auto job = store_jobs::redelivery_page(p.username, r.after, redelivery_page, fold_first);
   auto done = [this, id = p.id, page = job.result](std::exception_ptr e, const moment& now) {
     peer* q = find(id);
     if (!q || !q->open()) return;

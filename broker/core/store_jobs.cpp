@@ -1,5 +1,6 @@
 #include "broker/core/store_jobs.hpp"
 
+#include <limits>
 #include <unordered_map>
 
 #include <boost/container/small_vector.hpp>
@@ -108,10 +109,12 @@ named_job<std::int64_t> count_pending(std::string user) {
   return j;
 }
 
-named_job<std::vector<ma::dead_letter>> redelivery_page(std::string user, std::int64_t after, int limit) {
+named_job<std::vector<ma::dead_letter>> redelivery_page(std::string user, std::int64_t after, int limit,
+                                                        bool fold_first) {
   named_job<std::vector<ma::dead_letter>> j;
-  j.run = [user = std::move(user), after, limit, out = j.result](database& db) {
-    *out = db.pending_for(user, after, limit);
+  j.run = [user = std::move(user), after, limit, fold_first, out = j.result](database& db) {
+    if (fold_first) db.fold_redelivered(std::numeric_limits<std::int64_t>::max());
+    *out = db.pending_for(user, after, limit, true);
   };
   return j;
 }

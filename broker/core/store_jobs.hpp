@@ -93,8 +93,12 @@ named_job<std::vector<std::vector<std::string>>> acknowledge(std::shared_ptr<con
                                                              int max_attempts);
 
 named_job<std::int64_t> count_pending(std::string user);
-// The next page of a recipient's pending letters after seq after.
-named_job<std::vector<ma::dead_letter>> redelivery_page(std::string user, std::int64_t after, int limit);
+// The next page of a recipient's pending letters after seq after, for the redelivery pump:
+// with fold_first (its first page, while acknowledged redeliveries wait to be folded) it folds
+// them all first, so that no page needs to look each letter up in `redelivered`
+// (database::pending_for, folded).
+named_job<std::vector<ma::dead_letter>> redelivery_page(std::string user, std::int64_t after, int limit,
+                                                        bool fold_first);
 
 // Each result is false when the group existed already (create) or did not exist (join, leave).
 named_job<bool> create_group(std::string group, std::string creator, std::vector<std::string> members, sys_ms now);
