@@ -27,23 +27,27 @@ const std::string nats_server_binary = MA_NATS_SERVER;
 // Three nats-servers, routed to each other, JetStream on.
 class nats_cluster {
  public:
-  explicit nats_cluster(const test::temp_dir& dir) {
-    std::array<std::uint16_t, 3> route_ports{};
+  explicit nats_cluster(const test::temp_dir& dir) : dir_(dir) {
     for (int i = 0; i < 3; ++i) {
       client_ports_[i] = test::free_port();
-      route_ports[i] = test::free_port();
+      route_ports_[i] = test::free_port();
     }
+    start();
+  }
+  // Starts the three servers (again: on the same ports and store directories).
+  void start() {
     std::string routes;
-    for (auto p : route_ports) routes += (routes.empty() ? "" : ",") + std::string("nats://127.0.0.1:") + std::to_string(p);
+    for (auto p : route_ports_) routes += (routes.empty() ? "" : ",") + std::string("nats://127.0.0.1:") + std::to_string(p);
     for (int i = 0; i < 3; ++i) {
       const std::string name = "n" + std::to_string(i + 1);
+      servers_[i].reset();
       servers_[i] = std::make_unique<test::child_process>(
           nats_server_binary,
           std::vector<std::string>{"-a", "127.0.0.1", "-p", std::to_string(client_ports_[i]), "-n", name,
                                    "--cluster_name", "ma-test", "--cluster",
-                                   "nats://127.0.0.1:" + std::to_string(route_ports[i]), "--routes", routes, "-js",
-                                   "-sd", dir.file(name)},
-          dir.file(name + ".log"));
+                                   "nats://127.0.0.1:" + std::to_string(route_ports_[i]), "--routes", routes, "-js",
+                                   "-sd", dir_.file(name)},
+          dir_.file(name + "-" + std::to_string(++starts_) + ".log"));
     }
     for (auto& s : servers_) {
       EXPECT_TRUE(s->wait_for_log(std::regex("(Server is ready)"), 30s)) << s->log();
@@ -58,8 +62,11 @@ class nats_cluster {
   test::child_process& server(int i) { return *servers_[i]; }
 
  private:
+  const test::temp_dir& dir_;
   std::array<std::uint16_t, 3> client_ports_{};
+  std::array<std::uint16_t, 3> route_ports_{};
   std::array<std::unique_ptr<test::child_process>, 3> servers_;
+  int starts_ = 0;
 };
 
 // A real broker of the cluster, on its own database.
@@ -71,7 +78,9 @@ class cluster_broker {
                                          "--broker-name", name, "--cluster-nats", nats.urls(), "--cluster-name",
                                          "test"};
     args.insert(args.end(), more.begin(), more.end());
-    process_ = std::make_unique<test::child_process>(broker_binary, args, dir.file(name + ".log"));
+    static std::atomic<int> runs{0};  // a log per run: a restarted broker's port is in its own
+    process_ = std::make_unique<test::child_process>(broker_binary, args,
+                                                     dir.file(name + "-" + std::to_string(++runs) + ".log"));
     auto port = test::listening_port(*process_, 30s);
     EXPECT_TRUE(port) << process_->log();
     port_ = port.value_or(0);
@@ -220,6 +229,34 @@ TEST_F(Cluster, ARightPasswordTakesANameOverFromAnotherBroker) {
   EXPECT_TRUE(first.closed_within(20s));
   client third(b1.port());
   EXPECT_EQ(log_in_answer(third, "alice"), "auth_failed") << "no password: refused before the cluster is asked";
+}
+
+// The whole cluster killed and started again (nats-servers on their stores, brokers on their
+// databases): the names held before are void (the brokers start in new epochs), and every
+// name is held once again.
+TEST_F(Cluster, TheWholeClusterRestartedConverges) {
+  auto b1 = std::make_unique<cluster_broker>(dir, nats, "b1");
+  auto b2 = std::make_unique<cluster_broker>(dir, nats, "b2");
+  {
+    client alice(b1->port()), bob(b2->port());
+    ASSERT_EQ(log_in_answer(alice, "alice"), "acknowledge_log_in");
+    ASSERT_EQ(log_in_answer(bob, "bob"), "acknowledge_log_in");
+    b1->process().signal(SIGKILL);
+    b2->process().signal(SIGKILL);
+    for (int i = 0; i < 3; ++i) nats.server(i).signal(SIGKILL);
+    b1->process().wait(10s);
+    b2->process().wait(10s);
+    for (int i = 0; i < 3; ++i) nats.server(i).wait(10s);
+  }
+  nats.start();
+  b1 = std::make_unique<cluster_broker>(dir, nats, "b1");
+  b2 = std::make_unique<cluster_broker>(dir, nats, "b2");
+  // bob, who was at b2, at b1 now; alice, who was at b1, at b2: no need to wait for an expiry.
+  client bob(b1->port()), alice(b2->port());
+  EXPECT_EQ(log_in_answer(bob, "bob"), "acknowledge_log_in");
+  EXPECT_EQ(log_in_answer(alice, "alice"), "acknowledge_log_in");
+  client twin(b2->port());
+  EXPECT_EQ(log_in_answer(twin, "bob"), "username_taken");
 }
 
 // One nats-server of three down: names are still claimed and released (the buckets keep a
