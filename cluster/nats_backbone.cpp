@@ -84,6 +84,9 @@ class nats_backbone final : public backbone {
       while (outcome == claim_outcome::unavailable && clock_type::now() < give_up && !pause(retry_pause)) {
         outcome = do_claim(user, take_over);
       }
+      // A write that timed out may still have been applied: the name is given back at the next
+      // refresh if it turns out to be this broker's (unless a claim here takes it first).
+      if (outcome == claim_outcome::unavailable) releases_due_.insert(user);
       done(outcome);
     });
   }
@@ -221,7 +224,7 @@ class nats_backbone final : public backbone {
       if (kvStore_CreateString(&rev, names_, key.c_str(), self_.c_str()) == NATS_OK) return claim_outcome::claimed;
       kvEntry* e = nullptr;
       const natsStatus st = kvStore_Get(&e, names_, key.c_str());
-      if (st == NATS_NOT_FOUND) continue;  // released meanwhile: create again
+      if (st == NATS_NOT_FOUND) continue;  // the create failed for another reason (or it was deleted): again
       if (st != NATS_OK) return claim_outcome::unavailable;
       const std::string holder = kvEntry_ValueString(e);
       rev = kvEntry_Revision(e);
@@ -244,9 +247,11 @@ class nats_backbone final : public backbone {
         }
       }
       if (kvStore_UpdateString(&rev, names_, key.c_str(), self_.c_str(), rev) == NATS_OK) return claim_outcome::claimed;
-      // Another broker wrote it first: look again.
+      // Another broker wrote it first (the next look sees it), or the update failed: look again.
     }
-    return claim_outcome::taken;
+    // No live holder was seen, yet nothing could be written: the registry is not answering
+    // (a create that fails while the key is absent is a timeout or a leader election).
+    return claim_outcome::unavailable;
   }
 
   // True when the name is free of this broker (released, or held by someone else).
