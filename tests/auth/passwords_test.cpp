@@ -95,7 +95,9 @@ TEST(Passwords, TheFileIsRewrittenAtomicallyKeepingCommentsAndItsMode) {
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   ::chmod(path.c_str(), 0640);
   const bool root = ::geteuid() == 0;
-  if (root) ASSERT_EQ(::chown(path.c_str(), 65534, 65534), 0);  // a service user's file, edited by root
+  if (root) {
+    ASSERT_EQ(::chown(path.c_str(), 65534, 65534), 0);  // a service user's file, edited by root
+  }
   auto read = read_password_file(path);
   EXPECT_TRUE(set_password_line(read, "alice", ""));
   EXPECT_FALSE(set_password_line(read, "carol", ""));
