@@ -316,16 +316,16 @@ void broker::impl::start() {
   }
   if (o.tls_port) tls_context = make_tls_context(o);
   if (o.cluster) {
-    cluster = make_nats_backbone({cluster_urls(o.cluster_nats), o.cluster_name, o.broker_name});
     std::weak_ptr<impl> weak = weak_from_this();
-    cluster->on_takeover([weak, ioc = &io](std::string user, std::function<void()> done) {
+    auto on_takeover = [weak, ioc = &io](std::string user, std::function<void()> done) {
       asio::post(*ioc, [weak, user = std::move(user), done = std::move(done)] {
         auto self = weak.lock();
         if (!self) return;
         self->core_.taken_over_elsewhere(user, moment_now());
         done();  // after the release it asked for, in the backbone's order
       });
-    });
+    };
+    cluster = make_nats_backbone({cluster_urls(o.cluster_nats), o.cluster_name, o.broker_name}, on_takeover);
     spdlog::info("cluster '{}': joining through NATS at {} as broker '{}'", o.cluster_name, o.cluster_nats,
                  o.broker_name);
   }

@@ -23,7 +23,8 @@ enum class claim_outcome {
 class backbone {
  public:
   // Another broker takes over a name held here (a log_in there proved it is the user's): the
-  // broker ends the name's session and asks for its release, then calls done.
+  // broker ends the name's session and asks for its release, then calls done. Given when the
+  // backbone is made (make_nats_backbone).
   using takeover_handler = std::function<void(std::string user, std::function<void()> done)>;
 
   virtual ~backbone() = default;
@@ -35,8 +36,6 @@ class backbone {
   virtual void release(std::string user) = 0;
   // Brokers whose liveness was seen at the last look (this one included); 0 before the first.
   virtual int brokers_alive() const = 0;
-  // Set once, before the first claim; called on a backbone thread.
-  virtual void on_takeover(takeover_handler h) = 0;
 };
 
 struct cluster_settings {
@@ -58,6 +57,7 @@ struct cluster_settings {
 // broker -> epoch, entries expire after liveness_ttl); a takeover is a request on the holding
 // broker's control subject (<cluster>.control.<broker>). Connects in the background and keeps
 // reconnecting; claims made while no nats-server answers get `unavailable`.
-std::unique_ptr<backbone> make_nats_backbone(const cluster_settings& s);
+// on_takeover is called on a cnats thread.
+std::unique_ptr<backbone> make_nats_backbone(const cluster_settings& s, backbone::takeover_handler on_takeover);
 
 }  // namespace ma

@@ -60,8 +60,11 @@ std::string last_error() {
 
 class nats_backbone final : public backbone {
  public:
-  explicit nats_backbone(cluster_settings s)
-      : s_(std::move(s)), epoch_(random_epoch()), self_(s_.broker_name + "/" + epoch_) {
+  nats_backbone(cluster_settings s, takeover_handler on_takeover)
+      : s_(std::move(s)),
+        epoch_(random_epoch()),
+        self_(s_.broker_name + "/" + epoch_),
+        takeover_(std::move(on_takeover)) {
     worker_ = std::thread([this] { run(); });
   }
 
@@ -99,7 +102,6 @@ class nats_backbone final : public backbone {
 
   int brokers_alive() const override { return alive_.load(); }
 
-  void on_takeover(takeover_handler h) override { takeover_ = std::move(h); }
 
  private:
   // Sleeps d unless the backbone stops meanwhile; true if it stops.
@@ -341,6 +343,7 @@ class nats_backbone final : public backbone {
   cluster_settings s_;
   std::string epoch_;
   std::string self_;  // the value of the names this process holds: "<broker>/<epoch>"
+  const takeover_handler takeover_;  // set before the worker starts: read on cnats' threads
 
   std::mutex m_;
   std::condition_variable cv_;
@@ -355,7 +358,6 @@ class nats_backbone final : public backbone {
   kvStore* names_ = nullptr;
   kvStore* brokers_ = nullptr;
   natsSubscription* control_ = nullptr;
-  takeover_handler takeover_;
   std::set<std::string> releases_due_;
   clock_type::time_point last_complaint_{};
   bool put_once_ = false;
@@ -365,6 +367,8 @@ class nats_backbone final : public backbone {
 
 }  // namespace
 
-std::unique_ptr<backbone> make_nats_backbone(const cluster_settings& s) { return std::make_unique<nats_backbone>(s); }
+std::unique_ptr<backbone> make_nats_backbone(const cluster_settings& s, backbone::takeover_handler on_takeover) {
+  return std::make_unique<nats_backbone>(s, std::move(on_takeover));
+}
 
 }  // namespace ma
