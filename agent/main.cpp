@@ -103,12 +103,7 @@ asio::awaitable<std::vector<discovered_broker>> find_brokers(const global_option
 asio::awaitable<std::vector<std::pair<std::string, std::uint16_t>>> broker_addresses(const global_options& g) {
   std::vector<std::pair<std::string, std::uint16_t>> out;
   if (!g.broker.empty()) {
-    std::size_t start = 0;
-    while (start <= g.broker.size()) {
-      const std::size_t comma = std::min(g.broker.find(',', start), g.broker.size());
-      if (comma > start) out.push_back(split_host_port(g.broker.substr(start, comma - start)));
-      start = comma + 1;
-    }
+    for (const auto& address : ma::comma_list(g.broker)) out.push_back(split_host_port(address));
     if (out.empty()) throw exit_with{usage, "--broker must be HOST:PORT, e.g. 127.0.0.1:10000; got '" + g.broker + "'."};
     co_return out;
   }

@@ -192,38 +192,29 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
   void resume_reading(peer_id id) override {
     if (session* s = find(id)) s->resume();
   }
-  // The store's thread keeps no reference to the broker: whatever done captures moves to the
-  // broker's thread, so nothing of the broker is destroyed on the store's thread.
-  void submit(store_job job, core_completion done, on_failure policy, const char* name) override {
-    std::weak_ptr<impl> weak = weak_from_this();
-    to_submit.push_back({std::move(job),
-                         [weak, ioc = &io, done = std::move(done)](std::exception_ptr e) mutable {
-                           asio::post(*ioc, [weak, e, done = std::move(done)] {
-                             if (auto self = weak.lock()) done(e, moment_now());
-                           });
-                         },
-                         policy, name});
-    at_burst_end();
-  }
-  // The verdict comes back like a store job's completion: moved to the broker's thread.
-  void check_password(std::string user, std::string password, password_completion done) override {
-    std::weak_ptr<impl> weak = weak_from_this();
-    auto back = [weak, ioc = &io, done = std::move(done)](bool right) mutable {
-      asio::post(*ioc, [weak, right, done = std::move(done)] {
-        if (auto self = weak.lock()) done(right, moment_now());
+  // An answer that comes on another thread (the store's, a password checker's, the cluster's)
+  // as done(result, moment) on the broker's thread. That thread keeps no reference to the
+  // broker: whatever done captures moves to the broker's thread, so nothing of the broker is
+  // destroyed elsewhere; done is dropped if the broker is gone.
+  template <class Result, class Done>
+  auto on_broker_thread(Done done) {
+    return [weak = weak_from_this(), ioc = &io, done = std::move(done)](Result result) mutable {
+      asio::post(*ioc, [weak, result = std::move(result), done = std::move(done)] {
+        if (auto self = weak.lock()) done(result, moment_now());
       });
     };
+  }
+  void submit(store_job job, core_completion done, on_failure policy, const char* name) override {
+    to_submit.push_back({std::move(job), on_broker_thread<std::exception_ptr>(std::move(done)), policy, name});
+    at_burst_end();
+  }
+  void check_password(std::string user, std::string password, password_completion done) override {
+    auto back = on_broker_thread<bool>(std::move(done));
     if (!passwords) return back(false);
     passwords->check(std::move(user), std::move(password), std::move(back));
   }
-  // The cluster's answer comes like a store job's completion: moved to the broker's thread.
   void claim_name(std::string user, bool take_over, claim_completion done) override {
-    std::weak_ptr<impl> weak = weak_from_this();
-    cluster->claim(std::move(user), take_over, [weak, ioc = &io, done = std::move(done)](claim_outcome outcome) mutable {
-      asio::post(*ioc, [weak, outcome, done = std::move(done)] {
-        if (auto self = weak.lock()) done(outcome, moment_now());
-      });
-    });
+    cluster->claim(std::move(user), take_over, on_broker_thread<claim_outcome>(std::move(done)));
   }
   void release_name(std::string user) override { cluster->release(std::move(user)); }
   void deadline_moved(steady_time at) override {
@@ -325,7 +316,7 @@ void broker::impl::start() {
         done();  // after the release it asked for, in the backbone's order
       });
     };
-    cluster = make_nats_backbone({cluster_urls(o.cluster_nats), o.cluster_name, o.broker_name}, on_takeover);
+    cluster = make_nats_backbone({comma_list(o.cluster_nats), o.cluster_name, o.broker_name}, on_takeover);
     spdlog::info("cluster '{}': joining through NATS at {} as broker '{}'", o.cluster_name, o.cluster_nats,
                  o.broker_name);
   }

@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cluster/backbone.hpp"
 #include "core/duration.hpp"
 
 namespace ma {
@@ -168,7 +169,7 @@ broker_command parse_broker_command_line(const std::vector<std::string>& args) {
                  "(empty: a broker on its own)")
       ->capture_default_str()
       ->check([](const std::string& v) {
-        for (const auto& url : cluster_urls(v)) {
+        for (const auto& url : comma_list(v)) {
           if (url.rfind("nats://", 0) != 0 || url.size() == 7) {
             return "'" + url + "' is not a nats://host:port URL";
           }
@@ -178,10 +179,7 @@ broker_command parse_broker_command_line(const std::vector<std::string>& args) {
   app.add_option("--cluster-name", o.cluster_name, "Name shared by the brokers of one cluster")
       ->capture_default_str()
       ->check([](const std::string& v) {
-        const bool ok = !v.empty() && v.size() <= 64 && std::all_of(v.begin(), v.end(), [](char c) {
-          return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
-        });
-        return ok ? std::string() : std::string("the cluster name must be 1 to 64 of A-Z a-z 0-9 _ -");
+        return is_valid_cluster_name(v) ? std::string() : std::string("the cluster name must be 1 to 64 of A-Z a-z 0-9 _ -");
       });
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error, critical or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
@@ -193,26 +191,12 @@ broker_command parse_broker_command_line(const std::vector<std::string>& args) {
     cmd.help_text = app.help();
     return cmd;
   }
-  o.cluster = !cluster_urls(o.cluster_nats).empty();
+  o.cluster = !comma_list(o.cluster_nats).empty();
   if (o.max_message_bytes > o.max_frame_bytes) {
     throw config_error("--max-message-bytes (" + std::to_string(o.max_message_bytes) +
                        ") must not be larger than --max-frame-bytes (" + std::to_string(o.max_frame_bytes) + ").");
   }
   return cmd;
-}
-
-std::vector<std::string> cluster_urls(const std::string& cluster_nats) {
-  std::vector<std::string> urls;
-  std::size_t start = 0;
-  while (start <= cluster_nats.size()) {
-    const std::size_t comma = std::min(cluster_nats.find(',', start), cluster_nats.size());
-    std::string url = cluster_nats.substr(start, comma - start);
-    url.erase(0, url.find_first_not_of(' '));
-    url.erase(url.find_last_not_of(' ') + 1);
-    if (!url.empty()) urls.push_back(std::move(url));
-    start = comma + 1;
-  }
-  return urls;
 }
 
 std::string format_resolved(const std::vector<resolved_option>& resolved) {

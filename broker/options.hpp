@@ -44,8 +44,6 @@ struct broker_options : core_settings {
   std::string cluster_name = "message-agent";
 };
 
-// The URLs of --cluster-nats, split at the commas.
-std::vector<std::string> cluster_urls(const std::string& cluster_nats);
 
 // What the command line asked for.
 struct broker_command {

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ma {
@@ -37,6 +38,10 @@ class backbone {
   // Brokers whose liveness was seen at the last look (this one included); 0 before the first.
   virtual int brokers_alive() const = 0;
 };
+
+// A cluster name (--cluster-name): 1 to 64 of A-Z a-z 0-9 _ -, as it names the registry's
+// buckets and subjects as it is.
+bool is_valid_cluster_name(std::string_view name) noexcept;
 
 struct cluster_settings {
   std::vector<std::string> urls;  // nats://host:port of every nats-server: any of them will do

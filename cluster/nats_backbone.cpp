@@ -28,13 +28,18 @@ namespace {
 using clock_type = std::chrono::steady_clock;
 constexpr std::chrono::milliseconds retry_pause{200};
 
-// A key-value key for a name: [A-Za-z0-9_-] as they are, any other byte as =XX (a '.' would
+// What a bucket name, a key and a subject token may hold as it is.
+bool plain(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+}
+
+// A key-value key for a name: plain bytes as they are, any other byte as =XX (a '.' would
 // split the key's subject, and a broker name may hold anything).
 std::string key_of(std::string_view name) {
   static constexpr char hex[] = "0123456789ABCDEF";
   std::string key;
   for (unsigned char c : name) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-') {
+    if (plain(c)) {
       key += static_cast<char>(c);
     } else {
       key += '=';
@@ -101,7 +106,6 @@ class nats_backbone final : public backbone {
   }
 
   int brokers_alive() const override { return alive_.load(); }
-
 
  private:
   // Sleeps d unless the backbone stops meanwhile; true if it stops.
@@ -240,7 +244,7 @@ class nats_backbone final : public backbone {
           // The holder ends the session and releases the name before it answers.
           asked_holder = true;
           natsMsg* reply = nullptr;
-          const std::string subject = control_subject(holder.substr(0, holder.rfind('/')));
+          const std::string subject = control_subject(std::string(broker_of(holder)));
           const natsStatus st = natsConnection_Request(&reply, nc_, subject.c_str(), user.data(),
                                                        static_cast<int>(user.size()), s_.request_timeout.count());
           if (reply) natsMsg_Destroy(reply);
@@ -273,7 +277,7 @@ class nats_backbone final : public backbone {
     return kvStore_UpdateString(&next, names_, key.c_str(), "", rev) == NATS_OK;
   }
 
-  std::string control_subject(const std::string& broker) const {
+  std::string control_subject(std::string_view broker) const {
     return s_.cluster_name + ".control." + key_of(broker);
   }
 
@@ -290,12 +294,15 @@ class nats_backbone final : public backbone {
     });
   }
 
-  // Whether the broker of "<broker>/<epoch>" is alive in that epoch; nothing if unknown.
+  // A holder is "<broker>/<epoch>" (a broker name may hold a '/', an epoch does not).
+  static std::string_view broker_of(std::string_view holder) { return holder.substr(0, holder.rfind('/')); }
+
+  // Whether the broker of holder is alive in that epoch; nothing if unknown.
   std::optional<bool> alive(const std::string& holder) {
     const auto slash = holder.rfind('/');
     if (slash == std::string::npos) return false;
     kvEntry* e = nullptr;
-    const natsStatus st = kvStore_Get(&e, brokers_, key_of(holder.substr(0, slash)).c_str());
+    const natsStatus st = kvStore_Get(&e, brokers_, key_of(broker_of(holder)).c_str());
     if (st == NATS_NOT_FOUND) return false;
     if (st != NATS_OK) return std::nullopt;
     const bool same = holder.compare(slash + 1, std::string::npos, kvEntry_ValueString(e)) == 0;
@@ -366,6 +373,11 @@ class nats_backbone final : public backbone {
 };
 
 }  // namespace
+
+bool is_valid_cluster_name(std::string_view name) noexcept {
+  return !name.empty() && name.size() <= 64 &&
+         std::all_of(name.begin(), name.end(), [](char c) { return plain(static_cast<unsigned char>(c)); });
+}
 
 std::unique_ptr<backbone> make_nats_backbone(const cluster_settings& s, backbone::takeover_handler on_takeover) {
   return std::make_unique<nats_backbone>(s, std::move(on_takeover));

@@ -38,6 +38,19 @@ void run_cli(CLI::App& app, std::vector<std::string> args) {
 
 }  // namespace
 
+std::vector<std::string> comma_list(std::string_view value) {
+  std::vector<std::string> items;
+  while (true) {
+    const std::size_t comma = value.find(',');
+    std::string_view item = value.substr(0, comma);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (!item.empty()) items.emplace_back(item);
+    if (comma == std::string_view::npos) return items;
+    value.remove_prefix(comma + 1);
+  }
+}
+
 std::vector<config_entry> parse_config_text(std::string_view text, std::string_view file_name) {
   std::vector<config_entry> entries;
   for_each_line(text, [&](std::string_view line, int line_no) {

@@ -40,6 +40,10 @@ void for_each_line(std::string_view text, F&& f) {
   }
 }
 
+// The items of an option that lists several values separated by commas ("a:1, b:2"), spaces
+// around each trimmed, empty ones dropped.
+std::vector<std::string> comma_list(std::string_view value);
+
 // Parses the text of a config file: '#' starts a comment, blank lines are skipped, quotes
 // around a value are removed. Throws config_error naming file_name and the line.
 std::vector<config_entry> parse_config_text(std::string_view text, std::string_view file_name);

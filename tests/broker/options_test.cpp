@@ -93,7 +93,7 @@ TEST(BrokerOptions, TheClusterOptionsMakeABrokerOfACluster) {
   auto c = parse_broker_command_line(
       {"--cluster-nats", "nats://127.0.0.1:4222, nats://127.0.0.1:4223,", "--cluster-name", "east_1"});
   EXPECT_TRUE(c.options.cluster);
-  EXPECT_EQ(cluster_urls(c.options.cluster_nats),
+  EXPECT_EQ(comma_list(c.options.cluster_nats),
             (std::vector<std::string>{"nats://127.0.0.1:4222", "nats://127.0.0.1:4223"}));
   EXPECT_EQ(c.options.cluster_name, "east_1");
   EXPECT_EQ(find(c, "cluster-nats").source, option_source::command_line);

@@ -16,6 +16,14 @@ TEST(ConfigText, NameValueLinesCommentsAndQuotes) {
   EXPECT_EQ(entries[2].value, "a b");
 }
 
+// --cluster-nats and the agent's --broker list several values.
+TEST(ConfigText, ACommaListTrimsItsItemsAndDropsEmptyOnes) {
+  EXPECT_EQ(comma_list("nats://a:1, nats://b:2 ,,"), (std::vector<std::string>{"nats://a:1", "nats://b:2"}));
+  EXPECT_EQ(comma_list("one"), std::vector<std::string>{"one"});
+  EXPECT_TRUE(comma_list("").empty());
+  EXPECT_TRUE(comma_list(" , ").empty());
+}
+
 TEST(ConfigText, LineWithoutEqualsNamesFileAndLine) {
   try {
     parse_config_text("port = 1\nnonsense\n", "broker.conf");
