@@ -170,7 +170,11 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
       auto ids = std::move(self->to_flush);
       self->to_flush.clear();
       for (peer_id id : ids) {
-        if (session* s = self->find(id)) s->flush();
+        if (broker_core::is_remote(id)) {
+          self->core_.relay_outbox(id, moment_now());
+        } else if (session* s = self->find(id)) {
+          s->flush();
+        }
       }
       self->submit_jobs();
     });
@@ -217,6 +221,9 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
     cluster->claim(std::move(user), take_over, on_broker_thread<claim_outcome>(std::move(done)));
   }
   void release_name(std::string user) override { cluster->release(std::move(user)); }
+  void relay(const std::string& broker, relay_kind kind, const std::string& user, std::string_view frames) override {
+    cluster->relay(broker, kind, user, frames);
+  }
   void deadline_moved(steady_time at) override {
     if (stopped) return;
     if (at <= steady::now()) {
@@ -307,8 +314,10 @@ void broker::impl::start() {
   }
   if (o.tls_port) tls_context = make_tls_context(o);
   if (o.cluster) {
+    // Each event moves to the broker's thread, in the order it came.
     std::weak_ptr<impl> weak = weak_from_this();
-    auto on_takeover = [weak, ioc = &io](std::string user, std::function<void()> done) {
+    backbone_events events;
+    events.takeover = [weak, ioc = &io](std::string user, std::function<void()> done) {
       asio::post(*ioc, [weak, user = std::move(user), done = std::move(done)] {
         auto self = weak.lock();
         if (!self) return;
@@ -316,7 +325,17 @@ void broker::impl::start() {
         done();  // after the release it asked for, in the backbone's order
       });
     };
-    cluster = make_nats_backbone({comma_list(o.cluster_nats), o.cluster_name, o.broker_name}, on_takeover);
+    events.holder = [weak, ioc = &io](std::string user, std::string broker) {
+      asio::post(*ioc, [weak, user = std::move(user), broker = std::move(broker)] {
+        if (auto self = weak.lock()) self->core_.remote_holder(user, broker, moment_now());
+      });
+    };
+    events.relayed = [weak, ioc = &io](relay_message m) {
+      asio::post(*ioc, [weak, m = std::move(m)] {
+        if (auto self = weak.lock()) self->core_.relayed(m.kind, m.from, m.user, m.frames, moment_now());
+      });
+    };
+    cluster = make_nats_backbone({comma_list(o.cluster_nats), o.cluster_name, o.broker_name}, std::move(events));
     spdlog::info("cluster '{}': joining through NATS at {} as broker '{}'", o.cluster_name, o.cluster_nats,
                  o.broker_name);
   }

@@ -1,6 +1,7 @@
 // What a broker needs of the engine that makes it one broker of a cluster (--cluster-nats):
-// for now, names held once in the whole cluster. The broker core never sees it: the broker
-// answers the core's port calls with it (broker/broker.cpp). No NATS types here.
+// names held once in the whole cluster, where each user online elsewhere is held, and frames
+// relayed between brokers. The broker core never sees it: the broker answers the core's port
+// calls with it and hands its events to the core (broker/broker.cpp). No NATS types here.
 #pragma once
 
 #include <chrono>
@@ -19,14 +20,36 @@ enum class claim_outcome {
   unavailable,  // the cluster's registry could not be asked in time
 };
 
+// What a relay between two brokers carries (backbone::relay).
+enum class relay_kind : char {
+  to_user = 'd',    // frames for a user whose session is at the receiving broker (deliveries, receipts)
+  from_user = 'a',  // acknowledgements from such a user, back to the broker that sent the deliveries
+};
+
+// Frames another broker relayed to this one.
+struct relay_message {
+  relay_kind kind;
+  std::string from;  // the sending broker's token (as in backbone_events::holder)
+  std::string user;
+  std::string frames;  // whole NDJSON lines
+};
+
+// What the backbone tells the broker, on threads of its own (the broker moves each to its
+// thread). Given when the backbone is made (make_nats_backbone).
+struct backbone_events {
+  // Another broker takes over a name held here (a log_in there proved it is the user's): the
+  // broker ends the name's session and asks for its release, then calls done.
+  std::function<void(std::string user, std::function<void()> done)> takeover;
+  // user's name is now held by a live session at another broker, named by a token (broker is
+  // empty: at no other live broker). The first calls after a start give every name held.
+  std::function<void(std::string user, std::string broker)> holder;
+  std::function<void(relay_message)> relayed;
+};
+
 // Calls return at once. Answers come on the backbone's own thread, in the order the calls were
 // made; the broker moves them to its own thread.
 class backbone {
  public:
-  // Another broker takes over a name held here (a log_in there proved it is the user's): the
-  // broker ends the name's session and asks for its release, then calls done. Given when the
-  // backbone is made (make_nats_backbone).
-  using takeover_handler = std::function<void(std::string user, std::function<void()> done)>;
 
   virtual ~backbone() = default;
   // With take_over (a log_in that proved its identity: a right password or a certificate), a
@@ -37,6 +60,9 @@ class backbone {
   virtual void release(std::string user) = 0;
   // Brokers whose liveness was seen at the last look (this one included); 0 before the first.
   virtual int brokers_alive() const = 0;
+  // Sends frames to another broker (a token from backbone_events::holder), at most once: what is
+  // lost (no connection to NATS meanwhile) is found by the sender's ack timeouts. Any thread.
+  virtual void relay(const std::string& broker, relay_kind kind, const std::string& user, std::string_view frames) = 0;
 };
 
 // A cluster name (--cluster-name): 1 to 64 of A-Z a-z 0-9 _ -, as it names the registry's
@@ -62,7 +88,8 @@ struct cluster_settings {
 // broker -> epoch, entries expire after liveness_ttl); a takeover is a request on the holding
 // broker's control subject (<cluster>.control.<broker>). Connects in the background and keeps
 // reconnecting; claims made while no nats-server answers get `unavailable`.
-// on_takeover is called on a cnats thread.
-std::unique_ptr<backbone> make_nats_backbone(const cluster_settings& s, backbone::takeover_handler on_takeover);
+// Where each name is held is read from a watch on <cluster>-names and the brokers' liveness;
+// relayed frames go on core NATS to the subject <cluster>.relay.<broker>.
+std::unique_ptr<backbone> make_nats_backbone(const cluster_settings& s, backbone_events events);
 
 }  // namespace ma

@@ -2,6 +2,10 @@
 // one worker thread, in the order they were asked for; cnats' own threads (reading, reconnecting)
 // never call back into the broker.
 //
+// Where names are held is watched (a key-value watch on <cluster>-names, on a thread of its own)
+// and read against the brokers' liveness; each change is told to the broker. Frames between
+// brokers go on core NATS, published from any thread, received on cnats' threads.
+//
 // A name is claimed with compare-and-set: create the key, or, when it exists, update it at the
 // revision read if its holder is void (released: an empty value; or a broker whose liveness
 // entry is gone or names another epoch, that is a broker that died or restarted). Two brokers
@@ -13,6 +17,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -50,6 +55,21 @@ std::string key_of(std::string_view name) {
   return key;
 }
 
+// The name a key stands for (key_of undone).
+std::string name_of(std::string_view key) {
+  std::string name;
+  auto hex = [](char c) { return c <= '9' ? c - '0' : c - 'A' + 10; };
+  for (std::size_t i = 0; i < key.size(); ++i) {
+    if (key[i] == '=' && i + 2 < key.size()) {
+      name += static_cast<char>(hex(key[i + 1]) * 16 + hex(key[i + 2]));
+      i += 2;
+    } else {
+      name += key[i];
+    }
+  }
+  return name;
+}
+
 std::string random_epoch() {
   std::random_device rd;
   const std::uint64_t v = (static_cast<std::uint64_t>(rd()) << 32) | rd();
@@ -65,11 +85,13 @@ std::string last_error() {
 
 class nats_backbone final : public backbone {
  public:
-  nats_backbone(cluster_settings s, takeover_handler on_takeover)
+  nats_backbone(cluster_settings s, backbone_events events)
       : s_(std::move(s)),
         epoch_(random_epoch()),
         self_(s_.broker_name + "/" + epoch_),
-        takeover_(std::move(on_takeover)) {
+        token_(key_of(s_.broker_name)),
+        events_(std::move(events)) {
+    connect();
     worker_ = std::thread([this] { run(); });
   }
 
@@ -78,7 +100,8 @@ class nats_backbone final : public backbone {
       std::lock_guard lock(m_);
       stop_ = true;
     }
-    cv_.notify_one();
+    watching_ = false;
+    cv_.notify_all();
     worker_.join();
   }
 
@@ -107,6 +130,21 @@ class nats_backbone final : public backbone {
 
   int brokers_alive() const override { return alive_.load(); }
 
+  // "<kind><from>\n<user>\n<frames>" on <cluster>.relay.<broker>.
+  void relay(const std::string& broker, relay_kind kind, const std::string& user, std::string_view frames) override {
+    if (!nc_) return;
+    std::string data;
+    data.reserve(token_.size() + user.size() + frames.size() + 3);
+    data += static_cast<char>(kind);
+    data += token_;
+    data += '\n';
+    data += user;
+    data += '\n';
+    data += frames;
+    const std::string subject = relay_subject(broker);
+    natsConnection_Publish(nc_, subject.c_str(), data.data(), static_cast<int>(data.size()));
+  }
+
  private:
   // Sleeps d unless the backbone stops meanwhile; true if it stops.
   bool pause(std::chrono::milliseconds d) {
@@ -119,11 +157,10 @@ class nats_backbone final : public backbone {
       std::lock_guard lock(m_);
       jobs_.push_back(std::move(job));
     }
-    cv_.notify_one();
+    cv_.notify_all();
   }
 
   void run() {
-    connect();
     auto next_refresh = clock_type::now();
     for (;;) {
       std::function<void()> job;
@@ -143,9 +180,12 @@ class nats_backbone final : public backbone {
       }
     }
     // A graceful stop voids this broker's names at once (a killed one's when its entry expires).
-    if (control_) {
-      natsSubscription_Unsubscribe(control_);
-      natsSubscription_Destroy(control_);
+    watching_ = false;
+    if (watcher_.joinable()) watcher_.join();
+    for (natsSubscription* sub : {control_, relay_}) {
+      if (!sub) continue;
+      natsSubscription_Unsubscribe(sub);
+      natsSubscription_Destroy(sub);
     }
     if (brokers_) kvStore_Delete(brokers_, key_of(s_.broker_name).c_str());
     if (names_) kvStore_Destroy(names_);
@@ -216,6 +256,17 @@ class nats_backbone final : public backbone {
         return false;
       }
     }
+    if (!relay_) {
+      const std::string subject = relay_subject(token_);
+      if (natsConnection_Subscribe(&relay_, nc_, subject.c_str(), &nats_backbone::on_relay, this) != NATS_OK) {
+        relay_ = nullptr;
+        return false;
+      }
+    }
+    if (!watcher_.joinable()) {
+      watching_ = true;
+      watcher_ = std::thread([this] { watch(); });
+    }
     spdlog::info("cluster '{}': the registry is ready", s_.cluster_name);
     refresh();
     return true;
@@ -280,6 +331,82 @@ class nats_backbone final : public backbone {
   std::string control_subject(std::string_view broker) const {
     return s_.cluster_name + ".control." + key_of(broker);
   }
+  std::string relay_subject(std::string_view token) const { return s_.cluster_name + ".relay." + std::string(token); }
+
+  // Frames from another broker (on a cnats thread).
+  static void on_relay(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+    auto* self = static_cast<nats_backbone*>(closure);
+    std::string_view data(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+    const auto first = data.find('\n');
+    const auto second = first == std::string_view::npos ? first : data.find('\n', first + 1);
+    if (second != std::string_view::npos && !data.empty() && (data[0] == 'd' || data[0] == 'a') && self->events_.relayed) {
+      self->events_.relayed({static_cast<relay_kind>(data[0]), std::string(data.substr(1, first - 1)),
+                             std::string(data.substr(first + 1, second - first - 1)), std::string(data.substr(second + 1))});
+    }
+    natsMsg_Destroy(msg);
+  }
+
+  // The watch on the names bucket, on its own thread (kvWatcher_Next blocks): every update of a
+  // name is read against the liveness seen last. A watch that fails is made anew; it then
+  // replays every name, and only changes are told.
+  void watch() {
+    kvWatcher* w = nullptr;
+    while (watching_) {
+      if (!w) {
+        if (kvStore_WatchAll(&w, names_, nullptr) != NATS_OK) {
+          w = nullptr;
+          if (pause(retry_pause)) break;
+          continue;
+        }
+      }
+      kvEntry* e = nullptr;
+      const natsStatus st = kvWatcher_Next(&e, w, 250);
+      if (st == NATS_TIMEOUT) continue;
+      if (st != NATS_OK) {
+        kvWatcher_Destroy(w);
+        w = nullptr;
+        continue;
+      }
+      if (!e) continue;  // the initial values are all in
+      std::string user = name_of(kvEntry_Key(e));
+      std::string holder = kvEntry_Operation(e) == kvOp_Put ? kvEntry_ValueString(e) : "";
+      kvEntry_Destroy(e);
+      std::lock_guard lock(view_m_);
+      if (holder.empty()) {
+        held_.erase(user);
+      } else {
+        held_[user] = std::move(holder);
+      }
+      report(user);
+    }
+    if (w) kvWatcher_Destroy(w);
+  }
+
+  // Tells the broker where user is held if that changed (under view_m_, so that the calls keep
+  // their order whichever thread makes them).
+  void report(const std::string& user) {
+    std::string where;
+    if (auto it = held_.find(user); it != held_.end() && it->second != self_) {
+      const std::string& holder = it->second;
+      const auto slash = holder.rfind('/');
+      if (slash != std::string::npos) {
+        std::string token = key_of(broker_of(holder));
+        auto live = epochs_.find(token);
+        if (live != epochs_.end() && holder.compare(slash + 1, std::string::npos, live->second) == 0) {
+          where = std::move(token);
+        }
+      }
+    }
+    auto it = reported_.find(user);
+    const std::string_view before = it == reported_.end() ? std::string_view() : std::string_view(it->second);
+    if (before == where) return;
+    if (where.empty()) {
+      reported_.erase(it);
+    } else {
+      reported_[user] = where;
+    }
+    if (events_.holder) events_.holder(user, std::move(where));
+  }
 
   // Another broker's takeover request (on a cnats thread): the broker ends the session and asks
   // for the release; the answer goes out after that release, in this worker's order.
@@ -288,8 +415,8 @@ class nats_backbone final : public backbone {
     std::string user(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
     std::string reply = natsMsg_GetReply(msg) ? natsMsg_GetReply(msg) : "";
     natsMsg_Destroy(msg);
-    if (!self->takeover_ || reply.empty()) return;
-    self->takeover_(std::move(user), [self, reply = std::move(reply)] {
+    if (!self->events_.takeover || reply.empty()) return;
+    self->events_.takeover(std::move(user), [self, reply = std::move(reply)] {
       self->post([self, reply] { natsConnection_PublishString(self->nc_, reply.c_str(), "released"); });
     });
   }
@@ -340,7 +467,25 @@ class nats_backbone final : public backbone {
         spdlog::info("cluster '{}': {} broker{} alive", s_.cluster_name, keys.Count, keys.Count == 1 ? "" : "s");
       }
       alive_ = keys.Count;
+      std::map<std::string, std::string> epochs;
+      bool complete = true;
+      for (int i = 0; i < keys.Count; ++i) {
+        kvEntry* b = nullptr;
+        const natsStatus st = kvStore_Get(&b, brokers_, keys.Keys[i]);
+        if (st == NATS_OK) {
+          epochs[keys.Keys[i]] = kvEntry_ValueString(b);
+          kvEntry_Destroy(b);
+        } else if (st != NATS_NOT_FOUND) {
+          complete = false;
+        }
+      }
       kvKeysList_Destroy(&keys);
+      std::lock_guard lock(view_m_);
+      if (complete && epochs != epochs_) {
+        epochs_ = std::move(epochs);
+        for (auto& [user, holder] : held_) report(user);
+        // A name reported held whose entry went meanwhile (never: the watch erases them both).
+      }
     }
     for (auto it = releases_due_.begin(); it != releases_due_.end();) {
       it = do_release(*it) ? releases_due_.erase(it) : std::next(it);
@@ -349,8 +494,9 @@ class nats_backbone final : public backbone {
 
   cluster_settings s_;
   std::string epoch_;
-  std::string self_;  // the value of the names this process holds: "<broker>/<epoch>"
-  const takeover_handler takeover_;  // set before the worker starts: read on cnats' threads
+  std::string self_;   // the value of the names this process holds: "<broker>/<epoch>"
+  std::string token_;  // this broker in keys and subjects
+  const backbone_events events_;  // set before any thread starts: called on cnats' threads and the watcher's
 
   std::mutex m_;
   std::condition_variable cv_;
@@ -365,11 +511,20 @@ class nats_backbone final : public backbone {
   kvStore* names_ = nullptr;
   kvStore* brokers_ = nullptr;
   natsSubscription* control_ = nullptr;
+  natsSubscription* relay_ = nullptr;
   std::set<std::string> releases_due_;
   clock_type::time_point last_complaint_{};
   bool put_once_ = false;
   bool duplicate_warned_ = false;
   std::atomic<int> alive_{0};
+
+  std::thread watcher_;
+  std::atomic<bool> watching_{false};
+  // Where names are held, as the watch and the refreshes see it.
+  std::mutex view_m_;
+  std::map<std::string, std::string> held_;     // user -> "<broker>/<epoch>", for names not released
+  std::map<std::string, std::string> epochs_;   // broker token -> epoch, of live brokers
+  std::map<std::string, std::string> reported_; // user -> broker token, as last told
 };
 
 }  // namespace
@@ -379,8 +534,8 @@ bool is_valid_cluster_name(std::string_view name) noexcept {
          std::all_of(name.begin(), name.end(), [](char c) { return plain(static_cast<unsigned char>(c)); });
 }
 
-std::unique_ptr<backbone> make_nats_backbone(const cluster_settings& s, backbone::takeover_handler on_takeover) {
-  return std::make_unique<nats_backbone>(s, std::move(on_takeover));
+std::unique_ptr<backbone> make_nats_backbone(const cluster_settings& s, backbone_events events) {
+  return std::make_unique<nats_backbone>(s, std::move(events));
 }
 
 }  // namespace ma

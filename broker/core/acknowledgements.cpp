@@ -24,6 +24,8 @@ void broker_core::handle_ack(peer& p, const request& r, const moment& now) {
   for (const std::string& uuid : r.ack_uuids) {
     auto taken = p.in_flight.take(uuid, r.ack_sender);
     if (!taken) {
+      // Relayed by another broker of the cluster: the acknowledgement goes back there.
+      if (p.extras && !p.extras->relayed.empty() && relay_ack(p, uuid, r.ack_sender)) continue;
       // Not in flight: a late one only if it was dead-lettered recently, else nothing to do.
       if (late_acks_.may_be_late(p.username, uuid)) for_store.late.push_back(uuid);
       continue;

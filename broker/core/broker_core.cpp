@@ -145,10 +145,13 @@ void broker_core::disconnected(peer_id id, const moment& now) {
   not_logged_in_.erase(id);
   peer& p = *gone;
   release_all_stalled(p);
-  if (!p.username.empty()) {
+  if (p.remote) {
+    if (forget_name(p)) presence_changed(p.username, false, now);
+  } else if (!p.username.empty()) {
     if (forget_name(p)) presence_changed(p.username, false, now);
     spdlog::info("session {}: '{}' disconnected ({} unacknowledged)", id, p.username,
                  p.in_flight.size() + p.held_count());
+    represent_remote(p.username, now);
   } else {
     spdlog::debug("session {}: closed before logging in", id);
   }
@@ -235,6 +238,13 @@ void broker_core::stop(const moment& now) {
   stopping_ = true;
   release_accepts(now);  // what waits for acknowledgements is written now
   presence_.clear();
+  // Remote peers have no connection to close: what was relayed to them and not acknowledged
+  // becomes dead letters now, as for the sessions when they close.
+  std::vector<peer_id> remote;
+  for (auto& [id, p] : peers_) {
+    if (p->remote) remote.push_back(id);
+  }
+  for (peer_id id : remote) disconnected(id, now);
   for (auto& [id, p] : peers_) begin_close(*p);
   deadline_may_have_moved();
 }

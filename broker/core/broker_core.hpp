@@ -10,6 +10,7 @@
 //   accept.cpp          accepting a message: dedupe, routing, the commit, live delivery
 //   acknowledgements.cpp  acknowledgements, receipts, ack timeouts, dead-lettering
 //   redelivery.cpp      the redelivery pump
+//   remote_users.cpp    in a cluster: users online at other brokers, and the frames relayed
 #pragma once
 
 #include <algorithm>
@@ -109,6 +110,18 @@ class broker_core {
   void tls_established(peer_id id, const std::string& name, const moment& now);
   // In a cluster: another broker took user's name over; its session here ends.
   void taken_over_elsewhere(const std::string& user, const moment& now);
+  // In a cluster: user's name is held at another live broker (a token of the backbone's), or at
+  // none (broker empty). Such a user is a remote peer here, online like any other: what is sent
+  // to it is relayed to that broker, and its letters are redelivered through it.
+  void remote_holder(const std::string& user, const std::string& broker, const moment& now);
+  // In a cluster: frames another broker relayed (backbone::relay).
+  void relayed(relay_kind kind, const std::string& from, const std::string& user, std::string_view frames,
+               const moment& now);
+  // After port::flush of a remote peer: its outbox goes to its broker (port::relay).
+  void relay_outbox(peer_id id, const moment& now);
+  // Remote peers' ids are these and above; a session's are below.
+  static constexpr peer_id first_remote_id = peer_id{1} << 62;
+  static bool is_remote(peer_id id) { return id >= first_remote_id; }
   // The peer shut down its sending side (a half-close, like `nc -N`): the answers still due go
   // out, then the connection closes.
   void finished_sending(peer_id id, const moment& now);
@@ -213,8 +226,9 @@ class broker_core {
   bool take_over(peer& old, peer& by, const request& r, const moment& now);
   // authenticated: by its password or its certificate (then a name online is taken over).
   void accept_log_in(peer& p, request& r, bool authenticated, const moment& now);
-  void name_claimed(peer_id id, const std::string& user, claim_outcome outcome, std::string request_id);
-  void log_in_failed(peer& p, const protocol_error& why);
+  void name_claimed(peer_id id, const std::string& user, claim_outcome outcome, std::string request_id,
+                    const moment& now);
+  void log_in_failed(peer& p, const protocol_error& why, const moment& now);
   void count_letters(peer& p, std::string request_id);
   void logged_in(peer_id id, std::int64_t pending, const std::string& request_id, const moment& now);
   void handle_group_change(peer& p, request& r, const moment& now);
@@ -285,6 +299,14 @@ class broker_core {
     }
   }
 
+  // remote_users.cpp
+  void add_remote(const std::string& user, const std::string& broker, const moment& now);
+  void drop_remote(peer& p, const moment& now);
+  // A session here let user's name go: the user may be online elsewhere.
+  void represent_remote(const std::string& user, const moment& now);
+  // Acknowledgements of deliveries other brokers relayed to p go back to them; true if uuid was one.
+  bool relay_ack(peer& p, const std::string& uuid, const std::string& sender);
+
   // redelivery.cpp
   void start_redelivery(peer& p);
   void fetch_page(peer& p);
@@ -301,6 +323,9 @@ class broker_core {
   // does not change once logged in): the name is kept once per connection.
   std::map<std::string_view, peer_id, std::less<>> online_;
   std::multimap<std::string, peer_id, std::less<>> send_only_;
+  // In a cluster: users online at other brokers, user -> broker token (see remote_holder).
+  std::map<std::string, std::string, std::less<>> remote_holders_;
+  peer_id next_remote_id_ = first_remote_id;
   std::set<peer_id> not_logged_in_;  // open peers before log_in; ids grow with time: oldest first
   group_table groups_;
   dedupe_table dedupe_{max_dedupe_entries};

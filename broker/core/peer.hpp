@@ -9,6 +9,7 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "broker/core/delivery.hpp"
@@ -70,8 +71,19 @@ struct peer_extras {
   // The common name of its TLS client certificate, when that names the user
   // (--tls-identity-as-username): its log_in is for this name, whatever it claims.
   std::string certified_name;
+  // In a cluster, on a remote peer (a user at another broker): that broker's token.
+  std::string remote_broker;
+  // In a cluster, on a peer here: the deliveries other brokers relayed to it and it has not
+  // acknowledged yet, message_uuid -> where its acknowledgement goes.
+  struct relayed_delivery {
+    std::string sender;
+    std::string broker;
+  };
+  std::unordered_map<std::string, relayed_delivery> relayed;
 
-  bool empty() const { return held.empty() && stalled.empty() && certified_name.empty(); }
+  bool empty() const {
+    return held.empty() && stalled.empty() && certified_name.empty() && remote_broker.empty() && relayed.empty();
+  }
 };
 
 struct peer {
@@ -90,6 +102,9 @@ struct peer {
   bool presence_behind = false;  // it stopped reading: one catch-up update once it drains
   bool took_over = false;  // its log_in took the name over from another session
   bool claimed = false;    // its name is claimed in the cluster (released when forgotten)
+  // A user online at another broker of the cluster: its frames go there (broker_core::relay_outbox),
+  // its acknowledgements come from there. No connection, no heartbeats, no log_in.
+  bool remote = false;
   std::uint32_t window = 0;  // at most this many unacknowledged deliveries; 0: no limit
   std::uint32_t redeliveries_in_flight = 0;  // sent, not yet acknowledged
   std::uint32_t replies_due = 0;  // requests whose answer waits for the store

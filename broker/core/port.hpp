@@ -58,6 +58,8 @@ class port {
   virtual void claim_name(std::string user, bool take_over, claim_completion done) = 0;
   // A name claimed here is free again (its session ended, or its log_in failed after the claim).
   virtual void release_name(std::string user) = 0;
+  // Only in a cluster: frames for another broker (backbone::relay), sent at once.
+  virtual void relay(const std::string& broker, relay_kind kind, const std::string& user, std::string_view frames) = 0;
   // broker_core::next_deadline() is earlier than it was: tick the core by then.
   virtual void deadline_moved(steady_time at) = 0;
 };

@@ -183,7 +183,13 @@ bool broker_core::take_over(peer& old, peer& by, const request& r, const moment&
 // the peer's dead letters; its later frames wait for the answer.
 void broker_core::accept_log_in(peer& p, request& r, bool authenticated, const moment& now) {
   // A send-only peer holds no name: it may sit beside the user's receiving peer.
-  if (peer* old = r.send_only ? nullptr : find_online(r.username)) {
+  peer* old = r.send_only ? nullptr : find_online(r.username);
+  // Online at another broker: the cluster's claim decides (a takeover there, or username_taken).
+  if (old && old->remote) {
+    drop_remote(*old, now);
+    old = nullptr;
+  }
+  if (old) {
     if (!authenticated) {
       return send_error(p, errc::username_taken,
                         "The username '" + r.username + "' is online on another connection; choose another name.", &r);
@@ -215,13 +221,14 @@ void broker_core::accept_log_in(peer& p, request& r, bool authenticated, const m
   port_.claim_name(p.username, authenticated, [this, id = p.id, user = p.username, request_id = std::move(r.request_id)](
                                    claim_outcome outcome, const moment& at) mutable {
     observe(at.steady);
-    name_claimed(id, user, outcome, std::move(request_id));
+    name_claimed(id, user, outcome, std::move(request_id), at);
     deadline_may_have_moved();
   });
 }
 
 // The cluster's answer to a log_in's claim: on to its dead letters, or refused.
-void broker_core::name_claimed(peer_id id, const std::string& user, claim_outcome outcome, std::string request_id) {
+void broker_core::name_claimed(peer_id id, const std::string& user, claim_outcome outcome, std::string request_id,
+                               const moment& now) {
   peer* p = find(id);
   if (!p || p->username != user) {  // gone meanwhile: nothing here holds the name
     if (outcome == claim_outcome::claimed) port_.release_name(user);
@@ -237,14 +244,16 @@ void broker_core::name_claimed(peer_id id, const std::string& user, claim_outcom
                               "The username '" + user +
                                   "' is online at another broker of the cluster; choose another name.",
                               request_id,
-                              {}});
+                              {}},
+                         now);
   }
   spdlog::warn("session {}: log_in as '{}' refused: the cluster's registry did not answer", id, user);
   log_in_failed(*p, {errc::server_busy,
                      "The broker could not reach the cluster to hold your name; the connection is closed: log in "
                      "again in a moment.",
                      request_id,
-                     {}});
+                     {}},
+                now);
   begin_close(*p);  // as every server_busy
 }
 
@@ -263,14 +272,16 @@ void broker_core::taken_over_elsewhere(const std::string& user, const moment& no
   presence_changed(user, false, now);
   fail_deliveries(*old, dead_letter_reason::recipient_disconnected, now);
   begin_close(*old);
+  represent_remote(user, now);
   deadline_may_have_moved();
 }
 
 // A log_in that got as far as holding its name fails: the name is free again and the peer may
 // log in anew.
-void broker_core::log_in_failed(peer& p, const protocol_error& why) {
+void broker_core::log_in_failed(peer& p, const protocol_error& why, const moment& now) {
   reply_given(p);
   forget_name(p);
+  represent_remote(p.username, now);
   p.username.clear();
   if (p.open()) {
     p.phase = peer_phase::awaiting_log_in;
@@ -286,12 +297,17 @@ void broker_core::count_letters(peer& p, std::string request_id) {
                                                                                         const moment& at) {
     peer* q = find(id);
     if (!q) return;
+    if (e && q->remote) {
+      spdlog::error("counting the dead letters of '{}' failed; they wait for its next login", q->username);
+      return logged_in(id, 0, request_id, at);
+    }
     if (e) {
       spdlog::error("session {}: counting the dead letters of '{}' failed", id, q->username);
       return log_in_failed(*q, {errc::internal_error,
                                 "The broker could not read its database; try logging in again in a moment.",
                                 request_id,
-                                {}});
+                                {}},
+                           at);
     }
     logged_in(id, *pending, request_id, at);
   };
@@ -302,6 +318,12 @@ void broker_core::logged_in(peer_id id, std::int64_t pending, const std::string&
   peer* p = find(id);
   if (!p || !p->open()) return;
   p->phase = peer_phase::logged_in;
+  if (p->remote) {
+    spdlog::info("'{}' online at broker {} of the cluster ({} pending dead letters here)", p->username,
+                 p->extras->remote_broker, pending);
+    presence_changed(p->username, true, now);
+    return pending > 0 ? start_redelivery(*p) : refill(*p, now);
+  }
   port_.set_frame_limit(id, s_.max_frame_bytes);
   resume(*p);
   const auto names = online_names();
@@ -417,7 +439,8 @@ void broker_core::flush_presence(std::string_view except) {
   for (auto& [name, id] : online_) {
     if (name == except) continue;
     peer* p = find(id);
-    if (!p || !p->open()) continue;
+    // A remote peer's own broker tells it; one logging in gets the list in its acknowledgement.
+    if (!p || !p->open() || p->remote || p->phase != peer_phase::logged_in) continue;
     // One that does not read gets one pending state, not a frame per change (see written).
     if (p->presence_behind || p->out.bytes() > presence_changes::max_behind_bytes) {
       p->presence_behind = true;

@@ -323,6 +323,23 @@ TEST(BrokerCore, PresenceGoesOutAtOnceForFewUsersAndInBatchesPast64) {
   EXPECT_EQ(updates[0].at("left").as_array(), (json::array{"late-b"}));
 }
 
+// The first frame after a log_in is its answer: a presence change while the store counts its
+// letters is in the user list of its acknowledgement, not in an update before it (in a cluster,
+// changes come from the other brokers at any time; a client that reads the first frame after
+// log_in took such an update for the answer).
+TEST(BrokerCore, NoPresenceUpdateGoesAheadOfTheLogInAnswer) {
+  core_harness h(fast());
+  const peer_id leaving = h.online("leaving");
+  const peer_id newcomer = h.connect();
+  h.send(newcomer, "log_in", {{"sender_username", "newcomer"}});  // its count waits for the store
+  h.disconnect(leaving);
+  h.run_store();
+  auto first = h.frames(newcomer);
+  ASSERT_FALSE(first.empty());
+  EXPECT_EQ(first.front().at("message_id"), "acknowledge_log_in");
+  EXPECT_EQ(first.front().at("message_content").at("user_list"), (json::array{"newcomer"}));
+}
+
 TEST(BrokerCore, AnObserverThatDoesNotReadGetsOnePendingPresenceState) {
   core_harness h(fast());
   const peer_id watcher = h.online("watcher");  // reads nothing from here on

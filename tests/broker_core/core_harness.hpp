@@ -55,6 +55,15 @@ class recording_port : public port {
     claims.push_back({std::move(user), take_over, std::move(done)});
   }
   void release_name(std::string user) override { releases.push_back(std::move(user)); }
+  struct relay_out {
+    std::string broker;
+    relay_kind kind;
+    std::string user;
+    std::string frames;
+  };
+  void relay(const std::string& broker, relay_kind kind, const std::string& user, std::string_view frames) override {
+    relays.push_back({broker, kind, user, std::string(frames)});
+  }
   void deadline_moved(steady_time at) override { last_deadline = at; }
 
   std::set<peer_id> flushes;  // asked since the test last took the output
@@ -66,6 +75,7 @@ class recording_port : public port {
   std::deque<password_check> checks;
   std::deque<claim> claims;
   std::vector<std::string> releases;  // in order
+  std::vector<relay_out> relays;      // in order
   std::optional<steady_time> last_deadline;
 };
 

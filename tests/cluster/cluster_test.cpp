@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <array>
+#include <set>
 #include <atomic>
 #include <latch>
 #include <memory>
@@ -290,6 +292,184 @@ TEST_F(Cluster, LogInsGoOnWithOneNatsServerOfThreeDown) {
   std::printf("a log_in went through %lld ms after a nats-server was killed\n",
               static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - killed).count()));
   EXPECT_EQ(answer_at(b2, "bob", twin), "username_taken") << "bob was let in twice";
+}
+
+// The content of the next receive_message, acknowledged; empty if none came in time.
+boost::json::object receive_and_ack(client& c, std::chrono::milliseconds timeout = 20s) {
+  auto m = c.expect_content("receive_message", timeout);
+  if (!m.empty()) c.send("acknowledge_message", {{"message_uuid", m.at("message_uuid")}});
+  return m;
+}
+
+// Waits until the broker of c lists name online (true), or the deadline passes. A user's
+// presence reaches the other brokers through the registry's watch, a moment after its log_in.
+bool listed(client& c, const std::string& name, bool online = true, std::chrono::milliseconds timeout = 20s) {
+  const auto deadline = clock_type::now() + timeout;
+  while (clock_type::now() < deadline) {
+    c.send("get_user_list");
+    auto list = c.expect_content("user_list");
+    const auto& users = list.at("user_list").as_array();
+    const bool there = std::find(users.begin(), users.end(), boost::json::value(name)) != users.end();
+    if (there == online) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
+// Issue 16: a direct message from a user at one broker to a user at another, and its receipt;
+// a multicast and a broadcast across three brokers.
+TEST_F(Cluster, MessagesCrossBrokersWithTheirReceipts) {
+  cluster_broker b1(dir, nats, "b1"), b2(dir, nats, "b2"), b3(dir, nats, "b3");
+  client alice(b1.port()), bob(b2.port()), carol(b3.port());
+  alice.log_in("alice");
+  bob.log_in("bob");
+  carol.log_in("carol");
+  ASSERT_TRUE(listed(alice, "bob"));
+  ASSERT_TRUE(listed(alice, "carol"));
+  ASSERT_TRUE(listed(bob, "carol"));
+
+  alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", "hi bob"}, {"message_uuid", "d-1"}});
+  EXPECT_EQ(alice.expect_content("message_accepted").at("status"), "relayed");
+  auto got = receive_and_ack(bob);
+  ASSERT_FALSE(got.empty());
+  EXPECT_EQ(got.at("message_text"), "hi bob");
+  EXPECT_EQ(got.at("sender_username"), "alice");
+  EXPECT_EQ(got.at("redelivery"), false);
+  auto receipt = alice.expect_content("message_delivered", 20s);
+  EXPECT_EQ(receipt.at("message_uuid"), "d-1");
+  EXPECT_EQ(receipt.at("receiver_username"), "bob");
+
+  alice.send("multicast_message", {{"receiver_usernames", {"bob", "carol"}}, {"message_text", "to you two"}});
+  alice.expect("message_accepted");
+  EXPECT_EQ(receive_and_ack(bob).at("channel"), "multicast");
+  EXPECT_EQ(receive_and_ack(carol).at("channel"), "multicast");
+
+  carol.send("broadcast_message", {{"message_text", "to all"}});
+  carol.expect("message_accepted");
+  EXPECT_EQ(receive_and_ack(alice).at("message_text"), "to all");
+  EXPECT_EQ(receive_and_ack(bob).at("message_text"), "to all");
+  // Receipts from two brokers come back to carol's.
+  int receipts = 0;
+  while (receipts < 2 && !carol.expect_content("message_delivered", 20s).empty()) ++receipts;
+  EXPECT_EQ(receipts, 2);
+}
+
+// Presence and user lists are the cluster's: a user at another broker is listed, announced when
+// it logs in and when it leaves.
+TEST_F(Cluster, PresenceAndUserListsAreClusterWide) {
+  cluster_broker b1(dir, nats, "b1"), b2(dir, nats, "b2");
+  client alice(b1.port());
+  alice.log_in("alice");
+  {
+    client bob(b2.port());
+    bob.log_in("bob");
+    auto update = alice.expect_content("update_user_set", 20s);
+    EXPECT_EQ(update.at("joined"), (boost::json::array{"bob"}));
+    EXPECT_TRUE(listed(alice, "bob"));
+    EXPECT_TRUE(listed(bob, "alice"));
+    bob.send("log_out");
+    bob.expect("acknowledge_log_out");
+  }
+  auto update = alice.expect_content("update_user_set", 20s);
+  EXPECT_EQ(update.at("left"), (boost::json::array{"bob"}));
+  EXPECT_TRUE(listed(alice, "bob", false));
+}
+
+// Letters for a user who is offline, from senders at two brokers, wait in those brokers'
+// Dead Letter Channels and are redelivered when the user logs in at a third, in order per sender.
+TEST_F(Cluster, LettersFromTwoBrokersAreRedeliveredAtALogInToAThird) {
+  cluster_broker b1(dir, nats, "b1"), b2(dir, nats, "b2"), b3(dir, nats, "b3");
+  client alice(b1.port()), bob(b2.port());
+  alice.log_in("alice");
+  bob.log_in("bob");
+  for (int i = 0; i < 5; ++i) {
+    alice.send("send_message", {{"receiver_username", "dave"}, {"message_text", "a" + std::to_string(i)}});
+    bob.send("send_message", {{"receiver_username", "dave"}, {"message_text", "b" + std::to_string(i)}});
+  }
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(alice.expect_content("message_accepted").at("status"), "dead_lettered");
+    EXPECT_EQ(bob.expect_content("message_accepted").at("status"), "dead_lettered");
+  }
+  client dave(b3.port());
+  dave.log_in("dave");
+  std::vector<std::string> from_alice, from_bob;
+  for (int i = 0; i < 10; ++i) {
+    auto m = receive_and_ack(dave, 30s);
+    ASSERT_FALSE(m.empty()) << "after " << i << " letters";
+    EXPECT_EQ(m.at("redelivery"), true);
+    (m.at("sender_username") == "alice" ? from_alice : from_bob).emplace_back(m.at("message_text").as_string());
+  }
+  EXPECT_EQ(from_alice, (std::vector<std::string>{"a0", "a1", "a2", "a3", "a4"}));
+  EXPECT_EQ(from_bob, (std::vector<std::string>{"b0", "b1", "b2", "b3", "b4"}));
+  EXPECT_TRUE(dave.quiet_of("receive_message", 1s)) << "a letter came twice";
+  for (auto* sender : {&alice, &bob}) {
+    for (int i = 0; i < 5; ++i) EXPECT_FALSE(sender->expect_content("message_delivered", 20s).empty());
+  }
+}
+
+// A broker killed with -9 in the middle of a stream to one of its users: the user logs in at
+// another broker within 15 s, and every message the sender had accepted reaches it; what it gets
+// twice comes marked as a redelivery.
+TEST_F(Cluster, ARecipientsBrokerKilledMidStreamLosesNoAcceptedMessage) {
+  cluster_broker b1(dir, nats, "b1"), b2(dir, nats, "b2"), b3(dir, nats, "b3");
+  client alice(b1.port());
+  alice.log_in("alice");
+  auto bob = std::make_unique<client>(b2.port());
+  bob->log_in("bob");
+  ASSERT_TRUE(listed(alice, "bob"));
+
+  constexpr int total = 200;
+  std::set<std::string> accepted, received;
+  int duplicates = 0, unmarked_duplicates = 0;
+  auto take = [&](const boost::json::object& m) {
+    const std::string uuid(m.at("message_uuid").as_string());
+    if (!received.insert(uuid).second) {
+      ++duplicates;
+      if (m.at("redelivery") != true) ++unmarked_duplicates;
+    }
+  };
+  for (int i = 0; i < total; ++i) {
+    alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", std::to_string(i)}});
+    if (i == total / 2) {
+      // bob read half of it, and b2 dies.
+      while (received.size() < total / 4) {
+        auto m = receive_and_ack(*bob);
+        if (m.empty()) break;
+        take(m);
+      }
+      b2.process().signal(SIGKILL);
+    }
+  }
+  for (int i = 0; i < total; ++i) {
+    auto a = alice.expect_content("message_accepted", 20s);
+    if (a.empty()) break;
+    accepted.emplace(a.at("message_uuid").as_string());
+  }
+  EXPECT_EQ(accepted.size(), static_cast<std::size_t>(total));
+
+  // bob's connection dropped with b2; bob logs in at b3 as soon as the cluster lets it.
+  const auto killed = clock_type::now();
+  std::string answer;
+  while (clock_type::now() - killed < 25s) {
+    bob = std::make_unique<client>(b3.port());
+    answer = log_in_answer(*bob, "bob");
+    if (answer == "acknowledge_log_in") break;
+    std::this_thread::sleep_for(250ms);
+  }
+  ASSERT_EQ(answer, "acknowledge_log_in");
+  EXPECT_LE(clock_type::now() - killed, 15s);
+  const auto deadline = clock_type::now() + 60s;
+  while (clock_type::now() < deadline &&
+         !std::includes(received.begin(), received.end(), accepted.begin(), accepted.end())) {
+    auto m = receive_and_ack(*bob, 5s);
+    if (!m.empty()) take(m);
+  }
+  std::vector<std::string> lost;
+  std::set_difference(accepted.begin(), accepted.end(), received.begin(), received.end(), std::back_inserter(lost));
+  EXPECT_TRUE(lost.empty()) << lost.size() << " accepted messages never reached bob";
+  EXPECT_EQ(unmarked_duplicates, 0) << "of " << duplicates << " duplicates";
+  std::printf("%zu accepted, %zu received, %d duplicates (marked redeliveries)\n", accepted.size(), received.size(),
+              duplicates);
 }
 
 }  // namespace
