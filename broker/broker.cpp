@@ -221,6 +221,15 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
     cluster->claim(std::move(user), take_over, on_broker_thread<claim_outcome>(std::move(done)));
   }
   void release_name(std::string user) override { cluster->release(std::move(user)); }
+  void change_group(group_change change, group_completion done) override {
+    auto back = on_broker_thread<std::pair<group_outcome, std::vector<std::string>>>(
+        [done = std::move(done)](const std::pair<group_outcome, std::vector<std::string>>& r, const moment& at) {
+          done(r.first, r.second, at);
+        });
+    cluster->change_group(std::move(change), [back = std::move(back)](group_outcome o, std::vector<std::string> m) mutable {
+      back(std::make_pair(o, std::move(m)));
+    });
+  }
   void relay(const std::string& broker, relay_kind kind, const std::string& user, std::string_view frames) override {
     cluster->relay(broker, kind, user, frames);
   }
@@ -333,6 +342,11 @@ void broker::impl::start() {
     events.relayed = [weak, ioc = &io](relay_message m) {
       asio::post(*ioc, [weak, m = std::move(m)] {
         if (auto self = weak.lock()) self->core_.relayed(m.kind, m.from, m.user, m.frames, moment_now());
+      });
+    };
+    events.group = [weak, ioc = &io](std::string group, std::vector<std::string> members) {
+      asio::post(*ioc, [weak, group = std::move(group), members = std::move(members)] {
+        if (auto self = weak.lock()) self->core_.remote_group(group, members);
       });
     };
     cluster = make_nats_backbone({comma_list(o.cluster_nats), o.cluster_name, o.broker_name}, std::move(events));

@@ -20,6 +20,22 @@ enum class claim_outcome {
   unavailable,  // the cluster's registry could not be asked in time
 };
 
+// A change of a group, made in the registry (backbone::change_group).
+struct group_change {
+  enum class op { create, join, leave } what;
+  std::string group;
+  std::string user;                  // who creates, joins or leaves
+  std::vector<std::string> members;  // create: the members besides the creator
+};
+
+enum class group_outcome {
+  done,         // made: the group's members after it come with it
+  exists,       // create: the group exists already
+  unknown,      // join, leave: there is no such group
+  not_member,   // leave: the user is not a member
+  unavailable,  // the registry could not be asked in time
+};
+
 // What a relay between two brokers carries (backbone::relay).
 enum class relay_kind : char {
   to_user = 'd',    // frames for a user whose session is at the receiving broker (deliveries, receipts)
@@ -44,6 +60,9 @@ struct backbone_events {
   // empty: at no other live broker). The first calls after a start give every name held.
   std::function<void(std::string user, std::string broker)> holder;
   std::function<void(relay_message)> relayed;
+  // A group's members as the registry holds them now (none: the group is gone). The first calls
+  // after a start give every group.
+  std::function<void(std::string group, std::vector<std::string> members)> group;
 };
 
 // Calls return at once. Answers come on the backbone's own thread, in the order the calls were
@@ -58,6 +77,10 @@ class backbone {
   virtual void claim(std::string user, bool take_over, std::function<void(claim_outcome)> done) = 0;
   // The name's session here ended: it is free for any broker (only if this broker still holds it).
   virtual void release(std::string user) = 0;
+  // Changes a group in the cluster's registry (compare-and-set, so that concurrent changes at two
+  // brokers both count); then done with the outcome and the group's members after the change.
+  virtual void change_group(group_change change,
+                            std::function<void(group_outcome, std::vector<std::string> members)> done) = 0;
   // Brokers whose liveness was seen at the last look (this one included); 0 before the first.
   virtual int brokers_alive() const = 0;
   // Sends frames to another broker (a token from backbone_events::holder), at most once: what is
@@ -75,7 +98,7 @@ struct cluster_settings {
   std::string broker_name;        // unique in the cluster
   // A broker's names are void once its liveness entry is this old (it refreshes it every
   // refresh_interval): the users of a broker killed with -9 log in elsewhere after that.
-  std::chrono::milliseconds liveness_ttl{6000};
+  std::chrono::milliseconds liveness_ttl{8000};
   std::chrono::milliseconds refresh_interval{1500};
   std::chrono::milliseconds request_timeout{3000};  // one registry operation
   // How long a claim is tried again while the registry does not answer (within the agents'
@@ -89,6 +112,7 @@ struct cluster_settings {
 // broker's control subject (<cluster>.control.<broker>). Connects in the background and keeps
 // reconnecting; claims made while no nats-server answers get `unavailable`.
 // Where each name is held is read from a watch on <cluster>-names and the brokers' liveness;
+// groups are <cluster>-groups (group -> its members, one per line; empty: gone), watched too;
 // relayed frames go on core NATS to the subject <cluster>.relay.<broker>.
 std::unique_ptr<backbone> make_nats_backbone(const cluster_settings& s, backbone_events events);
 

@@ -31,6 +31,8 @@ namespace ma {
 namespace {
 
 using clock_type = std::chrono::steady_clock;
+// Keys of the names bucket that are no name: key_of("~") (a username has no '~').
+const std::string tick_prefix = "=7E";
 constexpr std::chrono::milliseconds retry_pause{200};
 
 // What a bucket name, a key and a subject token may hold as it is.
@@ -130,6 +132,19 @@ class nats_backbone final : public backbone {
 
   int brokers_alive() const override { return alive_.load(); }
 
+  void change_group(group_change change,
+                    std::function<void(group_outcome, std::vector<std::string>)> done) override {
+    post([this, change = std::move(change), done = std::move(done)] {
+      const auto give_up = clock_type::now() + s_.claim_patience;
+      std::vector<std::string> members;
+      auto outcome = do_group_change(change, members);
+      while (outcome == group_outcome::unavailable && clock_type::now() < give_up && !pause(retry_pause)) {
+        outcome = do_group_change(change, members);
+      }
+      done(outcome, std::move(members));
+    });
+  }
+
   // "<kind><from>\n<user>\n<frames>" on <cluster>.relay.<broker>.
   void relay(const std::string& broker, relay_kind kind, const std::string& user, std::string_view frames) override {
     if (!nc_) return;
@@ -182,6 +197,8 @@ class nats_backbone final : public backbone {
     // A graceful stop voids this broker's names at once (a killed one's when its entry expires).
     watching_ = false;
     if (watcher_.joinable()) watcher_.join();
+    if (group_watcher_.joinable()) group_watcher_.join();
+    if (heart_.joinable()) heart_.join();
     for (natsSubscription* sub : {control_, relay_}) {
       if (!sub) continue;
       natsSubscription_Unsubscribe(sub);
@@ -189,6 +206,7 @@ class nats_backbone final : public backbone {
     }
     if (brokers_) kvStore_Delete(brokers_, key_of(s_.broker_name).c_str());
     if (names_) kvStore_Destroy(names_);
+    if (groups_) kvStore_Destroy(groups_);
     if (brokers_) kvStore_Destroy(brokers_);
     if (js_) jsCtx_Destroy(js_);
     if (nc_) {
@@ -211,6 +229,7 @@ class nats_backbone final : public backbone {
     if (st == NATS_OK) st = natsOptions_SetReconnectWait(opts_, 250);
     if (st == NATS_OK) st = natsOptions_SetTimeout(opts_, s_.request_timeout.count());
     if (st == NATS_OK) st = natsOptions_SetRetryOnFailedConnect(opts_, true, nullptr, nullptr);
+    if (st == NATS_OK) st = natsOptions_SetReconnectedCB(opts_, &nats_backbone::on_reconnected, this);
     if (st == NATS_OK) {
       st = natsConnection_Connect(&nc_, opts_);
       if (st == NATS_NOT_YET_CONNECTED) st = NATS_OK;
@@ -225,7 +244,7 @@ class nats_backbone final : public backbone {
   // The buckets, bound (or made) once JetStream answers. Replicas: 3, or one per server given if
   // fewer (a bucket can not have more replicas than the NATS cluster has servers).
   bool ready() {
-    if (names_ && brokers_) return true;
+    if (names_ && brokers_ && groups_) return true;
     if (!js_) return false;
     const int replicas = static_cast<int>(std::min<std::size_t>(3, s_.urls.size()));
     auto bind = [&](kvStore*& kv, const std::string& bucket, std::chrono::milliseconds ttl) {
@@ -246,7 +265,8 @@ class nats_backbone final : public backbone {
       }
       return false;
     };
-    if (!bind(names_, s_.cluster_name + "-names", {}) || !bind(brokers_, s_.cluster_name + "-brokers", s_.liveness_ttl)) {
+    if (!bind(names_, s_.cluster_name + "-names", {}) || !bind(brokers_, s_.cluster_name + "-brokers", s_.liveness_ttl) ||
+        !bind(groups_, s_.cluster_name + "-groups", {})) {
       return false;
     }
     if (!control_) {
@@ -265,7 +285,21 @@ class nats_backbone final : public backbone {
     }
     if (!watcher_.joinable()) {
       watching_ = true;
-      watcher_ = std::thread([this] { watch(); });
+      watcher_ = std::thread([this] {
+        watch(
+            names_, [this](std::string key, std::string value) { name_seen(key, value); }, 3 * s_.refresh_interval);
+      });
+      group_watcher_ = std::thread([this] {
+        watch(groups_, [this](std::string key, std::string value) {
+          if (events_.group) events_.group(name_of(key), members_of(value));
+        });
+      });
+    }
+    if (!heart_.joinable()) {
+      beat();  // before any claim of this broker is judged by its liveness
+      heart_ = std::thread([this] {
+        while (!pause(s_.refresh_interval)) beat();
+      });
     }
     spdlog::info("cluster '{}': the registry is ready", s_.cluster_name);
     refresh();
@@ -333,6 +367,8 @@ class nats_backbone final : public backbone {
   }
   std::string relay_subject(std::string_view token) const { return s_.cluster_name + ".relay." + std::string(token); }
 
+  static void on_reconnected(natsConnection*, void* closure) { ++static_cast<nats_backbone*>(closure)->rewatches_; }
+
   // Frames from another broker (on a cnats thread).
   static void on_relay(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
     auto* self = static_cast<nats_backbone*>(closure);
@@ -346,14 +382,29 @@ class nats_backbone final : public backbone {
     natsMsg_Destroy(msg);
   }
 
-  // The watch on the names bucket, on its own thread (kvWatcher_Next blocks): every update of a
-  // name is read against the liveness seen last. A watch that fails is made anew; it then
-  // replays every name, and only changes are told.
-  void watch() {
+  // A watch on a bucket, on a thread of its own (kvWatcher_Next blocks): seen(key, value) for
+  // every entry, then for every update (a deleted entry's value is empty). A watch that fails is
+  // made anew; it then replays every entry.
+  //
+  // A watch's consumer lives on one nats-server: when that server dies, cnats notices only after
+  // 15 s of missed heartbeats. So every watch is made anew when this broker's connection moved
+  // to another server, and when the names bucket, where every broker writes a tick at each
+  // refresh, was quiet for three refresh intervals (quiet_limit: only for that bucket).
+  template <class Seen>
+  void watch(kvStore* kv, Seen seen, std::optional<clock_type::duration> quiet_limit = std::nullopt) {
     kvWatcher* w = nullptr;
+    int made_at = rewatches_.load();
+    auto last_entry = clock_type::now();
     while (watching_) {
+      if (w && quiet_limit && clock_type::now() - last_entry > *quiet_limit) ++rewatches_;
+      if (w && made_at != rewatches_.load()) {
+        kvWatcher_Destroy(w);
+        w = nullptr;
+      }
       if (!w) {
-        if (kvStore_WatchAll(&w, names_, nullptr) != NATS_OK) {
+        made_at = rewatches_.load();
+        last_entry = clock_type::now();
+        if (kvStore_WatchAll(&w, kv, nullptr) != NATS_OK) {
           w = nullptr;
           if (pause(retry_pause)) break;
           continue;
@@ -367,19 +418,85 @@ class nats_backbone final : public backbone {
         w = nullptr;
         continue;
       }
+      last_entry = clock_type::now();
       if (!e) continue;  // the initial values are all in
-      std::string user = name_of(kvEntry_Key(e));
-      std::string holder = kvEntry_Operation(e) == kvOp_Put ? kvEntry_ValueString(e) : "";
+      std::string key = kvEntry_Key(e);
+      std::string value = kvEntry_Operation(e) == kvOp_Put ? kvEntry_ValueString(e) : "";
       kvEntry_Destroy(e);
-      std::lock_guard lock(view_m_);
-      if (holder.empty()) {
-        held_.erase(user);
-      } else {
-        held_[user] = std::move(holder);
-      }
-      report(user);
+      seen(std::move(key), std::move(value));
     }
     if (w) kvWatcher_Destroy(w);
+  }
+
+  // A name's entry, read against the liveness seen last.
+  void name_seen(const std::string& key, std::string holder) {
+    if (key.starts_with(tick_prefix)) return;
+    const std::string user = name_of(key);
+    std::lock_guard lock(view_m_);
+    if (holder.empty()) {
+      held_.erase(user);
+    } else {
+      held_[user] = std::move(holder);
+    }
+    report(user);
+  }
+
+  static std::vector<std::string> members_of(std::string_view value) {
+    std::vector<std::string> members;
+    while (!value.empty()) {
+      const auto end = value.find('\n');
+      if (end != 0) members.emplace_back(value.substr(0, end));
+      if (end == std::string_view::npos) break;
+      value.remove_prefix(end + 1);
+    }
+    return members;
+  }
+  static std::string value_of(const std::set<std::string>& members) {
+    std::string value;
+    for (auto& m : members) value += (value.empty() ? "" : "\n") + m;
+    return value;
+  }
+
+  // A group's entry is changed at the revision read: a change at another broker in between is
+  // read again and this one applied to it. A group whose last member left has an empty entry.
+  group_outcome do_group_change(const group_change& c, std::vector<std::string>& after) {
+    if (!ready()) return group_outcome::unavailable;
+    const std::string key = key_of(c.group);
+    for (int round = 0; round < 8; ++round) {
+      std::set<std::string> members;
+      std::uint64_t rev = 0;
+      kvEntry* e = nullptr;
+      const natsStatus st = kvStore_Get(&e, groups_, key.c_str());
+      if (st == NATS_OK) {
+        for (auto& m : members_of(kvEntry_ValueString(e))) members.insert(std::move(m));
+        rev = kvEntry_Revision(e);
+        kvEntry_Destroy(e);
+      } else if (st != NATS_NOT_FOUND) {
+        return group_outcome::unavailable;
+      }
+      using op = group_change::op;
+      if (c.what == op::create) {
+        if (!members.empty()) return group_outcome::exists;
+        members.insert(c.user);
+        members.insert(c.members.begin(), c.members.end());
+      } else if (members.empty()) {
+        return group_outcome::unknown;
+      } else if (c.what == op::join) {
+        members.insert(c.user);
+      } else if (!members.erase(c.user)) {
+        return group_outcome::not_member;
+      }
+      const std::string value = value_of(members);
+      std::uint64_t next = 0;
+      const natsStatus w = rev == 0 ? kvStore_CreateString(&next, groups_, key.c_str(), value.c_str())
+                                    : kvStore_UpdateString(&next, groups_, key.c_str(), value.c_str(), rev);
+      if (w == NATS_OK) {
+        after.assign(members.begin(), members.end());
+        return group_outcome::done;
+      }
+      // Another broker changed it first (read it again), or the write failed: again.
+    }
+    return group_outcome::unavailable;
   }
 
   // Tells the broker where user is held if that changed (under view_m_, so that the calls keep
@@ -437,12 +554,10 @@ class nats_backbone final : public backbone {
     return same;
   }
 
-  // This broker's liveness entry, the count of brokers alive, and the releases that failed.
-  void refresh() {
-    if (!names_ || !brokers_) {
-      ready();
-      return;
-    }
+  // This broker's liveness entry and the watches' tick, every refresh_interval on a thread of
+  // its own: a claim that waits for the registry for seconds on the worker must not let the
+  // entry expire meanwhile (this broker's names would be void, and given to another broker).
+  void beat() {
     const std::string key = key_of(s_.broker_name);
     kvEntry* e = nullptr;
     if (kvStore_Get(&e, brokers_, key.c_str()) == NATS_OK) {
@@ -458,8 +573,18 @@ class nats_backbone final : public backbone {
     std::uint64_t rev = 0;
     if (kvStore_PutString(&rev, brokers_, key.c_str(), epoch_.c_str()) == NATS_OK) {
       put_once_ = true;
+      // The watches' tick (never a name: no username holds a '~').
+      kvStore_PutString(&rev, names_, (tick_prefix + token_).c_str(), epoch_.c_str());
     } else {
       spdlog::warn("cluster '{}': this broker's liveness could not be written: {}", s_.cluster_name, last_error());
+    }
+  }
+
+  // The count of brokers alive, their epochs, and the releases that failed.
+  void refresh() {
+    if (!names_ || !brokers_ || !groups_) {
+      ready();
+      return;
     }
     kvKeysList keys{};
     if (kvStore_Keys(&keys, brokers_, nullptr) == NATS_OK) {
@@ -510,6 +635,7 @@ class nats_backbone final : public backbone {
   jsCtx* js_ = nullptr;
   kvStore* names_ = nullptr;
   kvStore* brokers_ = nullptr;
+  kvStore* groups_ = nullptr;
   natsSubscription* control_ = nullptr;
   natsSubscription* relay_ = nullptr;
   std::set<std::string> releases_due_;
@@ -519,7 +645,10 @@ class nats_backbone final : public backbone {
   std::atomic<int> alive_{0};
 
   std::thread watcher_;
+  std::thread group_watcher_;
+  std::thread heart_;  // beat()
   std::atomic<bool> watching_{false};
+  std::atomic<int> rewatches_{0};  // bumped when every watch is to be made anew
   // Where names are held, as the watch and the refreshes see it.
   std::mutex view_m_;
   std::map<std::string, std::string> held_;     // user -> "<broker>/<epoch>", for names not released

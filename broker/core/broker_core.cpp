@@ -19,7 +19,9 @@ broker_core::~broker_core() = default;
 
 void broker_core::start(const std::vector<group_record>& groups, std::vector<accepted_pair> recent,
                         const counts_by_recipient& expired, const moment& now) {
-  groups_.load(groups);
+  // In a cluster the groups are the registry's (remote_group gives them): a file's own groups,
+  // from before it joined, are not the cluster's.
+  if (!s_.cluster) groups_.load(groups);
   // The dedupe window goes on across the restart: what was accepted within it is answered
   // again with its first statuses, whether it was acknowledged since or not.
   const auto window = bounded_ms(s_.dedupe_window_ms);

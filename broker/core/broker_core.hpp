@@ -114,6 +114,8 @@ class broker_core {
   // none (broker empty). Such a user is a remote peer here, online like any other: what is sent
   // to it is relayed to that broker, and its letters are redelivered through it.
   void remote_holder(const std::string& user, const std::string& broker, const moment& now);
+  // In a cluster: a group's members as the cluster's registry holds them (none: gone).
+  void remote_group(const std::string& group, const std::vector<std::string>& members);
   // In a cluster: frames another broker relayed (backbone::relay).
   void relayed(relay_kind kind, const std::string& from, const std::string& user, std::string_view frames,
                const moment& now);
@@ -234,6 +236,7 @@ class broker_core {
   void handle_group_change(peer& p, request& r, const moment& now);
   bool within_group_limits(peer& p, const request& r);
   void group_changed(peer_id id, const request& r, std::exception_ptr e, bool ok);
+  void change_group_in_cluster(peer& p, std::shared_ptr<const request> change);
   void presence_changed(const std::string& who, bool joined, const moment& now);
   void flush_presence(std::string_view except);
   // Removes p from online or the send-only peers; true if it held its name (was online).

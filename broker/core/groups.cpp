@@ -68,4 +68,13 @@ void group_table::leave(std::string_view group, std::string_view user) {
   if (g->second.empty()) groups_.erase(g);
 }
 
+void group_table::set(const std::string& group, const std::vector<std::string>& members) {
+  if (auto g = groups_.find(group); g != groups_.end()) {
+    for (auto& m : std::vector<std::string>(g->second.begin(), g->second.end())) leave(group, m);
+  }
+  if (members.empty()) return;
+  auto& set = groups_[group];
+  for (auto& m : members) add(set, m);
+}
+
 }  // namespace ma

@@ -32,6 +32,8 @@ class group_table {
   void join(const std::string& group, const std::string& user);
   // A group whose last member leaves is gone.
   void leave(std::string_view group, std::string_view user);
+  // The group has these members now (none: it is gone), as a cluster's registry says.
+  void set(const std::string& group, const std::vector<std::string>& members);
 
   const group_map& all() const { return groups_; }
 

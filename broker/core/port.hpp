@@ -32,6 +32,9 @@ using password_completion = std::function<void(bool right, const moment&)>;
 
 // What the cluster said of a name this broker claimed (port::claim_name), on the core's thread.
 using claim_completion = std::function<void(claim_outcome, const moment&)>;
+// What the cluster's registry said of a group change (port::change_group), with the group's
+// members after it, on the core's thread.
+using group_completion = std::function<void(group_outcome, std::vector<std::string> members, const moment&)>;
 
 class port {
  public:
@@ -58,6 +61,9 @@ class port {
   virtual void claim_name(std::string user, bool take_over, claim_completion done) = 0;
   // A name claimed here is free again (its session ended, or its log_in failed after the claim).
   virtual void release_name(std::string user) = 0;
+  // Only in a cluster: a group change, made in the cluster's registry instead of the store; then
+  // done on the core's thread (never from inside this call).
+  virtual void change_group(group_change change, group_completion done) = 0;
   // Only in a cluster: frames for another broker (backbone::relay), sent at once.
   virtual void relay(const std::string& broker, relay_kind kind, const std::string& user, std::string_view frames) = 0;
   // broker_core::next_deadline() is earlier than it was: tick the core by then.

@@ -101,6 +101,10 @@ void broker_core::drop_remote(peer& p, const moment& now) {
   disconnected(p.id, now);
 }
 
+void broker_core::remote_group(const std::string& group, const std::vector<std::string>& members) {
+  groups_.set(group, members);
+}
+
 void broker_core::relayed(relay_kind kind, const std::string& from, const std::string& user, std::string_view frames,
                           const moment& now) {
   observe(now.steady);

@@ -360,6 +360,7 @@ void broker_core::handle_group_change(peer& p, request& r, const moment& now) {
     }
   }
   if (r.k != kind::leave_group && !within_group_limits(p, r)) return;
+  if (s_.cluster) return change_group_in_cluster(p, std::make_shared<const request>(std::move(r)));
   auto job = r.k == kind::create_group ? store_jobs::create_group(name, p.username, r.members, now.wall)
              : r.k == kind::join_group ? store_jobs::join_group(name, p.username, now.wall)
                                        : store_jobs::leave_group(name, p.username);
@@ -412,6 +413,49 @@ bool broker_core::within_group_limits(peer& p, const request& r) {
     }
   }
   return true;
+}
+
+// In a cluster the registry holds the groups (every broker watches it), and decides: the checks
+// above were made against this broker's copy, which may be a moment behind.
+void broker_core::change_group_in_cluster(peer& p, std::shared_ptr<const request> change) {
+  const auto what = change->k == kind::create_group ? group_change::op::create
+                    : change->k == kind::join_group ? group_change::op::join
+                                                    : group_change::op::leave;
+  hold(p, peer_reading::held_for_store);
+  ++p.replies_due;
+  port_.change_group({what, change->group_name, p.username, change->members},
+                     [this, id = p.id, change](group_outcome outcome, std::vector<std::string> members, const moment& at) {
+                       observe(at.steady);
+                       if (outcome == group_outcome::done) groups_.set(change->group_name, members);
+                       peer* p = find(id);
+                       if (!p) return;
+                       resume(*p);
+                       reply_given(*p);
+                       const std::string& name = change->group_name;
+                       const request* r = change.get();
+                       switch (outcome) {
+                         case group_outcome::done:
+                           push(*p, make_group_ack(name, groups_.members(name), r->request_id));
+                           break;
+                         case group_outcome::exists:
+                           send_error(*p, errc::invalid_field, exists_already(name), r);
+                           break;
+                         case group_outcome::unknown:
+                           send_error(*p, errc::unknown_group, "There is no group '" + name + "'.", r);
+                           break;
+                         case group_outcome::not_member:
+                           send_error(*p, errc::not_group_member,
+                                      "You are not a member of '" + name + "', so you can not leave it.", r);
+                           break;
+                         case group_outcome::unavailable:
+                           send_error(*p, errc::server_busy,
+                                      "The broker could not reach the cluster to change the group; try again in a "
+                                      "moment.",
+                                      r);
+                           break;
+                       }
+                       deadline_may_have_moved();
+                     });
 }
 
 void broker_core::group_changed(peer_id id, const request& r, std::exception_ptr e, bool ok) {

@@ -60,6 +60,7 @@ struct cluster {
       bool moved = false;
       for (auto& [token, h] : brokers) {
         if (h->run_store() > 0) moved = true;
+        if (run_group_changes(*h) > 0) moved = true;
         auto flushes = h->port().flushes;
         for (peer_id id : flushes) {
           if (!broker_core::is_remote(id)) continue;
@@ -79,6 +80,39 @@ struct cluster {
       if (!moved) break;
     }
     return carried;
+  }
+
+  // The registry's groups: each change asked is made there, answered, and seen by every broker
+  // (as through the watch), the one that asked included.
+  std::map<std::string, std::set<std::string>> groups;
+  int run_group_changes(core_harness& h) {
+    auto asked = std::move(h.port().group_changes);
+    h.port().group_changes.clear();
+    for (auto& [change, done] : asked) {
+      auto& members = groups[change.group];
+      group_outcome outcome = group_outcome::done;
+      using op = group_change::op;
+      if (change.what == op::create) {
+        if (!members.empty()) {
+          outcome = group_outcome::exists;
+        } else {
+          members.insert(change.user);
+          members.insert(change.members.begin(), change.members.end());
+        }
+      } else if (members.empty()) {
+        outcome = group_outcome::unknown;
+      } else if (change.what == op::join) {
+        members.insert(change.user);
+      } else if (!members.erase(change.user)) {
+        outcome = group_outcome::not_member;
+      }
+      std::vector<std::string> after(members.begin(), members.end());
+      done(outcome, after, h.now());
+      if (outcome == group_outcome::done) {
+        for (auto& [token, x] : brokers) x->core().remote_group(change.group, after);
+      }
+    }
+    return static_cast<int>(asked.size());
   }
 
   // Every relay the brokers asked for since the last settle, without carrying it.
@@ -237,6 +271,51 @@ TEST(ClusterRelay, FramesForAUserNoLongerHereAreDroppedAndAnAckFromAStrangerIsIg
   c.a.core().relayed(relay_kind::from_user, "B", "alice", "{\"message_id\":\"acknowledge_message\"}\n", c.a.now());
   c.settle();
   EXPECT_TRUE(c.a.frames(alice).empty()) << "alice is local at A: B has no say for her";
+}
+
+// Groups are the cluster's: made in its registry, known at every broker, and a group message
+// goes to its members wherever they are (a member offline everywhere: a dead letter at the
+// sender's broker).
+TEST(ClusterRelay, GroupsAreTheClustersAndTheirMessagesReachMembersAtEveryBroker) {
+  cluster c;
+  const peer_id alice = c.online(c.a, "alice");
+  const peer_id bob = c.online(c.b, "bob");
+  c.a.send(alice, "create_group", {{"group_name", "ops"}, {"group_members", {"bob"}}});
+  EXPECT_TRUE(c.a.take(alice, "acknowledge_group").empty()) << "not before the registry answers";
+  c.settle();
+  auto made = c.a.take(alice, "acknowledge_group");
+  ASSERT_EQ(made.size(), 1u);
+  EXPECT_EQ(made[0].at("group_members"), (json::array{"alice", "bob"}));
+  EXPECT_EQ(c.b.db().list_groups().size(), 0u) << "the registry holds it, not the store";
+
+  // Created at A, known at B: bob sends to it; and carol, at C, joins it there.
+  const peer_id carol = c.online(c.c, "carol");
+  c.c.send(carol, "join_group", {{"group_name", "ops"}});
+  c.settle();
+  ASSERT_EQ(c.c.take(carol, "acknowledge_group").size(), 1u);
+  c.c.send(carol, "create_group", {{"group_name", "ops"}});
+  c.settle();
+  auto errors = c.c.take(carol, "error");
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].at("error_code"), "invalid_field") << "the group exists in the cluster";
+
+  c.b.send(bob, "group_message", {{"group_name", "ops"}, {"message_text", "to the group"}});
+  c.b.run_store();
+  c.settle();
+  for (auto [h, id] : {std::pair{&c.a, alice}, std::pair{&c.c, carol}}) {
+    auto got = h->take(id, "receive_message");
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].at("channel"), "group");
+    EXPECT_EQ(got[0].at("group_name"), "ops");
+  }
+
+  // carol leaves C: a group message from A keeps her letter at A.
+  c.leave(c.c, carol, "carol");
+  c.a.send(alice, "group_message", {{"group_name", "ops"}, {"message_text", "carol is away"}});
+  c.a.run_store();
+  c.settle();
+  EXPECT_EQ(c.a.db().count_pending("carol"), 1);
+  EXPECT_EQ(c.b.take(bob, "receive_message").size(), 1u);
 }
 
 }  // namespace

@@ -55,6 +55,13 @@ class recording_port : public port {
     claims.push_back({std::move(user), take_over, std::move(done)});
   }
   void release_name(std::string user) override { releases.push_back(std::move(user)); }
+  struct group_change_asked {
+    group_change change;
+    group_completion done;
+  };
+  void change_group(group_change change, group_completion done) override {
+    group_changes.push_back({std::move(change), std::move(done)});
+  }
   struct relay_out {
     std::string broker;
     relay_kind kind;
@@ -76,6 +83,7 @@ class recording_port : public port {
   std::deque<claim> claims;
   std::vector<std::string> releases;  // in order
   std::vector<relay_out> relays;      // in order
+  std::deque<group_change_asked> group_changes;
   std::optional<steady_time> last_deadline;
 };
 

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <boost/json/serialize.hpp>
+
 #include <algorithm>
 #include <array>
 #include <set>
@@ -111,6 +113,28 @@ std::string log_in_answer(client& c, const std::string& name, std::chrono::milli
   const std::string kind(frame->at("message_id").as_string());
   if (kind != "error") return kind;
   return std::string(frame->at("message_content").as_object().at("error_code").as_string());
+}
+
+// The content of the next receive_message, acknowledged; empty if none came in time.
+boost::json::object receive_and_ack(client& c, std::chrono::milliseconds timeout = 20s) {
+  auto m = c.expect_content("receive_message", timeout);
+  if (!m.empty()) c.send("acknowledge_message", {{"message_uuid", m.at("message_uuid")}});
+  return m;
+}
+
+// Waits until the broker of c lists name online (true), or the deadline passes. A user's
+// presence reaches the other brokers through the registry's watch, a moment after its log_in.
+bool listed(client& c, const std::string& name, bool online = true, std::chrono::milliseconds timeout = 20s) {
+  const auto deadline = clock_type::now() + timeout;
+  while (clock_type::now() < deadline) {
+    c.send("get_user_list");
+    auto list = c.expect_content("user_list");
+    const auto& users = list.at("user_list").as_array();
+    const bool there = std::find(users.begin(), users.end(), boost::json::value(name)) != users.end();
+    if (there == online) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
 }
 
 class Cluster : public ::testing::Test {
@@ -292,28 +316,18 @@ TEST_F(Cluster, LogInsGoOnWithOneNatsServerOfThreeDown) {
   std::printf("a log_in went through %lld ms after a nats-server was killed\n",
               static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - killed).count()));
   EXPECT_EQ(answer_at(b2, "bob", twin), "username_taken") << "bob was let in twice";
-}
 
-// The content of the next receive_message, acknowledged; empty if none came in time.
-boost::json::object receive_and_ack(client& c, std::chrono::milliseconds timeout = 20s) {
-  auto m = c.expect_content("receive_message", timeout);
-  if (!m.empty()) c.send("acknowledge_message", {{"message_uuid", m.at("message_uuid")}});
-  return m;
-}
-
-// Waits until the broker of c lists name online (true), or the deadline passes. A user's
-// presence reaches the other brokers through the registry's watch, a moment after its log_in.
-bool listed(client& c, const std::string& name, bool online = true, std::chrono::milliseconds timeout = 20s) {
-  const auto deadline = clock_type::now() + timeout;
-  while (clock_type::now() < deadline) {
-    c.send("get_user_list");
-    auto list = c.expect_content("user_list");
-    const auto& users = list.at("user_list").as_array();
-    const bool there = std::find(users.begin(), users.end(), boost::json::value(name)) != users.end();
-    if (there == online) return true;
-    std::this_thread::sleep_for(100ms);
-  }
-  return false;
+  // Traffic goes on: a message from b2 to bob at b1, and its receipt.
+  std::unique_ptr<client> alice;
+  ASSERT_EQ(answer_at(b2, "alice", alice), "acknowledge_log_in");
+  const auto asked = clock_type::now();
+  ASSERT_TRUE(listed(*alice, "bob", true, 30s));
+  std::printf("bob, at b1, listed at b2 %lld ms later\n",
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - asked).count()));
+  alice->send("send_message", {{"receiver_username", "bob"}, {"message_text", "still here"}});
+  alice->expect("message_accepted", 20s);
+  EXPECT_EQ(receive_and_ack(*bob, 30s).at("message_text"), "still here");
+  EXPECT_FALSE(alice->expect_content("message_delivered", 30s).empty());
 }
 
 // Issue 16: a direct message from a user at one broker to a user at another, and its receipt;
@@ -352,6 +366,49 @@ TEST_F(Cluster, MessagesCrossBrokersWithTheirReceipts) {
   int receipts = 0;
   while (receipts < 2 && !carol.expect_content("message_delivered", 20s).empty()) ++receipts;
   EXPECT_EQ(receipts, 2);
+}
+
+// Groups are the cluster's (held in its registry): a group made at one broker is joined at
+// another, and its messages reach members at all three.
+TEST_F(Cluster, GroupsAreTheClusters) {
+  cluster_broker b1(dir, nats, "b1"), b2(dir, nats, "b2"), b3(dir, nats, "b3");
+  client alice(b1.port()), bob(b2.port()), carol(b3.port());
+  alice.log_in("alice");
+  bob.log_in("bob");
+  carol.log_in("carol");
+  alice.send("create_group", {{"group_name", "ops"}, {"group_members", {"bob"}}});
+  EXPECT_EQ(alice.expect_content("acknowledge_group", 20s).at("group_members"), (boost::json::array{"alice", "bob"}));
+  // carol's broker learns of the group through the registry's watch, a moment later.
+  const auto deadline = clock_type::now() + 20s;
+  boost::json::object joined;
+  while (clock_type::now() < deadline) {
+    carol.send("join_group", {{"group_name", "ops"}});
+    auto frame = carol.recv(20s);
+    ASSERT_TRUE(frame);
+    if (frame->at("message_id") == "acknowledge_group") {
+      joined = frame->at("message_content").as_object();
+      break;
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(joined.at("group_members"), (boost::json::array{"alice", "bob", "carol"}));
+  ASSERT_TRUE(listed(bob, "carol"));
+  ASSERT_TRUE(listed(bob, "alice"));
+  // bob's broker has seen carol's join once its group list says so.
+  const auto seen_by = clock_type::now() + 20s;
+  while (clock_type::now() < seen_by) {
+    bob.send("get_group_list");
+    auto list = bob.expect_content("group_list");
+    if (boost::json::serialize(list).find("carol") != std::string::npos) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  bob.send("group_message", {{"group_name", "ops"}, {"message_text", "to ops"}});
+  bob.expect("message_accepted");
+  for (client* member : {&alice, &carol}) {
+    auto m = receive_and_ack(*member);
+    EXPECT_EQ(m.at("group_name"), "ops");
+    EXPECT_EQ(m.at("message_text"), "to ops");
+  }
 }
 
 // Presence and user lists are the cluster's: a user at another broker is listed, announced when
