@@ -53,6 +53,8 @@ on, as users run it); W1, W3 and W4 run a second time with --persist-accepted of
   W6  a receiver's queue of 50,000 dead letters drained at its login (and after kill -9)
   W7  10,000 agents heartbeating for a minute: the broker's CPU
   W8  W3 with a password file, quiet and while 50 wrong log_ins a second arrive
+  W1x, W3x, W4x  W1, W3 and W4 across two brokers of a cluster (three nats-servers on
+      loopback, started here): the senders at one broker, the receivers at the other
 
 Options:
   --workloads w1,w2,...    which (default: w1-w7)
@@ -63,6 +65,8 @@ Options:
   --broker-binary PATH     the broker to start (default: message-broker beside this program)
   --broker-arg ARG         one more argument for every broker started (repeat it: --broker-arg
                            --sqlite-synchronous --broker-arg full)
+  --nats-server PATH        the nats-server for the cross-broker workloads
+                           (default: /usr/sbin/nats-server)
   --scale N                every count divided by N, for a quick look
   --w5-conns N, --w7-agents N, --w7-seconds N
   --help                   this text
@@ -80,6 +84,8 @@ struct settings {
   std::string broker_binary;
   std::string broker;  // host:port of a running broker (then --broker-pid for its CPU)
   int broker_pid = 0;
+  bool cross = false;  // the cross-broker line of W1, W3, W4 (w1x, w3x, w4x)
+  std::string nats_server = "/usr/sbin/nats-server";
   int payload = 100;
   int w1 = 200'000, w2 = 100'000, w2_window = 1000, w3 = 20'000, w4 = 50'000, w4_subs = 10;
   int w5_conns = 5000, w6 = 50'000, w7_agents = 10'000, w7_seconds = 60;
@@ -107,8 +113,104 @@ std::string run_tag() {
 
 // Names what a line ran on.
 std::string config_note(const settings& s) {
-  return s.config.empty() ? "default configuration (persist-accepted on)" : "persist-accepted off";
+  return std::string(s.cross ? "across two brokers of a cluster, " : "") +
+         (s.config.empty() ? "default configuration (persist-accepted on)" : "persist-accepted off");
 }
+
+// Forks and runs args with stdout and stderr to log; the pid, stopped by fail() too.
+int spawn(std::vector<std::string> args, const std::string& log) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const int pid = ::fork();
+  if (pid > 0) started_brokers.push_back(pid);
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 2);
+    ::dup2(fd, 1);
+    ::execv(args[0].c_str(), argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// Waits until log holds what; fails when pid exits first or after 60 s. Returns the log.
+std::string wait_for_log(int pid, const std::string& log, const std::string& what) {
+  const auto deadline = clock_type::now() + 60s;
+  while (clock_type::now() < deadline) {
+    std::ifstream f(log);
+    std::string text((std::istreambuf_iterator<char>(f)), {});
+    if (text.find(what) != std::string::npos) return text;
+    int st;
+    if (::waitpid(pid, &st, WNOHANG) == pid) fail(log + ": the process exited at start: " + text);
+    std::this_thread::sleep_for(5ms);
+  }
+  fail(log + ": no '" + what + "' within 60 s");
+}
+
+// SIGTERM, then SIGKILL after 15 s.
+void terminate(int pid) {
+  std::erase(started_brokers, pid);
+  ::kill(pid, SIGTERM);
+  const auto deadline = clock_type::now() + 15s;
+  int st;
+  while (::waitpid(pid, &st, WNOHANG) != pid) {
+    if (clock_type::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &st, 0);
+      return;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+}
+
+std::uint16_t free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// Three nats-servers routed into one NATS cluster with JetStream, on loopback, in dir.
+class nats_trio {
+ public:
+  nats_trio(const settings& s, const std::filesystem::path& dir) {
+    std::uint16_t client[3], route[3];
+    for (int i = 0; i < 3; ++i) client[i] = free_port(), route[i] = free_port();
+    std::string routes;
+    for (auto p : route) routes += (routes.empty() ? "" : ",") + std::string("nats://127.0.0.1:") + std::to_string(p);
+    for (int i = 0; i < 3; ++i) {
+      const std::string name = "n" + std::to_string(i + 1);
+      const std::string log = (dir / (name + ".log")).string();
+      pids_[i] = spawn({s.nats_server, "-a", "127.0.0.1", "-p", std::to_string(client[i]), "-n", name,
+                        "--cluster_name", "bench", "--cluster", "nats://127.0.0.1:" + std::to_string(route[i]),
+                        "--routes", routes, "-js", "-sd", (dir / name).string()},
+                       log);
+      urls_[i] = "nats://127.0.0.1:" + std::to_string(client[i]);
+    }
+    for (int i = 0; i < 3; ++i) wait_for_log(pids_[i], (dir / ("n" + std::to_string(i + 1) + ".log")).string(), "Server is ready");
+  }
+  ~nats_trio() {
+    for (int pid : pids_) terminate(pid);
+  }
+  // Server i's URL first, then the others: each broker uses its own server, as on its own machine.
+  std::string urls_from(int i) const {
+    std::string out = urls_[i];
+    for (int j = 0; j < 3; ++j) {
+      if (j != i) out += "," + urls_[j];
+    }
+    return out;
+  }
+
+ private:
+  int pids_[3]{};
+  std::string urls_[3];
+};
 
 // --- the broker --------------------------------------------------------------------------------
 
@@ -161,55 +263,24 @@ class broker_process {
   void start() {
     const std::string log = (dir_ / "broker.log").string();
     std::filesystem::remove(log);  // the port is read from it: no stale line from a last run
+    // The broker logs its port at info.
     std::vector<std::string> args{s_.broker_binary, "--port", "0", "--discovery", "off", "--database",
-                                  (dir_ / "broker.db").string(), "--log-level", "warn"};
+                                  (dir_ / "broker.db").string(), "--log-level", "info"};
     args.insert(args.end(), extra_.begin(), extra_.end());
-    // The broker logs its port at info; ask for that one line through --log-level info.
-    args[8] = "info";
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_ = ::fork();
-    if (pid_ > 0) started_brokers.push_back(pid_);
-    if (pid_ == 0) {
-      const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      ::dup2(fd, 2);
-      ::dup2(fd, 1);
-      ::execv(args[0].c_str(), argv.data());
-      ::_exit(127);
+    pid_ = spawn(args, log);
+    std::string text = wait_for_log(pid_, log, "listening on 127.0.0.1:");
+    port_ = static_cast<std::uint16_t>(std::stoi(text.substr(text.find("listening on 127.0.0.1:") + 23)));
+    // A broker of a cluster takes log_ins once its registry is ready.
+    if (std::find(extra_.begin(), extra_.end(), "--cluster-nats") != extra_.end()) {
+      wait_for_log(pid_, log, "the registry is ready");
     }
-    const auto deadline = clock_type::now() + 30s;
-    while (clock_type::now() < deadline) {
-      std::ifstream f(log);
-      std::string text((std::istreambuf_iterator<char>(f)), {});
-      const auto at = text.find("listening on 127.0.0.1:");
-      if (at != std::string::npos) {
-        port_ = static_cast<std::uint16_t>(std::stoi(text.substr(at + 23)));
-        return;
-      }
-      int st;
-      if (::waitpid(pid_, &st, WNOHANG) == pid_) fail("the broker exited at start: " + text);
-      std::this_thread::sleep_for(5ms);
-    }
-    fail("the broker did not start within 30 s");
   }
 
   void forget_pid() { std::erase(started_brokers, pid_); }
 
   void stop() {
     if (external_ || pid_ <= 0) return;
-    forget_pid();
-    ::kill(pid_, SIGTERM);
-    const auto deadline = clock_type::now() + 15s;
-    int st;
-    while (::waitpid(pid_, &st, WNOHANG) != pid_) {
-      if (clock_type::now() > deadline) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, &st, 0);
-        break;
-      }
-      std::this_thread::sleep_for(5ms);
-    }
+    terminate(pid_);
     pid_ = -1;
   }
 
@@ -339,6 +410,63 @@ std::string multicast_frame(const std::string& to_json, const std::string& uuid,
          R"(,"message_uuid":")" + uuid + R"(","message_text":")" + text + "\"}}\n";
 }
 
+// The broker(s) of a run: one; or, on the cross-broker line, two brokers of a cluster over three
+// nats-servers, the senders at the first (tx) and the receivers at the second (rx).
+class broker_setup {
+ public:
+  broker_setup(const settings& s, std::vector<std::string> extra) {
+    if (!s.cross) {
+      tx_ = std::make_unique<broker_process>(s, std::move(extra));
+      return;
+    }
+    if (!s.broker.empty()) fail("the cross-broker workloads start brokers of their own (no --broker)");
+    dir_ = std::filesystem::temp_directory_path() / ("message-bench-nats-" + std::to_string(::getpid()) + "-" + run_tag());
+    std::filesystem::create_directories(dir_);
+    nats_ = std::make_unique<nats_trio>(s, dir_);
+    auto member = [&](int i, const char* name) {
+      auto e = extra;
+      e.insert(e.end(), {"--cluster-nats", nats_->urls_from(i), "--cluster-name", "bench", "--broker-name", name});
+      return e;
+    };
+    tx_ = std::make_unique<broker_process>(s, member(0, "bench-a"));
+    rx_ = std::make_unique<broker_process>(s, member(1, "bench-b"));
+  }
+  ~broker_setup() {
+    tx_.reset();
+    rx_.reset();
+    nats_.reset();
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+  std::uint16_t tx_port() const { return tx_->port(); }
+  std::uint16_t rx_port() const { return rx_ ? rx_->port() : tx_->port(); }
+  double cpu_s() const { return tx_->cpu_s() + (rx_ ? rx_->cpu_s() : 0); }
+  // In a cluster a log_in reaches the other broker a moment later: waits until the sending
+  // broker lists every name online.
+  void wait_listed(const std::vector<std::string>& names) const {
+    if (!rx_) return;
+    const int fd = connect_to(tx_port());
+    line_reader r(fd);
+    log_in(fd, r, "bench-observer-" + run_tag());
+    const auto deadline = clock_type::now() + 30s;
+    for (;;) {
+      write_all(fd, "{\"message_id\":\"get_user_list\",\"message_content\":{}}\n");
+      const std::string list = r.wait_for(R"({"message_id":"user_list")");
+      if (std::all_of(names.begin(), names.end(),
+                      [&](const std::string& n) { return list.find("\"" + n + "\"") != std::string::npos; })) {
+        break;
+      }
+      if (clock_type::now() > deadline) fail("the receivers were not listed at the sending broker within 30 s");
+      std::this_thread::sleep_for(20ms);
+    }
+    ::close(fd);
+  }
+
+ private:
+  std::filesystem::path dir_;
+  std::unique_ptr<nats_trio> nats_;
+  std::unique_ptr<broker_process> tx_, rx_;
+};
+
 // The sequence number in a receive_message line, or -1.
 std::int64_t seq_of(std::string_view line) {
   const auto at = line.find(R"("message_text":")");
@@ -458,11 +586,12 @@ void check_loss(const std::string& w, std::uint64_t unique, std::uint64_t want, 
 // counts until the last message arrived and (with a window) the last send was accepted.
 run_result stream(const settings& s, const std::string& name, std::vector<std::string> broker_args, int count,
                   int window, const std::string& note) {
-  broker_process b(s, std::move(broker_args));
-  const int tx = connect_to(b.port()), rx = connect_to(b.port());
+  broker_setup b(s, std::move(broker_args));
+  const int tx = connect_to(b.tx_port()), rx = connect_to(b.rx_port());
   line_reader rtx(tx), rrx(rx);
   log_in(tx, rtx, name + "-sender");
   log_in(rx, rrx, name + "-receiver");
+  b.wait_listed({name + "-receiver"});
   const std::uint64_t n = static_cast<std::uint64_t>(count);
   receiver recv(n);
   accept_counter acks;
@@ -588,12 +717,13 @@ std::vector<double> relay_round_trips(int count, int size) {
 
 // n round trips (after 1,000 to warm up) between w3-a and w3-b on the broker at port, in us.
 // after_log_in runs once both are logged in.
-std::vector<double> round_trips(const settings& s, std::uint16_t port, int n, const std::string& password = {},
+std::vector<double> round_trips(const settings& s, const broker_setup& b, int n, const std::string& password = {},
                                 const std::function<void()>& after_log_in = {}) {
-  const int fa = connect_to(port), fb = connect_to(port);
+  const int fa = connect_to(b.tx_port()), fb = connect_to(b.rx_port());
   line_reader ra(fa), rb(fb);
   log_in(fa, ra, "w3-a", password);
   log_in(fb, rb, "w3-b", password);
+  b.wait_listed({"w3-b"});
   if (after_log_in) after_log_in();
   std::atomic<bool> done{false};
   std::thread echo([&] {
@@ -648,9 +778,9 @@ std::vector<double> round_trips(const settings& s, std::uint16_t port, int n, co
 }
 
 run_result w3(const settings& s) {
-  broker_process b(s, {});
+  broker_setup b(s, {});
   const int n = s.w3;
-  const auto [p50, p99] = percentiles(round_trips(s, b.port(), n));
+  const auto [p50, p99] = percentiles(round_trips(s, b, n));
   const auto [floor50, floor99] = percentiles(relay_round_trips(n, s.payload));
   return {"W3",
           {{"p50_us", p50, "us"},
@@ -676,9 +806,9 @@ run_result w8(const settings& s) {
                             "' " + user + " > /dev/null";
     if (std::system(cmd.c_str()) != 0) fail("W8: message-broker passwd failed");
   }
-  broker_process b(s, {"--password-file", file});
+  broker_setup b(s, {"--password-file", file});
   const int n = s.w3 / 2;
-  const auto quiet = percentiles(round_trips(s, b.port(), n, "bench-secret"));
+  const auto quiet = percentiles(round_trips(s, b, n, "bench-secret"));
   const double cpu_before = b.cpu_s();
   std::atomic<bool> done{false};
   std::atomic<int> sent{0};
@@ -696,7 +826,7 @@ run_result w8(const settings& s) {
       from.sin_family = to.sin_family = AF_INET;
       from.sin_addr.s_addr = htonl(INADDR_LOOPBACK + 1 + static_cast<std::uint32_t>(i % 200));
       to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      to.sin_port = htons(b.port());
+      to.sin_port = htons(b.tx_port());
       if (::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) == 0 &&
           ::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0) {
         const std::string frame = R"({"message_id":"log_in","message_content":{"sender_username":"w3-a","password":"guess-)" +
@@ -716,7 +846,7 @@ run_result w8(const settings& s) {
   std::pair<double, double> flooded;
   try {
     // Logged in before the flood: a flood of logins delays logins (server_busy past 32 checks).
-    flooded = percentiles(round_trips(s, b.port(), n, "bench-secret", start_flood));
+    flooded = percentiles(round_trips(s, b, n, "bench-secret", start_flood));
   } catch (...) {
     done = true;
     if (flood.joinable()) flood.join();
@@ -739,19 +869,22 @@ run_result w8(const settings& s) {
 // --- W4: one sender to ten receivers -------------------------------------------------------
 
 run_result w4(const settings& s) {
-  broker_process b(s, {});
-  const int tx = connect_to(b.port());
+  broker_setup b(s, {});
+  const int tx = connect_to(b.tx_port());
   line_reader rtx(tx);
   log_in(tx, rtx, "w4-sender");
   std::vector<int> rx;
+  std::vector<std::string> receivers;
   std::string names = "[";
   for (int i = 0; i < s.w4_subs; ++i) {
-    rx.push_back(connect_to(b.port()));
+    rx.push_back(connect_to(b.rx_port()));
     line_reader r(rx.back());
-    log_in(rx.back(), r, "w4-r" + std::to_string(i));
-    names += (i ? ",\"w4-r" : "\"w4-r") + std::to_string(i) + "\"";
+    receivers.push_back("w4-r" + std::to_string(i));
+    log_in(rx.back(), r, receivers.back());
+    names += (i ? ",\"" : "\"") + receivers.back() + "\"";
   }
   names += "]";
+  b.wait_listed(receivers);
   const std::uint64_t n = static_cast<std::uint64_t>(s.w4);
   std::vector<receiver> recv(rx.size(), receiver(n));
   accept_counter acks;
@@ -1039,6 +1172,7 @@ int main(int argc, char** argv) {
     else if (k == "--broker-pid") s.broker_pid = std::stoi(value());
     else if (k == "--broker-binary") s.broker_binary = value();
     else if (k == "--broker-arg") s.broker_args.push_back(value());
+    else if (k == "--nats-server") s.nats_server = value();
     else if (k == "--w5-conns") s.w5_conns = std::stoi(value());
     else if (k == "--w7-agents") s.w7_agents = std::stoi(value());
     else if (k == "--w7-seconds") s.w7_seconds = std::stoi(value());
@@ -1058,7 +1192,8 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
 
   std::map<std::string, std::function<run_result(const settings&)>> all{
-      {"w1", w1}, {"w2", w2}, {"w3", w3}, {"w4", w4}, {"w5", w5}, {"w6", w6}, {"w7", w7}, {"w8", w8}};
+      {"w1", w1}, {"w2", w2}, {"w3", w3}, {"w4", w4}, {"w5", w5}, {"w6", w6}, {"w7", w7}, {"w8", w8},
+      {"w1x", w1}, {"w3x", w3}, {"w4x", w4}};
   if (!s.json) std::printf("%-6s %-28s %14s %14s %14s  %s\n", "", "metric", "median", "min", "max", "unit");
   const std::vector<std::string> persist_off{"--persist-accepted", "off"};
   for (const auto& w : s.workloads) {
@@ -1066,15 +1201,18 @@ int main(int argc, char** argv) {
     if (it == all.end()) fail("unknown workload " + w);
     const int runs = (w == "w5" || w == "w7") ? 1 : s.runs;  // one fresh broker per run already; W7 takes a minute
     // A running broker (--broker) has the configuration it has: no second line.
+    const bool cross = w.ends_with('x');
     const bool second_line = s.broker.empty() && (w == "w1" || w == "w3" || w == "w4");
     for (const auto& config : {std::vector<std::string>{}, persist_off}) {
       if (!config.empty() && !second_line) break;
       settings line = s;
       line.config = config;
+      line.cross = cross;
       std::vector<run_result> results;
       for (int r = 0; r < runs; ++r) {
         try {
           results.push_back(it->second(line));
+          if (cross) results.back().workload += "x";
           if (!config.empty()) results.back().workload += " off";
         } catch (const std::exception& e) {
           fail(w + ": " + e.what());

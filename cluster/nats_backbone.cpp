@@ -230,6 +230,9 @@ class nats_backbone final : public backbone {
     if (st == NATS_OK) st = natsOptions_SetTimeout(opts_, s_.request_timeout.count());
     if (st == NATS_OK) st = natsOptions_SetRetryOnFailedConnect(opts_, true, nullptr, nullptr);
     if (st == NATS_OK) st = natsOptions_SetReconnectedCB(opts_, &nats_backbone::on_reconnected, this);
+    // A relay is written at once (a broker batches its frames per burst already): cnats would
+    // otherwise hold it back up to a millisecond to gather more, on every hop between brokers.
+    if (st == NATS_OK) st = natsOptions_SetSendAsap(opts_, true);
     if (st == NATS_OK) {
       st = natsConnection_Connect(&nc_, opts_);
       if (st == NATS_NOT_YET_CONNECTED) st = NATS_OK;

@@ -529,5 +529,47 @@ TEST_F(Cluster, ARecipientsBrokerKilledMidStreamLosesNoAcceptedMessage) {
               duplicates);
 }
 
+// The sender's broker killed with -9 in the middle of a stream: what it accepted is in its
+// database, and once it is started again it hands every such message to the recipient, at the
+// broker the recipient is logged in to.
+TEST_F(Cluster, ASendersBrokerKilledMidStreamDeliversWhatItAcceptedOnceRestarted) {
+  auto b1 = std::make_unique<cluster_broker>(dir, nats, "b1");
+  cluster_broker b2(dir, nats, "b2");
+  client bob(b2.port());
+  bob.log_in("bob");
+  std::set<std::string> accepted, received;
+  {
+    client alice(b1->port());
+    alice.log_in("alice");
+    ASSERT_TRUE(listed(alice, "bob"));
+    for (int i = 0; i < 200; ++i) {
+      alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", std::to_string(i)}});
+    }
+    // Half of the answers, then the kill: the rest may or may not have been accepted.
+    for (int i = 0; i < 100; ++i) {
+      auto a = alice.expect_content("message_accepted", 20s);
+      ASSERT_FALSE(a.empty());
+      accepted.emplace(a.at("message_uuid").as_string());
+    }
+    b1->process().signal(SIGKILL);
+    b1->process().wait(10s);
+    while (auto frame = alice.recv(1s)) {
+      if (frame->at("message_id") == "message_accepted") {
+        accepted.emplace(frame->at("message_content").at("message_uuid").as_string());
+      }
+    }
+  }
+  b1 = std::make_unique<cluster_broker>(dir, nats, "b1");
+  const auto deadline = clock_type::now() + 60s;
+  while (clock_type::now() < deadline &&
+         !std::includes(received.begin(), received.end(), accepted.begin(), accepted.end())) {
+    auto m = receive_and_ack(bob, 5s);
+    if (!m.empty()) received.emplace(m.at("message_uuid").as_string());
+  }
+  std::vector<std::string> lost;
+  std::set_difference(accepted.begin(), accepted.end(), received.begin(), received.end(), std::back_inserter(lost));
+  EXPECT_TRUE(lost.empty()) << lost.size() << " of " << accepted.size() << " accepted messages never reached bob";
+}
+
 }  // namespace
 }  // namespace ma
