@@ -116,6 +116,7 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
   peer_id next_id = 0;
   boost::unordered_flat_map<peer_id, std::shared_ptr<session>> sessions;
   std::vector<peer_id> to_flush;
+  std::map<std::tuple<std::string, char, std::string>, std::string> relays;  // see relay()
   // Store jobs of the current burst: they go to the store after its writes (waking the store's
   // thread before them put that on every round trip's path).
   struct job_to_submit {
@@ -176,6 +177,7 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
           s->flush();
         }
       }
+      if (!self->relays.empty()) self->send_relays();
       self->submit_jobs();
     });
   }
@@ -230,8 +232,16 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
       back(std::make_pair(o, std::move(m)));
     });
   }
+  // Relays of the current burst, one NATS message per broker, kind and user: the
+  // acknowledgements a session sent in one read go back together.
   void relay(const std::string& broker, relay_kind kind, const std::string& user, std::string_view frames) override {
-    cluster->relay(broker, kind, user, frames);
+    relays[{broker, static_cast<char>(kind), user}].append(frames);
+    at_burst_end();
+  }
+  void send_relays() {
+    auto due = std::move(relays);
+    relays.clear();
+    for (auto& [to, frames] : due) cluster->relay(std::get<0>(to), static_cast<relay_kind>(std::get<1>(to)), std::get<2>(to), frames);
   }
   void deadline_moved(steady_time at) override {
     if (stopped) return;

@@ -26,6 +26,23 @@ struct delivery_ids {
 };
 std::optional<delivery_ids> delivery_of(std::string_view frame) {
   if (!frame.starts_with(R"({"message_id":"receive_message")")) return std::nullopt;
+  // As frames.cpp writes it: the uuid and the sender first, read as they are when they hold no
+  // escape; anything else is parsed.
+  static constexpr std::string_view head = R"({"message_id":"receive_message","message_content":{"message_uuid":")";
+  static constexpr std::string_view between = R"(","sender_username":")";
+  if (frame.starts_with(head)) {
+    const auto uuid_end = frame.find('"', head.size());
+    if (uuid_end != std::string_view::npos && frame.substr(uuid_end).starts_with(between)) {
+      const auto sender_at = uuid_end + between.size();
+      const auto sender_end = frame.find('"', sender_at);
+      const auto uuid = frame.substr(head.size(), uuid_end - head.size());
+      const auto sender = frame.substr(sender_at, sender_end - sender_at);
+      if (sender_end != std::string_view::npos && uuid.find('\\') == std::string_view::npos &&
+          sender.find('\\') == std::string_view::npos) {
+        return delivery_ids{std::string(uuid), std::string(sender)};
+      }
+    }
+  }
   boost::system::error_code ec;
   const boost::json::value v = boost::json::parse(frame, ec);
   if (ec || !v.is_object()) return std::nullopt;
