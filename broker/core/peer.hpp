@@ -79,7 +79,7 @@ struct peer_extras {
     std::string sender;
     std::string broker;
   };
-  std::unordered_map<std::string, relayed_delivery> relayed;
+  std::unordered_multimap<std::string, relayed_delivery> relayed;  // two senders may use one uuid
 
   bool empty() const {
     return held.empty() && stalled.empty() && certified_name.empty() && remote_broker.empty() && relayed.empty();

@@ -141,7 +141,7 @@ void broker_core::relayed(relay_kind kind, const std::string& from, const std::s
   for_each_line(frames, [&](std::string_view line) {
     if (auto d = delivery_of(line)) {
       if (relayed.size() >= max_relayed_per_peer) relayed.erase(relayed.begin());
-      relayed.insert_or_assign(std::move(d->uuid), peer_extras::relayed_delivery{std::move(d->sender), from});
+      relayed.emplace(std::move(d->uuid), peer_extras::relayed_delivery{std::move(d->sender), from});
     }
     append(*p, [&](std::string& b) {
       b += line;
@@ -153,8 +153,9 @@ void broker_core::relayed(relay_kind kind, const std::string& from, const std::s
 
 bool broker_core::relay_ack(peer& p, const std::string& uuid, const std::string& sender) {
   auto& relayed = p.extras->relayed;
-  auto it = relayed.find(uuid);
-  if (it == relayed.end() || (!sender.empty() && sender != it->second.sender)) return false;
+  auto [it, end] = relayed.equal_range(uuid);
+  while (it != end && !sender.empty() && it->second.sender != sender) ++it;
+  if (it == end) return false;
   std::string frame = R"({"message_id":"acknowledge_message","message_content":{"message_uuid":)";
   append_json_string(frame, uuid);
   frame += R"(,"sender_username":)";

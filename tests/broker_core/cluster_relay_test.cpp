@@ -248,6 +248,26 @@ TEST(ClusterRelay, AnAcknowledgementTheUsersBrokerNeverRelaysTimesOutAtTheOrigin
   EXPECT_EQ(c.a.db().count_pending("bob"), 1);
 }
 
+// Two senders at two brokers may use one uuid: bob's acknowledgement names the sender, and goes
+// back to that sender's broker only.
+TEST(ClusterRelay, AnAcknowledgementNamingItsSenderGoesBackToThatSendersBroker) {
+  cluster c;
+  const peer_id bob = c.online(c.b, "bob");
+  const peer_id alice = c.online(c.a, "alice");
+  const peer_id carol = c.online(c.c, "carol");
+  c.a.send(alice, "send_message", {{"receiver_username", "bob"}, {"message_text", "a"}, {"message_uuid", "same"}});
+  c.c.send(carol, "send_message", {{"receiver_username", "bob"}, {"message_text", "c"}, {"message_uuid", "same"}});
+  c.settle();
+  ASSERT_EQ(c.b.take(bob, "receive_message").size(), 2u);
+  c.b.send(bob, "acknowledge_message", {{"message_uuid", "same"}, {"sender_username", "carol"}});
+  c.settle();
+  EXPECT_EQ(c.c.take(carol, "message_delivered").size(), 1u);
+  EXPECT_TRUE(c.a.take(alice, "message_delivered").empty());
+  c.b.send(bob, "acknowledge_message", {{"message_uuid", "same"}, {"sender_username", "alice"}});
+  c.settle();
+  EXPECT_EQ(c.a.take(alice, "message_delivered").size(), 1u);
+}
+
 TEST(ClusterRelay, ALogInHereForANameHeldElsewhereLeavesItToTheClaim) {
   cluster c;
   const peer_id bob_b = c.online(c.b, "bob");

@@ -289,6 +289,12 @@ TEST_F(Cluster, TheWholeClusterRestartedConverges) {
   EXPECT_EQ(log_in_answer(alice, "alice"), "acknowledge_log_in");
   client twin(b2->port());
   EXPECT_EQ(log_in_answer(twin, "bob"), "username_taken");
+  // Presence converged too: alice, at b2, sees bob at b1 and reaches him.
+  ASSERT_TRUE(listed(alice, "bob"));
+  alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", "after the restart"}});
+  EXPECT_EQ(alice.expect_content("message_accepted").at("status"), "relayed");
+  EXPECT_EQ(receive_and_ack(bob).at("message_text"), "after the restart");
+  EXPECT_FALSE(alice.expect_content("message_delivered", 20s).empty());
 }
 
 // One nats-server of three down: names are still claimed and released (the buckets keep a
