@@ -238,7 +238,8 @@ std::string describe(const message& m) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"message-agent: talk to a message-broker.", "message-agent"};
+  CLI::App app{"message-agent " MA_VERSION ": talk to a message-broker.", "message-agent"};
+  app.set_version_flag("--version", "message-agent " MA_VERSION, "Print the version and exit");
   app.footer(exit_codes_help);
   app.require_subcommand(1);
   app.fallthrough();  // global options may also come after the subcommand
@@ -330,6 +331,9 @@ int main(int argc, char** argv) {
     ma::parse_with_config(app, std::vector<std::string>(argv + 1, argv + argc), "--config");
   } catch (const CLI::CallForHelp&) {
     std::cout << app.help();
+    return ok;
+  } catch (const CLI::CallForVersion&) {
+    std::cout << "message-agent " MA_VERSION "\n";
     return ok;
   } catch (const ma::config_error& e) {
     std::cerr << "message-agent: " << e.what() << "\nRun 'message-agent --help' for the options.\n";

@@ -70,6 +70,7 @@ Options:
   --scale N                every count divided by N, for a quick look
   --w5-conns N, --w7-agents N, --w7-seconds N
   --help                   this text
+  --version                the version
 )";
 
 using clock_type = std::chrono::steady_clock;
@@ -1164,6 +1165,9 @@ int main(int argc, char** argv) {
     };
     if (k == "--help" || k == "-h") {
       std::fputs(usage, stdout);
+      return 0;
+    } else if (k == "--version") {
+      std::puts("message-bench " MA_VERSION);
       return 0;
     } else if (k == "--workloads") s.workloads = split(value(), ',');
     else if (k == "--runs") s.runs = std::stoi(value());

@@ -184,10 +184,33 @@ stats summarize(std::vector<double> v) {
 
 }  // namespace
 
+const char* const usage = R"(usage: storage-bench [--messages N] [--backlog N] [--in-flight N] [--runs N]
+                     [--synchronous normal|full]
+The storage figures of docs/performance.md on this machine, each --runs times (default 3):
+  1. bare SQLite: INSERT then DELETE by rowid of 100-byte rows, 1,000 per transaction
+     (--messages, default 200,000)
+  2. the store: journal then acknowledge 100-byte messages through the asynchronous API,
+     --in-flight operations at a time (default 2,000)
+  3. redelivery: a backlog of --backlog dead letters (default 100,000) for one recipient, read
+     in pages, each letter's attempt recorded as acknowledged; storage time only
+  --synchronous full   SQLite's synchronous=FULL (default NORMAL)
+  --help      this text
+  --version   the version
+)";
+
 int main(int argc, char** argv) {
   args a;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") return std::fputs(usage, stdout), 0;
+    if (flag == "--version") return std::puts("storage-bench " MA_VERSION), 0;
+  }
+  for (int i = 1; i < argc; i += 2) {
     const std::string k = argv[i];
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "storage-bench: %s needs a value (storage-bench --help)\n", k.c_str());
+      return 2;
+    }
     const int v = std::atoi(argv[i + 1]);
     if (k == "--messages") a.messages = v;
     else if (k == "--backlog") a.backlog = v;

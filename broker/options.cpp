@@ -76,10 +76,11 @@ CLI::Option* duration(CLI::App& app, const char* name, std::uint64_t& value, con
 broker_command parse_broker_command_line(const std::vector<std::string>& args) {
   broker_command cmd;
   broker_options& o = cmd.options;
-  CLI::App app{"message-broker: relays messages between agents and keeps every undelivered one.",
+  CLI::App app{"message-broker " MA_VERSION ": relays messages between agents and keeps every undelivered one.",
                "message-broker"};
   app.option_defaults()->always_capture_default();
   app.set_help_flag("-h,--help", "Print this help and exit");
+  app.set_version_flag("--version", "message-broker " MA_VERSION, "Print the version and exit");
 
   std::string config_file;
   app.add_option("--config", config_file, "Read options from FILE ('name = value' lines; the command line wins)");
@@ -189,6 +190,10 @@ broker_command parse_broker_command_line(const std::vector<std::string>& args) {
   } catch (const CLI::CallForHelp&) {
     cmd.help = true;
     cmd.help_text = app.help();
+    return cmd;
+  } catch (const CLI::CallForVersion&) {
+    cmd.help = true;
+    cmd.help_text = "message-broker " MA_VERSION "\n";
     return cmd;
   }
   o.cluster = !comma_list(o.cluster_nats).empty();

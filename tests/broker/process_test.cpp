@@ -56,6 +56,23 @@ TEST(BrokerBinary, ListeningBeyondLoopbackWithoutPasswordsWarns) {
       << broker.log();
 }
 
+// Every binary says its version (--version, and at the top of --help); the benchmarks print
+// their usage for --help and start no run.
+TEST(BrokerBinary, EveryBinaryPrintsItsVersionAndItsUsage) {
+  const std::string bin = std::string(MA_BUILD_DIR) + "/bin/";
+  for (const char* name : {"message-broker", "message-agent", "message-bench", "storage-bench"}) {
+    auto [status, out] = test::run_command(bin + name, {"--version"});
+    EXPECT_EQ(status, 0) << name << ": " << out;
+    EXPECT_EQ(out, std::string(name) + " " MA_VERSION "\n");
+    auto [help_status, help] = test::run_command(bin + name, {"--help"});
+    EXPECT_EQ(help_status, 0) << name << ": " << help;
+    EXPECT_NE(help.find("sage: "), std::string::npos) << name << ": " << help;  // Usage: or usage:
+    EXPECT_NE(help.find("--version"), std::string::npos) << name << ": " << help;
+  }
+  auto [status, help] = test::run_command(broker_binary, {"--help"});
+  EXPECT_NE(help.find("message-broker " MA_VERSION), std::string::npos) << help;
+}
+
 TEST(BrokerBinary, BadOptionsExitTwoNamingTheOption) {
   auto [s1, out1] = test::run_command(broker_binary, {"--port", "70000"});
   EXPECT_EQ(s1, 2);
