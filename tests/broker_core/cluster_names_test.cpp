@@ -9,14 +9,9 @@
 namespace ma {
 namespace {
 
+using test::clustered;
 using test::core_harness;
 namespace json = boost::json;
-
-core_settings clustered() {
-  core_settings s;
-  s.cluster = true;
-  return s;
-}
 
 struct two_brokers {
   two_brokers() {

@@ -87,6 +87,13 @@ class recording_port : public port {
   std::optional<steady_time> last_deadline;
 };
 
+// The settings of one broker of a cluster (core_settings::cluster).
+inline core_settings clustered() {
+  core_settings s;
+  s.cluster = true;
+  return s;
+}
+
 class core_harness {
  public:
   explicit core_harness(core_settings s = {});
