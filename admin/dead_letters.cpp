@@ -8,6 +8,7 @@
 #include <ostream>
 
 #include "admin/command_line.hpp"
+#include "core/config.hpp"
 #include "core/duration.hpp"
 #include "storage/database.hpp"
 
@@ -76,7 +77,8 @@ struct command {
   std::string recipient, reason, list_state, replay_state = "parked", purge_state, uuid;
   int limit = 100;
   bool dry_run = false;
-  std::optional<std::uint64_t> older_than_ms;
+  std::uint64_t older_than_ms = 0;
+  CLI::Option* older_than = nullptr;  // given or not
   CLI::App* list = nullptr;
   CLI::App* show = nullptr;
   CLI::App* replay = nullptr;
@@ -110,8 +112,8 @@ void define(CLI::App& app, command& c) {
   c.purge = app.add_subcommand("purge", "Delete delivered, expired or parked dead letters");
   c.purge->add_option("--state", c.purge_state, "Only this state (default: all but pending)")
       ->check(CLI::IsMember({"delivered", "expired", "parked"}));
-  c.purge->add_option("--older-than-ms", c.older_than_ms, "Only those dead-lettered longer ago than this")
-      ->check(CLI::Range(std::uint64_t{0}, max_duration_ms));
+  c.older_than =
+      add_duration_option(*c.purge, "--older-than-ms", c.older_than_ms, "Only those dead-lettered longer ago than this", 0);
 }
 
 void list_letters(database& db, const command& c, std::ostream& out) {
@@ -167,7 +169,7 @@ void purge_letters(database& db, const command& c, std::ostream& out) {
   std::optional<dead_letter_state> which;
   if (!c.purge_state.empty()) which = state_from_string(c.purge_state);
   std::optional<sys_ms> cutoff;
-  if (c.older_than_ms) cutoff = now_ms() - std::chrono::milliseconds(*c.older_than_ms);
+  if (c.older_than->count() > 0) cutoff = now_ms() - std::chrono::milliseconds(c.older_than_ms);
   const auto n = db.purge(which, cutoff);  // in chunks, each its own short transaction
   out << "purged " << n << " dead letter" << (n == 1 ? "" : "s") << '\n';
 }

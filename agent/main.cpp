@@ -253,7 +253,7 @@ int main(int argc, char** argv) {
   app.add_option("--discovery-port", g.discovery.port, "UDP port to ask")->capture_default_str();
   app.add_option("--discovery-interface", g.discovery.interface, "Interface address the query leaves by")
       ->capture_default_str();
-  app.add_option("--discovery-timeout-ms", g.discovery_timeout_ms, "How long to wait for answers")
+  ma::add_duration_option(app, "--discovery-timeout-ms", g.discovery_timeout_ms, "How long to wait for answers")
       ->check(CLI::Range(1, 600'000))
       ->capture_default_str();
   app.add_option("--user", g.user, "Your username (1 to 64 of A-Z a-z 0-9 . _ -)");
@@ -280,8 +280,7 @@ int main(int argc, char** argv) {
   send_cmd->add_option("--payload", payload, "JSON payload");
   send_cmd->add_option("--uuid", uuid, "message_uuid to use (default: a new UUID)");
   send_cmd->add_flag("--wait-delivered", wait_delivered, "Wait until the recipient acknowledges it");
-  send_cmd->add_option("--timeout-ms", timeout_ms, "How long --wait-delivered waits")
-      ->check(CLI::Range(std::uint64_t{1}, ma::max_duration_ms))
+  ma::add_duration_option(*send_cmd, "--timeout-ms", timeout_ms, "How long --wait-delivered waits")
       ->capture_default_str();
 
   std::string to_list;
@@ -301,8 +300,7 @@ int main(int argc, char** argv) {
   auto* listen_cmd = app.add_subcommand("listen", "Print messages as they arrive, acknowledging each");
   listen_cmd->add_option("--count", count, "Stop after this many messages (the broker hands no more at once)")
       ->check(CLI::Range(std::uint64_t{0}, ma::max_receive_window));
-  listen_cmd->add_option("--timeout-ms", listen_timeout_ms, "Stop after this long")
-      ->check(CLI::Range(std::uint64_t{0}, ma::max_duration_ms));
+  ma::add_duration_option(*listen_cmd, "--timeout-ms", listen_timeout_ms, "Stop after this long (0: never)", 0);
 
   auto* users_cmd = app.add_subcommand("users", "List the online users");
 

@@ -56,19 +56,9 @@ CLI::Option* positive(CLI::App& app, const char* name, T& value, const char* hel
       ->check(CLI::Range(T{1}, std::numeric_limits<T>::max()));
 }
 
-// A duration in milliseconds, from 1 to what every deadline computed from it can hold.
+// A duration, from 1 ms to what every deadline computed from it can hold.
 CLI::Option* duration(CLI::App& app, const char* name, std::uint64_t& value, const char* help) {
-  static const CLI::Validator bounded(
-      [](std::string& v) -> std::string {
-        if (v == "0") return "the duration must be at least 1 ms";
-        if (v.size() > 13 || std::stoull(v) > max_duration_ms) {
-          return "'" + v + "' ms is longer than " + std::to_string(max_duration_ms) +
-                 " ms (100 years), the longest duration the broker can represent";
-        }
-        return {};
-      },
-      "1.." + std::to_string(max_duration_ms));
-  return app.add_option(name, value, help)->check(whole_number)->check(bounded);
+  return add_duration_option(app, name, value, help);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "core/config.hpp"
 
+#include "core/duration.hpp"
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <fstream>
@@ -37,6 +39,23 @@ void run_cli(CLI::App& app, std::vector<std::string> args) {
 }
 
 }  // namespace
+
+CLI::Option* add_duration_option(CLI::App& app, const std::string& name, std::uint64_t& ms, const std::string& help,
+                                 std::uint64_t min_ms) {
+  const CLI::Validator as_ms(
+      [min_ms](std::string& v) -> std::string {
+        const auto parsed = parse_duration_ms(v);
+        if (!parsed) {
+          return "'" + v + "' is not a duration of at most 100 years: give milliseconds (1500) or a number with "
+                 "a unit (500ms, 10s, 5m, 2h, 7d)";
+        }
+        if (*parsed < min_ms) return "'" + v + "' is shorter than " + std::to_string(min_ms) + " ms";
+        v = std::to_string(*parsed);
+        return {};
+      },
+      "DURATION");
+  return app.add_option(name, ms, help + " (ms, or with a unit: 500ms, 10s, 5m, 2h, 7d)")->transform(as_ms);
+}
 
 std::vector<std::string> comma_list(std::string_view value) {
   std::vector<std::string> items;

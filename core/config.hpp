@@ -2,6 +2,7 @@
 // the long options without "--". The command line wins over the file, the file over defaults.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -10,6 +11,7 @@
 
 namespace CLI {
 class App;
+class Option;
 }
 
 namespace ma {
@@ -63,6 +65,11 @@ struct resolved_option {
 // config_error; lets CLI::CallForHelp and CLI::CallForVersion through for the caller.
 std::vector<resolved_option> parse_with_config(CLI::App& app, std::vector<std::string> args,
                                                const std::string& config_option);
+
+// An option that takes a duration (parse_duration_ms: "1500", "500ms", "10s", "5m", "7d") into
+// ms, from min_ms to max_duration_ms; a bad one is refused with a sentence saying the forms.
+CLI::Option* add_duration_option(CLI::App& app, const std::string& name, std::uint64_t& ms, const std::string& help,
+                                 std::uint64_t min_ms = 1);
 
 // Reads a whole file; throws config_error naming it.
 std::string read_text_file(const std::string& path);

@@ -86,6 +86,23 @@ TEST(BrokerOptions, BadValuesNameTheOption) {
             std::string::npos);
 }
 
+// Issue 17: every duration takes a unit, and plain milliseconds as before; on the command line
+// and in the config file.
+TEST(BrokerOptions, DurationsTakeUnits) {
+  auto c = parse_broker_command_line({"--ack-timeout-ms", "30s", "--dead-letter-ttl-ms", "7d", "--heartbeat-interval-ms",
+                                      "2500"});
+  EXPECT_EQ(c.options.ack_timeout_ms, 30'000u);
+  EXPECT_EQ(c.options.dead_letter_ttl_ms, 604'800'000u);
+  EXPECT_EQ(c.options.heartbeat_interval_ms, 2'500u);
+  EXPECT_EQ(find(c, "ack-timeout-ms").value, "30000") << "--check-config shows milliseconds";
+  temp_file conf("login-timeout-ms = 1m\n");
+  EXPECT_EQ(parse_broker_command_line({"--config", conf.path.string()}).options.login_timeout_ms, 60'000u);
+  const std::string bad = error_of({"--ack-timeout-ms", "10 minutes"});
+  EXPECT_NE(bad.find("--ack-timeout-ms"), std::string::npos) << bad;
+  EXPECT_NE(bad.find("10s"), std::string::npos) << "the sentence shows the forms: " << bad;
+  EXPECT_NE(error_of({"--ack-timeout-ms", "0s"}).find("--ack-timeout-ms"), std::string::npos);
+}
+
 TEST(BrokerOptions, TheClusterOptionsMakeABrokerOfACluster) {
   auto single = parse_broker_command_line({});
   EXPECT_FALSE(single.options.cluster);
