@@ -77,6 +77,7 @@ struct command {
   std::string recipient, reason, list_state, replay_state = "parked", purge_state, uuid;
   int limit = 100;
   bool dry_run = false;
+  std::string config;
   std::uint64_t older_than_ms = 0;
   CLI::Option* older_than = nullptr;  // given or not
   CLI::App* list = nullptr;
@@ -87,7 +88,10 @@ struct command {
 
 void define(CLI::App& app, command& c) {
   app.require_subcommand(1);
+  app.fallthrough();  // --database and --config after the subcommand too
   app.add_option("--database", c.path, "The broker's SQLite file")->capture_default_str();
+  app.add_option("--config", c.config,
+                 "The broker's configuration file: its database is the one (unless --database is given)");
 
   c.list = app.add_subcommand("list", "List dead letters, oldest first");
   c.list->add_option("--recipient", c.recipient, "Only those for this recipient");
@@ -114,6 +118,7 @@ void define(CLI::App& app, command& c) {
       ->check(CLI::IsMember({"delivered", "expired", "parked"}));
   c.older_than =
       add_duration_option(*c.purge, "--older-than-ms", c.older_than_ms, "Only those dead-lettered longer ago than this", 0);
+  c.purge->add_flag("--dry-run", c.dry_run, "Only count them");
 }
 
 void list_letters(database& db, const command& c, std::ostream& out) {
@@ -170,6 +175,11 @@ void purge_letters(database& db, const command& c, std::ostream& out) {
   if (!c.purge_state.empty()) which = state_from_string(c.purge_state);
   std::optional<sys_ms> cutoff;
   if (c.older_than->count() > 0) cutoff = now_ms() - std::chrono::milliseconds(c.older_than_ms);
+  if (c.dry_run) {
+    const auto n = db.count_purgeable(which, cutoff);
+    out << "would purge " << n << " dead letter" << (n == 1 ? "" : "s") << '\n';
+    return;
+  }
   const auto n = db.purge(which, cutoff);  // in chunks, each its own short transaction
   out << "purged " << n << " dead letter" << (n == 1 ? "" : "s") << '\n';
 }
@@ -182,10 +192,15 @@ int run_dead_letters_command(const std::vector<std::string>& args, std::ostream&
   define(app, c);
   if (auto status = parse_command(app, args, out, err)) return *status;
   try {
+    if (!c.config.empty() && app.get_option("--database")->count() == 0) {
+      for (const auto& e : parse_config_text(read_text_file(c.config), c.config)) {
+        if (e.name == "database") c.path = e.value;
+      }
+    }
     // Readers open the file read-only; writers need this broker's schema and never add it.
     database::settings settings{c.path};
     settings.create = false;
-    settings.read_only = !((c.replay->parsed() && !c.dry_run) || c.purge->parsed());
+    settings.read_only = !((c.replay->parsed() || c.purge->parsed()) && !c.dry_run);
     settings.schema_required = true;
     database db(settings);
     if (c.list->parsed()) list_letters(db, c, out);
@@ -195,6 +210,9 @@ int run_dead_letters_command(const std::vector<std::string>& args, std::ostream&
   } catch (const sqlite::storage_error& e) {
     err << "message-broker dead-letters: " << e.what() << '\n';
     return 1;
+  } catch (const config_error& e) {
+    err << "message-broker dead-letters: " << e.what() << '\n';
+    return 2;
   }
   return 0;
 }

@@ -71,6 +71,10 @@ broker_command parse_broker_command_line(const std::vector<std::string>& args) {
   app.option_defaults()->always_capture_default();
   app.set_help_flag("-h,--help", "Print this help and exit");
   app.set_version_flag("--version", "message-broker " MA_VERSION, "Print the version and exit");
+  app.footer(
+      "Subcommands (each with its own --help):\n"
+      "  message-broker dead-letters list|show|replay|purge   inspect and manage the Dead Letter Channel\n"
+      "  message-broker passwd --password-file FILE [--delete] USER   add, replace or delete a user's password");
 
   std::string config_file;
   app.add_option("--config", config_file, "Read options from FILE ('name = value' lines; the command line wins)");

@@ -735,6 +735,21 @@ std::int64_t database::purge(std::optional<dead_letter_state> state, std::option
   }
 }
 
+std::int64_t database::count_purgeable(std::optional<dead_letter_state> state, std::optional<sys_ms> older_than) {
+  // As purge sees them after its fold: a pending letter whose redelivery was acknowledged is a
+  // delivered one.
+  const std::string acknowledged = "EXISTS (SELECT 1 FROM redelivered r WHERE r.dead_letter_id = d.id)";
+  std::string where = !state ? "(d.state <> 'pending' OR " + acknowledged + ")"
+                      : *state == dead_letter_state::delivered
+                          ? "(d.state = 'delivered' OR (d.state = 'pending' AND " + acknowledged + "))"
+                          : "d.state = ?1";
+  if (older_than) where += " AND d.dead_lettered_at < ?2";
+  sqlite::statement count(db_, "SELECT count(*) FROM dead_letters d WHERE " + where);
+  if (state && *state != dead_letter_state::delivered) count.bind(1, to_string(*state));
+  if (older_than) count.bind(2, format_iso8601(*older_than));
+  return count.step() ? count.column_int(0) : 0;
+}
+
 std::int64_t database::fold_redelivered(std::int64_t at_most) {
   // The rows up to the at_most-th, in id order; those of letters purged meanwhile just go.
   sqlite::statement last(db_, "SELECT max(dead_letter_id) FROM (SELECT dead_letter_id FROM redelivered "

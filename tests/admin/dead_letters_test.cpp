@@ -106,6 +106,35 @@ TEST_F(DeadLettersCommand, ReplayAndPurge) {
   EXPECT_EQ(out, "purged 1 dead letter\n");
 }
 
+// Issue 17: purge --dry-run counts and deletes nothing; the options go after the subcommand too;
+// --config finds the broker's database in its configuration file.
+TEST_F(DeadLettersCommand, PurgeDryRunOptionsAfterTheSubcommandAndTheBrokersConfig) {
+  {
+    database db({path, false, false});
+    db.begin();
+    db.mark_delivered("bob", "m0", "", now_ms());
+    db.commit();
+  }
+  std::ostringstream out, err;
+  ASSERT_EQ(run_dead_letters_command({"purge", "--dry-run", "--database", path}, out, err), 0) << err.str();
+  EXPECT_EQ(out.str(), "would purge 2 dead letters\n") << "the delivered one and the parked one";
+  out.str("");
+  ASSERT_EQ(run_dead_letters_command({"purge", "--state", "delivered", "--dry-run", "--database", path}, out, err), 0);
+  EXPECT_EQ(out.str(), "would purge 1 dead letter\n");
+  {
+    database db({path, false, false});
+    EXPECT_EQ(db.list({}).size(), 3u) << "a dry run deletes nothing";
+  }
+  const std::string conf = dir.file("broker.conf");
+  std::ofstream(conf) << "# the broker's\nport = 10000\ndatabase = " << path << "\n";
+  out.str("");
+  ASSERT_EQ(run_dead_letters_command({"list", "--config", conf, "--recipient", "carol"}, out, err), 0) << err.str();
+  EXPECT_NE(out.str().find("carol"), std::string::npos) << out.str();
+  std::ostringstream o2, e2;
+  EXPECT_EQ(run_dead_letters_command({"list", "--config", dir.file("nope.conf")}, o2, e2), 2);
+  EXPECT_NE(e2.str().find("nope.conf"), std::string::npos) << e2.str();
+}
+
 TEST_F(DeadLettersCommand, BadUsageAndMissingFile) {
   std::string out, err;
   EXPECT_EQ(run({"list", "--state", "lost"}, &out, &err), 2);

@@ -71,6 +71,8 @@ TEST(BrokerBinary, EveryBinaryPrintsItsVersionAndItsUsage) {
   }
   auto [status, help] = test::run_command(broker_binary, {"--help"});
   EXPECT_NE(help.find("message-broker " MA_VERSION), std::string::npos) << help;
+  EXPECT_NE(help.find("message-broker dead-letters"), std::string::npos) << "the subcommands are listed: " << help;
+  EXPECT_NE(help.find("message-broker passwd"), std::string::npos) << help;
 }
 
 TEST(BrokerBinary, BadOptionsExitTwoNamingTheOption) {
