@@ -1,3 +1,4 @@
+#include "core/counted.hpp"
 #include "admin/dead_letters.hpp"
 
 #include <CLI/CLI.hpp>
@@ -167,7 +168,7 @@ void replay_letters(database& db, const command& c, std::ostream& out) {
   if (!c.dry_run) db.begin();
   const auto n = db.replay(who, *state_from_string(c.replay_state), c.dry_run, now_ms());
   if (!c.dry_run) db.commit();
-  out << (c.dry_run ? "would replay " : "replayed ") << n << " dead letter" << (n == 1 ? "" : "s") << '\n';
+  out << (c.dry_run ? "would replay " : "replayed ") << counted(static_cast<std::uint64_t>(n), "dead letter") << '\n';
 }
 
 void purge_letters(database& db, const command& c, std::ostream& out) {
@@ -177,11 +178,11 @@ void purge_letters(database& db, const command& c, std::ostream& out) {
   if (c.older_than->count() > 0) cutoff = now_ms() - std::chrono::milliseconds(c.older_than_ms);
   if (c.dry_run) {
     const auto n = db.count_purgeable(which, cutoff);
-    out << "would purge " << n << " dead letter" << (n == 1 ? "" : "s") << '\n';
+    out << "would purge " << counted(static_cast<std::uint64_t>(n), "dead letter") << '\n';
     return;
   }
   const auto n = db.purge(which, cutoff);  // in chunks, each its own short transaction
-  out << "purged " << n << " dead letter" << (n == 1 ? "" : "s") << '\n';
+  out << "purged " << counted(static_cast<std::uint64_t>(n), "dead letter") << '\n';
 }
 
 }  // namespace

@@ -378,11 +378,12 @@ void broker::impl::start() {
   }
   if (o.discovery) discovery.start(acceptor.local_endpoint(), o.tls_port ? tls_acceptor.local_endpoint().port() : 0, self);
   schedule_housekeeping();
-  spdlog::info("message-broker '{}' listening on {}:{}{}", o.broker_name, o.listen_address,
+  spdlog::info("message-broker {} '{}' listening on {}:{}{}, database {}", MA_VERSION, o.broker_name, o.listen_address,
                acceptor.local_endpoint().port(),
                o.discovery ? fmt::format(", discovery on {}:{} via {}", o.discovery_group, discovery.port(),
                                          o.discovery_interface)
-                           : std::string(", discovery off"));
+                           : std::string(", discovery off"),
+               st.path());
 }
 
 void broker::impl::listen(acceptor_type& a, std::uint16_t port) {

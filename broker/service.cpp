@@ -11,6 +11,7 @@
 #include <cstdlib>
 
 #include "broker/broker.hpp"
+#include "core/counted.hpp"
 #include "storage/store.hpp"
 
 namespace ma {
@@ -91,10 +92,10 @@ struct service_notifier::impl : std::enable_shared_from_this<service_notifier::i
                 });
     }
     const auto s = b.status();
-    std::string status = "STATUS=" + std::to_string(s.online) + " agents online, " + std::to_string(s.in_flight) +
-                         " messages in flight, " + std::to_string(pending) + " pending dead letters";
+    std::string status = "STATUS=" + counted(s.online, "agent") + " online, " + counted(s.in_flight, "message") +
+                         " in flight, " + counted(static_cast<std::uint64_t>(pending), "pending dead letter");
     if (!s.cluster.empty()) {
-      status += ", cluster '" + s.cluster + "' with " + std::to_string(s.brokers_alive) + " brokers alive";
+      status += ", cluster '" + s.cluster + "' with " + counted(static_cast<std::uint64_t>(s.brokers_alive), "broker") + " alive";
     }
     if (!st.file_present()) {
       status = "STATUS=the database file " + st.path() + " was deleted: not accepting messages until it is restored";

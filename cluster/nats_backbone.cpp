@@ -24,6 +24,7 @@
 #include <set>
 #include <thread>
 
+#include "core/counted.hpp"
 #include "cluster/backbone.hpp"
 
 namespace ma {
@@ -592,7 +593,7 @@ class nats_backbone final : public backbone {
     kvKeysList keys{};
     if (kvStore_Keys(&keys, brokers_, nullptr) == NATS_OK) {
       if (keys.Count != alive_.load()) {
-        spdlog::info("cluster '{}': {} broker{} alive", s_.cluster_name, keys.Count, keys.Count == 1 ? "" : "s");
+        spdlog::info("cluster '{}': {} alive", s_.cluster_name, counted(static_cast<std::uint64_t>(keys.Count), "broker"));
       }
       alive_ = keys.Count;
       std::map<std::string, std::string> epochs;

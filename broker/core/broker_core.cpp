@@ -151,8 +151,8 @@ void broker_core::disconnected(peer_id id, const moment& now) {
     if (forget_name(p)) presence_changed(p.username, false, now);
   } else if (!p.username.empty()) {
     if (forget_name(p)) presence_changed(p.username, false, now);
-    spdlog::info("session {}: '{}' disconnected ({} unacknowledged)", id, p.username,
-                 p.in_flight.size() + p.held_count());
+    spdlog::info("session {}: '{}' {} ({} unacknowledged)", id, p.username,
+                 p.logged_out ? "logged out" : "disconnected", p.in_flight.size() + p.held_count());
     represent_remote(p.username, now);
   } else {
     spdlog::debug("session {}: closed before logging in", id);

@@ -101,6 +101,7 @@ struct peer {
   bool done_sending = false;  // it shut down its sending side: close once replies_due are out
   bool presence_behind = false;  // it stopped reading: one catch-up update once it drains
   bool took_over = false;  // its log_in took the name over from another session
+  bool logged_out = false;  // it sent log_out
   bool claimed = false;    // its name is claimed in the cluster (released when forgotten)
   // A user online at another broker of the cluster: its frames go there (broker_core::relay_outbox),
   // its acknowledgements come from there. No connection, no heartbeats, no log_in.

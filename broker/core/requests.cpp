@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "core/counted.hpp"
 #include "broker/core/broker_core.hpp"
 #include "broker/core/store_jobs.hpp"
 #include "core/duration.hpp"
@@ -33,7 +34,7 @@ void broker_core::handle(peer& p, request& r, const moment& now) {
       return push(p, make_heartbeat_ack(r.request_id));
     case kind::log_out:
       push(p, make_log_out_ack(r.request_id));
-      spdlog::info("session {}: '{}' logged out", p.id, p.username);
+      p.logged_out = true;  // said when the connection is gone (disconnected)
       return begin_close(p);
     case kind::get_user_list:
       return push(p, make_user_list(online_names(), r.request_id));
@@ -319,8 +320,8 @@ void broker_core::logged_in(peer_id id, std::int64_t pending, const std::string&
   if (!p || !p->open()) return;
   p->phase = peer_phase::logged_in;
   if (p->remote) {
-    spdlog::info("'{}' online at broker {} of the cluster ({} pending dead letters here)", p->username,
-                 p->extras->remote_broker, pending);
+    spdlog::info("'{}' online at broker {} of the cluster ({} here)", p->username, p->extras->remote_broker,
+                 counted(static_cast<std::uint64_t>(pending), "pending dead letter"));
     presence_changed(p->username, true, now);
     return pending > 0 ? start_redelivery(*p) : refill(*p, now);
   }
@@ -329,8 +330,8 @@ void broker_core::logged_in(peer_id id, std::int64_t pending, const std::string&
   const auto names = online_names();
   push(*p, make_log_in_ack({p->username, names, static_cast<std::uint64_t>(p->heartbeat.count()), s_.ack_timeout_ms,
                             s_.max_frame_bytes, pending, s_.broker_name, p->send_only, p->window, request_id}));
-  spdlog::info("session {}: '{}' logged in from {}{} ({} pending dead letters)", id, p->username, p->address,
-               p->send_only ? ", send-only" : "", pending);
+  spdlog::info("session {}: '{}' logged in from {}{} ({})", id, p->username, p->address,
+               p->send_only ? ", send-only" : "", counted(static_cast<std::uint64_t>(pending), "pending dead letter"));
   reply_given(*p);
   if (p->send_only || !p->open()) return;  // no presence, no redelivery
   if (!p->took_over) presence_changed(p->username, true, now);  // a takeover: it never left

@@ -75,6 +75,32 @@ TEST(BrokerBinary, EveryBinaryPrintsItsVersionAndItsUsage) {
   EXPECT_NE(help.find("message-broker passwd"), std::string::npos) << help;
 }
 
+// Issue 17: the startup line names the version and the database; counts read as sentences
+// ("1 pending dead letter"); a session that logs out gets one line, not a second
+// "disconnected" one.
+TEST(BrokerBinary, TheLogIsPlainForAnOperator) {
+  test::temp_dir dir;
+  test::child_process broker(broker_binary, broker_args(dir), dir.file("run.log"));
+  auto port = test::listening_port(broker, 20s);
+  ASSERT_TRUE(port) << broker.log();
+  EXPECT_NE(broker.log().find("message-broker " MA_VERSION " "), std::string::npos) << broker.log();
+  EXPECT_NE(broker.log().find("database " + dir.file("broker.db")), std::string::npos) << broker.log();
+  {
+    test::client alice(*port);
+    alice.log_in("alice");
+    alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", "for later"}});
+    alice.expect("message_accepted");
+  }
+  test::client bob(*port);
+  bob.log_in("bob");
+  EXPECT_TRUE(broker.wait_for_log(std::regex("'bob' logged in from .*\\((1 pending dead letter)\\)"), 20s))
+      << broker.log();
+  bob.send("log_out");
+  bob.expect("acknowledge_log_out");
+  EXPECT_TRUE(broker.wait_for_log(std::regex("'bob' (logged out) \\("), 20s)) << broker.log();
+  EXPECT_EQ(broker.log().find("'bob' disconnected"), std::string::npos) << broker.log();
+}
+
 TEST(BrokerBinary, BadOptionsExitTwoNamingTheOption) {
   auto [s1, out1] = test::run_command(broker_binary, {"--port", "70000"});
   EXPECT_EQ(s1, 2);
