@@ -178,7 +178,7 @@ TEST(Service, SighupChangesTheLogLevelOfARunningBroker) {
 TEST(Service, JournalLinesCarryPriorityPrefixes) {
   test::temp_dir dir;
   test::child_process broker(broker_binary, test::broker_args(dir), dir.file("broker.log"), {"JOURNAL_STREAM=8:1234"});
-  auto line = broker.wait_for_log(std::regex(R"((<\d>message-broker 'message-broker' listening)[^\n]*)"), 20s);
+  auto line = broker.wait_for_log(std::regex(R"((<\d>message-broker [0-9.]+ 'message-broker' listening)[^\n]*)"), 20s);
   ASSERT_TRUE(line) << broker.log();
   EXPECT_EQ(line->substr(0, 3), "<6>");
   broker.signal(SIGTERM);
