@@ -149,6 +149,12 @@ broker_command parse_broker_command_line(const std::vector<std::string>& args) {
   positive(app, "--max-delivery-attempts", o.max_delivery_attempts, "Attempts before a dead letter is parked");
   duration(app, "--dead-letter-ttl-ms", o.dead_letter_ttl_ms, "Age at which a dead letter expires");
   duration(app, "--dedupe-window-ms", o.dedupe_window_ms, "How long a (sender, message_uuid) is remembered");
+  add_duration_option(app, "--delivered-retention-ms", o.delivered_retention_ms,
+                      "How long a delivered dead letter is kept before the broker removes it (0: until a purge)", 0);
+  add_duration_option(app, "--parked-retention-ms", o.parked_retention_ms,
+                      "How long a parked dead letter is kept before the broker removes it (0: until a purge)", 0);
+  add_duration_option(app, "--expired-retention-ms", o.expired_retention_ms,
+                      "How long an expired dead letter is kept before the broker removes it (0: until a purge)", 0);
   app.add_option("--persist-accepted", o.persist_accepted,
                  "Commit every accepted message to SQLite before message_accepted (on|off)")
       ->default_str("on");

@@ -712,27 +712,32 @@ std::int64_t database::replay(const std::optional<std::string>& recipient, dead_
 std::int64_t database::purge(std::optional<dead_letter_state> state, std::optional<sys_ms> older_than, int chunk) {
   // Letters acknowledged but not yet folded are delivered ones: fold them so that they are seen so.
   fold_all_redelivered(chunk);
+  std::int64_t total = 0;
+  for (;;) {
+    sqlite::transaction t(db_);
+    const std::int64_t n = purge_some(state, older_than, chunk);
+    t.commit();
+    total += n;
+    if (n < chunk) return total;
+  }
+}
+
+std::int64_t database::purge_some(std::optional<dead_letter_state> state, std::optional<sys_ms> older_than, int limit) {
   std::string where = state ? "state = ?1" : "state <> 'pending'";
   if (older_than) where += " AND dead_lettered_at < ?2";
   sqlite::statement pick(db_, "SELECT id, message_id FROM dead_letters WHERE " + where + " LIMIT ?3");
   sqlite::statement remove(db_, "DELETE FROM dead_letters WHERE id = ?");
-  std::int64_t total = 0;
-  for (;;) {
-    sqlite::transaction t(db_);
-    if (state) pick.bind(1, to_string(*state));
-    if (older_than) pick.bind(2, format_iso8601(*older_than));
-    pick.bind(3, std::int64_t{chunk});
-    std::vector<std::pair<std::int64_t, std::int64_t>> rows;
-    while (pick.step()) rows.emplace_back(pick.column_int(0), pick.column_int(1));
-    pick.reset();
-    for (auto [id, message_id] : rows) {
-      remove.bind(1, id).run();
-      release_message(message_id);
-    }
-    t.commit();
-    total += static_cast<std::int64_t>(rows.size());
-    if (rows.size() < static_cast<std::size_t>(chunk)) return total;
+  if (state) pick.bind(1, to_string(*state));
+  if (older_than) pick.bind(2, format_iso8601(*older_than));
+  pick.bind(3, std::int64_t{limit});
+  std::vector<std::pair<std::int64_t, std::int64_t>> rows;
+  while (pick.step()) rows.emplace_back(pick.column_int(0), pick.column_int(1));
+  pick.reset();
+  for (auto [id, message_id] : rows) {
+    remove.bind(1, id).run();
+    release_message(message_id);
   }
+  return static_cast<std::int64_t>(rows.size());
 }
 
 std::int64_t database::count_purgeable(std::optional<dead_letter_state> state, std::optional<sys_ms> older_than) {

@@ -207,6 +207,8 @@ class database {
   // rows, so the write lock is never held for long: call it outside begin()/commit().
   std::int64_t purge(std::optional<dead_letter_state> state, std::optional<sys_ms> older_than,
                      int chunk = 5000);
+  // Deletes at most limit letters as purge does, inside the caller's transaction; returns how many.
+  std::int64_t purge_some(std::optional<dead_letter_state> state, std::optional<sys_ms> older_than, int limit);
   // How many purge would delete (it changes nothing: a read-only file will do).
   std::int64_t count_purgeable(std::optional<dead_letter_state> state, std::optional<sys_ms> older_than);
   std::int64_t count_journal();

@@ -6,6 +6,7 @@
 #include <functional>
 
 #include "broker/core/store_jobs.hpp"
+#include "core/counted.hpp"
 #include "core/duration.hpp"
 #include "core/encode.hpp"
 #include "core/names.hpp"
@@ -502,11 +503,21 @@ void broker_core::release_idle_buffers(steady_time now) {
 }
 
 void broker_core::run_expiry(const moment& now) {
-  auto job = store_jobs::expire(now.wall, bounded_ms(s_.dedupe_window_ms), max_dedupe_entries);
+  const store_jobs::retention keep{bounded_ms(s_.delivered_retention_ms), bounded_ms(s_.parked_retention_ms),
+                                   bounded_ms(s_.expired_retention_ms)};
+  auto job = store_jobs::expire(now.wall, bounded_ms(s_.dedupe_window_ms), max_dedupe_entries, keep);
   submit(
       std::move(job.run),
-      [this, expired = job.result](std::exception_ptr e, const moment& at) {
-        if (!e) warn_letters({}, *expired, at.steady);
+      [this, r = job.result](std::exception_ptr e, const moment& at) {
+        if (e) return;
+        warn_letters({}, r->expired, at.steady);
+        if (r->removed_delivered + r->removed_parked + r->removed_expired > 0) {
+          spdlog::info("retention: removed {}, {} and {} (past --delivered-retention, --parked-retention, "
+                       "--expired-retention)",
+                       counted(static_cast<std::uint64_t>(r->removed_delivered), "delivered dead letter"),
+                       counted(static_cast<std::uint64_t>(r->removed_parked), "parked dead letter"),
+                       counted(static_cast<std::uint64_t>(r->removed_expired), "expired dead letter"));
+        }
       },
       on_failure::fail, "expiry sweep");
 }

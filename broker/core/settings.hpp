@@ -24,6 +24,11 @@ struct core_settings {
   std::uint32_t max_delivery_attempts = 5;
   std::uint64_t dead_letter_ttl_ms = 7ULL * 24 * 3600 * 1000;
   std::uint64_t dedupe_window_ms = 10 * 60 * 1000;
+  // How long letters that are done are kept (their bodies and attempts, for an operator) before
+  // the broker's own sweep removes them; 0 keeps them until a purge.
+  std::uint64_t delivered_retention_ms = 7ULL * 24 * 3600 * 1000;
+  std::uint64_t parked_retention_ms = 30ULL * 24 * 3600 * 1000;
+  std::uint64_t expired_retention_ms = 7ULL * 24 * 3600 * 1000;
   bool persist_accepted = true;
   // How long an accept batch waits before it goes to the store (persist-accepted on): a live
   // delivery acknowledged meanwhile is never journaled. message_accepted comes that much later.

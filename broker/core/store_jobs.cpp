@@ -148,11 +148,18 @@ named_job<std::int64_t> fold_redelivered(std::int64_t at_most) {
   return j;
 }
 
-named_job<counts_by_recipient> expire(sys_ms now, std::chrono::milliseconds dedupe_window, std::int64_t max_pairs) {
-  named_job<counts_by_recipient> j;
-  j.run = [now, dedupe_window, max_pairs, expired = j.result](database& db) {
-    *expired = db.sweep_expired(now);
+named_job<sweep_result> expire(sys_ms now, std::chrono::milliseconds dedupe_window, std::int64_t max_pairs,
+                               retention keep) {
+  named_job<sweep_result> j;
+  j.run = [now, dedupe_window, max_pairs, keep, r = j.result](database& db) {
+    r->expired = db.sweep_expired(now);
     db.forget_accepted(now - dedupe_window, max_pairs);
+    auto remove = [&](dead_letter_state state, std::chrono::milliseconds age) -> std::int64_t {
+      return age.count() > 0 ? db.purge_some(state, now - age, max_removed_per_sweep) : 0;
+    };
+    r->removed_delivered = remove(dead_letter_state::delivered, keep.delivered);
+    r->removed_parked = remove(dead_letter_state::parked, keep.parked);
+    r->removed_expired = remove(dead_letter_state::expired, keep.expired);
   };
   return j;
 }

@@ -108,8 +108,21 @@ named_job<bool> leave_group(std::string group, std::string user);
 // Folds the oldest at_most acknowledged redeliveries into their letters; the result is how many.
 named_job<std::int64_t> fold_redelivered(std::int64_t at_most);
 
-// The periodic sweep: letters past their expiry, and dedupe pairs past the window.
-named_job<counts_by_recipient> expire(sys_ms now, std::chrono::milliseconds dedupe_window, std::int64_t max_pairs);
+// How long done letters are kept (0: until a purge), per state.
+struct retention {
+  std::chrono::milliseconds delivered{0}, parked{0}, expired{0};
+};
+struct sweep_result {
+  counts_by_recipient expired;  // letters that expired now
+  std::int64_t removed_delivered = 0, removed_parked = 0, removed_expired = 0;  // past their retention
+};
+// Letters removed per state and sweep at most: a backlog goes in steps, one a sweep.
+inline constexpr int max_removed_per_sweep = 10'000;
+
+// The periodic sweep: letters past their expiry, dedupe pairs past the window, and letters done
+// longer ago than their retention.
+named_job<sweep_result> expire(sys_ms now, std::chrono::milliseconds dedupe_window, std::int64_t max_pairs,
+                               retention keep);
 
 }  // namespace store_jobs
 }  // namespace ma

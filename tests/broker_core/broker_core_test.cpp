@@ -931,5 +931,35 @@ TEST(BrokerCore, StoppingClosesEveryPeerAndDeadLettersWhatIsInFlightAsBrokerRest
   EXPECT_EQ(h.core().peer_count(), 0u);
 }
 
+// Issue 17: letters that are done (delivered, parked, expired) are removed by the broker's own
+// sweep once older than their retention; younger ones and pending ones stay.
+TEST(BrokerCore, TheSweepRemovesDoneLettersPastTheirRetention) {
+  core_settings s;
+  s.delivered_retention_ms = 3'600'000;  // 1 h
+  s.parked_retention_ms = 7'200'000;     // 2 h
+  s.expired_retention_ms = 0;            // kept until a purge
+  s.max_delivery_attempts = 1;
+  core_harness h(s);
+  const sys_ms now = h.now().wall;
+  auto letter = [&](const std::string& uuid, std::chrono::minutes age) {
+    message_record m{uuid, "alice", channel::direct, "", "{\"message_text\":\"x\"}", now - age, now + 24h};
+    return h.db().dead_letter_new(m, "bob", dead_letter_reason::recipient_offline, now - age);
+  };
+  h.db().begin();
+  letter("delivered-old", 90min);
+  letter("delivered-young", 30min);
+  h.db().record_attempt(letter("parked-old", 150min), 1, now, "ack_timeout", now, 1);
+  h.db().record_attempt(letter("parked-young", 90min), 1, now, "ack_timeout", now, 1);
+  letter("pending-old", 24h);
+  h.db().mark_delivered("bob", "delivered-old", "", now);
+  h.db().mark_delivered("bob", "delivered-young", "", now);
+  h.db().commit();
+  h.advance(61s);  // the sweep runs once a minute
+  h.run_store();
+  std::set<std::string> left;
+  for (auto& d : h.db().list({})) left.insert(d.message_uuid);
+  EXPECT_EQ(left, (std::set<std::string>{"delivered-young", "parked-young", "pending-old"}));
+}
+
 }  // namespace
 }  // namespace ma
