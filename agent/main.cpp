@@ -246,9 +246,10 @@ int main(int argc, char** argv) {
   global_options g;
   std::string config_file;
   app.add_option("--config", config_file, "Read options from FILE ('name = value' lines; the command line wins)");
-  app.add_option("--broker", g.broker,
+  app.add_option("-b,--broker", g.broker,
                  "HOST:PORT of the broker (skips discovery); several, comma-separated: the brokers of a cluster, "
-                 "tried in turn when one is down");
+                 "tried in turn when one is down")
+      ->envname("MESSAGE_AGENT_BROKER");
   app.add_option("--discovery-group", g.discovery.group, "Multicast group (or unicast address) to ask")->capture_default_str();
   app.add_option("--discovery-port", g.discovery.port, "UDP port to ask")->capture_default_str();
   app.add_option("--discovery-interface", g.discovery.interface, "Interface address the query leaves by")
@@ -256,15 +257,15 @@ int main(int argc, char** argv) {
   ma::add_duration_option(app, "--discovery-timeout-ms", g.discovery_timeout_ms, "How long to wait for answers")
       ->check(CLI::Range(1, 600'000))
       ->capture_default_str();
-  app.add_option("--user", g.user, "Your username (1 to 64 of A-Z a-z 0-9 . _ -)");
+  app.add_option("-u,--user", g.user, "Your username (1 to 64 of A-Z a-z 0-9 . _ -)")->envname("MESSAGE_AGENT_USER");
   app.add_flag("--tls", g.tls, "Speak TLS (--broker then names the broker's TLS port; discovery uses its tls_address)");
   app.add_option("--tls-ca", g.tls_ca, "PEM CA that signed the broker's certificate (default: the system's)");
   app.add_option("--tls-cert", g.tls_cert, "PEM client certificate to present");
   app.add_option("--tls-key", g.tls_key, "PEM private key of --tls-cert");
-  app.add_option("--password", g.password,
+  app.add_option("-p,--password", g.password,
                  "Your password, for a broker with a password file (else MESSAGE_AGENT_PASSWORD, else asked on the "
                  "terminal)");
-  app.add_flag("--json", g.json, "Print JSON, one object per line");
+  app.add_flag("-j,--json", g.json, "Print JSON, one object per line");
   app.add_option("--log-level", g.log_level, "trace, debug, info, warn, error, critical or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();
@@ -279,6 +280,9 @@ int main(int argc, char** argv) {
   send_cmd->add_option("text", text, "Message text");
   send_cmd->add_option("--payload", payload, "JSON payload");
   send_cmd->add_option("--uuid", uuid, "message_uuid to use (default: a new UUID)");
+  std::uint64_t ttl_ms = 0;
+  const std::string ttl_help = "How long it may wait as a dead letter before it expires (default: the broker's)";
+  ma::add_duration_option(*send_cmd, "--ttl-ms", ttl_ms, ttl_help);
   send_cmd->add_flag("--wait-delivered", wait_delivered, "Wait until the recipient acknowledges it");
   ma::add_duration_option(*send_cmd, "--timeout-ms", timeout_ms, "How long --wait-delivered waits")
       ->capture_default_str();
@@ -289,11 +293,13 @@ int main(int argc, char** argv) {
   multicast_cmd->add_option("text", text, "Message text");
   multicast_cmd->add_option("--payload", payload, "JSON payload");
   multicast_cmd->add_option("--uuid", uuid, "message_uuid to use");
+  ma::add_duration_option(*multicast_cmd, "--ttl-ms", ttl_ms, ttl_help);
 
   auto* broadcast_cmd = app.add_subcommand("broadcast", "Send a message to every online user");
   broadcast_cmd->add_option("text", text, "Message text");
   broadcast_cmd->add_option("--payload", payload, "JSON payload");
   broadcast_cmd->add_option("--uuid", uuid, "message_uuid to use");
+  ma::add_duration_option(*broadcast_cmd, "--ttl-ms", ttl_ms, ttl_help);
 
   std::uint64_t count = 0;
   std::uint64_t listen_timeout_ms = 0;
@@ -301,6 +307,8 @@ int main(int argc, char** argv) {
   listen_cmd->add_option("--count", count, "Stop after this many messages (the broker hands no more at once)")
       ->check(CLI::Range(std::uint64_t{0}, ma::max_receive_window));
   ma::add_duration_option(*listen_cmd, "--timeout-ms", listen_timeout_ms, "Stop after this long (0: never)", 0);
+  bool raw = false;
+  listen_cmd->add_flag("--raw", raw, "Print only each message's body: its payload (JSON), else its text; for jq");
 
   auto* users_cmd = app.add_subcommand("users", "List the online users");
 
@@ -322,6 +330,7 @@ int main(int argc, char** argv) {
   group_send->add_option("text", text, "Message text");
   group_send->add_option("--payload", payload, "JSON payload");
   group_send->add_option("--uuid", uuid, "message_uuid to use");
+  ma::add_duration_option(*group_send, "--ttl-ms", ttl_ms, ttl_help);
 
   auto* chat_cmd = app.add_subcommand("chat", "Chat interactively (/help for commands)");
 
@@ -376,6 +385,7 @@ int main(int argc, char** argv) {
     outgoing m;
     const bool sending = send_cmd->parsed() || multicast_cmd->parsed() || broadcast_cmd->parsed() || group_send->parsed();
     if (sending) m = make_outgoing(text, payload, uuid);
+    if (ttl_ms > 0) m.ttl_ms = ttl_ms;
     std::vector<std::string> recipients;
     if (send_cmd->parsed() && !ma::is_valid_username(to)) {
       throw exit_with{usage, "'" + to + "' is not a valid username: use 1 to 64 characters of A-Z a-z 0-9 . _ -."};
@@ -442,7 +452,11 @@ int main(int argc, char** argv) {
             throw;
           }
           if (!msg) continue;
-          say(g.json ? msg->content_json : describe(*msg));
+          if (raw) {
+            say(msg->payload_json ? *msg->payload_json : msg->text.value_or(""));
+          } else {
+            say(g.json ? msg->content_json : describe(*msg));
+          }
           if (count > 0) {
             to_acknowledge.push_back(std::move(*msg));
           } else {

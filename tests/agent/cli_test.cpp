@@ -11,6 +11,7 @@
 #include <regex>
 #include <thread>
 
+#include "core/clock.hpp"
 #include "storage/database.hpp"
 #include "tests/support/broker_harness.hpp"
 #include "tests/support/process.hpp"
@@ -73,6 +74,30 @@ TEST_F(AgentCli, SendAndListenAsText) {
   const std::string got = bob->log();
   EXPECT_NE(got.find("alice -> bob (direct): hello there"), std::string::npos) << got;
   EXPECT_NE(got.find("second  {\"k\":[1,2]}"), std::string::npos) << got;
+}
+
+// Issue 17: short flags (-b, -u), the environment (MESSAGE_AGENT_BROKER, MESSAGE_AGENT_USER),
+// --ttl-ms with a unit, and listen --raw, which prints only the body, for jq.
+TEST_F(AgentCli, ShortFlagsTheEnvironmentTtlAndRawBodies) {
+  auto bob = std::make_unique<test::child_process>(
+      agent_binary, std::vector<std::string>{"listen", "--count", "2", "--raw", "--timeout-ms", "20s"},
+      dir.file("bob-raw.out"), std::vector<std::string>{"MESSAGE_AGENT_BROKER=" + address, "MESSAGE_AGENT_USER=bob"});
+  ASSERT_TRUE(broker->wait_for_log(std::regex("'bob' logged in"), 20s)) << broker->log();
+  auto [s1, out1] = test::run_command(agent_binary, {"-b", address, "-u", "alice", "send", "bob", "--payload", "{\"k\":1}"});
+  EXPECT_EQ(s1, 0) << out1;
+  auto [s2, out2] = test::run_command(agent_binary, {"-u", "alice", "send", "bob", "just text"}, std::nullopt,
+                                      {"MESSAGE_AGENT_BROKER=" + address});
+  EXPECT_EQ(s2, 0) << out2;
+  EXPECT_EQ(bob->wait(20s), 0);
+  EXPECT_EQ(bob->log(), "{\"k\":1}\njust text\n");
+
+  auto [s3, out3] = agent({"-u", "alice", "send", "carol", "expires in an hour", "--uuid", "ttl-1", "--ttl-ms", "1h"});
+  EXPECT_EQ(s3, 0) << out3;
+  database db({dir.file("broker.db"), false, false});
+  const auto letters = db.find("ttl-1");
+  ASSERT_EQ(letters.size(), 1u);
+  EXPECT_EQ(parse_iso8601(letters[0].expires_at).value() - parse_iso8601(letters[0].accepted_at).value(),
+            std::chrono::hours(1));
 }
 
 TEST_F(AgentCli, SendAndListenAsJsonAndWaitDelivered) {
