@@ -401,7 +401,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
     if (id == "message_dead_lettered") {
       spdlog::debug("{} to {} went to the Dead Letter Channel ({})", string_of(c, "message_uuid"),
                     string_of(c, "receiver_username"), string_of(c, "reason"));
-      return;
+      return on_report(string_of(c, "message_uuid"), {string_of(c, "receiver_username"), {}, string_of(c, "reason")});
     }
     if (id == "error") {
       auto err = std::make_exception_ptr(broker_error(string_of(c, "error_code"), string_of(c, "error_text")));
@@ -494,8 +494,10 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   }
 
   void on_delivered(const json::object& c) {
-    const std::string uuid = string_of(c, "message_uuid");
-    delivery_report r{string_of(c, "receiver_username"), string_of(c, "delivered_at")};
+    on_report(string_of(c, "message_uuid"), {string_of(c, "receiver_username"), string_of(c, "delivered_at"), {}});
+  }
+
+  void on_report(const std::string& uuid, const delivery_report& r) {
     auto range = delivered_waiters.equal_range(uuid);
     if (range.first != range.second) {
       std::vector<waiter_ptr<std::optional<delivery_report>>> ws;

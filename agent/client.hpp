@@ -98,9 +98,14 @@ struct login_info {
   std::int64_t pending_dead_letters = 0;
 };
 
+// What became of a message this client sent, for one recipient: delivered (acknowledged), or
+// moved to the Dead Letter Channel (dead_letter_reason set; it may still be delivered later, at
+// the recipient's next login).
 struct delivery_report {
   std::string receiver;
-  std::string delivered_at;
+  std::string delivered_at;        // when delivered
+  std::string dead_letter_reason;  // when dead-lettered: why (ack_timeout, recipient_disconnected, ...)
+  bool delivered() const { return dead_letter_reason.empty(); }
 };
 
 class client {
@@ -157,8 +162,10 @@ class client {
   boost::asio::awaitable<send_result> multicast(std::vector<std::string> to, outgoing m);
   boost::asio::awaitable<send_result> broadcast(outgoing m);
   boost::asio::awaitable<send_result> group_send(std::string group, outgoing m);
-  // The recipient's acknowledgement of a message this client sent (message_delivered), or
-  // nullopt if none came within the timeout. Reports that arrived earlier are kept.
+  // The first outcome of a message this client sent: the recipient's acknowledgement
+  // (message_delivered) or its move to the Dead Letter Channel after message_accepted said
+  // relayed (message_dead_lettered), or nullopt if neither came within the timeout. Reports
+  // that arrived earlier are kept.
   boost::asio::awaitable<std::optional<delivery_report>> delivered(std::string message_uuid,
                                                                    std::chrono::milliseconds timeout);
 

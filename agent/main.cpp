@@ -34,9 +34,9 @@ namespace {
 constexpr const char* exit_codes_help =
     "Exit status: 0 done; 1 bad usage; 2 no broker found or the connection was lost; "
     "3 refused by the broker (its error_code and sentence go to stderr); 4 --wait-delivered or "
-    "listen --count timed out.";
+    "listen --count timed out; 5 --wait-delivered: the message went to the Dead Letter Channel.";
 
-enum exit_code { ok = 0, usage = 1, no_broker = 2, refused = 3, timed_out = 4 };
+enum exit_code { ok = 0, usage = 1, no_broker = 2, refused = 3, timed_out = 4, dead_lettered = 5 };
 
 // Ends the program with a status and a sentence on stderr.
 struct exit_with {
@@ -411,11 +411,19 @@ int main(int argc, char** argv) {
       if (send_cmd->parsed()) {
         auto r = co_await c.send(to, m);
         print_result(g, r);
+        if (wait_delivered && !r.recipients.empty() && r.recipients.front().status == "dead_lettered") {
+          throw exit_with{dead_lettered, r.message_uuid + " went to the Dead Letter Channel (recipient_offline): " + to +
+                                             " is not online; it is delivered when " + to + " logs in."};
+        }
         if (wait_delivered) {
           auto d = co_await c.delivered(r.message_uuid, std::chrono::milliseconds(timeout_ms));
           if (!d) {
             throw exit_with{timed_out, "No acknowledgement from " + to + " within " + std::to_string(timeout_ms) +
                                            " ms; the message stays with the broker until it is delivered."};
+          }
+          if (!d->delivered()) {
+            throw exit_with{dead_lettered, r.message_uuid + " went to the Dead Letter Channel (" + d->dead_letter_reason +
+                                               "); it is delivered when " + to + " logs in again."};
           }
           if (g.json) {
             say(json::serialize(json::object{{"message_uuid", r.message_uuid},

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <pty.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -121,10 +122,34 @@ TEST_F(AgentCli, SendAndListenAsJsonAndWaitDelivered) {
   EXPECT_EQ(m.at("sender_username").as_string(), "alice");
 }
 
-TEST_F(AgentCli, WaitDeliveredTimesOutWithFour) {
-  auto [status, out] = agent({"--user", "alice", "send", "nobody", "x", "--wait-delivered", "--timeout-ms", "300"});
+// --wait-delivered: 4 when no acknowledgement came in time; 5 as soon as the message went to
+// the Dead Letter Channel, with the reason: at once for a recipient offline, or when a recipient
+// that had it disconnects without acknowledging.
+TEST_F(AgentCli, WaitDeliveredTimesOutWithFourAndEndsAtADeadLetterWithFive) {
+  const auto port = static_cast<std::uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
+  auto mute = std::make_unique<test::client>(port);
+  mute->log_in("mute");
+  auto [status, out] = agent({"--user", "alice", "send", "mute", "x", "--uuid", "wd-4", "--wait-delivered",
+                              "--timeout-ms", "300"});
   EXPECT_EQ(status, 4) << out;
-  EXPECT_NE(out.find("dead_lettered"), std::string::npos) << out;
+  EXPECT_EQ(mute->expect_content("receive_message").at("message_uuid"), "wd-4");
+  mute->send("acknowledge_message", {{"message_uuid", "wd-4"}});
+
+  auto [s2, out2] = agent({"--user", "alice", "send", "nobody", "x", "--wait-delivered", "--timeout-ms", "20s"});
+  EXPECT_EQ(s2, 5) << out2;
+  EXPECT_NE(out2.find("recipient_offline"), std::string::npos) << out2;
+
+  test::child_process waiting(agent_binary,
+                              {"--broker", address, "--user", "alice", "send", "mute", "y", "--uuid", "wd-5",
+                               "--wait-delivered", "--timeout-ms", "20s"},
+                              dir.file("waiting.out"));
+  EXPECT_EQ(mute->expect_content("receive_message", 20s).at("message_uuid"), "wd-5");
+  // Gone without acknowledging (shutdown: the agent's process holds a copy of the socket, forked
+  // with it).
+  ::shutdown(mute->fd(), SHUT_RDWR);
+  mute.reset();
+  EXPECT_EQ(waiting.wait(20s), 5) << waiting.log();
+  EXPECT_NE(waiting.log().find("recipient_disconnected"), std::string::npos) << waiting.log();
 }
 
 TEST_F(AgentCli, DiscoverOnLoopbackAndSendWithoutBroker) {
