@@ -61,6 +61,7 @@ asio::awaitable<std::vector<discovered_broker>> discover(const discovery_setting
     bool seen = false;
     for (auto& other : found) seen = seen || other.address == b.address;
     if (!seen) found.push_back(std::move(b));
+    if (s.first_answer_only) break;
   }
   co_return found;
 }

@@ -17,6 +17,8 @@ struct discovery_settings {
   std::uint16_t port = 10001;
   std::string interface = "127.0.0.1";  // the interface the query leaves by
   std::chrono::milliseconds timeout{1000};
+  // Return as soon as one broker answered (a one-shot command needs one), not at the timeout.
+  bool first_answer_only = false;
 };
 
 struct discovered_broker {

@@ -51,6 +51,7 @@ struct global_options {
   std::string user;
   std::optional<std::string> password;  // --password, else MESSAGE_AGENT_PASSWORD, else a prompt
   bool tls = false;
+  bool one_shot = false;  // send, users, group...: discovery ends at the first answer
   std::string tls_ca, tls_cert, tls_key;
   bool json = false;
   std::string log_level = "warn";
@@ -81,6 +82,8 @@ std::pair<std::string, std::uint16_t> split_host_port(const std::string& address
 asio::awaitable<std::vector<discovered_broker>> find_brokers(const global_options& g) {
   discovery_settings d = g.discovery;
   d.timeout = std::chrono::milliseconds(g.discovery_timeout_ms);
+  // With TLS, the first answer may come from a broker without a TLS listener: all are heard.
+  d.first_answer_only = g.one_shot && !g.tls;
   std::vector<discovered_broker> found;
   try {
     found = co_await discover(d);
@@ -404,6 +407,7 @@ int main(int argc, char** argv) {
 
     receiving how;
     how.send_only = !listen_cmd->parsed() && !chat_cmd->parsed();
+    g.one_shot = how.send_only;
     if (listen_cmd->parsed() && count > 0) how.window = count;
     active = co_await connect_client(g, how);
     client& c = *active;

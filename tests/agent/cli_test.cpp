@@ -158,9 +158,13 @@ TEST_F(AgentCli, DiscoverOnLoopbackAndSendWithoutBroker) {
   auto b = json::parse(out).as_object();
   EXPECT_EQ(b.at("broker_name").as_string(), "cli-test");
   EXPECT_EQ(b.at("broker_address").as_string(), address);
-  // Without --broker, send finds it by discovery.
-  auto [s2, out2] = test::run_command(agent_binary, {"--discovery-port", discovery_port, "--user", "alice", "send", "bob", "via discovery"});
+  // Without --broker, send finds it by discovery, and goes on at the first answer: not at the
+  // end of a 30 s discovery timeout.
+  const auto start = std::chrono::steady_clock::now();
+  auto [s2, out2] = test::run_command(agent_binary, {"--discovery-port", discovery_port, "--discovery-timeout-ms", "30s",
+                                                     "--user", "alice", "send", "bob", "via discovery"});
   EXPECT_EQ(s2, 0) << out2;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 20s) << "send waited for the discovery timeout";
 }
 
 // --broker takes the brokers of a cluster, comma-separated: one that is down is passed over.
