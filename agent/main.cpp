@@ -1,4 +1,6 @@
 // message-agent: the command line over the agent library.
+#include <unistd.h>
+
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -12,7 +14,9 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 
 #include "agent/chat.hpp"
 #include "agent/client.hpp"
@@ -173,6 +177,22 @@ asio::awaitable<std::unique_ptr<client>> connect_client(const global_options& g,
   }
 }
 
+// The body from elsewhere: TEXT "-" (or no TEXT and no --payload, with standard input not a
+// terminal) reads standard input, without its last newline; --payload @FILE reads FILE.
+void read_body_sources(std::string& text, std::string& payload) {
+  if (text == "-" || (text.empty() && payload.empty() && !::isatty(STDIN_FILENO))) {
+    text.assign(std::istreambuf_iterator<char>(std::cin), {});
+    if (text.ends_with('\n')) text.pop_back();
+    if (text.ends_with('\r')) text.pop_back();
+  }
+  if (payload.starts_with('@')) {
+    const std::string path = payload.substr(1);
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw exit_with{usage, "--payload " + payload + ": the file '" + path + "' can not be read."};
+    payload.assign(std::istreambuf_iterator<char>(in), {});
+  }
+}
+
 outgoing make_outgoing(const std::string& text, const std::string& payload, const std::string& uuid) {
   outgoing m;
   if (!text.empty()) m.text = text;
@@ -280,8 +300,8 @@ int main(int argc, char** argv) {
   std::uint64_t timeout_ms = 10'000;
   auto* send_cmd = app.add_subcommand("send", "Send a message to one user");
   send_cmd->add_option("to", to, "Recipient")->required();
-  send_cmd->add_option("text", text, "Message text");
-  send_cmd->add_option("--payload", payload, "JSON payload");
+  send_cmd->add_option("text", text, "Message text ('-' or none with a pipe: standard input)");
+  send_cmd->add_option("--payload", payload, "JSON payload (@FILE: read from FILE)");
   send_cmd->add_option("--uuid", uuid, "message_uuid to use (default: a new UUID)");
   std::uint64_t ttl_ms = 0;
   const std::string ttl_help = "How long it may wait as a dead letter before it expires (default: the broker's)";
@@ -387,7 +407,10 @@ int main(int argc, char** argv) {
     require_user(g);
     outgoing m;
     const bool sending = send_cmd->parsed() || multicast_cmd->parsed() || broadcast_cmd->parsed() || group_send->parsed();
-    if (sending) m = make_outgoing(text, payload, uuid);
+    if (sending) {
+      read_body_sources(text, payload);
+      m = make_outgoing(text, payload, uuid);
+    }
     if (ttl_ms > 0) m.ttl_ms = ttl_ms;
     std::vector<std::string> recipients;
     if (send_cmd->parsed() && !ma::is_valid_username(to)) {

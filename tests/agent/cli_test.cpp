@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <boost/json/parse.hpp>
+#include <fstream>
 #include <regex>
 #include <thread>
 
@@ -99,6 +100,26 @@ TEST_F(AgentCli, ShortFlagsTheEnvironmentTtlAndRawBodies) {
   ASSERT_EQ(letters.size(), 1u);
   EXPECT_EQ(parse_iso8601(letters[0].expires_at).value() - parse_iso8601(letters[0].accepted_at).value(),
             std::chrono::hours(1));
+}
+
+// Issue 17: the body from standard input ('-', or no TEXT with a pipe) or a file (--payload @FILE).
+TEST_F(AgentCli, TheBodyComesFromStandardInputOrAFile) {
+  auto bob = listener("bob", {"listen", "--count", "3", "--raw", "--timeout-ms", "20s"});
+  auto [s1, out1] = test::run_command(agent_binary, {"-b", address, "-u", "alice", "send", "bob", "-"},
+                                      std::string("from a pipe\n"));
+  EXPECT_EQ(s1, 0) << out1;
+  auto [s2, out2] = test::run_command(agent_binary, {"-b", address, "-u", "alice", "send", "bob"},
+                                      std::string("no text given\n"));
+  EXPECT_EQ(s2, 0) << out2;
+  const std::string file = dir.file("body.json");
+  std::ofstream(file) << "{\"from\":\"a file\"}";
+  auto [s3, out3] = agent({"-u", "alice", "send", "bob", "--payload", "@" + file});
+  EXPECT_EQ(s3, 0) << out3;
+  EXPECT_EQ(bob->wait(20s), 0);
+  EXPECT_EQ(bob->log(), "from a pipe\nno text given\n{\"from\":\"a file\"}\n");
+  auto [s4, out4] = agent({"-u", "alice", "send", "bob", "--payload", "@" + dir.file("missing.json")});
+  EXPECT_EQ(s4, 1) << out4;
+  EXPECT_NE(out4.find("missing.json"), std::string::npos) << out4;
 }
 
 TEST_F(AgentCli, SendAndListenAsJsonAndWaitDelivered) {
