@@ -3,6 +3,8 @@
 #include <CLI/CLI.hpp>
 #include <ostream>
 
+#include "core/config.hpp"
+
 namespace ma {
 
 std::optional<int> parse_command(CLI::App& app, const std::vector<std::string>& args, std::ostream& out,
@@ -14,7 +16,8 @@ std::optional<int> parse_command(CLI::App& app, const std::vector<std::string>& 
     out << app.help();
     return 0;
   } catch (const CLI::ParseError& e) {
-    err << app.get_name() << ": " << e.what() << "\n";
+    const std::string hint = mistyped_argument_hint(app);
+    err << app.get_name() << ": " << (hint.empty() ? std::string(e.what()) : hint) << "\n";
     return 2;
   }
   return std::nullopt;

@@ -22,6 +22,43 @@ std::string long_name(const CLI::Option& opt) {
   return names.empty() ? std::string() : names.front();
 }
 
+// Edit distance (insertions, deletions, substitutions, and swaps of two neighbours).
+std::size_t distance(std::string_view a, std::string_view b) {
+  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+  for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+// The candidate nearest to word, if near enough to be a typo of it.
+std::string nearest(std::string_view word, const std::vector<std::string>& candidates) {
+  std::string best;
+  std::size_t best_distance = std::max<std::size_t>(2, word.size() / 3) + 1;
+  for (const auto& c : candidates) {
+    const std::size_t d = distance(word, c);
+    if (d < best_distance) best = c, best_distance = d;
+  }
+  return best;
+}
+
+// The long options (--name) of app and of the subcommand that was chosen, and the names of its
+// subcommands.
+void names_of(const CLI::App& app, std::vector<std::string>& options, std::vector<std::string>& commands) {
+  for (const CLI::Option* opt : app.get_options()) {
+    for (const auto& n : opt->get_lnames()) options.push_back("--" + n);
+  }
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    commands.push_back(sub->get_name());
+    if (sub->parsed()) names_of(*sub, options, commands);
+  }
+}
+
 // Runs CLI11 and turns its parse errors into config_error, keeping help and version requests.
 void run_cli(CLI::App& app, std::vector<std::string> args) {
   std::reverse(args.begin(), args.end());  // CLI11 takes them in reverse order
@@ -34,11 +71,33 @@ void run_cli(CLI::App& app, std::vector<std::string> args) {
   } catch (const CLI::CallForVersion&) {
     throw;
   } catch (const CLI::ParseError& e) {
-    throw config_error(e.what());
+    // An option or command mistyped gets the nearest one, rather than CLI11's list of the
+    // arguments it could not place.
+    const std::string hint = mistyped_argument_hint(app);
+    throw config_error(hint.empty() ? std::string(e.what()) : hint);
   }
 }
 
 }  // namespace
+
+std::string mistyped_argument_hint(const CLI::App& app) {
+  std::vector<std::string> options, commands;
+  names_of(app, options, commands);
+  for (const auto& arg : app.remaining(true)) {
+    if (arg.starts_with("--")) {
+      const std::string name = arg.substr(0, arg.find('='));
+      if (std::find(options.begin(), options.end(), name) != options.end()) continue;
+      const std::string near = nearest(name, options);
+      return "'" + name + "' is not an option here" + (near.empty() ? "" : "; did you mean " + near + "?");
+    }
+    if (!arg.starts_with("-") && app.get_subcommands().empty() && !commands.empty()) {
+      const std::string near = nearest(arg, commands);
+      if (!near.empty()) return "'" + arg + "' is not a command; did you mean " + near + "?";
+    }
+  }
+  return {};
+}
+
 
 CLI::Option* add_duration_option(CLI::App& app, const std::string& name, std::uint64_t& ms, const std::string& help,
                                  std::uint64_t min_ms) {

@@ -71,6 +71,11 @@ std::vector<resolved_option> parse_with_config(CLI::App& app, std::vector<std::s
 CLI::Option* add_duration_option(CLI::App& app, const std::string& name, std::uint64_t& ms, const std::string& help,
                                  std::uint64_t min_ms = 1);
 
+// After a CLI11 parse error: for the first argument app could not place, "'--prot' is not an
+// option here; did you mean --port?" (or "'sned' is not a command; did you mean send?"), or
+// empty when there is none.
+std::string mistyped_argument_hint(const CLI::App& app);
+
 // Reads a whole file; throws config_error naming it.
 std::string read_text_file(const std::string& path);
 

@@ -122,6 +122,15 @@ TEST_F(AgentCli, TheBodyComesFromStandardInputOrAFile) {
   EXPECT_NE(out4.find("missing.json"), std::string::npos) << out4;
 }
 
+TEST_F(AgentCli, AMistypedCommandOrOptionGetsTheNearestOne) {
+  auto [s1, out1] = agent({"-u", "alice", "sned", "bob", "hi"});
+  EXPECT_EQ(s1, 1) << out1;
+  EXPECT_NE(out1.find("'sned' is not a command; did you mean send?"), std::string::npos) << out1;
+  auto [s2, out2] = agent({"-u", "alice", "send", "bob", "hi", "--wait-delivred"});
+  EXPECT_EQ(s2, 1) << out2;
+  EXPECT_NE(out2.find("did you mean --wait-delivered?"), std::string::npos) << out2;
+}
+
 TEST_F(AgentCli, SendAndListenAsJsonAndWaitDelivered) {
   auto bob = listener("bob", {"--json", "listen", "--count", "1", "--timeout-ms", "20000"});
   auto [status, out] = agent({"--user", "alice", "--json", "send", "bob", "ack me", "--uuid", "w1", "--wait-delivered",

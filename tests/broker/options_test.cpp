@@ -103,6 +103,13 @@ TEST(BrokerOptions, DurationsTakeUnits) {
   EXPECT_NE(error_of({"--ack-timeout-ms", "0s"}).find("--ack-timeout-ms"), std::string::npos);
 }
 
+// Issue 17: a mistyped option gets the nearest one instead of CLI11's list of leftovers.
+TEST(BrokerOptions, AMistypedOptionGetsTheNearestOne) {
+  EXPECT_EQ(error_of({"--prot", "5"}), "'--prot' is not an option here; did you mean --port?");
+  EXPECT_EQ(error_of({"--ack-timeout", "5"}), "'--ack-timeout' is not an option here; did you mean --ack-timeout-ms?");
+  EXPECT_EQ(error_of({"--frobnicate"}), "'--frobnicate' is not an option here");
+}
+
 TEST(BrokerOptions, TheClusterOptionsMakeABrokerOfACluster) {
   auto single = parse_broker_command_line({});
   EXPECT_FALSE(single.options.cluster);
