@@ -47,7 +47,13 @@ int main(int argc, char** argv) {
 
   try {
     const auto dir = std::filesystem::path(o.database).parent_path();
-    if (!dir.empty()) std::filesystem::create_directories(dir);
+    std::error_code ec;
+    if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+    if (ec) {
+      throw std::runtime_error("Cannot create the folder '" + dir.string() + "' of the database '" + o.database + "' (" +
+                               ec.message() + "): create it for the broker's user, or give --database a file in a "
+                               "folder it can write.");
+    }
     // One broker per database, for as long as this process lives.
     ma::database_lock lock(o.database);
     // io first: the store, destroyed before it, may still post completions to it.

@@ -101,6 +101,16 @@ TEST(BrokerBinary, TheLogIsPlainForAnOperator) {
   EXPECT_EQ(broker.log().find("'bob' disconnected"), std::string::npos) << broker.log();
 }
 
+// Issue 17: a database folder that can not be made is said in a sentence, with what to do
+// (/proc takes no new folder, even from root).
+TEST(BrokerBinary, AFolderThatCanNotBeMadeIsSaidInASentence) {
+  auto [status, out] = test::run_command(broker_binary, {"--port", "0", "--discovery", "off", "--database",
+                                                         "/proc/message-agent-test/broker.db"});
+  EXPECT_EQ(status, 1) << out;
+  EXPECT_NE(out.find("Cannot create the folder '/proc/message-agent-test' of the database"), std::string::npos) << out;
+  EXPECT_NE(out.find("give --database a file in a folder it can write"), std::string::npos) << out;
+}
+
 TEST(BrokerBinary, BadOptionsExitTwoNamingTheOption) {
   auto [s1, out1] = test::run_command(broker_binary, {"--port", "70000"});
   EXPECT_EQ(s1, 2);
