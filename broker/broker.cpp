@@ -232,10 +232,16 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
       back(std::make_pair(o, std::move(m)));
     });
   }
-  // Relays of the current burst, one NATS message per broker, kind and user: the
-  // acknowledgements a session sent in one read go back together.
+  // Relays of the current burst, one NATS message per broker, kind and user (the
+  // acknowledgements a session sent in one read go back together), of at most
+  // backbone::max_relay_bytes: what would pass it goes out first, in order.
   void relay(const std::string& broker, relay_kind kind, const std::string& user, std::string_view frames) override {
-    relays[{broker, static_cast<char>(kind), user}].append(frames);
+    std::string& pending = relays[{broker, static_cast<char>(kind), user}];
+    if (!pending.empty() && pending.size() + frames.size() > backbone::max_relay_bytes) {
+      cluster->relay(broker, kind, user, pending);
+      pending.clear();
+    }
+    pending.append(frames);
     at_burst_end();
   }
   void send_relays() {

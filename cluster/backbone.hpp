@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <string>
@@ -69,6 +70,9 @@ struct backbone_events {
 // made; the broker moves them to its own thread.
 class backbone {
  public:
+  // Frames of one relay at most (the broker sends more in parts, at frame boundaries): a
+  // nats-server takes at most 1 MB in one message by default (max_payload).
+  static constexpr std::size_t max_relay_bytes = 512 * 1024;
 
   virtual ~backbone() = default;
   // With take_over (a log_in that proved its identity: a right password or a certificate), a

@@ -64,7 +64,8 @@ class port {
   // Only in a cluster: a group change, made in the cluster's registry instead of the store; then
   // done on the core's thread (never from inside this call).
   virtual void change_group(group_change change, group_completion done) = 0;
-  // Only in a cluster: frames for another broker (backbone::relay), sent at once.
+  // Only in a cluster: frames for another broker (backbone::relay), sent after the current burst
+  // with the others of the burst for the same broker, kind and user.
   virtual void relay(const std::string& broker, relay_kind kind, const std::string& user, std::string_view frames) = 0;
   // broker_core::next_deadline() is earlier than it was: tick the core by then.
   virtual void deadline_moved(steady_time at) = 0;

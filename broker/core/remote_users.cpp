@@ -170,8 +170,9 @@ void broker_core::relay_outbox(peer_id id, const moment& now) {
   peer* p = find(id);
   if (!p || !p->remote) return;
   p->flush_asked = false;
-  // A relay at most as large as one write to a socket (outbox::gather), well below NATS's
-  // max_payload; written() may pump more redeliveries in meanwhile.
+  // A write at a time, as a socket takes it (outbox::gather, at most 512 KiB but for one larger
+  // frame); the port joins those of a burst up to backbone::max_relay_bytes. written() may pump
+  // more redeliveries in meanwhile.
   while (p && !p->out.empty()) {
     std::string frames;
     frames.reserve(std::min<std::size_t>(p->out.bytes(), 512 * 1024));

@@ -417,6 +417,27 @@ TEST_F(Cluster, GroupsAreTheClusters) {
   }
 }
 
+// Relays stay within what a nats-server takes in one message (1 MB by default): eight letters of
+// 200 KB, redelivered across brokers in one burst of the pump, all arrive.
+TEST_F(Cluster, LargeLettersAreRedeliveredAcrossBrokers) {
+  cluster_broker b1(dir, nats, "b1"), b2(dir, nats, "b2");
+  client alice(b1.port());
+  alice.log_in("alice");
+  const std::string big(200 * 1024, 'x');
+  for (int i = 0; i < 8; ++i) {
+    alice.send("send_message", {{"receiver_username", "bob"}, {"message_text", big}, {"message_uuid", "big-" + std::to_string(i)}});
+    EXPECT_EQ(alice.expect_content("message_accepted").at("status"), "dead_lettered");
+  }
+  client bob(b2.port());
+  bob.log_in("bob");
+  for (int i = 0; i < 8; ++i) {
+    auto m = receive_and_ack(bob, 30s);
+    ASSERT_FALSE(m.empty()) << "letter " << i << " did not arrive";
+    EXPECT_EQ(std::string(m.at("message_uuid").as_string()), "big-" + std::to_string(i));
+    EXPECT_EQ(m.at("message_text").as_string().size(), big.size());
+  }
+}
+
 // Presence and user lists are the cluster's: a user at another broker is listed, announced when
 // it logs in and when it leaves.
 TEST_F(Cluster, PresenceAndUserListsAreClusterWide) {
