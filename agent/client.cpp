@@ -22,6 +22,7 @@
 
 #include "core/encode.hpp"
 #include "core/framer.hpp"
+#include "core/frames.hpp"
 #include "core/utf8.hpp"
 #include "core/uuid.hpp"
 
@@ -552,11 +553,8 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
 
   void acknowledge(const message& m) {
     if (!logged_in) return;  // the broker redelivers it after the reconnect, and it is acknowledged then
-    std::string f = "{\"message_id\":\"acknowledge_message\",\"message_content\":{\"message_uuid\":";
-    append_json_string(f, m.message_uuid);
-    f += ",\"sender_username\":";
-    append_json_string(f, m.sender);
-    f += "}}\n";
+    std::string f;
+    append_ack_frame(f, m.message_uuid, m.sender);
     push(std::move(f));
   }
 

@@ -56,11 +56,6 @@ CLI::Option* positive(CLI::App& app, const char* name, T& value, const char* hel
       ->check(CLI::Range(T{1}, std::numeric_limits<T>::max()));
 }
 
-// A duration, from 1 ms to what every deadline computed from it can hold.
-CLI::Option* duration(CLI::App& app, const char* name, std::uint64_t& value, const char* help) {
-  return add_duration_option(app, name, value, help);
-}
-
 }  // namespace
 
 broker_command parse_broker_command_line(const std::vector<std::string>& args) {
@@ -103,10 +98,10 @@ broker_command parse_broker_command_line(const std::vector<std::string>& args) {
   app.add_option("--broker-name", o.broker_name, "Name announced to agents")->check([](const std::string& v) {
     return v.empty() || v.size() > 128 ? std::string("the broker name must be 1 to 128 characters") : std::string();
   });
-  duration(app, "--heartbeat-interval-ms", o.heartbeat_interval_ms, "Heartbeat interval granted to agents");
+  add_duration_option(app, "--heartbeat-interval-ms", o.heartbeat_interval_ms, "Heartbeat interval granted to agents");
   positive(app, "--eviction-factor", o.eviction_factor, "Silent intervals before an agent is evicted");
-  duration(app, "--ack-timeout-ms", o.ack_timeout_ms, "Time a recipient has to acknowledge a message");
-  duration(app, "--login-timeout-ms", o.login_timeout_ms, "Time a new connection has to log in");
+  add_duration_option(app, "--ack-timeout-ms", o.ack_timeout_ms, "Time a recipient has to acknowledge a message");
+  add_duration_option(app, "--login-timeout-ms", o.login_timeout_ms, "Time a new connection has to log in");
   positive(app, "--max-connections", o.max_connections, "Connections beyond this get server_busy");
   app.add_option("--max-memory-mb", o.max_memory_mb,
                  "Resident memory (MiB) past which new connections get server_busy (0: three quarters of the RAM)")
@@ -147,8 +142,8 @@ broker_command parse_broker_command_line(const std::vector<std::string>& args) {
       ->capture_default_str()
       ->check(CLI::Range(std::uint64_t{8}, std::uint64_t{4} * 1024 * 1024));
   positive(app, "--max-delivery-attempts", o.max_delivery_attempts, "Attempts before a dead letter is parked");
-  duration(app, "--dead-letter-ttl-ms", o.dead_letter_ttl_ms, "Age at which a dead letter expires");
-  duration(app, "--dedupe-window-ms", o.dedupe_window_ms, "How long a (sender, message_uuid) is remembered");
+  add_duration_option(app, "--dead-letter-ttl-ms", o.dead_letter_ttl_ms, "Age at which a dead letter expires");
+  add_duration_option(app, "--dedupe-window-ms", o.dedupe_window_ms, "How long a (sender, message_uuid) is remembered");
   add_duration_option(app, "--delivered-retention-ms", o.delivered_retention_ms,
                       "How long a delivered dead letter is kept before the broker removes it (0: until a purge)", 0);
   add_duration_option(app, "--parked-retention-ms", o.parked_retention_ms,

@@ -115,4 +115,12 @@ void append_dead_lettered_frame(std::string& out, std::string_view message_uuid,
   out += "}}\n";
 }
 
+void append_ack_frame(std::string& out, std::string_view message_uuid, std::string_view sender) {
+  out += R"({"message_id":"acknowledge_message","message_content":{"message_uuid":)";
+  append_json_string(out, message_uuid);
+  out += R"(,"sender_username":)";
+  append_json_string(out, sender);
+  out += "}}\n";
+}
+
 }  // namespace ma

@@ -1,5 +1,7 @@
-// Broker-to-agent frames on the hot path, built by hand (no JSON tree). Each returned string
-// is one whole frame ending in '\n', except the parts of a shared receive_message.
+// Frames on the hot path, built by hand (no JSON tree): broker-to-agent ones, and the
+// acknowledgement an agent sends (a broker of a cluster sends it on for a session of its own).
+// Each returned string is one whole frame ending in '\n', except the parts of a shared
+// receive_message.
 #pragma once
 
 #include <string>
@@ -44,6 +46,8 @@ void append_delivered_frame(std::string& out, std::string_view message_uuid, std
                             std::string_view delivered_at);
 void append_dead_lettered_frame(std::string& out, std::string_view message_uuid, std::string_view receiver,
                                 std::string_view reason);
+// acknowledge_message for one message of sender.
+void append_ack_frame(std::string& out, std::string_view message_uuid, std::string_view sender);
 
 
 

@@ -148,15 +148,15 @@ void broker_core::disconnected(peer_id id, const moment& now) {
   not_logged_in_.erase(id);
   peer& p = *gone;
   release_all_stalled(p);
-  if (p.remote) {
-    if (forget_name(p)) presence_changed(p.username, false, now);
-  } else if (!p.username.empty()) {
-    if (forget_name(p)) presence_changed(p.username, false, now);
-    spdlog::info("session {}: '{}' {} ({} unacknowledged)", id, p.username,
-                 p.logged_out ? "logged out" : "disconnected", p.in_flight.size() + p.held_count());
-    represent_remote(p.username, now);
-  } else {
+  if (p.username.empty()) {
     spdlog::debug("session {}: closed before logging in", id);
+  } else {
+    if (forget_name(p)) presence_changed(p.username, false, now);
+    if (!p.remote) {  // a remote peer's going is logged by drop_remote
+      spdlog::info("session {}: '{}' {} ({} unacknowledged)", id, p.username,
+                   p.logged_out ? "logged out" : "disconnected", p.in_flight.size() + p.held_count());
+      represent_remote(p.username, now);
+    }
   }
   fail_deliveries(p, stopping_ ? dead_letter_reason::broker_restart : dead_letter_reason::recipient_disconnected, now);
   deadline_may_have_moved();

@@ -13,7 +13,7 @@
 #include <boost/json/value.hpp>
 
 #include "broker/core/broker_core.hpp"
-#include "core/encode.hpp"
+#include "core/frames.hpp"
 
 namespace ma {
 
@@ -156,11 +156,8 @@ bool broker_core::relay_ack(peer& p, const std::string& uuid, const std::string&
   auto [it, end] = relayed.equal_range(uuid);
   while (it != end && !sender.empty() && it->second.sender != sender) ++it;
   if (it == end) return false;
-  std::string frame = R"({"message_id":"acknowledge_message","message_content":{"message_uuid":)";
-  append_json_string(frame, uuid);
-  frame += R"(,"sender_username":)";
-  append_json_string(frame, it->second.sender);
-  frame += "}}\n";
+  std::string frame;
+  append_ack_frame(frame, uuid, it->second.sender);
   port_.relay(it->second.broker, relay_kind::from_user, p.username, frame);
   relayed.erase(it);
   return true;
