@@ -613,7 +613,6 @@ class nats_backbone final : public backbone {
       if (complete && epochs != epochs_) {
         epochs_ = std::move(epochs);
         for (auto& [user, holder] : held_) report(user);
-        // A name reported held whose entry went meanwhile (never: the watch erases them both).
       }
     }
     for (auto it = releases_due_.begin(); it != releases_due_.end();) {
