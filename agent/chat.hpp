@@ -3,7 +3,7 @@
 
 #include <boost/asio/awaitable.hpp>
 
-#include "agent/client.hpp"
+#include "message_agent/client.hpp"
 
 namespace ma::agent {
 

@@ -1,6 +1,4 @@
-#include "agent/client.hpp"
-
-#include <spdlog/spdlog.h>
+#include "message_agent/client.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -161,6 +159,9 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   std::size_t current = 0;
   const std::string& host() const { return current == 0 ? s.host : s.fallback_brokers[current - 1].first; }
   std::uint16_t port() const { return current == 0 ? s.port : s.fallback_brokers[current - 1].second; }
+  void say(log_level level, const std::string& line) const {
+    if (s.log) s.log(level, line);
+  }
   login_info info;
   std::uint64_t reconnect_count = 0;
   std::uint64_t next_id = 0;
@@ -303,7 +304,8 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
         closed = true;
         co_return;
       }
-      spdlog::info("connection lost; reconnecting to {}:{} in {} ms", host(), port(), backoff.count());
+      say(log_level::info, "connection lost; reconnecting to " + host() + ":" + std::to_string(port()) + " in " +
+                               std::to_string(backoff.count()) + " ms");
       asio::steady_timer pause(ex, backoff);
       co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
       backoff = std::min(backoff * 2, s.backoff_max);
@@ -381,7 +383,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
     boost::system::error_code ec;
     auto v = json::parse(line, ec);
     if (ec || !v.is_object()) {
-      spdlog::warn("the broker sent a line that is not a JSON object");
+      say(log_level::warn, "the broker sent a line that is not a JSON object");
       return;
     }
     auto& env = v.as_object();
@@ -400,8 +402,8 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
     if (id == "message_delivered") return on_delivered(c);
     if (id == "update_user_set") return on_presence(c);
     if (id == "message_dead_lettered") {
-      spdlog::debug("{} to {} went to the Dead Letter Channel ({})", string_of(c, "message_uuid"),
-                    string_of(c, "receiver_username"), string_of(c, "reason"));
+      say(log_level::debug, string_of(c, "message_uuid") + " to " + string_of(c, "receiver_username") +
+                                " went to the Dead Letter Channel (" + string_of(c, "reason") + ")");
       return on_report(string_of(c, "message_uuid"), {string_of(c, "receiver_username"), {}, string_of(c, "reason")});
     }
     if (id == "error") {
@@ -417,7 +419,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
         }
       }
       if (string_of(c, "error_code") == "session_taken_over") return end_for_good(err);
-      spdlog::warn("the broker says {}: {}", string_of(c, "error_code"), string_of(c, "error_text"));
+      say(log_level::warn, "the broker says " + string_of(c, "error_code") + ": " + string_of(c, "error_text"));
       return;
     }
     if (!request_id.empty()) {
@@ -451,7 +453,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   // Another connection took the name over, or the password is no longer right: reconnecting
   // would take it back (or guess), so the client ends; every waiting call gets err.
   void end_for_good(std::exception_ptr err) {
-    spdlog::warn("the broker ended this session for good: {}", [&] {
+    say(log_level::warn, "the broker ended this session for good: " + [&] {
       try {
         std::rethrow_exception(err);
       } catch (const std::exception& e) {
@@ -476,7 +478,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
       w->complete(err, {});
     } else {
       // Reconnecting: the broker may not have noticed the old connection drop yet.
-      spdlog::info("log_in again refused ({}); retrying", string_of(c, "error_code"));
+      say(log_level::info, "log_in again refused (" + string_of(c, "error_code") + "); retrying");
     }
     boost::system::error_code ignored;
     if (sock) sock->close(ignored);
@@ -726,7 +728,7 @@ asio::awaitable<login_info> client::connect() {
       try {
         std::rethrow_exception(e);
       } catch (const std::exception& ex) {
-        spdlog::error("the connection loop stopped: {}", ex.what());
+        self->say(log_level::error, std::string("the connection loop stopped: ") + ex.what());
       }
       if (self->connect_waiter) self->connect_waiter->complete(e, {});
     });

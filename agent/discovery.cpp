@@ -1,4 +1,4 @@
-#include "agent/discovery.hpp"
+#include "message_agent/discovery.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>

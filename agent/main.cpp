@@ -19,8 +19,8 @@
 #include <iterator>
 
 #include "agent/chat.hpp"
-#include "agent/client.hpp"
-#include "agent/discovery.hpp"
+#include "message_agent/client.hpp"
+#include "message_agent/discovery.hpp"
 #include "core/config.hpp"
 #include "core/duration.hpp"
 #include "core/names.hpp"
@@ -158,6 +158,11 @@ asio::awaitable<std::unique_ptr<client>> connect_client(const global_options& g,
   if (const char* env = std::getenv("MESSAGE_AGENT_PASSWORD"); !s.password && env) s.password = env;
   s.send_only = how.send_only;
   s.receive_window = how.window;
+  s.log = [](log_level level, const std::string& line) {
+    constexpr spdlog::level::level_enum levels[] = {spdlog::level::debug, spdlog::level::info, spdlog::level::warn,
+                                                    spdlog::level::err};
+    spdlog::log(levels[static_cast<int>(level)], "{}", line);
+  };
   // Without a password, a broker that wants one is answered from the terminal, once.
   for (bool asked = false;;) {
     auto c = std::make_unique<client>(co_await asio::this_coro::executor, s);

@@ -14,6 +14,14 @@ find_package(Threads REQUIRED)
 find_package(Boost 1.81 QUIET CONFIG COMPONENTS json system)
 ma_require(Boost_FOUND "libboost1.81-dev and libboost-json1.81-dev" "Boost 1.81 with Boost.JSON")
 
+find_package(OpenSSL 3 QUIET)
+ma_require(OPENSSL_FOUND libssl-dev "OpenSSL 3")
+
+# The agent library needs only the above; the rest is for the broker, the CLI and the tests.
+if(MA_LIBRARY_ONLY)
+  return()
+endif()
+
 find_package(fmt QUIET CONFIG)
 ma_require(fmt_FOUND libfmt-dev "fmt")
 
@@ -30,8 +38,6 @@ find_package(PkgConfig QUIET)
 ma_require(PKG_CONFIG_FOUND pkg-config "pkg-config")
 pkg_check_modules(SYSTEMD QUIET IMPORTED_TARGET libsystemd)
 ma_require(SYSTEMD_FOUND libsystemd-dev "libsystemd")
-find_package(OpenSSL 3 QUIET)
-ma_require(OPENSSL_FOUND libssl-dev "OpenSSL 3")
 
 pkg_check_modules(SODIUM QUIET IMPORTED_TARGET libsodium)
 ma_require(SODIUM_FOUND libsodium-dev "libsodium")

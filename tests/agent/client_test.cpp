@@ -1,5 +1,5 @@
 // The agent library against a real in-process broker on 127.0.0.1.
-#include "agent/client.hpp"
+#include "message_agent/client.hpp"
 
 #include <gtest/gtest.h>
 
@@ -14,7 +14,7 @@
 #include <atomic>
 #include <set>
 
-#include "agent/discovery.hpp"
+#include "message_agent/discovery.hpp"
 #include "tests/support/broker_harness.hpp"
 #include "tests/support/run_coroutine.hpp"
 

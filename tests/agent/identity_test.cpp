@@ -8,7 +8,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include "agent/client.hpp"
+#include "message_agent/client.hpp"
 #include "tests/support/broker_harness.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/run_coroutine.hpp"

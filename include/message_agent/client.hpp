@@ -108,6 +108,11 @@ struct delivery_report {
   bool delivered() const { return dead_letter_reason.empty(); }
 };
 
+// What the client has to say (a reconnect, a line from the broker it could not read), for the
+// program's own log. The library writes nothing anywhere by itself.
+enum class log_level { debug, info, warn, error };
+using log_hook = std::function<void(log_level, const std::string& line)>;
+
 class client {
  public:
   struct settings {
@@ -141,6 +146,8 @@ class client {
     // How long a request (log_in, a send, a list, a group change, log_out) waits for its
     // answer before it fails with timeout_error.
     std::chrono::milliseconds request_timeout{30'000};
+    // Called on the client's executor; empty: nothing is logged.
+    log_hook log;
   };
 
   client(boost::asio::any_io_executor ex, settings s);
