@@ -23,6 +23,8 @@
 
 #include "broker/core/broker_core.hpp"
 #include "broker/discovery.hpp"
+#include "broker/http_server.hpp"
+#include "broker/metrics.hpp"
 #include "broker/password_checker.hpp"
 #include "broker/session.hpp"
 #include "cluster/backbone.hpp"
@@ -103,7 +105,7 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
   impl(asio::io_context& io, const broker_options& o, store& s)
       : io(io), o(o), st(s), core_(o, *this), acceptor(io), discovery(io, this->o, [this] {
           return core_.online_count();
-        }) {}
+        }), http(io, [this](std::string path) { return http_request(std::move(path)); }) {}
 
   asio::io_context& io;
   broker_options o;
@@ -113,6 +115,8 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
   acceptor_type tls_acceptor{io};
   std::shared_ptr<asio::ssl::context> tls_context;  // new TLS sessions use it (swapped on SIGHUP)
   discovery_responder discovery;
+  http_server http;
+  transport_counters traffic_;
   peer_id next_id = 0;
   boost::unordered_flat_map<peer_id, std::shared_ptr<session>> sessions;
   std::vector<peer_id> to_flush;
@@ -155,6 +159,7 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
   void tls_established(peer_id id, const std::string& name) override {
     core_.tls_established(id, name, moment_now());
   }
+  transport_counters& traffic() override { return traffic_; }
 
   // --- port
   void flush(peer_id id) override {
@@ -290,6 +295,13 @@ struct broker::impl : port, session_host, std::enable_shared_from_this<broker::i
   asio::awaitable<void> accept_loop(acceptor_type& a, bool tls);
   void refuse(socket_type sock, std::string why);
   void schedule_housekeeping();
+  // --- the HTTP endpoint (--http-port)
+  asio::awaitable<http_reply> http_request(std::string path);
+  metrics_snapshot snapshot() const;
+  // Pending dead letters, from the store; nullopt when it did not answer within the limit.
+  asio::awaitable<std::optional<std::int64_t>> ask_store(std::chrono::milliseconds limit);
+  // Why the broker is not healthy (empty: it is), with the store's answer to ask_store.
+  std::string unhealthy(bool store_answered) const;
 };
 
 // ------------------------------------------------------------------------------------------
@@ -383,6 +395,11 @@ void broker::impl::start() {
                  o.tls_require_client_cert ? ", client certificates required" : "");
   }
   if (o.discovery) discovery.start(acceptor.local_endpoint(), o.tls_port ? tls_acceptor.local_endpoint().port() : 0, self);
+  if (o.http_port) {
+    http.open(o.http_address, o.http_port);
+    http.start(self);
+    spdlog::info("HTTP endpoint on {}:{}: /metrics, /healthz", o.http_address, http.port());
+  }
   schedule_housekeeping();
   spdlog::info("message-broker {} '{}' listening on {}:{}{}, database {}", MA_VERSION, o.broker_name, o.listen_address,
                acceptor.local_endpoint().port(),
@@ -416,6 +433,7 @@ void broker::impl::stop(std::function<void()> done) {
   acceptor.close(ignored);
   tls_acceptor.close(ignored);
   discovery.close();
+  http.close();
   // Sessions that do not drain in time are closed by the housekeeping.
   core_.stop(moment_now());
   maybe_finish_stop();
@@ -457,6 +475,7 @@ asio::awaitable<void> broker::impl::accept_loop(acceptor_type& a, bool tls) {
                                   " MiB, max-memory-mb); try again later.");
       continue;
     }
+    ++traffic_.connections_accepted;
     const peer_id id = ++next_id;
     auto s = std::make_shared<session>(*this, std::move(sock), id, core_.frame_limit_before_log_in(),
                                        tls ? tls_context : nullptr, tls && o.tls_identity_as_username);
@@ -467,6 +486,7 @@ asio::awaitable<void> broker::impl::accept_loop(acceptor_type& a, bool tls) {
 }
 
 void broker::impl::refuse(socket_type sock, std::string why) {
+  ++traffic_.connections_refused;
   spdlog::warn("refused a connection: {}", why);
   auto frame = std::make_shared<std::string>(make_error_frame({errc::server_busy, std::move(why), {}, {}}));
   auto s = std::make_shared<socket_type>(std::move(sock));
@@ -489,6 +509,75 @@ void broker::impl::schedule_housekeeping() {
 }
 
 // ------------------------------------------------------------------------------------------
+// the HTTP endpoint: /metrics and /healthz
+
+asio::awaitable<http_reply> broker::impl::http_request(std::string path) {
+  // The store answers in microseconds; one that has not within this is stuck, or the disk is.
+  constexpr auto store_limit = 2s;
+  if (path == "/metrics") {
+    auto pending = co_await ask_store(store_limit);
+    metrics_snapshot m = snapshot();
+    m.pending_dead_letters = pending;
+    co_return http_reply{200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(m)};
+  }
+  if (path == "/healthz") {
+    const bool answered = (co_await ask_store(store_limit)).has_value();
+    if (auto why = unhealthy(answered); !why.empty()) co_return http_reply{503, "text/plain; charset=utf-8", why + "\n"};
+    co_return http_reply{200, "text/plain; charset=utf-8", "ok\n"};
+  }
+  co_return http_reply{404, "text/plain; charset=utf-8", "not found: try /metrics or /healthz\n"};
+}
+
+std::string broker::impl::unhealthy(bool store_answered) const {
+  if (stopping) return "the broker is shutting down";
+  if (!acceptor.is_open()) return "the listener is closed";
+  if (!st.file_present()) return "the database file '" + st.path() + "' is missing from its path";
+  if (auto why = st.failing(); !why.empty()) return "the store can not commit: " + why;
+  if (!store_answered) return "the store did not answer within 2 s";
+  return {};
+}
+
+asio::awaitable<std::optional<std::int64_t>> broker::impl::ask_store(std::chrono::milliseconds limit) {
+  // The store's job can not be cancelled: it writes its answer into shared state and ends the
+  // wait, which the timer ends too if the store is late.
+  struct answer {
+    std::optional<std::int64_t> pending;
+    bool done = false;
+  };
+  auto a = std::make_shared<answer>();
+  auto timer = std::make_shared<asio::steady_timer>(io, limit);
+  auto count = std::make_shared<std::int64_t>(0);
+  st.submit([count](database& db) { *count = db.count_all_pending(); },
+            [a, timer, count, ioc = &io](std::exception_ptr e) {
+              asio::post(*ioc, [a, timer, count, e] {
+                a->done = true;
+                if (!e) a->pending = *count;
+                timer->cancel();
+              });
+            },
+            on_failure::fail, "counting pending dead letters");
+  co_await timer->async_wait(asio::as_tuple(asio::use_awaitable));
+  co_return a->done ? a->pending : std::nullopt;
+}
+
+metrics_snapshot broker::impl::snapshot() const {
+  metrics_snapshot m;
+  m.version = MA_VERSION;
+  m.connections = sessions.size();
+  m.online = core_.online_count();
+  m.in_flight = core_.in_flight_count();
+  m.core = core_.counters();
+  m.transport = traffic_;
+  m.discovery = discovery.counters();
+  m.store_batches = st.batches_committed();
+  m.commit_latency = st.commit_latency().read();
+  m.store_failing = !st.failing().empty();
+  m.database_file_present = st.file_present();
+  if (cluster) m.brokers_alive = cluster->brokers_alive();
+  return m;
+}
+
+// ------------------------------------------------------------------------------------------
 
 broker::broker(asio::io_context& io, const broker_options& o, store& s) : impl_(std::make_shared<impl>(io, o, s)) {}
 
@@ -498,6 +587,7 @@ broker::~broker() {
   impl_->acceptor.close(ignored);
   impl_->tls_acceptor.close(ignored);
   impl_->discovery.close();
+  impl_->http.close();
   impl_->core_timer.cancel();
   impl_->housekeeping_timer.cancel();
   for (auto& [id, s] : impl_->sessions) s->close_socket();
@@ -544,6 +634,8 @@ std::vector<std::string> broker::reload(const broker_options& fresh) {
   restart_only("advertise-address", o.advertise_address, fresh.advertise_address);
   restart_only("database", o.database, fresh.database);
   restart_only("broker-name", o.broker_name, fresh.broker_name);
+  restart_only("http-port", o.http_port, fresh.http_port);
+  restart_only("http-address", o.http_address, fresh.http_address);
   restart_only("persist-accepted", o.persist_accepted, fresh.persist_accepted);
   restart_only("sqlite-synchronous", o.sqlite_synchronous, fresh.sqlite_synchronous);
   reload_passwords(fresh, changes);
@@ -626,6 +718,7 @@ void broker::start() { impl_->start(); }
 void broker::stop(std::function<void()> done) { impl_->stop(std::move(done)); }
 std::uint16_t broker::port() const { return impl_->acceptor.local_endpoint().port(); }
 std::uint16_t broker::discovery_port() const { return impl_->discovery.port(); }
+std::uint16_t broker::http_port() const { return impl_->http.port(); }
 
 broker_status broker::status() const {
   broker_status st;

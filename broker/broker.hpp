@@ -50,6 +50,7 @@ class broker {
   std::uint16_t port() const;
   std::uint16_t discovery_port() const;
   std::uint16_t tls_port() const;  // 0 without a TLS listener
+  std::uint16_t http_port() const;  // 0 without the HTTP endpoint
   broker_status status() const;
 
   struct impl;  // the implementation, in broker.cpp

@@ -95,11 +95,18 @@ void discovery_responder::receive() {
 
 void discovery_responder::answer(std::size_t n) {
   auto next = [this] { receive(); };
-  if (n > max_datagram) return next();  // oversized: dropped, never answered
+  auto drop = [&](std::uint64_t& why) {
+    ++why;
+    next();
+  };
+  if (n > max_datagram) return drop(counters_.malformed);  // oversized: dropped, never answered
   auto r = decoder_.decode_datagram(std::string_view(buf_.data(), n));
-  if (!r) return next();  // malformed: dropped, never answered
-  if (r->k == kind::log_in && !o_.discovery_legacy_login) return next();  // opt-in: see the option
-  if (!limit_.allow(from_.address().to_string(), std::chrono::steady_clock::now())) return next();
+  if (!r) return drop(counters_.malformed);  // malformed: dropped, never answered
+  if (r->k == kind::log_in && !o_.discovery_legacy_login) return drop(counters_.legacy_off);  // opt-in: see the option
+  if (!limit_.allow(from_.address().to_string(), std::chrono::steady_clock::now())) {
+    return drop(counters_.rate_limited);
+  }
+  ++counters_.answered;
 
   std::string facing = "127.0.0.1";
   const bool unspecified = listen_.address().is_unspecified();

@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "broker/metrics.hpp"
 #include "core/request.hpp"
 
 namespace ma {
@@ -63,6 +64,7 @@ class discovery_responder {
   void start(boost::asio::ip::tcp::endpoint listen, std::uint16_t tls_port, std::shared_ptr<void> keep);
   void close();
   std::uint16_t port() const;
+  const discovery_counters& counters() const { return counters_; }
 
  private:
   void receive();
@@ -71,6 +73,7 @@ class discovery_responder {
   boost::asio::io_context& io_;
   const broker_options& o_;
   std::function<std::size_t()> online_;
+  discovery_counters counters_;
   std::uint16_t tls_port_ = 0;
   boost::asio::ip::udp::socket socket_;
   boost::asio::ip::tcp::endpoint listen_;

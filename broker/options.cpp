@@ -122,6 +122,14 @@ broker_command parse_broker_command_line(const std::vector<std::string>& args) {
   app.add_option("--password-file", o.password_file,
                  "File of username:HASH lines (message-broker passwd); every log_in then needs its password")
       ->capture_default_str();
+  app.add_option("--http-port", o.http_port,
+                 "Port of the HTTP endpoint with /metrics (Prometheus) and /healthz (0: none)")
+      ->check(whole_number)
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  app.add_option("--http-address", o.http_address, "Address the HTTP endpoint listens on")
+      ->check(ip_address(address_kind::any))
+      ->capture_default_str();
   app.add_option("--tls-port", o.tls_port, "TLS listener port on the listen address (0: none)")->capture_default_str();
   app.add_option("--tls-cert", o.tls_cert, "PEM certificate chain of the TLS listener")->capture_default_str();
   app.add_option("--tls-key", o.tls_key, "PEM private key of the TLS listener")->capture_default_str();

@@ -29,6 +29,9 @@ struct broker_options : core_settings {
   std::string sqlite_synchronous = "full";  // full (survives a power loss) | normal (a killed process)
   std::string log_level = "info";
   std::string acl_file;  // empty: everything is allowed to everyone logged in
+  // The operator's HTTP endpoint: GET /metrics (Prometheus) and GET /healthz.
+  std::uint16_t http_port = 0;  // 0: none
+  std::string http_address = "127.0.0.1";
   // TLS: a second listener on listen_address that speaks the same frames over TLS 1.2 or later.
   std::uint16_t tls_port = 0;  // 0: no TLS listener
   std::string tls_cert, tls_key;  // PEM: the certificate chain and its private key

@@ -13,6 +13,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "broker/metrics.hpp"
 #include "broker/core/broker_core.hpp"
 
 namespace ma {
@@ -228,6 +229,7 @@ asio::awaitable<bool> session::run() {
     } else {
       std::tie(ec, n) = co_await socket_.async_read_some(asio::buffer(space.data(), space.size()), until_closing());
     }
+    host_.traffic().bytes_in += n;
     if (ec == asio::ssl::error::stream_truncated) ec = asio::error::eof;  // a TLS peer that closed without close_notify
     if (ec == asio::error::eof && reading_ == read_state::reading) {
       // A half-close: the answers still due go out before the connection closes.
@@ -339,6 +341,7 @@ void session::flush() {
     spdlog::debug("session {}: write failed: {}", id_, ec.message());
     return close_socket();  // the reader fails and ends the session
   }
+  host_.traffic().bytes_out += n;
   host_.core().written(id_, n, moment_now());
   out = host_.core().outbox_of(id_);
   if (out && !out->empty()) {
@@ -360,6 +363,7 @@ void session::write_rest() {
     if (ec) {
       spdlog::debug("session {}: write failed: {}", self->id_, ec.message());
     } else if (out) {
+      self->host_.traffic().bytes_out += n;
       core.written(self->id_, n, moment_now());
       if (!out->empty() && self->socket_.is_open()) return self->write_rest();
     }

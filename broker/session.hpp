@@ -38,6 +38,8 @@ class broker_core;
 moment moment_now();
 
 // What a session needs of the broker around it.
+struct transport_counters;
+
 class session_host {
  public:
   virtual ~session_host() = default;
@@ -49,6 +51,8 @@ class session_host {
   // A TLS session's handshake is done; name is its client certificate's common name when the
   // certificate is to name the user (--tls-identity-as-username), else empty.
   virtual void tls_established(peer_id id, const std::string& name) = 0;
+  // Where the sessions count the bytes they read and write.
+  virtual transport_counters& traffic() = 0;
 };
 
 // Where a coroutine sleeps until other code wakes it or a deadline passes. The timer lives in

@@ -18,6 +18,9 @@ namespace ma {
 
 enum class dead_letter_reason { recipient_offline, ack_timeout, recipient_disconnected, queue_overflow, broker_restart };
 enum class dead_letter_state { pending, delivered, parked, expired };
+inline constexpr dead_letter_reason all_dead_letter_reasons[] = {
+    dead_letter_reason::recipient_offline, dead_letter_reason::ack_timeout, dead_letter_reason::recipient_disconnected,
+    dead_letter_reason::queue_overflow, dead_letter_reason::broker_restart};
 
 std::string_view to_string(dead_letter_reason r) noexcept;
 std::string_view to_string(dead_letter_state s) noexcept;

@@ -79,6 +79,11 @@ std::uint64_t store::batches_committed() const noexcept {
   return batches_;
 }
 
+std::string store::failing() const {
+  std::lock_guard lock(mutex_);
+  return failing_;
+}
+
 std::size_t store::retrying() const noexcept {
   std::lock_guard lock(mutex_);
   return retrying_;
@@ -178,8 +183,10 @@ std::deque<store::op> store::run_batch(std::deque<op>& batch) {
   // transaction is rolled back and the others run again without it. (Cheaper than a savepoint
   // per operation, which copies every page an operation touches.) A passing failure (busy,
   // full, I/O) is the transaction's: it would fail the others too.
+  auto began = std::chrono::steady_clock::now();
   for (;;) {
     op* culprit = nullptr;
+    began = std::chrono::steady_clock::now();
     try {
       check_file();
       db_->begin();
@@ -205,8 +212,13 @@ std::deque<store::op> store::run_batch(std::deque<op>& batch) {
     std::erase(live, culprit);
   }
   if (!whole) {
+    commit_latency_.observe(std::chrono::steady_clock::now() - began);
     std::lock_guard lock(mutex_);
     ++batches_;
+    failing_.clear();
+  } else {
+    std::lock_guard lock(mutex_);
+    failing_ = what_of(whole);
   }
   std::deque<op> again;
   std::size_t failed = 0;

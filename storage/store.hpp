@@ -32,6 +32,7 @@
 #include <thread>
 #include <type_traits>
 
+#include "core/histogram.hpp"
 #include "storage/job.hpp"
 
 namespace ma {
@@ -95,6 +96,10 @@ class store {
   bool file_present() const noexcept { return file_present_.load(); }
   // Operations waiting to be retried after a failed transaction.
   std::size_t retrying() const noexcept;
+  // How long each committed batch's transaction took, from its begin to the end of its commit.
+  const latency_histogram& commit_latency() const noexcept { return commit_latency_; }
+  // The reason the last transaction failed, while its operations wait to be retried (else empty).
+  std::string failing() const;
 
  private:
   // A caller waiting for one operation: its handler, and a work guard that keeps its
@@ -147,6 +152,8 @@ class store {
   bool stopping_ = false;
   std::uint64_t batches_ = 0;
   std::size_t retrying_ = 0;
+  std::string failing_;
+  latency_histogram commit_latency_;
   std::atomic<bool> file_present_{true};
   std::thread thread_;
 };

@@ -155,6 +155,7 @@ void broker_core::handle_message(peer& p, request& r, const moment& now) {
 bool broker_core::answer_duplicate(peer& p, std::string_view key, const std::string& uuid, request& r) {
   auto* e = dedupe_.find(key);
   if (!e || e->failed) return false;
+  ++counters_.duplicates;
   if (e->done) {
     append(p, [&](std::string& b) { e->append_accepted(b, uuid, true, r.request_id); });
   } else {
@@ -265,6 +266,11 @@ void broker_core::to_store(store_jobs::accept_batch::item&& item, dedupe_table::
         m.early_dead_letters.clear();
         accept_failed(*(*entries)[i], m.rec.message_uuid, sqlite::failure_reason(err));
       } else {
+        ++counters_.accepted;
+        for (auto& t : items[i].targets) {
+          if (!t.live) ++counters_.dead_lettered[static_cast<std::size_t>(t.reason)];
+        }
+        for (auto& early : m.early_dead_letters) ++counters_.dead_lettered[static_cast<std::size_t>(early.second)];
         finish_accept(*(*entries)[i], m, at.steady);
       }
     }
@@ -310,7 +316,7 @@ void broker_core::accept_failed(dedupe_table::entry& e, const std::string& uuid,
       "The broker could not store the message (" + std::string(why) + "); it was not accepted: send it again.";
   auto notify = [&](peer_id id, const std::string& request_id) {
     if (peer* p = find(id)) {
-      push(*p, make_error_frame({errc::internal_error, text, request_id, uuid}));
+      push_error(*p, {errc::internal_error, text, request_id, uuid});
       reply_given(*p);
     }
   };
@@ -370,6 +376,7 @@ void broker_core::send_live(peer& to, const message_ptr& m, int slot, const mome
     append(to, [&](std::string& b) { append_live_frame(b, m->header(), to.username); });
   }
   register_in_flight(to, delivery{m, slot, 0, 1, now.wall}, now.steady);
+  ++counters_.relayed;
 }
 
 }  // namespace ma

@@ -31,6 +31,7 @@ void broker_core::handle_ack(peer& p, const request& r, const moment& now) {
       continue;
     }
     delivery d = std::move(*taken);
+    ++counters_.delivered;
     if (d.msg->awaiting_commit) {
       // Before message_accepted (the delivery went out before its commit): the receipt follows it.
       if (!d.msg->failed) {
@@ -129,6 +130,7 @@ void broker_core::dead_letter(std::vector<failed_delivery> failed, dead_letter_r
     for (auto& f : *batch) {
       if (f.d.dead_letter_id) continue;  // already a dead letter: its sender heard so before
       if (f.d.msg->failed) continue;     // never accepted: nothing was kept
+      ++counters_.dead_lettered[static_cast<std::size_t>(reason)];
       notify_sender(*f.d.msg, [&](std::string& b) {
         append_dead_lettered_frame(b, f.d.msg->rec.message_uuid, f.receiver, to_string(reason));
       });

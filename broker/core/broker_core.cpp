@@ -74,7 +74,7 @@ void broker_core::frame_received(peer_id id, std::string_view frame, const momen
   if (spdlog::should_log(spdlog::level::debug)) spdlog::debug("session {}: <- {}", id, escape_for_log(frame, 200));
   auto decoded = decoder_.decode(frame);
   if (!decoded) {
-    push(*p, make_error_frame(decoded.error()));
+    push_error(*p, decoded.error());
   } else {
     handle(*p, *decoded, now);
   }
@@ -302,8 +302,14 @@ void broker_core::push(peer& p, std::string frame) {
 }
 
 void broker_core::send_error(peer& p, errc code, std::string text, const request* r) {
-  push(p, make_error_frame({code, std::move(text), r ? r->request_id : std::string(),
-                            r ? r->message_uuid : std::string()}));
+  push_error(p, {code, std::move(text), r ? r->request_id : std::string(), r ? r->message_uuid : std::string()});
+}
+
+void broker_core::push_error(peer& p, const protocol_error& e) {
+  const auto i = static_cast<std::size_t>(e.code);
+  ++counters_.errors[i];
+  if (p.phase != peer_phase::logged_in) ++counters_.refused_log_ins[i];
+  push(p, make_error_frame(e));
 }
 
 void broker_core::begin_close(peer& p) {
@@ -547,8 +553,14 @@ void broker_core::run_fold() {
 
 void broker_core::warn_letters(const counts_by_recipient& parked, const counts_by_recipient& expired,
                                steady_time now) {
-  for (auto& [who, n] : parked) warnings_.add_parked(who, n);
-  for (auto& [who, n] : expired) warnings_.add_expired(who, n);
+  for (auto& [who, n] : parked) {
+    warnings_.add_parked(who, n);
+    counters_.parked += static_cast<std::uint64_t>(n);
+  }
+  for (auto& [who, n] : expired) {
+    warnings_.add_expired(who, n);
+    counters_.expired += static_cast<std::uint64_t>(n);
+  }
   for (auto& line : warnings_.due(now)) spdlog::warn("{}", line);
   deadline_may_have_moved();
 }

@@ -27,6 +27,7 @@
 #include <boost/unordered/unordered_flat_map.hpp>
 
 #include "broker/core/acl.hpp"
+#include "broker/core/counters.hpp"
 #include "broker/core/dedupe.hpp"
 #include "broker/core/groups.hpp"
 #include "broker/core/late_acks.hpp"
@@ -146,6 +147,7 @@ class broker_core {
   std::size_t peer_count() const { return peers_.size(); }
   std::size_t online_count() const { return online_.size(); }
   std::size_t in_flight_count() const;
+  const core_counters& counters() const { return counters_; }
   bool stopping() const { return stopping_; }
 
  private:
@@ -188,6 +190,8 @@ class broker_core {
     queue_flush(p);
   }
   void send_error(peer& p, errc code, std::string text, const request* r = nullptr);
+  // Every error frame goes out through here (send_error too): it is counted.
+  void push_error(peer& p, const protocol_error& e);
   void begin_close(peer& p);
   // A reply that waited for the store was given (or its peer is to hear nothing more).
   void reply_given(peer& p);
@@ -335,6 +339,7 @@ class broker_core {
   presence_changes presence_;
   late_acks late_acks_{max_late_acks};
   letter_warnings warnings_{letter_warning_interval};
+  core_counters counters_;
 
   std::deque<ack_deadline> ack_deadlines_;  // in deadline order: the timeout is the same for all
   std::deque<room_wait> room_waits_;        // in order too: room_limit is the same for all

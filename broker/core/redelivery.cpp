@@ -72,6 +72,7 @@ void broker_core::pump(peer& p, const moment& now) {
     const int attempt = letter.attempts + 1;
     push(p, make_redelivery_frame(m->header(), p.username, attempt, to_string(letter.reason)));
     ++p.redeliveries_in_flight;
+    ++counters_.redelivered;
     register_in_flight(p, delivery{m, delivery::no_slot, letter.id, attempt, now.wall}, now.steady);
   }
   // (Otherwise an acknowledgement, an ack timeout or a write calls again.)

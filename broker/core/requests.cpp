@@ -289,7 +289,7 @@ void broker_core::log_in_failed(peer& p, const protocol_error& why, const moment
     not_logged_in_.insert(p.id);
   }
   resume(p);
-  push(p, make_error_frame(why));
+  push_error(p, why);
 }
 
 void broker_core::count_letters(peer& p, std::string request_id) {
