@@ -192,8 +192,23 @@ TEST(Service, InstallIntoATemporaryPrefixPutsEveryFileInPlace) {
   auto [status, out] = test::run_command(cmake_command, {"--install", build_dir, "--prefix", prefix});
   ASSERT_EQ(status, 0) << out;
   for (const char* f : {"bin/message-broker", "bin/message-agent", "etc/message-broker/message-broker.conf",
-                        "lib/systemd/system/message-broker.service"}) {
+                        "lib/systemd/system/message-broker.service", "share/man/man1/message-broker.1",
+                        "share/man/man1/message-agent.1"}) {
     EXPECT_TRUE(fs::exists(prefix + "/" + f)) << f;
+  }
+  // The man pages are the binaries' --help, with the sections of docs/man.
+  for (const char* page : {"message-broker", "message-agent"}) {
+    std::ifstream in(prefix + "/share/man/man1/" + page + ".1");
+    const std::string man((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_NE(man.find(".SH SYNOPSIS"), std::string::npos) << page;
+    EXPECT_NE(man.find(".SH \"SEE ALSO\""), std::string::npos) << page << man.substr(0, 2000);
+    EXPECT_NE(man.find(MA_VERSION), std::string::npos) << page;
+  }
+  {
+    std::ifstream in(prefix + "/share/man/man1/message-broker.1");
+    const std::string man((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_NE(man.find("dead\\-letters"), std::string::npos) << man;  // the subcommands
+    EXPECT_NE(man.find("http\\-port"), std::string::npos);
   }
   std::ifstream unit(prefix + "/lib/systemd/system/message-broker.service");
   const std::string text((std::istreambuf_iterator<char>(unit)), {});
