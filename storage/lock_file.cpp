@@ -13,8 +13,21 @@ namespace ma {
 database_lock::database_lock(const std::string& database_path) : path_(database_path + ".lock") {
   fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0) {
-    throw std::runtime_error("Cannot open the lock file '" + path_ + "' of the database '" + database_path +
-                             "' (" + std::strerror(errno) + "): check the folder's permissions.");
+    const int err = errno;
+    const std::string beside = "Cannot make the lock file '" + path_ + "' beside the database '" + database_path + "': ";
+    if (err == EROFS) {
+      throw std::runtime_error(beside + "its folder is on a read-only file system. Give --database a file on a "
+                               "writable one (the broker writes the database, its WAL and this lock file there).");
+    }
+    if (err == ENOSPC) {
+      throw std::runtime_error(beside + "the disk is full. Free space on it, or give --database a file on another disk.");
+    }
+    if (err == EACCES || err == EPERM) {
+      throw std::runtime_error(beside + "the broker may not write in its folder (" + std::strerror(err) +
+                               "). Let the broker's user write there, or give --database a file in a folder it can "
+                               "write.");
+    }
+    throw std::runtime_error(beside + std::strerror(err) + ".");
   }
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;

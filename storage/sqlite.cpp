@@ -74,6 +74,17 @@ void connection::fail(int rc, std::string_view doing) const {
                             "); it was left untouched: move it away or give --database another file.",
                         rc);
   }
+  if (primary == SQLITE_FULL) {
+    throw storage_error("The disk holding the database '" + path_ + "' is full (" + msg + ", while " +
+                            std::string(doing) + "): free space on it, or give --database a file on another disk.",
+                        rc);
+  }
+  if (primary == SQLITE_READONLY) {
+    throw storage_error("The database '" + path_ + "' can not be written (" + msg + ", while " + std::string(doing) +
+                            "): make the file, and the folder that holds it, writable for the broker's user (and "
+                            "the file system read-write), or give --database another file.",
+                        rc);
+  }
   throw storage_error("SQLite failed on '" + path_ + "' while " + std::string(doing) + ": " + msg + ".", rc);
 }
 
@@ -86,6 +97,7 @@ void connection::exec(std::string_view sql) {
 }
 
 std::int64_t connection::changes() const noexcept { return sqlite3_changes64(db_.get()); }
+std::int64_t connection::total_changes() const noexcept { return sqlite3_total_changes64(db_.get()); }
 std::int64_t connection::last_insert_rowid() const noexcept { return sqlite3_last_insert_rowid(db_.get()); }
 
 statement::statement(connection& db, std::string_view sql) : db_(&db) {

@@ -77,6 +77,8 @@ class connection {
 
   void exec(std::string_view sql);
   std::int64_t changes() const noexcept;
+  // Rows changed by every statement since the connection opened.
+  std::int64_t total_changes() const noexcept;
   std::int64_t last_insert_rowid() const noexcept;
   const std::string& path() const noexcept { return path_; }
   sqlite3* handle() const noexcept { return db_.get(); }

@@ -10,6 +10,8 @@
 #include <future>
 #include <vector>
 
+#include "core/counted.hpp"
+
 namespace ma {
 
 namespace {
@@ -184,6 +186,7 @@ std::deque<store::op> store::run_batch(std::deque<op>& batch) {
   // per operation, which copies every page an operation touches.) A passing failure (busy,
   // full, I/O) is the transaction's: it would fail the others too.
   auto began = std::chrono::steady_clock::now();
+  const std::int64_t changes_before = db_->connection().total_changes();
   for (;;) {
     op* culprit = nullptr;
     began = std::chrono::steady_clock::now();
@@ -215,7 +218,8 @@ std::deque<store::op> store::run_batch(std::deque<op>& batch) {
     commit_latency_.observe(std::chrono::steady_clock::now() - began);
     std::lock_guard lock(mutex_);
     ++batches_;
-    failing_.clear();
+    // Only a transaction that wrote shows that writing works again (reads commit on a full disk).
+    if (db_->connection().total_changes() != changes_before) failing_.clear();
   } else {
     std::lock_guard lock(mutex_);
     failing_ = what_of(whole);
@@ -236,8 +240,8 @@ std::deque<store::op> store::run_batch(std::deque<op>& batch) {
   const auto now = steady::now();
   if (whole && (failed > 0 || now - last_failure_log_ > 10s)) {
     last_failure_log_ = now;
-    spdlog::error("storage: a transaction of {} operations on '{}' failed and was rolled back ({} failed, {} to retry): {}",
-                  batch.size(), path_, failed, again.size(), what_of(whole));
+    spdlog::error("storage: a transaction of {} on '{}' failed and was rolled back ({} failed, {} to retry): {}",
+                  counted(batch.size(), "operation"), path_, failed, again.size(), what_of(whole));
   }
   return again;
 }

@@ -98,7 +98,7 @@ class store {
   std::size_t retrying() const noexcept;
   // How long each committed batch's transaction took, from its begin to the end of its commit.
   const latency_histogram& commit_latency() const noexcept { return commit_latency_; }
-  // The reason the last transaction failed, while its operations wait to be retried (else empty).
+  // Why the last transaction failed, until one that writes commits (else empty).
   std::string failing() const;
 
  private:
