@@ -16,8 +16,7 @@ std::optional<int> parse_command(CLI::App& app, const std::vector<std::string>& 
     out << app.help();
     return 0;
   } catch (const CLI::ParseError& e) {
-    const std::string hint = mistyped_argument_hint(app);
-    err << app.get_name() << ": " << (hint.empty() ? std::string(e.what()) : hint) << "\n";
+    err << app.get_name() << ": " << parse_error_sentence(app, e) << "\n";
     return 2;
   }
   return std::nullopt;

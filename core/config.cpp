@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <fstream>
+#include <regex>
 #include <set>
 #include <sstream>
 
@@ -71,10 +72,7 @@ void run_cli(CLI::App& app, std::vector<std::string> args) {
   } catch (const CLI::CallForVersion&) {
     throw;
   } catch (const CLI::ParseError& e) {
-    // An option or command mistyped gets the nearest one, rather than CLI11's list of the
-    // arguments it could not place.
-    const std::string hint = mistyped_argument_hint(app);
-    throw config_error(hint.empty() ? std::string(e.what()) : hint);
+    throw config_error(parse_error_sentence(app, e));
   }
 }
 
@@ -98,6 +96,43 @@ std::string mistyped_argument_hint(const CLI::App& app) {
   return {};
 }
 
+// An option of app, or of the subcommand that was chosen, by its long name (--name).
+const CLI::Option* find_long_option(const CLI::App& app, const std::string& name) {
+  for (const CLI::Option* opt : app.get_options()) {
+    for (const auto& n : opt->get_lnames()) {
+      if ("--" + n == name) return opt;
+    }
+  }
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    if (!sub->parsed()) continue;
+    if (const CLI::Option* opt = find_long_option(*sub, name)) return opt;
+  }
+  return nullptr;
+}
+
+std::string parse_error_sentence(const CLI::App& app, const CLI::ParseError& e) {
+  // An option or command mistyped gets the nearest one, rather than CLI11's list of the
+  // arguments it could not place.
+  if (std::string hint = mistyped_argument_hint(app); !hint.empty()) return hint;
+  const std::string what = e.what();
+  std::smatch m;
+  static const std::regex not_in(R"(^(--[\w-]+): (.*) not in \{(.*)\}$)");
+  if (std::regex_match(what, m, not_in)) {
+    std::string values = m[3];
+    for (std::size_t at = 0; (at = values.find(',', at)) != std::string::npos; at += 2) values.replace(at, 1, ", ");
+    return m[1].str() + ": '" + m[2].str() + "' is not one of: " + values + ".";
+  }
+  static const std::regex not_converted(R"(^Could not convert: (--[\w-]+) = (.*)$)");
+  if (std::regex_match(what, m, not_converted)) {
+    const CLI::Option* opt = find_long_option(app, m[1]);
+    const std::string type = opt ? opt->get_type_name() : std::string();
+    if (type.find("BOOLEAN") != std::string::npos) {
+      return m[1].str() + ": '" + m[2].str() + "' is not on or off (true/false, yes/no and 1/0 work too).";
+    }
+    return m[1].str() + ": '" + m[2].str() + "' is not a value it takes" + (type.empty() ? "" : " (" + type + ")") + ".";
+  }
+  return what;
+}
 
 CLI::Option* add_duration_option(CLI::App& app, const std::string& name, std::uint64_t& ms, const std::string& help,
                                  std::uint64_t min_ms) {

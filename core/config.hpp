@@ -12,6 +12,7 @@
 namespace CLI {
 class App;
 class Option;
+class ParseError;
 }
 
 namespace ma {
@@ -75,6 +76,10 @@ CLI::Option* add_duration_option(CLI::App& app, const std::string& name, std::ui
 // option here; did you mean --port?" (or "'sned' is not a command; did you mean send?"), or
 // empty when there is none.
 std::string mistyped_argument_hint(const CLI::App& app);
+// What to tell the user after a CLI11 parse error: the hint above, or for a value an option
+// does not take, its valid values ("--sqlite-synchronous: 'fast' is not one of: normal, full";
+// "--discovery: 'maybe' is not on or off"), else CLI11's own text.
+std::string parse_error_sentence(const CLI::App& app, const CLI::ParseError& e);
 
 // Reads a whole file; throws config_error naming it.
 std::string read_text_file(const std::string& path);

@@ -129,6 +129,11 @@ TEST_F(AgentCli, AMistypedCommandOrOptionGetsTheNearestOne) {
   auto [s2, out2] = agent({"-u", "alice", "send", "bob", "hi", "--wait-delivred"});
   EXPECT_EQ(s2, 1) << out2;
   EXPECT_NE(out2.find("did you mean --wait-delivered?"), std::string::npos) << out2;
+  auto [s3, out3] = agent({"--log-level", "loud", "users"});
+  EXPECT_EQ(s3, 1) << out3;
+  EXPECT_NE(out3.find("--log-level: 'loud' is not one of: trace, debug, info, warn, error, critical, off."),
+            std::string::npos)
+      << out3;
 }
 
 TEST_F(AgentCli, SendAndListenAsJsonAndWaitDelivered) {

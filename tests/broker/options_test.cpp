@@ -110,6 +110,15 @@ TEST(BrokerOptions, AMistypedOptionGetsTheNearestOne) {
   EXPECT_EQ(error_of({"--frobnicate"}), "'--frobnicate' is not an option here");
 }
 
+// Issue 17: a value an enumerated or on/off option does not take gets its valid values.
+TEST(BrokerOptions, AWrongValueOfAChoiceGetsTheValidOnes) {
+  EXPECT_EQ(error_of({"--sqlite-synchronous", "fast"}), "--sqlite-synchronous: 'fast' is not one of: normal, full.");
+  EXPECT_EQ(error_of({"--discovery", "maybe"}),
+            "--discovery: 'maybe' is not on or off (true/false, yes/no and 1/0 work too).");
+  EXPECT_EQ(error_of({"--log-level", "loud"}),
+            "--log-level: 'loud' is not one of: trace, debug, info, warn, error, critical, off.");
+}
+
 TEST(BrokerOptions, TheClusterOptionsMakeABrokerOfACluster) {
   auto single = parse_broker_command_line({});
   EXPECT_FALSE(single.options.cluster);
