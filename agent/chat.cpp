@@ -13,7 +13,7 @@
 #include <iostream>
 #include <sstream>
 
-#include "core/utf8.hpp"
+#include "agent/line_editor.hpp"
 
 namespace ma::agent {
 
@@ -24,8 +24,9 @@ using namespace asio::experimental::awaitable_operators;
 namespace {
 
 constexpr const char* help_text =
-    "commands: /to NAME TEXT, /all TEXT, /group NAME TEXT, /users, /groups, /help, /quit; "
-    "a plain line goes to the last correspondent";
+    "commands: /to NAME TEXT, /all TEXT, /group NAME TEXT, /users, /groups, /create GROUP [MEMBER...], "
+    "/join GROUP, /leave GROUP, /help, /quit; a plain line goes to the last correspondent; "
+    "arrows, Home/End and Ctrl-A/E/U/K/W edit, Up/Down recall";
 
 // The terminal in non-canonical mode without echo, restored on destruction.
 class raw_terminal {
@@ -51,19 +52,40 @@ class raw_terminal {
 struct chat_state {
   client& c;
   bool tty;
-  std::string typed;        // the line being typed
+  line_editor editor;
   std::string correspondent;
+  // A direct message that arrived while a line was half typed: its sender becomes the
+  // correspondent once that line is done, so that the line goes where its prompt said.
+  std::string next_correspondent;
+  bool connected = true;
   bool quit = false;
+  boost::asio::posix::stream_descriptor* input = nullptr;  // the terminal, while read_input reads it
 
   std::string prompt() const { return (correspondent.empty() ? std::string() : "to " + correspondent) + "> "; }
 
+  void redraw() {
+    if (tty) std::cout << editor.render(prompt()) << std::flush;
+  }
   // Prints a line above the one being typed, and redraws that.
   void print(const std::string& line) {
     if (tty) {
-      std::cout << "\r\033[K" << line << "\n" << prompt() << typed << std::flush;
+      std::cout << "\r\033[K" << line << "\n" << editor.render(prompt()) << std::flush;
     } else {
       std::cout << line << "\n" << std::flush;
     }
+  }
+  void heard_from(const std::string& sender) {
+    if (editor.text().empty()) {
+      correspondent = sender;
+      next_correspondent.clear();
+      redraw();
+    } else {
+      next_correspondent = sender;
+    }
+  }
+  void line_done() {
+    if (!next_correspondent.empty()) correspondent = std::move(next_correspondent);
+    next_correspondent.clear();
   }
 };
 
@@ -122,6 +144,25 @@ asio::awaitable<void> run_line(chat_state& st, const std::string& line) {
     std::string line_out = "online:";
     for (auto& u : co_await st.c.users()) line_out += " " + u;
     st.print(line_out);
+  } else if (cmd == "/create" || cmd == "/join" || cmd == "/leave") {
+    in >> name;
+    if (name.empty()) {
+      st.print("! usage: " + cmd + (cmd == "/create" ? " GROUP [MEMBER...]" : " GROUP"));
+      co_return;
+    }
+    group_info g;
+    if (cmd == "/create") {
+      std::vector<std::string> members;
+      for (std::string m; in >> m;) members.push_back(m);
+      g = co_await st.c.create_group(name, members);
+    } else if (cmd == "/join") {
+      g = co_await st.c.join_group(name);
+    } else {
+      g = co_await st.c.leave_group(name);
+    }
+    std::string line_out = "(group " + g.name + ":";
+    for (auto& m : g.members) line_out += " " + m;
+    st.print(line_out + ")");
   } else if (cmd == "/groups") {
     auto groups = co_await st.c.groups();
     if (groups.empty()) st.print("no groups");
@@ -150,34 +191,42 @@ asio::awaitable<void> command(chat_state& st, const std::string& line) {
 
 asio::awaitable<void> read_input(chat_state& st) {
   asio::posix::stream_descriptor in(co_await asio::this_coro::executor, ::dup(STDIN_FILENO));
+  st.input = &in;
   char buf[256];
   while (!st.quit) {
     auto [ec, n] = co_await in.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
     if (ec) break;  // end of input
     for (std::size_t i = 0; i < n && !st.quit; ++i) {
-      const char ch = buf[i];
-      if (ch == '\n' || ch == '\r') {
-        std::string line = std::move(st.typed);
-        st.typed.clear();
-        if (st.tty) std::cout << "\r\033[K" << std::flush;
-        if (st.tty && !line.empty()) std::cout << st.prompt() << line << "\n" << std::flush;
-        co_await command(st, line);
-        if (st.tty) std::cout << "\r\033[K" << st.prompt() << st.typed << std::flush;
-      } else if (ch == 127 || ch == 8) {
-        if (!st.typed.empty()) {
-          erase_last_utf8_char(st.typed);  // the whole character, not its last byte
-          if (st.tty) std::cout << "\b \b" << std::flush;
-        }
-      } else if (ch == 4) {  // Ctrl-D
+      const auto e = st.editor.feed(buf[i]);
+      if (e == line_editor::event::end) {
         st.quit = true;
-      } else if (static_cast<unsigned char>(ch) >= 32 || ch == '\t') {
-        st.typed += ch;
-        if (st.tty) std::cout << ch << std::flush;
+      } else if (e == line_editor::event::changed) {
+        st.redraw();
+      } else if (e == line_editor::event::line) {
+        std::string line = st.editor.take_line();
+        if (st.tty) std::cout << "\r\033[K" << (line.empty() ? std::string() : st.prompt() + line + "\n") << std::flush;
+        co_await command(st, line);
+        st.line_done();
+        st.redraw();
       }
     }
   }
+  st.input = nullptr;
   // Closing the client ends the other loops, which wait on it.
   co_await st.c.close();
+}
+
+// Runs loop (which ends when the client is closed: /quit, Ctrl-C, a session ended for good)
+// and then stops the terminal's read, which no cancellation reaches.
+asio::awaitable<void> until_closed(chat_state& st, asio::awaitable<void> loop) {
+  try {
+    co_await std::move(loop);
+  } catch (const connection_error&) {
+  }
+  if (st.input) {
+    boost::system::error_code ignored;
+    st.input->close(ignored);
+  }
 }
 
 asio::awaitable<void> show_messages(chat_state& st) {
@@ -190,7 +239,7 @@ asio::awaitable<void> show_messages(chat_state& st) {
     if (m->redelivery) line += "  (sent " + m->sent_at + ", delivered late)";
     st.print(line);
     st.c.acknowledge(*m);
-    if (m->channel == "direct") st.correspondent = m->sender;
+    if (m->channel == "direct") st.heard_from(m->sender);
   }
 }
 
@@ -207,14 +256,20 @@ asio::awaitable<void> show_presence(chat_state& st) {
 
 asio::awaitable<void> run_chat(client& c) {
   raw_terminal terminal;
-  chat_state st{c, terminal.active(), {}, {}, false};
+  chat_state st{c, terminal.active(), {}, {}, {}};
+  c.on_connection([&st](bool connected) {
+    if (connected == st.connected) return;  // each retry says "lost" again: once is enough
+    st.connected = connected;
+    st.print(connected ? "* reconnected to " + st.c.login().broker_name : "! connection lost, reconnecting…");
+  });
   std::string users;
   for (auto& u : c.login().user_list) users += " " + u;
   st.print("connected to " + c.login().broker_name + " as " + c.username() + "; online:" + users + "; " + help_text);
   try {
-    co_await (read_input(st) || show_messages(st) || show_presence(st));
+    co_await (read_input(st) || until_closed(st, show_messages(st)) || until_closed(st, show_presence(st)));
   } catch (const connection_error&) {
   }
+  c.on_connection(nullptr);
   if (st.tty) std::cout << "\r\033[K" << std::flush;
 }
 

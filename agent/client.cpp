@@ -159,6 +159,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   std::size_t current = 0;
   const std::string& host() const { return current == 0 ? s.host : s.fallback_brokers[current - 1].first; }
   std::uint16_t port() const { return current == 0 ? s.port : s.fallback_brokers[current - 1].second; }
+  std::function<void(bool)> connection_watcher;
   void say(log_level level, const std::string& line) const {
     if (s.log) s.log(level, line);
   }
@@ -304,6 +305,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
         closed = true;
         co_return;
       }
+      if (connection_watcher) connection_watcher(false);
       say(log_level::info, "connection lost; reconnecting to " + host() + ":" + std::to_string(port()) + " in " +
                                std::to_string(backoff.count()) + " ms");
       asio::steady_timer pause(ex, backoff);
@@ -439,7 +441,8 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
     if (auto* v = c.if_contains("heartbeat_interval_ms"); v && v->is_number()) info.heartbeat_interval_ms = v->to_number<std::uint64_t>();
     if (auto* v = c.if_contains("ack_timeout_ms"); v && v->is_number()) info.ack_timeout_ms = v->to_number<std::uint64_t>();
     if (auto* v = c.if_contains("pending_dead_letters"); v && v->is_number()) info.pending_dead_letters = v->to_number<std::int64_t>();
-    if (ever_logged_in) ++reconnect_count;
+    const bool again = ever_logged_in;
+    if (again) ++reconnect_count;
     ever_logged_in = true;
     // What the broker had not accepted goes again, in order, with the same uuids.
     for (auto& p : sends) push(p.frame);
@@ -448,6 +451,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
       connect_waiter.reset();
       w->complete(nullptr, info);
     }
+    if (again && connection_watcher) connection_watcher(true);
   }
 
   // Another connection took the name over, or the password is no longer right: reconnecting
@@ -882,6 +886,8 @@ asio::awaitable<std::vector<group_info>> client::groups() {
   }
   co_return out;
 }
+
+void client::on_connection(std::function<void(bool connected)> watcher) { impl_->connection_watcher = std::move(watcher); }
 
 const login_info& client::login() const { return impl_->info; }
 const std::string& client::username() const { return impl_->s.username; }

@@ -76,12 +76,4 @@ std::string escape_for_log(std::string_view s, std::size_t max_bytes) {
   return out;
 }
 
-void erase_last_utf8_char(std::string& s) noexcept {
-  if (s.empty()) return;
-  std::size_t end = s.size() - 1;
-  // Continuation bytes (10xxxxxx) belong to the character that starts before them.
-  while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80 && s.size() - end < 4) --end;
-  s.erase(end);
-}
-
 }  // namespace ma

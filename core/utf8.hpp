@@ -21,7 +21,4 @@ std::string_view utf8_prefix(std::string_view s, std::size_t max_bytes) noexcept
 // that a frame can not inject terminal escapes or fake lines into the log.
 std::string escape_for_log(std::string_view s, std::size_t max_bytes);
 
-// Removes the last character (all of its bytes) of s; nothing when s is empty.
-void erase_last_utf8_char(std::string& s) noexcept;
-
 }  // namespace ma

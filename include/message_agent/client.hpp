@@ -195,6 +195,10 @@ class client {
   boost::asio::awaitable<group_info> leave_group(std::string name);
   boost::asio::awaitable<std::vector<group_info>> groups();
 
+  // Called on the client's executor when the connection of a logged-in client drops (false; it
+  // reconnects unless settings::reconnect is off) and when it has logged in again (true).
+  void on_connection(std::function<void(bool connected)> watcher);
+
   const login_info& login() const;
   const std::string& username() const;
   // How many times the connection was made again after a drop.

@@ -271,20 +271,24 @@ TEST_F(AgentCli, ListenEndsCleanlyOnSigint) {
   EXPECT_TRUE(broker->wait_for_log(std::regex("'bob' logged out"), 20s));
 }
 
-// chat in a pseudo-terminal: type a message, see one arrive.
-TEST_F(AgentCli, ChatThroughAPseudoTerminal) {
-  int master = -1;
-  const pid_t pid = ::forkpty(&master, nullptr, nullptr, nullptr);
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::execl(agent_binary.c_str(), agent_binary.c_str(), "--broker", address.c_str(), "--user", "alice", "chat",
-            static_cast<char*>(nullptr));
-    ::_exit(127);
+// message-agent chat in a pseudo-terminal: what it shows, keys typed into it.
+struct chat_terminal {
+  chat_terminal(const std::string& address, const std::string& user) {
+    pid = ::forkpty(&master, nullptr, nullptr, nullptr);
+    if (pid == 0) {
+      ::execl(agent_binary.c_str(), agent_binary.c_str(), "--broker", address.c_str(), "--user", user.c_str(), "chat",
+              static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
   }
-  std::string screen;
-  auto read_until = [&](const std::string& needle, std::chrono::milliseconds timeout) {
+  ~chat_terminal() {
+    if (pid > 0 && ::waitpid(pid, nullptr, WNOHANG) == 0) ::kill(pid, SIGKILL), ::waitpid(pid, nullptr, 0);
+    if (master >= 0) ::close(master);
+  }
+  // Reads what the chat writes until needle has appeared since `from` (an offset in screen).
+  bool read_until(const std::string& needle, std::chrono::milliseconds timeout, std::size_t from = 0) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (screen.find(needle) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    while (screen.find(needle, from) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
       pollfd p{master, POLLIN, 0};
       if (::poll(&p, 1, 50) <= 0) continue;
       char buf[4096];
@@ -292,46 +296,115 @@ TEST_F(AgentCli, ChatThroughAPseudoTerminal) {
       if (n <= 0) break;
       screen.append(buf, static_cast<std::size_t>(n));
     }
-    return screen.find(needle) != std::string::npos;
-  };
-  auto type = [&](const std::string& keys) { (void)!::write(master, keys.data(), keys.size()); };
+    return screen.find(needle, from) != std::string::npos;
+  }
+  void type(const std::string& keys) { (void)!::write(master, keys.data(), keys.size()); }
+  // The exit status once the chat has ended, or -1 if it did not within the timeout.
+  int wait(std::chrono::milliseconds timeout) {
+    int st = 0;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    pid_t done = 0;
+    while ((done = ::waitpid(pid, &st, WNOHANG)) == 0 && std::chrono::steady_clock::now() < deadline) {
+      read_until("\x01", 50ms);  // keep the terminal drained
+    }
+    if (done != pid) return -1;
+    pid = -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  }
+  int master = -1;
+  pid_t pid = -1;
+  std::string screen;
+};
 
-  EXPECT_TRUE(read_until("connected to cli-test as alice", 20s)) << screen;
+// chat in a pseudo-terminal: type a message, see one arrive.
+TEST_F(AgentCli, ChatThroughAPseudoTerminal) {
+  chat_terminal chat(address, "alice");
+  ASSERT_GT(chat.pid, 0);
+  EXPECT_TRUE(chat.read_until("connected to cli-test as alice", 20s)) << chat.screen;
   auto bob = listener("bob", {"listen", "--count", "1", "--timeout-ms", "20000"});
-  EXPECT_TRUE(read_until("* bob joined", 20s)) << screen;
+  EXPECT_TRUE(chat.read_until("* bob joined", 20s)) << chat.screen;
   // Half a line typed when a message arrives: the message shows, the half line survives.
-  type("/to bob hel");
+  chat.type("/to bob hel");
   auto [status, out] = agent({"--user", "carol", "send", "alice", "hi alice"});
   EXPECT_EQ(status, 0) << out;
-  EXPECT_TRUE(read_until("carol: hi alice", 20s)) << screen;
-  EXPECT_TRUE(read_until("/to bob hel", 5s)) << screen;
-  type("lo from chat\r");
-  EXPECT_TRUE(read_until("(relayed to bob)", 20s)) << screen;
+  EXPECT_TRUE(chat.read_until("carol: hi alice", 20s)) << chat.screen;
+  EXPECT_TRUE(chat.read_until("/to bob hel", 5s)) << chat.screen;
+  chat.type("lo from chat\r");
+  EXPECT_TRUE(chat.read_until("(relayed to bob)", 20s)) << chat.screen;
   EXPECT_EQ(bob->wait(20s), 0);
   EXPECT_NE(bob->log().find("alice -> bob (direct): hello from chat"), std::string::npos) << bob->log();
-  type("/users\r");
-  EXPECT_TRUE(read_until("online: alice", 20s)) << screen;
+  chat.type("/users\r");
+  EXPECT_TRUE(chat.read_until("online: alice", 20s)) << chat.screen;
   // Issue item 11: one backspace over "é" deleted one of its two bytes; the line was no longer
   // UTF-8 and its send never returned.
-  type("/to carol caf\xc3\xa9\x7f" "e\r");
-  EXPECT_TRUE(read_until("(dead_lettered to carol)", 20s)) << screen;
+  chat.type("/to carol caf\xc3\xa9\x7f" "e\r");
+  EXPECT_TRUE(chat.read_until("(dead_lettered to carol)", 20s)) << chat.screen;
   {
     database db({dir.file("broker.db"), false, false});
     auto letters = db.list({std::string("carol"), std::nullopt, std::nullopt, 10});
     ASSERT_EQ(letters.size(), 1u);
     EXPECT_EQ(letters[0].body, "{\"message_text\":\"cafe\"}");
   }
-  type("/quit\r");
-  int st = 0;
-  const auto deadline = std::chrono::steady_clock::now() + 20s;
-  pid_t done = 0;
-  while ((done = ::waitpid(pid, &st, WNOHANG)) == 0 && std::chrono::steady_clock::now() < deadline) {
-    read_until("\x01", 50ms);  // keep the terminal drained
-  }
-  EXPECT_EQ(done, pid);
-  if (done != pid) ::kill(pid, SIGKILL), ::waitpid(pid, &st, 0);
-  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
-  ::close(master);
+  chat.type("/quit\r");
+  EXPECT_EQ(chat.wait(20s), 0);
+}
+
+// Issue 17: the chat edits a line at its cursor and recalls earlier ones; a message that
+// arrives while a line is half typed does not change where that line goes; groups are made,
+// joined and left from it; a dropped connection is said, and so is the reconnect; Ctrl-C ends
+// it cleanly.
+TEST_F(AgentCli, ChatEditsLinesKeepsTheirRecipientAndSaysWhenTheConnectionDrops) {
+  chat_terminal chat(address, "alice");
+  ASSERT_GT(chat.pid, 0);
+  ASSERT_TRUE(chat.read_until("connected to cli-test as alice", 20s)) << chat.screen;
+  auto bob = listener("bob", {"listen", "--count", "2", "--timeout-ms", "30000"});
+  // Typed with a mistake, mended with the arrows and Home/End.
+  chat.type("/to bob helo\x1b[Dl\x1b[H\x1b[C\x1b[F!\r");
+  EXPECT_TRUE(chat.read_until("(relayed to bob)", 20s)) << chat.screen;
+  // Half a line to bob, then carol writes: the line still goes to bob, and the prompt follows
+  // carol only after it.
+  chat.type("still for bo");
+  auto [status, out] = agent({"--user", "carol", "send", "alice", "it is carol"});
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_TRUE(chat.read_until("carol: it is carol", 20s)) << chat.screen;
+  const std::size_t mark = chat.screen.size();
+  chat.type("b\r");
+  EXPECT_TRUE(chat.read_until("(relayed to bob)", 20s, mark)) << chat.screen;
+  EXPECT_TRUE(chat.read_until("to carol> ", 20s, mark)) << chat.screen;
+  EXPECT_EQ(bob->wait(20s), 0);
+  EXPECT_NE(bob->log().find("alice -> bob (direct): hello!"), std::string::npos) << bob->log();
+  EXPECT_NE(bob->log().find("alice -> bob (direct): still for bob"), std::string::npos) << bob->log();
+  // Up recalls the line sent before, to be sent again.
+  chat.type("/users\r");
+  EXPECT_TRUE(chat.read_until("online: alice", 20s)) << chat.screen;
+  std::size_t at = chat.screen.size();
+  chat.type("\x1b[A\r");
+  EXPECT_TRUE(chat.read_until("online: alice", 20s, at)) << chat.screen;
+  // Groups.
+  chat.type("/create ops alice bob\r");
+  EXPECT_TRUE(chat.read_until("(group ops: alice bob)", 20s)) << chat.screen;
+  chat.type("/leave ops\r");
+  EXPECT_TRUE(chat.read_until("(group ops: bob)", 20s)) << chat.screen;
+  chat.type("/join ops\r");
+  EXPECT_TRUE(chat.read_until("(group ops: ", 20s, chat.screen.find("(group ops: bob)") + 16)) << chat.screen;
+  EXPECT_TRUE(chat.read_until("alice", 20s, chat.screen.find("(group ops: bob)") + 16)) << chat.screen;
+
+  // The broker stops and comes back on the same port and file.
+  const std::string port = address.substr(address.rfind(':') + 1);
+  broker->signal(SIGTERM);
+  ASSERT_EQ(broker->wait(20s), 0) << broker->log();
+  EXPECT_TRUE(chat.read_until("! connection lost, reconnecting", 20s)) << chat.screen;
+  broker = std::make_unique<test::child_process>(
+      broker_binary,
+      std::vector<std::string>{"--port", port, "--discovery", "off", "--database", dir.file("broker.db"),
+                               "--broker-name", "cli-test"},
+      dir.file("broker2.log"));
+  EXPECT_TRUE(chat.read_until("* reconnected to cli-test", 30s)) << chat.screen << broker->log();
+
+  chat.type("half a line");
+  ::kill(chat.pid, SIGINT);  // Ctrl-C
+  EXPECT_EQ(chat.wait(20s), 0) << chat.screen;
+  EXPECT_TRUE(broker->wait_for_log(std::regex("'alice' logged out"), 20s)) << broker->log();
 }
 
 // Issue item 11: text that is not UTF-8 got malformed_json from the broker, which could not

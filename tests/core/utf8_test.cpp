@@ -16,19 +16,6 @@ TEST(Utf8, FindsTheFirstByteThatIsNotUtf8) {
   EXPECT_EQ(first_invalid_utf8("ok\xff"), 2u);
 }
 
-TEST(Utf8, ErasingTheLastCharacterTakesAllOfItsBytes) {
-  std::string s = "caf\xc3\xa9";
-  erase_last_utf8_char(s);
-  EXPECT_EQ(s, "caf");
-  s = "\xf0\x9f\x98\x80!";
-  erase_last_utf8_char(s);
-  EXPECT_EQ(s, "\xf0\x9f\x98\x80");
-  erase_last_utf8_char(s);
-  EXPECT_EQ(s, "");
-  erase_last_utf8_char(s);
-  EXPECT_EQ(s, "");
-}
-
 TEST(Utf8, APrefixNeverEndsInsideACharacter) {
   const std::string s = "ab\xe2\x82\xac";  // ab€
   EXPECT_EQ(utf8_prefix(s, 10), s);
