@@ -37,7 +37,11 @@
 #include <thread>
 #include <vector>
 
+#include "bench/processes.hpp"
+
 namespace {
+
+using namespace ma::bench;
 
 const char* const usage = R"(usage: message-bench [OPTIONS]
 
@@ -73,7 +77,6 @@ Options:
   --version                the version
 )";
 
-using clock_type = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 struct settings {
@@ -92,17 +95,6 @@ struct settings {
   int w5_conns = 5000, w6 = 50'000, w7_agents = 10'000, w7_seconds = 60;
 };
 
-// The brokers this process started, stopped by fail() too: nothing is left running.
-std::vector<int> started_brokers;
-
-[[noreturn]] void fail(const std::string& what) {
-  std::fprintf(stderr, "message-bench: %s\n", what.c_str());
-  for (int pid : started_brokers) {
-    if (pid > 0) ::kill(pid, SIGKILL);
-  }
-  std::exit(1);
-}
-
 double seconds(clock_type::duration d) { return std::chrono::duration<double>(d).count(); }
 
 // A prefix for the uuids of one run, unique per process and call: a second run against the same
@@ -116,65 +108,6 @@ std::string run_tag() {
 std::string config_note(const settings& s) {
   return std::string(s.cross ? "across two brokers of a cluster, " : "") +
          (s.config.empty() ? "default configuration (persist-accepted on)" : "persist-accepted off");
-}
-
-// Forks and runs args with stdout and stderr to log; the pid, stopped by fail() too.
-int spawn(std::vector<std::string> args, const std::string& log) {
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const int pid = ::fork();
-  if (pid > 0) started_brokers.push_back(pid);
-  if (pid == 0) {
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(fd, 2);
-    ::dup2(fd, 1);
-    ::execv(args[0].c_str(), argv.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
-// Waits until log holds what; fails when pid exits first or after 60 s. Returns the log.
-std::string wait_for_log(int pid, const std::string& log, const std::string& what) {
-  const auto deadline = clock_type::now() + 60s;
-  while (clock_type::now() < deadline) {
-    std::ifstream f(log);
-    std::string text((std::istreambuf_iterator<char>(f)), {});
-    if (text.find(what) != std::string::npos) return text;
-    int st;
-    if (::waitpid(pid, &st, WNOHANG) == pid) fail(log + ": the process exited at start: " + text);
-    std::this_thread::sleep_for(5ms);
-  }
-  fail(log + ": no '" + what + "' within 60 s");
-}
-
-// SIGTERM, then SIGKILL after 15 s.
-void terminate(int pid) {
-  std::erase(started_brokers, pid);
-  ::kill(pid, SIGTERM);
-  const auto deadline = clock_type::now() + 15s;
-  int st;
-  while (::waitpid(pid, &st, WNOHANG) != pid) {
-    if (clock_type::now() > deadline) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &st, 0);
-      return;
-    }
-    std::this_thread::sleep_for(5ms);
-  }
-}
-
-std::uint16_t free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
 }
 
 // Three nats-servers routed into one NATS cluster with JetStream, on loopback, in dir.
@@ -214,29 +147,6 @@ class nats_trio {
 };
 
 // --- the broker --------------------------------------------------------------------------------
-
-double proc_cpu_s(int pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string s((std::istreambuf_iterator<char>(f)), {});
-  const auto close = s.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream in(s.substr(close + 2));
-  std::string field;
-  long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && in >> field; ++i) {
-    if (i == 14) utime = std::stol(field);
-    if (i == 15) stime = std::stol(field);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-long proc_rss_kib(int pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(f, line);) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-  }
-  return 0;
-}
 
 class broker_process {
  public:
@@ -310,78 +220,6 @@ class broker_process {
 };
 
 // --- a connection ------------------------------------------------------------------------------
-
-int connect_to(std::uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) fail("cannot connect to the broker");
-  int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  return fd;
-}
-
-void write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n <= 0) {
-      if (n < 0 && errno == EINTR) continue;
-      throw std::runtime_error("write failed");
-    }
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-}
-
-// Reads lines from a blocking socket, a buffer at a time.
-class line_reader {
- public:
-  explicit line_reader(int fd) : fd_(fd), buf_(1 << 20) {}
-  // Calls on_line for every complete line of the next read; false on close or timeout.
-  template <class F>
-  bool read_some(F&& on_line, int timeout_ms = 30'000) {
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, timeout_ms) <= 0) return false;
-    if (end_ == buf_.size()) {
-      if (begin_ == 0) buf_.resize(buf_.size() * 2);
-      std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
-      end_ -= begin_;
-      begin_ = 0;
-    }
-    const ssize_t n = ::recv(fd_, buf_.data() + end_, buf_.size() - end_, 0);
-    if (n <= 0) return false;
-    end_ += static_cast<std::size_t>(n);
-    for (;;) {
-      const void* nl = std::memchr(buf_.data() + begin_, '\n', end_ - begin_);
-      if (!nl) break;
-      const std::size_t at = static_cast<const char*>(nl) - buf_.data();
-      on_line(std::string_view(buf_.data() + begin_, at - begin_));
-      begin_ = at + 1;
-    }
-    if (begin_ == end_) begin_ = end_ = 0;
-    return true;
-  }
-  // Reads until a line starting with prefix arrives; returns it (copied).
-  std::string wait_for(std::string_view prefix, int timeout_ms = 30'000) {
-    const auto deadline = clock_type::now() + std::chrono::milliseconds(timeout_ms);
-    std::string found;
-    while (found.empty()) {
-      if (clock_type::now() > deadline) throw std::runtime_error("timed out waiting for " + std::string(prefix));
-      if (!read_some([&](std::string_view l) {
-            if (found.empty() && l.substr(0, prefix.size()) == prefix) found = l;
-          }, 1000) && clock_type::now() > deadline) {
-        throw std::runtime_error("connection closed waiting for " + std::string(prefix));
-      }
-    }
-    return found;
-  }
-
- private:
-  int fd_;
-  std::vector<char> buf_;
-  std::size_t begin_ = 0, end_ = 0;
-};
 
 constexpr std::string_view receive_prefix = R"({"message_id":"receive_message")";
 constexpr std::string_view accepted_prefix = R"({"message_id":"message_accepted")";
@@ -1155,6 +993,7 @@ void print(const settings& s, const std::vector<run_result>& results) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ma::bench::program_name = "message-bench";
   settings s;
   s.broker_binary = (std::filesystem::path(argv[0]).parent_path() / "message-broker").string();
   for (int i = 1; i < argc; ++i) {

@@ -60,7 +60,7 @@ TEST(BrokerBinary, ListeningBeyondLoopbackWithoutPasswordsWarns) {
 // their usage for --help and start no run.
 TEST(BrokerBinary, EveryBinaryPrintsItsVersionAndItsUsage) {
   const std::string bin = std::string(MA_BUILD_DIR) + "/bin/";
-  for (const char* name : {"message-broker", "message-agent", "message-bench", "storage-bench"}) {
+  for (const char* name : {"message-broker", "message-agent", "message-bench", "storage-bench", "compare-bench"}) {
     auto [status, out] = test::run_command(bin + name, {"--version"});
     EXPECT_EQ(status, 0) << name << ": " << out;
     EXPECT_EQ(out, std::string(name) + " " MA_VERSION "\n");

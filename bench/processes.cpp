@@ -1,0 +1,166 @@
+#include "bench/processes.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace ma::bench {
+
+using namespace std::chrono_literals;
+
+std::vector<int> started_brokers;
+const char* program_name = "bench";
+
+[[noreturn]] void fail(const std::string& what) {
+  std::fprintf(stderr, "%s: %s\n", program_name, what.c_str());
+  for (int pid : started_brokers) {
+    if (pid > 0) ::kill(pid, SIGKILL);
+  }
+  std::exit(1);
+}
+
+int spawn(std::vector<std::string> args, const std::string& log) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const int pid = ::fork();
+  if (pid > 0) started_brokers.push_back(pid);
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 2);
+    ::dup2(fd, 1);
+    ::execv(args[0].c_str(), argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+std::string wait_for_log(int pid, const std::string& log, const std::string& what) {
+  const auto deadline = clock_type::now() + 60s;
+  while (clock_type::now() < deadline) {
+    std::ifstream f(log);
+    std::string text((std::istreambuf_iterator<char>(f)), {});
+    if (text.find(what) != std::string::npos) return text;
+    int st;
+    if (::waitpid(pid, &st, WNOHANG) == pid) fail(log + ": the process exited at start: " + text);
+    std::this_thread::sleep_for(5ms);
+  }
+  fail(log + ": no '" + what + "' within 60 s");
+}
+
+void terminate(int pid) {
+  std::erase(started_brokers, pid);
+  ::kill(pid, SIGTERM);
+  const auto deadline = clock_type::now() + 15s;
+  int st;
+  while (::waitpid(pid, &st, WNOHANG) != pid) {
+    if (clock_type::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &st, 0);
+      return;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+}
+
+std::uint16_t free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+double proc_cpu_s(int pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string s((std::istreambuf_iterator<char>(f)), {});
+  const auto close = s.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream in(s.substr(close + 2));
+  std::string field;
+  long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && in >> field; ++i) {
+    if (i == 14) utime = std::stol(field);
+    if (i == 15) stime = std::stol(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+long proc_rss_kib(int pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(f, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return 0;
+}
+
+int connect_to(std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) fail("cannot connect to the broker");
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+void write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR) continue;
+      throw std::runtime_error("write failed");
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+std::string line_reader::wait_for(std::string_view prefix, int timeout_ms) {
+  const auto deadline = clock_type::now() + std::chrono::milliseconds(timeout_ms);
+  std::string found;
+  while (found.empty()) {
+    if (clock_type::now() > deadline) throw std::runtime_error("timed out waiting for " + std::string(prefix));
+    if (!read_some([&](std::string_view l) {
+          if (found.empty() && l.substr(0, prefix.size()) == prefix) found = l;
+        }, 1000) && clock_type::now() > deadline) {
+      throw std::runtime_error("connection closed waiting for " + std::string(prefix));
+    }
+  }
+  return found;
+}
+
+void wait_until_listening(int pid, std::uint16_t port) {
+  const auto deadline = clock_type::now() + 60s;
+  while (clock_type::now() < deadline) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool up = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(fd);
+    if (up) return;
+    int st;
+    if (::waitpid(pid, &st, WNOHANG) == pid) fail("a broker exited at its start (its log is in the run's folder)");
+    std::this_thread::sleep_for(10ms);
+  }
+  fail("a broker did not listen on port " + std::to_string(port) + " within 60 s");
+}
+
+}  // namespace ma::bench
