@@ -122,7 +122,12 @@ class ours_connection : public connection {
       }, 1000);
       if (!acks.empty()) {
         std::lock_guard lock(write_mutex_);
-        write_all(fd_, R"({"message_id":"acknowledge_message","message_content":{"message_uuids":[)" + acks + "]}}\n");
+        try {
+          write_all(fd_, R"({"message_id":"acknowledge_message","message_content":{"message_uuids":[)" + acks + "]}}\n");
+        } catch (const std::runtime_error&) {
+          if (stopping_) return;  // closed under it by the destructor
+          fail("ours: the broker closed the connection of " + o_.name);
+        }
       }
       if (accepted > 0) {
         std::lock_guard lock(mutex_);
