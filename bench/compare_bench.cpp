@@ -65,14 +65,6 @@ struct settings {
 
 double seconds(clock_type::duration d) { return std::chrono::duration<double>(d).count(); }
 
-// A 15-digit sequence number, a space, filler to size: printable, so every protocol carries it.
-std::string payload(std::uint64_t seq, int size) {
-  char head[32];
-  std::snprintf(head, sizeof head, "%015" PRIu64 " ", seq);
-  std::string p(head);
-  if (static_cast<int>(p.size()) < size) p.append(static_cast<std::size_t>(size) - p.size(), 'x');
-  return p;
-}
 std::uint64_t seq_of(std::string_view p) {
   std::uint64_t n = 0;
   for (std::size_t i = 0; i < 15 && i < p.size(); ++i) n = n * 10 + static_cast<std::uint64_t>(p[i] - '0');

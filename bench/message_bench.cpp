@@ -230,15 +230,6 @@ void log_in(int fd, line_reader& r, const std::string& name, const std::string& 
   r.wait_for(R"({"message_id":"acknowledge_log_in")");
 }
 
-// The payload of message seq: 15 digits, a space, 'x' filler (printable, as peer-bench's).
-std::string payload(std::uint64_t seq, int size) {
-  char digits[32];
-  std::snprintf(digits, sizeof digits, "%015" PRIu64 " ", seq);
-  std::string p(digits);
-  if (static_cast<int>(p.size()) < size) p.append(static_cast<std::size_t>(size) - p.size(), 'x');
-  return p;
-}
-
 std::string send_frame(const std::string& to, const std::string& uuid, const std::string& text) {
   return R"({"message_id":"send_message","message_content":{"receiver_username":")" + to +
          R"(","message_uuid":")" + uuid + R"(","message_text":")" + text + "\"}}\n";

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -143,6 +144,14 @@ std::string line_reader::wait_for(std::string_view prefix, int timeout_ms) {
     }
   }
   return found;
+}
+
+std::string payload(std::uint64_t seq, int size) {
+  char digits[32];
+  std::snprintf(digits, sizeof digits, "%015" PRIu64 " ", seq);
+  std::string p(digits);
+  if (static_cast<int>(p.size()) < size) p.append(static_cast<std::size_t>(size) - p.size(), 'x');
+  return p;
 }
 
 void wait_until_listening(int pid, std::uint16_t port) {

@@ -41,6 +41,10 @@ void wait_until_listening(int pid, std::uint16_t port);
 double proc_cpu_s(int pid);
 long proc_rss_kib(int pid);
 
+// The payload of message seq: 15 digits, a space, 'x' filler to size bytes (printable, so that
+// every protocol carries it as it is).
+std::string payload(std::uint64_t seq, int size);
+
 // A blocking TCP connection to 127.0.0.1:port with TCP_NODELAY; fails when it can not connect.
 int connect_to(std::uint16_t port);
 void write_all(int fd, std::string_view data);

@@ -7,6 +7,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -514,18 +515,20 @@ void broker::impl::schedule_housekeeping() {
 asio::awaitable<http_reply> broker::impl::http_request(std::string path) {
   // The store answers in microseconds; one that has not within this is stuck, or the disk is.
   constexpr auto store_limit = 2s;
-  if (path == "/metrics") {
-    auto pending = co_await ask_store(store_limit);
-    metrics_snapshot m = snapshot();
-    m.pending_dead_letters = pending;
-    co_return http_reply{200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(m)};
+  http_reply reply{404, "text/plain; charset=utf-8", "not found: try /metrics or /healthz\n"};
+  if (path == "/metrics" || path == "/healthz") {
+    const auto pending = co_await ask_store(store_limit);
+    if (path == "/metrics") {
+      metrics_snapshot m = snapshot();
+      m.pending_dead_letters = pending;
+      reply = {200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(m)};
+    } else if (auto why = unhealthy(pending.has_value()); !why.empty()) {
+      reply = {503, "text/plain; charset=utf-8", why + "\n"};
+    } else {
+      reply = {200, "text/plain; charset=utf-8", "ok\n"};
+    }
   }
-  if (path == "/healthz") {
-    const bool answered = (co_await ask_store(store_limit)).has_value();
-    if (auto why = unhealthy(answered); !why.empty()) co_return http_reply{503, "text/plain; charset=utf-8", why + "\n"};
-    co_return http_reply{200, "text/plain; charset=utf-8", "ok\n"};
-  }
-  co_return http_reply{404, "text/plain; charset=utf-8", "not found: try /metrics or /healthz\n"};
+  co_return reply;
 }
 
 std::string broker::impl::unhealthy(bool store_answered) const {
@@ -543,8 +546,11 @@ asio::awaitable<std::optional<std::int64_t>> broker::impl::ask_store(std::chrono
   struct answer {
     std::optional<std::int64_t> pending;
     bool done = false;
+    // Keeps io running until the store has answered: its answer is posted there.
+    std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
   };
   auto a = std::make_shared<answer>();
+  a->guard.emplace(io.get_executor());
   auto timer = std::make_shared<asio::steady_timer>(io, limit);
   auto count = std::make_shared<std::int64_t>(0);
   st.submit([count](database& db) { *count = db.count_all_pending(); },
@@ -553,6 +559,7 @@ asio::awaitable<std::optional<std::int64_t>> broker::impl::ask_store(std::chrono
                 a->done = true;
                 if (!e) a->pending = *count;
                 timer->cancel();
+                a->guard.reset();
               });
             },
             on_failure::fail, "counting pending dead letters");
