@@ -209,7 +209,10 @@ class Client:
             try:
                 while True:
                     kind, c = await self._next_frame(self._reader)
-                    self._dispatch(kind, c)
+                    try:
+                        self._dispatch(kind, c)
+                    except (TypeError, ValueError, AttributeError):
+                        log.warning("the broker sent a %s frame the client could not read", kind)
                     if self._ended:
                         break
             except (ConnectionError, OSError):

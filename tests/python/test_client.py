@@ -151,14 +151,19 @@ def test_malformed_input_from_the_broker_side_does_not_break_the_client():
                 "request_id": rid, "heartbeat_interval_ms": 60000}}).encode() + b"\n")
             writer.write(b'{"message_id":"receive_message","message_content":{"attempt":"x"}}\n')
             writer.write(b'{"message_id":"error","message_content":{}}\n')
+            writer.write(b'{"message_id":"update_user_set","message_content":{"joined":5,"user_list":{}}}\n')
+            writer.write(b'{"message_id":"message_delivered","message_content":{"message_uuid":[1]}}\n')
             if len(connections) == 1:
                 writer.write(b"x" * (17 * 1024 * 1024) + b"\n")
-            async for raw in reader:
-                frame = json.loads(raw)
-                c = frame["message_content"]
-                if frame["message_id"] == "get_user_list":
-                    writer.write(json.dumps({"message_id": "user_list", "message_content": {
-                        "request_id": c["request_id"], "user_list": ["fake"]}}).encode() + b"\n")
+            try:
+                async for raw in reader:
+                    frame = json.loads(raw)
+                    c = frame["message_content"]
+                    if frame["message_id"] == "get_user_list":
+                        writer.write(json.dumps({"message_id": "user_list", "message_content": {
+                            "request_id": c["request_id"], "user_list": ["fake"]}}).encode() + b"\n")
+            except ConnectionError:
+                pass  # the client dropped this connection (the line too long)
 
         server = await asyncio.start_server(serve, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
