@@ -134,7 +134,10 @@ class Client:
                 await asyncio.wait_for(self._request("log_out", {}), min(self.request_timeout, 5.0))
             except (BrokerError, ConnectionError, asyncio.TimeoutError):
                 pass  # closing anyway
+        writer = self._writer
         self._shut(ConnectionLost("the client was closed"))
+        if writer is not None:
+            await _close(writer)
 
     async def _open_session(self) -> None:
         try:
@@ -154,7 +157,7 @@ class Client:
         try:
             answer = await asyncio.wait_for(self._read_until_answer(reader, request_id), self.request_timeout)
         except BaseException:
-            writer.close()
+            await _close(writer)
             raise
         self._reader, self._writer, self._connected = reader, writer, True
         self.login = answer
@@ -483,6 +486,15 @@ class Client:
         """[(name, members), ...]"""
         c = await self._request("get_group_list", {})
         return [(str(g.get("group_name")), list(g.get("group_members") or [])) for g in c.get("groups") or []]
+
+
+async def _close(writer) -> None:
+    """Closes a connection and waits (a little) until it is closed, TLS included."""
+    writer.close()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), 1.0)
+    except (ConnectionError, OSError, asyncio.TimeoutError):
+        pass
 
 
 def _frame(kind: str, content: dict) -> bytes:

@@ -38,8 +38,8 @@ class Broker:
                 "--broker-name", "py-test"]
         if "--discovery" not in self.extra:
             args += ["--discovery", "off"]
-        log = open(self.log_path, "a")
-        self.process = subprocess.Popen(args + self.extra, stdout=log, stderr=log)
+        with open(self.log_path, "a") as log:  # the broker keeps its own copy
+            self.process = subprocess.Popen(args + self.extra, stdout=log, stderr=log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
