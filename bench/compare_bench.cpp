@@ -157,6 +157,7 @@ figures stream(const settings& s, broker& b, int count, bool acked) {
     const auto p = payload(static_cast<std::uint64_t>(i), s.payload);
     acked ? sender->publish_acked(topic, p) : sender->publish(topic, p);
   }
+  sender->flush();
   if (acked) sender->wait_acked();
   check_complete(acked ? "W2" : "W1", got, static_cast<std::uint64_t>(count), got.wait_all(120s));
   const double t = seconds(clock_type::now() - t0);
@@ -214,6 +215,7 @@ figures fan_out(const settings& s, broker& b) {
   const double cpu0 = proc_cpu_s(b.pid());
   const auto t0 = clock_type::now();
   for (int i = 0; i < s.w4; ++i) sender->publish(topic, payload(static_cast<std::uint64_t>(i), s.payload));
+  sender->flush();
   for (auto& t : got) check_complete("W4", *t, static_cast<std::uint64_t>(s.w4), t->wait_all(120s));
   const double t = seconds(clock_type::now() - t0);
   const double cpu = proc_cpu_s(b.pid()) - cpu0;

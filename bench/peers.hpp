@@ -44,6 +44,9 @@ class connection {
   virtual void publish_acked(const std::string& topic, std::string_view payload) = 0;
   // Until every acknowledged publish has been acknowledged.
   virtual void wait_acked() = 0;
+  // Hands the broker what the client still holds of its publishes (a client that gathers
+  // them, as libmosquitto and cnats do by themselves).
+  virtual void flush() {}
 };
 
 class broker {
