@@ -319,7 +319,8 @@ class Client:
             dead_letter_reason=c.get("dead_letter_reason"), has_payload="payload" in c, content=c)
         key = (m.sender, m.message_uuid)
         if key in self._handed:
-            self._write(self._ack_frame(m))  # handled already: acknowledged, not handed out again
+            if self._connected:  # handled already: acknowledged, not handed out again
+                self._writer.write(self._ack_frame(m))
             return
         self._handed.add(key)
         self._handed_order.append(key)
@@ -340,11 +341,17 @@ class Client:
 
     # --- requests --------------------------------------------------------------------------------
 
-    def _write(self, data: bytes) -> bool:
+    async def _write(self, data: bytes) -> None:
+        """Writes data if connected, waiting while the socket's buffer is full. A connection that
+        drops meanwhile is the reading task's to notice (a send is resent after the reconnect)."""
         if not self._connected or self._writer is None:
-            return False
-        self._writer.write(data)
-        return True
+            return
+        writer = self._writer
+        writer.write(data)
+        try:
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass
 
     async def _request(self, kind: str, content: dict, send: bool = False):
         if self._closed:
@@ -358,8 +365,7 @@ class Client:
         elif not self._connected:
             raise ConnectionLost("not connected to the broker (reconnecting)")
         self._requests[rid] = fut
-        if self._write(data):
-            await self._writer.drain()
+        await self._write(data)
         try:
             return await asyncio.wait_for(asyncio.shield(fut), self.request_timeout)
         except asyncio.TimeoutError:
@@ -423,8 +429,7 @@ class Client:
         """Acknowledges a received message: its sender is told it was delivered. (If the
         connection is down, the broker redelivers it after the reconnect, and the client
         acknowledges that copy itself.)"""
-        if self._write(self._ack_frame(m)):
-            await self._writer.drain()
+        await self._write(self._ack_frame(m))
 
     def _ack_frame(self, m: Message) -> bytes:
         return _frame("acknowledge_message", {"message_uuid": m.message_uuid, "sender_username": m.sender})
