@@ -303,18 +303,6 @@ bool lower_is_better(const std::string& metric) {
          metric.find("KiB") != std::string::npos;
 }
 
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (start <= s.size()) {
-    const auto comma = s.find(',', start);
-    out.push_back(s.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return out;
-}
-
 std::string format(double v) {
   char b[64];
   if (v >= 1000) {
@@ -339,37 +327,24 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) fail(k + " needs a value (--help)");
       return argv[++i];
     };
-    auto number = [&] { return std::stoi(value()); };
-    if (k == "--help" || k == "-h") {
+    // The options that take a number, and where it goes.
+    const std::map<std::string, int*> numbers = {{"--runs", &s.runs}, {"--w1", &s.w1},         {"--w2", &s.w2},
+                                                 {"--w3", &s.w3},     {"--w4", &s.w4},         {"--w5", &s.w5},
+                                                 {"--w6", &s.w6},     {"--window", &s.window}, {"--payload", &s.payload}};
+    if (auto n = numbers.find(k); n != numbers.end()) {
+      *n->second = std::stoi(value());
+    } else if (k == "--help" || k == "-h") {
       std::fputs(usage, stdout);
       return 0;
     } else if (k == "--version") {
       std::printf("compare-bench %s\n", MA_VERSION);
       return 0;
     } else if (k == "--workloads") {
-      s.workloads = split(value());
+      s.workloads = split(value(), ',');
     } else if (k == "--brokers") {
-      s.brokers = split(value());
-    } else if (k == "--runs") {
-      s.runs = number();
+      s.brokers = split(value(), ',');
     } else if (k == "--broker-binary") {
       s.broker_binary = value();
-    } else if (k == "--w1") {
-      s.w1 = number();
-    } else if (k == "--w2") {
-      s.w2 = number();
-    } else if (k == "--w3") {
-      s.w3 = number();
-    } else if (k == "--w4") {
-      s.w4 = number();
-    } else if (k == "--w5") {
-      s.w5 = number();
-    } else if (k == "--w6") {
-      s.w6 = number();
-    } else if (k == "--window") {
-      s.window = number();
-    } else if (k == "--payload") {
-      s.payload = number();
     } else {
       fail("unknown option " + k + " (--help)");
     }

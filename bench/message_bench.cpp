@@ -31,7 +31,6 @@
 #include <map>
 #include <mutex>
 #include <optional>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -953,14 +952,6 @@ run_result w6(const settings& s) {
 
 // --- main ----------------------------------------------------------------------------------
 
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  for (std::string part; std::getline(in, part, sep);) {
-    if (!part.empty()) out.push_back(part);
-  }
-  return out;
-}
 
 // Per metric: the median, min and max over the runs.
 void print(const settings& s, const std::vector<run_result>& results) {

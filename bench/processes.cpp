@@ -146,6 +146,15 @@ std::string line_reader::wait_for(std::string_view prefix, int timeout_ms) {
   return found;
 }
 
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string part; std::getline(in, part, sep);) {
+    if (!part.empty()) out.push_back(part);
+  }
+  return out;
+}
+
 std::string payload(std::uint64_t seq, int size) {
   char digits[32];
   std::snprintf(digits, sizeof digits, "%015" PRIu64 " ", seq);

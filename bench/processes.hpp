@@ -41,6 +41,9 @@ void wait_until_listening(int pid, std::uint16_t port);
 double proc_cpu_s(int pid);
 long proc_rss_kib(int pid);
 
+// The non-empty parts of s between sep ("w1,w3" -> w1, w3), for options that take lists.
+std::vector<std::string> split(const std::string& s, char sep);
+
 // The payload of message seq: 15 digits, a space, 'x' filler to size bytes (printable, so that
 // every protocol carries it as it is).
 std::string payload(std::uint64_t seq, int size);

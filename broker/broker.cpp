@@ -512,9 +512,12 @@ void broker::impl::schedule_housekeeping() {
 // ------------------------------------------------------------------------------------------
 // the HTTP endpoint: /metrics and /healthz
 
+namespace {
+// The store answers in microseconds; one that has not within this is stuck, or the disk is.
+constexpr std::chrono::seconds store_limit{2};
+}  // namespace
+
 asio::awaitable<http_reply> broker::impl::http_request(std::string path) {
-  // The store answers in microseconds; one that has not within this is stuck, or the disk is.
-  constexpr auto store_limit = 2s;
   http_reply reply{404, "text/plain; charset=utf-8", "not found: try /metrics or /healthz\n"};
   if (path == "/metrics" || path == "/healthz") {
     const auto pending = co_await ask_store(store_limit);
@@ -536,7 +539,7 @@ std::string broker::impl::unhealthy(bool store_answered) const {
   if (!acceptor.is_open()) return "the listener is closed";
   if (!st.file_present()) return "the database file '" + st.path() + "' is missing from its path";
   if (auto why = st.failing(); !why.empty()) return "the store can not commit: " + why;
-  if (!store_answered) return "the store did not answer within 2 s";
+  if (!store_answered) return fmt::format("the store did not answer within {} s", store_limit.count());
   return {};
 }
 
@@ -544,6 +547,7 @@ asio::awaitable<std::optional<std::int64_t>> broker::impl::ask_store(std::chrono
   // The store's job can not be cancelled: it writes its answer into shared state and ends the
   // wait, which the timer ends too if the store is late.
   struct answer {
+    std::int64_t count = 0;  // written on the store's thread, read after the post
     std::optional<std::int64_t> pending;
     bool done = false;
     // Keeps io running until the store has answered: its answer is posted there.
@@ -552,12 +556,11 @@ asio::awaitable<std::optional<std::int64_t>> broker::impl::ask_store(std::chrono
   auto a = std::make_shared<answer>();
   a->guard.emplace(io.get_executor());
   auto timer = std::make_shared<asio::steady_timer>(io, limit);
-  auto count = std::make_shared<std::int64_t>(0);
-  st.submit([count](database& db) { *count = db.count_all_pending(); },
-            [a, timer, count, ioc = &io](std::exception_ptr e) {
-              asio::post(*ioc, [a, timer, count, e] {
+  st.submit([a](database& db) { a->count = db.count_all_pending(); },
+            [a, timer, ioc = &io](std::exception_ptr e) {
+              asio::post(*ioc, [a, timer, e] {
                 a->done = true;
-                if (!e) a->pending = *count;
+                if (!e) a->pending = a->count;
                 timer->cancel();
                 a->guard.reset();
               });

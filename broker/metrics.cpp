@@ -28,6 +28,12 @@ class writer {
     family(name, type, help);
     sample(name, v);
   }
+  // A counter with one sample per error_code, every code listed (zero or not).
+  template <class Counts>
+  void by_code(std::string_view name, std::string_view help, const Counts& counts) {
+    family(name, "counter", help);
+    for (errc e : all_errcs) sample(name, counts[static_cast<std::size_t>(e)], fmt::format("code=\"{}\"", to_string(e)));
+  }
   std::string out;
 };
 
@@ -71,16 +77,9 @@ std::string render_metrics(const metrics_snapshot& m) {
         c.parked);
   w.one("dead_letters_expired_total", "counter", "Dead letters whose ttl passed before they were delivered.",
         c.expired);
-  w.family("errors_sent_total", "counter", "Error frames sent to agents, by error_code.");
-  for (errc e : all_errcs) {
-    w.sample("errors_sent_total", c.errors[static_cast<std::size_t>(e)], fmt::format("code=\"{}\"", to_string(e)));
-  }
-  w.family("log_ins_refused_total", "counter", "Errors answered to connections that had not logged in, by error_code.");
-  for (errc e : all_errcs) {
-    if (const auto n = c.refused_log_ins[static_cast<std::size_t>(e)]; n > 0 || e == errc::auth_failed) {
-      w.sample("log_ins_refused_total", n, fmt::format("code=\"{}\"", to_string(e)));
-    }
-  }
+  w.by_code("errors_sent_total", "Error frames sent to agents, by error_code.", c.errors);
+  w.by_code("log_ins_refused_total", "Errors answered to connections that had not logged in, by error_code.",
+            c.refused_log_ins);
 
   w.family("discovery_queries_total", "counter", "Discovery datagrams received, by what became of them.");
   w.sample("discovery_queries_total", m.discovery.answered, "result=\"answered\"");

@@ -48,15 +48,16 @@ std::string nearest(std::string_view word, const std::vector<std::string>& candi
   return best;
 }
 
-// The long options (--name) of app and of the subcommand that was chosen, and the names of its
-// subcommands.
-void names_of(const CLI::App& app, std::vector<std::string>& options, std::vector<std::string>& commands) {
+// Calls f(option, "--name") for each long name of the options of app and of the subcommands
+// that were chosen, and on_command(name) for each subcommand of those.
+template <class F, class G>
+void for_each_long_option(const CLI::App& app, F&& f, G&& on_command) {
   for (const CLI::Option* opt : app.get_options()) {
-    for (const auto& n : opt->get_lnames()) options.push_back("--" + n);
+    for (const auto& n : opt->get_lnames()) f(*opt, "--" + n);
   }
   for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
-    commands.push_back(sub->get_name());
-    if (sub->parsed()) names_of(*sub, options, commands);
+    on_command(sub->get_name());
+    if (sub->parsed()) for_each_long_option(*sub, f, on_command);
   }
 }
 
@@ -80,7 +81,9 @@ void run_cli(CLI::App& app, std::vector<std::string> args) {
 
 std::string mistyped_argument_hint(const CLI::App& app) {
   std::vector<std::string> options, commands;
-  names_of(app, options, commands);
+  for_each_long_option(
+      app, [&](const CLI::Option&, std::string name) { options.push_back(std::move(name)); },
+      [&](const std::string& command) { commands.push_back(command); });
   for (const auto& arg : app.remaining(true)) {
     if (arg.starts_with("--")) {
       const std::string name = arg.substr(0, arg.find('='));
@@ -94,20 +97,6 @@ std::string mistyped_argument_hint(const CLI::App& app) {
     }
   }
   return {};
-}
-
-// An option of app, or of the subcommand that was chosen, by its long name (--name).
-const CLI::Option* find_long_option(const CLI::App& app, const std::string& name) {
-  for (const CLI::Option* opt : app.get_options()) {
-    for (const auto& n : opt->get_lnames()) {
-      if ("--" + n == name) return opt;
-    }
-  }
-  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
-    if (!sub->parsed()) continue;
-    if (const CLI::Option* opt = find_long_option(*sub, name)) return opt;
-  }
-  return nullptr;
 }
 
 std::string parse_error_sentence(const CLI::App& app, const CLI::ParseError& e) {
@@ -124,8 +113,12 @@ std::string parse_error_sentence(const CLI::App& app, const CLI::ParseError& e) 
   }
   static const std::regex not_converted(R"(^Could not convert: (--[\w-]+) = (.*)$)");
   if (std::regex_match(what, m, not_converted)) {
-    const CLI::Option* opt = find_long_option(app, m[1]);
-    const std::string type = opt ? opt->get_type_name() : std::string();
+    std::string type;  // of the option named, as its --help shows it
+    for_each_long_option(
+        app, [&](const CLI::Option& opt, const std::string& name) {
+          if (name == m[1]) type = opt.get_type_name();
+        },
+        [](const std::string&) {});
     if (type.find("BOOLEAN") != std::string::npos) {
       return m[1].str() + ": '" + m[2].str() + "' is not on or off (true/false, yes/no and 1/0 work too).";
     }

@@ -185,7 +185,7 @@ std::deque<store::op> store::run_batch(std::deque<op>& batch) {
   // transaction is rolled back and the others run again without it. (Cheaper than a savepoint
   // per operation, which copies every page an operation touches.) A passing failure (busy,
   // full, I/O) is the transaction's: it would fail the others too.
-  auto began = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point began;  // of the last try, the one that commits
   const std::int64_t changes_before = db_->connection().total_changes();
   for (;;) {
     op* culprit = nullptr;
