@@ -168,9 +168,11 @@ auto session::until_closing() {
 // No cancellation slot: begin_close starts run() itself, and this callback, when the socket's
 // close ends its wait, finds the session no longer idle (a slot would cost every idle
 // connection an allocation). Its operation is allocated at its own size (exact_allocator).
+// The coroutine's reads leave their cancellation handler in stop_reading_: it goes too.
 void session::wait_for_data() {
   if (reading_ == read_state::closing) return spawn();
   reading_ = read_state::idle;
+  stop_reading_.slot().clear();  // the last read's cancellation handler keeps its memory until cleared
   auto on_ready = [self = shared_from_this(), keep = host_.keep_alive()](boost::system::error_code) {
     if (self->reading_ == read_state::idle) self->spawn();
   };

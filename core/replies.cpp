@@ -11,13 +11,41 @@ namespace json = boost::json;
 
 namespace {
 
-template <class Names>
-json::array array_of(const Names& names) {
-  json::array a;
-  a.reserve(names.size());
-  for (const auto& n : names) a.emplace_back(std::string_view(n));
-  return a;
-}
+// A frame whose content ends with name lists, written straight into the frame: as a json::array,
+// a list allocates a string per name (a login with 5,000 agents online made 5,000 allocations for
+// its user_list alone, and their holes stayed among the sessions made meanwhile).
+class with_lists {
+ public:
+  explicit with_lists(std::string frame, bool content_empty) : out_(std::move(frame)), first_(content_empty) {
+    out_.resize(out_.size() - 3);  // reopens the content: its '}', the frame's "}\n"
+  }
+  template <class Names>
+  with_lists& list(std::string_view key, const Names& names) {
+    std::size_t bytes = key.size() + 6;
+    for (const auto& n : names) bytes += std::string_view(n).size() + 3;
+    out_.reserve(out_.size() + bytes + 3);
+    out_ += first_ ? "\"" : ",\"";
+    first_ = false;
+    out_ += key;
+    out_ += "\":[";
+    bool first = true;
+    for (const auto& n : names) {
+      if (!first) out_ += ',';
+      first = false;
+      append_json_string(out_, std::string_view(n));
+    }
+    out_ += ']';
+    return *this;
+  }
+  std::string done() {
+    out_ += "}}\n";
+    return std::move(out_);
+  }
+
+ private:
+  std::string out_;
+  bool first_;
+};
 
 std::string frame(kind k, json::object& c, std::string_view request_id) {
   if (!request_id.empty()) c["request_id"] = request_id;
@@ -45,7 +73,6 @@ std::string make_log_out_ack(std::string_view request_id) {
 std::string make_log_in_ack(const log_in_granted& g) {
   json::object c;
   c["sender_username"] = g.username;
-  c["user_list"] = array_of(g.online);
   c["heartbeat_interval_ms"] = g.heartbeat_interval_ms;
   c["ack_timeout_ms"] = g.ack_timeout_ms;
   c["max_frame_bytes"] = g.max_frame_bytes;
@@ -55,30 +82,32 @@ std::string make_log_in_ack(const log_in_granted& g) {
   if (!g.request_id.empty()) c["request_id"] = g.request_id;
   if (g.send_only) c["send_only"] = true;
   if (g.receive_window) c["receive_window"] = g.receive_window;
-  return make_frame(kind::acknowledge_log_in, c);
+  return with_lists(make_frame(kind::acknowledge_log_in, c), false).list("user_list", g.online).done();
 }
 
 std::string make_user_list(const std::vector<std::string_view>& online, std::string_view request_id) {
   json::object c;
-  c["user_list"] = array_of(online);
-  return frame(kind::user_list, c, request_id);
+  auto f = frame(kind::user_list, c, request_id);
+  return with_lists(std::move(f), c.empty()).list("user_list", online).done();
 }
 
 std::string make_user_set_update(const std::vector<std::string_view>* list, std::size_t user_count,
                                  const std::vector<std::string>& joined, const std::vector<std::string>& left) {
   json::object c;
-  if (list) c["user_list"] = array_of(*list);
   c["user_count"] = user_count;
-  if (!joined.empty()) c["joined"] = array_of(joined);
-  if (!left.empty()) c["left"] = array_of(left);
-  return make_frame(kind::update_user_set, c);
+  with_lists f(make_frame(kind::update_user_set, c), false);
+  if (list) f.list("user_list", *list);
+  if (!joined.empty()) f.list("joined", joined);
+  if (!left.empty()) f.list("left", left);
+  return f.done();
 }
 
 std::string make_group_ack(std::string_view group, const member_set* members, std::string_view request_id) {
   json::object c;
   c["group_name"] = group;
-  c["group_members"] = members ? array_of(*members) : json::array();
-  return frame(kind::acknowledge_group, c, request_id);
+  auto f = frame(kind::acknowledge_group, c, request_id);
+  static const member_set none;
+  return with_lists(std::move(f), false).list("group_members", members ? *members : none).done();
 }
 
 std::string make_group_list(const group_map& groups, std::string_view request_id) {
@@ -86,7 +115,10 @@ std::string make_group_list(const group_map& groups, std::string_view request_id
   for (auto& [name, members] : groups) {
     json::object g;
     g["group_name"] = name;
-    g["group_members"] = array_of(members);
+    json::array a;
+    a.reserve(members.size());
+    for (const auto& m : members) a.emplace_back(m);
+    g["group_members"] = std::move(a);
     list.push_back(std::move(g));
   }
   json::object c;

@@ -108,6 +108,7 @@ void broker_core::written(peer_id id, std::size_t n, const moment& now) {
   peer* p = find(id);
   if (!p || n == 0) return;
   p->out.consume(n);
+  p->out.release_if_small();
   p->last_write = now.steady;
   if (p->reading == peer_reading::held_for_output && p->out.bytes() <= s_.max_outbound_bytes / 2) resume(*p);
   if (p->presence_behind && p->out.bytes() <= presence_changes::max_behind_bytes / 2 && p->open()) {

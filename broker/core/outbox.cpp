@@ -77,6 +77,15 @@ void outbox::release_memory() {
   std::vector<piece>().swap(pieces_);
 }
 
+void outbox::release_if_small() {
+  if (!pieces_.empty() || writing_ != 0) return;
+  if (scratch_ && std::any_of(scratch_->spare.begin(), scratch_->spare.end(),
+                              [](const std::string& b) { return b.capacity() > small_buffer; })) {
+    return;
+  }
+  release_memory();
+}
+
 std::string& outbox::tail() {
   if (pieces_.size() > writing_ && !pieces_.back().shared && pieces_.back().own.size() < max_buffer) {
     return pieces_.back().own;

@@ -49,6 +49,13 @@ class outbox {
   void consume(std::size_t n);
   // Gives every buffer back to the allocator; only when empty and not writing.
   void release_memory();
+  // The same once everything is written, when the buffers it would keep are small: a connection
+  // sent a frame now and then (presence) holds nothing between frames, and buffers made for a
+  // burst of logins do not stay scattered among the sessions made after them. A buffer grown
+  // by a stream of frames is kept for the next burst (release_memory gives it back when idle).
+  static constexpr std::size_t small_buffer = 1024;
+  void release_if_small();
+  bool holds_memory() const noexcept { return scratch_ || pieces_.capacity() > 0; }
 
  private:
   struct piece {

@@ -29,6 +29,29 @@ TEST(Outbox, SmallFramesShareOneBufferAndComeOutInOrder) {
   EXPECT_EQ(o.bytes(), 0u);
 }
 
+TEST(Outbox, SmallFramesWrittenLeaveNoBufferBehindButAStreamKeepsItsBuffer) {
+  outbox o;
+  o.push_shared(std::make_shared<const std::string>(frame('p', 80)));  // presence, to everyone
+  EXPECT_EQ(take(o, 81), frame('p', 80));
+  o.release_if_small();
+  EXPECT_FALSE(o.holds_memory()) << "an idle connection keeps nothing between two presence frames";
+  o.push(frame('q', 100));
+  take(o, 101);
+  o.release_if_small();
+  EXPECT_FALSE(o.holds_memory());
+
+  for (int i = 0; i < 20; ++i) o.push(frame('s', 200));  // a stream: its buffer grows past 1 KiB
+  take(o, 20 * 201);
+  o.release_if_small();
+  EXPECT_TRUE(o.holds_memory()) << "the next burst reuses the grown buffer";
+  o.push(frame('t', 10));
+  o.release_if_small();
+  EXPECT_TRUE(o.holds_memory()) << "not while something waits";
+  take(o, 11);
+  o.release_memory();
+  EXPECT_FALSE(o.holds_memory());
+}
+
 TEST(Outbox, APartialWriteKeepsTheRestOfEachKindOfPiece) {
   outbox o;
   auto shared = std::make_shared<const std::string>(frame('s', 100));
