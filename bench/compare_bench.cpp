@@ -311,7 +311,8 @@ std::string format(double v) {
     for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<std::size_t>(i), ",");
     return s;
   }
-  std::snprintf(b, sizeof b, v >= 10 ? "%.1f" : "%.2f", v);
+  // Three significant digits below 10: a drain of 0.14 s is 0.143 or 0.136 against a target.
+  std::snprintf(b, sizeof b, v >= 10 ? "%.1f" : v >= 1 ? "%.2f" : "%.3f", v);
   return b;
 }
 
