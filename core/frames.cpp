@@ -56,10 +56,8 @@ void append_live_frame(std::string& out, const message_header& h, std::string_vi
   append_body_and_close(out, h.body);
 }
 
-std::string make_redelivery_frame(const message_header& h, std::string_view receiver, int attempt,
-                                  std::string_view dead_letter_reason) {
-  std::string out;
-  out.reserve(220 + h.body.size());
+void append_redelivery_frame(std::string& out, const message_header& h, std::string_view receiver, int attempt,
+                             std::string_view dead_letter_reason) {
   append_common(out, h);
   out += ",\"redelivery\":true,\"attempt\":";
   out += std::to_string(attempt);
@@ -68,7 +66,6 @@ std::string make_redelivery_frame(const message_header& h, std::string_view rece
   out += ",\"receiver_username\":";
   append_json_string(out, receiver);
   append_body_and_close(out, h.body);
-  return out;
 }
 
 void append_accepted_frame(std::string& out, std::string_view message_uuid, std::string_view status, bool duplicate,

@@ -29,14 +29,13 @@ struct receive_frame_parts {
 };
 receive_frame_parts make_receive_frame(const message_header& h);
 
-// A redelivery from the Dead Letter Channel, whole.
-std::string make_redelivery_frame(const message_header& h, std::string_view receiver, int attempt,
-                                  std::string_view dead_letter_reason);
-
 // The append_ builders write a frame at the end of out, so that a caller can batch frames in
 // one reused buffer without an allocation per frame.
 // The whole live frame for a message with one live recipient.
 void append_live_frame(std::string& out, const message_header& h, std::string_view receiver);
+// A redelivery from the Dead Letter Channel, whole.
+void append_redelivery_frame(std::string& out, const message_header& h, std::string_view receiver, int attempt,
+                             std::string_view dead_letter_reason);
 void append_accepted_frame(std::string& out, std::string_view message_uuid, std::string_view status, bool duplicate,
                            std::string_view request_id);
 // recipients_json is the array text [{"receiver_username":..,"status":..},..].

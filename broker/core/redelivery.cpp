@@ -70,7 +70,7 @@ void broker_core::pump(peer& p, const moment& now) {
     m->rec.body = std::move(letter.body);
     std::copy_n(letter.accepted_at.begin(), std::min(letter.accepted_at.size(), m->sent_at.size()), m->sent_at.begin());
     const int attempt = letter.attempts + 1;
-    push(p, make_redelivery_frame(m->header(), p.username, attempt, to_string(letter.reason)));
+    append(p, [&](std::string& b) { append_redelivery_frame(b, m->header(), p.username, attempt, to_string(letter.reason)); });
     ++p.redeliveries_in_flight;
     ++counters_.redelivered;
     register_in_flight(p, delivery{m, delivery::no_slot, letter.id, attempt, now.wall}, now.steady);

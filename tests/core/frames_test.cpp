@@ -49,7 +49,9 @@ TEST(Frames, SharedPartsMakeTheSameFrameAsTheWholeOne) {
 }
 
 TEST(Frames, RedeliveryFrame) {
-  auto c = parse_frame(make_redelivery_frame(header, "bob", 3, "ack_timeout"), "receive_message");
+  std::string frame;
+  append_redelivery_frame(frame, header, "bob", 3, "ack_timeout");
+  auto c = parse_frame(frame, "receive_message");
   EXPECT_TRUE(c.at("redelivery").as_bool());
   EXPECT_EQ(c.at("attempt").as_int64(), 3);
   EXPECT_EQ(c.at("dead_letter_reason").as_string(), "ack_timeout");
