@@ -206,15 +206,8 @@ TEST_F(AgentLibrary, DiscoveryFindsTheBrokerOnLoopback) {
   }());
 }
 
-// A free TCP port on 127.0.0.1, for a broker that must come back on the same one.
-std::uint16_t free_port() {
-  asio::io_context io;
-  asio::ip::tcp::acceptor a(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  return a.local_endpoint().port();
-}
-
 TEST_F(AgentLibrary, ReconnectAfterABrokerRestartMidStreamLosesNothingAndDuplicatesNothing) {
-  o.port = free_port();
+  o.port = test::free_port();  // a broker that must come back on the same port
   std::optional<test::running_broker> b(std::in_place, o);
   constexpr int n = 600;
   std::atomic<int> accepted{0};
@@ -280,7 +273,7 @@ TEST_F(AgentLibrary, AClientGivenOtherBrokersMovesToTheNextWhenItsBrokerDies) {
   broker_options o2 = test::test_options(dir2);
   std::optional<test::running_broker> b1(std::in_place, o);
   test::running_broker b2(o2);
-  const std::uint16_t down = free_port();  // nothing listens there
+  const std::uint16_t down = test::free_port();  // nothing listens there
   std::vector<std::string> received;
   std::uint64_t reconnects = 0;
   test::run_coroutine(

@@ -209,7 +209,7 @@ TEST(Exhaustion, ALockedDatabaseHoldsSendersAndTellsThemWhy) {
   ASSERT_TRUE(port) << broker.log();
   client alice(*port);
   alice.log_in("alice");
-  const long before = test::rss_kib(broker.pid());
+  const long before = bench::proc_rss_kib(broker.pid());
 
   flooder mallory(
       *port, "mallory", [](int i) { return send_frame("nobody", "f" + std::to_string(i), 1000); }, 40'000,
@@ -220,7 +220,7 @@ TEST(Exhaustion, ALockedDatabaseHoldsSendersAndTellsThemWhy) {
   ASSERT_EQ(sqlite3_exec(op, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
   mallory.go();
   std::this_thread::sleep_for(6s);  // the operator's lock is held this long: what the test is about
-  const long grown = test::rss_kib(broker.pid()) - before;
+  const long grown = bench::proc_rss_kib(broker.pid()) - before;
   const std::size_t through = mallory.bytes_sent();
   sqlite3_exec(op, "ROLLBACK", nullptr, nullptr, nullptr);
   sqlite3_close(op);

@@ -632,7 +632,7 @@ TEST(BrokerBinary, SigkillWhileTheSenderHasNotReadItsAcceptsDeliversNothingTwice
 namespace ma {
 namespace {
 
-using test::rss_kib;
+using bench::proc_rss_kib;
 using test::small_quarantine;
 
 // A client with a tiny receive buffer that sends request after request and never reads: once
@@ -643,7 +643,7 @@ TEST(BrokerBinary, RepliesToAClientThatNeverReadsAreBounded) {
   test::child_process broker(broker_binary, broker_args(dir), dir.file("run.log"), small_quarantine);
   auto port = test::listening_port(broker, 20s);
   ASSERT_TRUE(port) << broker.log();
-  const long before = rss_kib(broker.pid());
+  const long before = proc_rss_kib(broker.pid());
 
   const int fd = test::connect_loopback(*port, 4096);
   ASSERT_GE(fd, 0);
@@ -652,7 +652,7 @@ TEST(BrokerBinary, RepliesToAClientThatNeverReadsAreBounded) {
   const std::size_t sent =
       test::send_without_blocking(fd, chunk, 4u * 1024 * 1024, std::chrono::steady_clock::now() + 5s);
   std::this_thread::sleep_for(500ms);
-  const long grown = rss_kib(broker.pid()) - before;
+  const long grown = proc_rss_kib(broker.pid()) - before;
   EXPECT_LT(grown, 64 * 1024) << "KiB after " << sent << " bytes of frames whose replies were never read";
 
   client alice(*port);
@@ -667,7 +667,7 @@ TEST(BrokerBinary, UnfinishedLinesBeforeLogInCostLittle) {
   test::child_process broker(broker_binary, broker_args(dir), dir.file("run.log"), small_quarantine);
   auto port = test::listening_port(broker, 20s);
   ASSERT_TRUE(port) << broker.log();
-  const long before = rss_kib(broker.pid());
+  const long before = proc_rss_kib(broker.pid());
   const std::string chunk(64 * 1024, 'x');
   std::vector<int> fds;
   const auto start = std::chrono::steady_clock::now();
@@ -678,7 +678,7 @@ TEST(BrokerBinary, UnfinishedLinesBeforeLogInCostLittle) {
     test::send_without_blocking(fd, chunk, 512 * 1024, std::chrono::steady_clock::now() + 200ms);
   }
   std::this_thread::sleep_for(300ms);
-  const long grown = rss_kib(broker.pid()) - before;
+  const long grown = proc_rss_kib(broker.pid()) - before;
   EXPECT_LT(grown, 48 * 1024) << "KiB for " << fds.size() << " sockets with an unfinished line each";
   for (int fd : fds) ::close(fd);
   client alice(*port);
@@ -746,7 +746,7 @@ TEST(BrokerBinary, PresenceToAgentsThatDoNotReadIsBounded) {
     sleepers.push_back(std::make_unique<client>(*port, 4096));
     sleepers.back()->log_in("sleeper-" + std::to_string(i));
   }
-  const long before = rss_kib(broker.pid());
+  const long before = proc_rss_kib(broker.pid());
   const auto start = std::chrono::steady_clock::now();
   int cycles = 0;
   for (; cycles < 4000 && std::chrono::steady_clock::now() - start < 60s; ++cycles) {
@@ -756,7 +756,7 @@ TEST(BrokerBinary, PresenceToAgentsThatDoNotReadIsBounded) {
     churn.closed_within(10s);
   }
   std::this_thread::sleep_for(300ms);
-  const long grown = rss_kib(broker.pid()) - before;
+  const long grown = proc_rss_kib(broker.pid()) - before;
   EXPECT_LT(grown, 16 * 1024) << "KiB after " << cycles << " log_in/log_out with 60 agents that do not read";
   std::printf("presence: the broker grew by %ld KiB over %d log_in/log_out\n", grown, cycles);
   client alice(*port);

@@ -14,6 +14,7 @@
 #include <string_view>
 #include <thread>
 
+#include "bench/processes.hpp"
 #include "broker/broker.hpp"
 #include "broker/options.hpp"
 #include "storage/store.hpp"
@@ -62,7 +63,7 @@ class running_broker {
 };
 
 // A TCP port on 127.0.0.1 that was free a moment ago (for options where 0 means "off").
-std::uint16_t free_port();
+using bench::free_port;
 // A TCP socket connected to 127.0.0.1:port (receive_buffer > 0 shrinks SO_RCVBUF first) from
 // the loopback address from (another one of 127/8 looks like another host), or -1.
 int connect_loopback(std::uint16_t port, int receive_buffer = 0, const char* from = "127.0.0.1");

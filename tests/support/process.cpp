@@ -107,13 +107,4 @@ std::pair<int, std::string> run_command(const std::string& path, const std::vect
   return {status, s.str()};
 }
 
-long rss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-  }
-  return -1;
-}
-
 }  // namespace ma::test

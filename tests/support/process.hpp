@@ -45,8 +45,6 @@ std::vector<std::string> broker_args(const temp_dir& dir);
 // The port of a broker started with an ephemeral port, from its "listening on" log line.
 std::optional<std::uint16_t> listening_port(child_process& broker, std::chrono::milliseconds timeout);
 
-// The resident memory of a process, from /proc (KiB), or -1.
-long rss_kib(pid_t pid);
 // The environment for a broker whose memory a test measures: under AddressSanitizer freed
 // memory waits in a quarantine (256 MiB by default) before it is reused, which RSS would count.
 inline const std::vector<std::string> small_quarantine = {
