@@ -25,6 +25,7 @@
 #include "broker/core/broker_core.hpp"
 #include "broker/discovery.hpp"
 #include "broker/http_server.hpp"
+#include "broker/listener.hpp"
 #include "broker/metrics.hpp"
 #include "broker/password_checker.hpp"
 #include "broker/session.hpp"
@@ -459,9 +460,7 @@ asio::awaitable<void> broker::impl::accept_loop(acceptor_type& a, bool tls) {
     auto [ec, sock] = co_await a.async_accept(asio::as_tuple(asio::use_awaitable));
     if (ec) {
       if (stopping || ec == asio::error::operation_aborted) co_return;
-      spdlog::warn("accept failed: {}", ec.message());
-      asio::steady_timer pause(io, 100ms);
-      co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+      co_await pause_after_failed_accept(tls ? "tls port" : "port", ec);
       continue;
     }
     sock.set_option(tcp::no_delay(true), ec);

@@ -17,6 +17,8 @@
 #include <set>
 #include <stdexcept>
 
+#include "broker/listener.hpp"
+
 namespace ma {
 
 namespace asio = boost::asio;
@@ -46,7 +48,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       auto [ec, sock] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
       if (ec) {
         if (closed || ec == asio::error::operation_aborted) co_return;
-        spdlog::warn("http: accept failed: {}", ec.message());
+        co_await pause_after_failed_accept("http", ec);
         continue;
       }
       if (streams.size() >= max_connections) {

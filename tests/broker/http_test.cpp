@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <regex>
 #include <string>
+#include <thread>
 
 #include "tests/support/broker_harness.hpp"
 #include "tests/support/process.hpp"
@@ -136,6 +137,47 @@ TEST(HttpEndpoint, AnswersGetAndHeadOnlyAndNeverHoldsTheBrokersStop) {
   b.process.signal(SIGTERM);
   EXPECT_EQ(b.process.wait(8s), 0) << b.process.log();
   ::close(fd);
+}
+
+// Out of file descriptors, an accept fails and leaves the connection queued: a loop that tried
+// again at once spun on a core and wrote the same warning a million times in seconds (the HTTP
+// endpoint did). Both accept loops pause after a failure, and the broker serves again once
+// descriptors are free.
+TEST(HttpEndpoint, AcceptingWithoutFileDescriptorsNeitherSpinsNorFloodsTheLog) {
+  test::temp_dir dir;
+  const std::uint16_t http_port = test::free_port();
+  auto args = http_broker::args(dir, http_port);
+  args.insert(args.begin(), {"--nofile=48:48", "--", broker_binary});
+  test::child_process broker("/usr/bin/prlimit", args, dir.file("broker.log"));
+  const auto port = test::listening_port(broker, 20s);
+  ASSERT_TRUE(port) << broker.log();
+  std::vector<int> fds;
+  for (int i = 0; i < 60; ++i) fds.push_back(test::connect_loopback(*port));  // the last ones wait, queued
+  // Once no descriptor is left, an HTTP scrape waits queued too.
+  ASSERT_TRUE(broker.wait_for_log(std::regex("port: accept failed: (Too many open files)"), 20s)) << broker.log();
+  for (int i = 0; i < 2; ++i) fds.push_back(test::connect_loopback(http_port));
+  ASSERT_TRUE(broker.wait_for_log(std::regex("http: accept failed: (Too many open files)"), 20s)) << broker.log();
+
+  const auto failures = [&] {
+    const std::string log = broker.log();
+    std::size_t n = 0;
+    for (auto at = log.find("accept failed"); at != std::string::npos; at = log.find("accept failed", at + 1)) ++n;
+    return n;
+  };
+  const std::size_t failures_before = failures();
+  const double cpu_before = bench::proc_cpu_s(broker.pid());
+  std::this_thread::sleep_for(2s);
+  // A pause of 100 ms per loop: some 40 lines and little CPU in 2 s; spinning, a core and
+  // hundreds of thousands of lines.
+  EXPECT_LT(bench::proc_cpu_s(broker.pid()) - cpu_before, 0.5);
+  EXPECT_LT(failures() - failures_before, 200u);
+
+  for (int fd : fds) ::close(fd);
+  client alice(*port);
+  alice.log_in("alice");
+  auto [status, out] = test::run_command(MA_CURL, {"-s", "--max-time", "20", "http://127.0.0.1:" + std::to_string(http_port) + "/healthz"});
+  EXPECT_EQ(status, 0);
+  EXPECT_EQ(out, "ok\n");
 }
 
 }  // namespace
