@@ -144,6 +144,10 @@ TEST(HttpEndpoint, AnswersGetAndHeadOnlyAndNeverHoldsTheBrokersStop) {
 // endpoint did). Both accept loops pause after a failure, and the broker serves again once
 // descriptors are free.
 TEST(HttpEndpoint, AcceptingWithoutFileDescriptorsNeitherSpinsNorFloodsTheLog) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "a broker built with the sanitizers can not run out of file descriptors: their runtime needs some "
+                  "(UBSan's vptr check opens a pipe, and reports an invalid object when it can not)";
+#endif
   test::temp_dir dir;
   const std::uint16_t http_port = test::free_port();
   auto args = http_broker::args(dir, http_port);
