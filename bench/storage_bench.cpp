@@ -144,7 +144,7 @@ double redeliver_backlog(const args& a) {
         });
       }
       // The broker's redelivery: a page at a time (folded: the pump folds before its first page),
-      // each letter's attempt recorded when acknowledged.
+      // its acknowledgements recorded as one.
       const auto start = clock_type::now();
       std::int64_t after = 0;
       int delivered = 0;
@@ -153,12 +153,10 @@ double redeliver_backlog(const args& a) {
         if (page.empty()) break;
         after = page.back().seq;
         const auto sent_at = ma::now_ms();
-        std::vector<std::pair<std::int64_t, int>> acknowledged;
-        for (auto& d : page) acknowledged.emplace_back(d.id, d.attempts + 1);
-        auto record = [acknowledged = std::move(acknowledged), sent_at](ma::database& db) {
-          for (auto& [id, attempt] : acknowledged) {
-            db.record_attempt(id, attempt, sent_at, "acknowledged", ma::now_ms(), 5);
-          }
+        std::vector<ma::acknowledged_redelivery> acknowledged;
+        for (auto& d : page) acknowledged.push_back({d.id, d.attempts + 1, sent_at});
+        auto record = [acknowledged = std::move(acknowledged)](ma::database& db) {
+          db.record_acknowledged(acknowledged, ma::now_ms());
         };
         co_await s.run(std::move(record));
         delivered += static_cast<int>(page.size());

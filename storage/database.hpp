@@ -89,6 +89,13 @@ class accepted_pairs {
   std::int64_t count_ = 0;
 };
 
+// A redelivery its recipient acknowledged, for database::record_acknowledged.
+struct acknowledged_redelivery {
+  std::int64_t dead_letter_id = 0;
+  int attempt = 1;   // the letter's attempts + 1
+  sys_ms started{};  // when this attempt was sent
+};
+
 // Letters that left pending in one call, by recipient (for the broker's warnings).
 using counts_by_recipient = std::vector<std::pair<std::string, std::int64_t>>;
 
@@ -101,7 +108,7 @@ struct dead_letter_filter {
 
 class database {
  public:
-  static constexpr int schema_version = 5;
+  static constexpr int schema_version = 6;
 
   struct settings {
     std::string path;
@@ -166,18 +173,22 @@ class database {
   std::vector<dead_letter> pending_for(std::string_view receiver, std::int64_t after_seq, int limit,
                                        bool folded = false);
   std::int64_t count_pending(std::string_view receiver);
+  // Marks letters delivered by their acknowledged redeliveries: one row of
+  // `redelivered_batches` for them all, which fold_redelivered() applies to the letters later
+  // (until then every read here sees them delivered). A letter marked already is left out.
+  void record_acknowledged(const std::vector<acknowledged_redelivery>& letters, sys_ms now);
   // Records a finished redelivery attempt (number attempt, the letter's attempts + 1, begun at
-  // started). "acknowledged" marks the letter delivered: one narrow row in `redelivered`, which
-  // fold_redelivered() applies to the letter later (until then every read here sees it
-  // delivered). Any other outcome (the reason it failed) is an attempt row and an update that
+  // started). "acknowledged" is record_acknowledged for this one letter. Any other outcome (the reason it failed) is an attempt row and an update that
   // leaves the letter pending, or parks it once it has had max_attempts attempts. An attempt
   // cut short by a crash is not recorded: the letter is still pending and is sent again.
   // Returns true if this attempt parked the letter. After a replay the letter has
   // max_attempts again, and its attempts go on being numbered from where they were.
   bool record_attempt(std::int64_t id, int attempt, sys_ms started, std::string_view outcome, sys_ms now,
                       int max_attempts);
-  // Applies the oldest at_most acknowledged redeliveries to their letters (state, attempts,
-  // times, an attempt row each), in bulk. Returns how many it took. Opening the file folds all.
+  // Applies the oldest acknowledged redeliveries to their letters (state, attempts, times, an
+  // attempt row each), in bulk: whole rows of `redelivered_batches`, up to and including the
+  // one that reaches at_most letters. Returns how many letters it took (fewer than at_most only
+  // when it took them all). Opening the file folds all.
   std::int64_t fold_redelivered(std::int64_t at_most);
   // Folds them all, chunk at a time, each chunk its own transaction (call it outside begin()).
   void fold_all_redelivered(std::int64_t chunk);
@@ -239,9 +250,16 @@ class database {
   // One row fewer refers to the message: the last one takes it.
   void release_message(std::int64_t message_id);
   std::int64_t next_seq() noexcept { return ++last_seq_; }
+  // Reloads unfolded_ from `redelivered` when a rollback or another connection's commit may
+  // have changed it since it was loaded. Called before each statement that reads it.
+  void sync_unfolded();
 
   sqlite::connection db_;
   std::unique_ptr<statements> st_;
+  // The ids of the letters in `redelivered`, which the SQL function acknowledged_unfolded(id)
+  // answers from (an index lookup per letter was what made acknowledging one cost).
+  struct unfolded;
+  std::unique_ptr<unfolded> unfolded_;
   std::uint64_t device_ = 0, inode_ = 0;  // of the file at open, for check_file
   std::int64_t last_seq_ = 0;
 };

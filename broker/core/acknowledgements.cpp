@@ -66,7 +66,7 @@ void broker_core::handle_ack(peer& p, const request& r, const moment& now) {
   }
   acks->receiver = p.username;
   acks->ack_sender = r.ack_sender;
-  auto job = store_jobs::acknowledge(acks, now.wall, static_cast<int>(s_.max_delivery_attempts));
+  auto job = store_jobs::acknowledge(acks, now.wall);
   auto done = [this, acks, late_senders = job.result, now](std::exception_ptr err, const moment&) {
     if (err) {
       spdlog::error("acknowledgements from '{}' could not be stored; the messages stay journaled", acks->receiver);

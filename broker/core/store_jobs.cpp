@@ -87,16 +87,18 @@ named_job<counts_by_recipient> dead_letter(std::shared_ptr<const std::vector<fai
   return j;
 }
 
-named_job<std::vector<std::vector<std::string>>> acknowledge(std::shared_ptr<const acknowledgements> acks, sys_ms now,
-                                                             int max_attempts) {
+named_job<std::vector<std::vector<std::string>>> acknowledge(std::shared_ptr<const acknowledgements> acks, sys_ms now) {
   named_job<std::vector<std::vector<std::string>>> j;
-  j.run = [acks = std::move(acks), senders = j.result, now, max_attempts](database& db) {
+  j.run = [acks = std::move(acks), senders = j.result, now](database& db) {
     senders->clear();
     for (auto& [m, slot] : acks->journaled) {
       if (auto seq = m->journal.seq(slot)) db.acknowledge(seq);
     }
-    for (auto& d : acks->redelivered) {
-      db.record_attempt(d.dead_letter_id, d.attempt, d.started, "acknowledged", now, max_attempts);
+    if (!acks->redelivered.empty()) {
+      std::vector<acknowledged_redelivery> letters;
+      letters.reserve(acks->redelivered.size());
+      for (auto& d : acks->redelivered) letters.push_back({d.dead_letter_id, d.attempt, d.started});
+      db.record_acknowledged(letters, now);
     }
     for (auto& uuid : acks->late) senders->push_back(db.mark_delivered(acks->receiver, uuid, acks->ack_sender, now));
   };

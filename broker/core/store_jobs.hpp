@@ -89,8 +89,7 @@ struct acknowledgements {
   std::vector<delivery> redelivered;
   std::vector<std::string> late;
 };
-named_job<std::vector<std::vector<std::string>>> acknowledge(std::shared_ptr<const acknowledgements> acks, sys_ms now,
-                                                             int max_attempts);
+named_job<std::vector<std::vector<std::string>>> acknowledge(std::shared_ptr<const acknowledgements> acks, sys_ms now);
 
 named_job<std::int64_t> count_pending(std::string user);
 // The next page of a recipient's pending letters after seq after, for the redelivery pump:

@@ -70,7 +70,7 @@ TEST_F(StoreJobs, AnAcceptSkipsTheDeliveriesAcknowledgedFirst) {
   auto acks = std::make_shared<store_jobs::acknowledgements>();
   acks->receiver = "carol";
   acks->journaled.emplace_back(m, 1);
-  run(store_jobs::acknowledge(acks, now, 5).run);
+  run(store_jobs::acknowledge(acks, now).run);
   EXPECT_EQ(db.count_journal(), 0);
   EXPECT_TRUE(db.find("m2").empty());
 }
