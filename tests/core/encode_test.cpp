@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/string.hpp>
 
 #include "core/request.hpp"
 
@@ -14,6 +16,28 @@ TEST(Encode, JsonStringEscapes) {
   append_json_string(out, "a\"b\\c\nd\x01\xc3\xa9");
   EXPECT_EQ(out, "\"a\\\"b\\\\c\\nd\\u0001\xc3\xa9\"");
   EXPECT_EQ(boost::json::parse(out).as_string(), "a\"b\\c\nd\x01\xc3\xa9");
+}
+
+// The escape reads eight bytes at a time: every byte that needs escaping, at every position
+// of strings of every length up to 40, comes out as Boost.JSON writes it.
+TEST(Encode, JsonStringEscapesAnyByteAtAnyPositionAsBoostJsonDoes) {
+  std::string specials = "\"\\\x7f ";
+  for (int c = 0; c < 0x20; ++c) specials += static_cast<char>(c);
+  for (std::size_t len = 1; len <= 40; ++len) {
+    for (std::size_t at = 0; at < len; ++at) {
+      for (char c : specials) {
+        std::string s(len, 'x');
+        s[at] = c;
+        if (at + 3 < len) s[at + 3] = '"';  // a second one in the same word, sometimes
+        std::string out = "prefix";
+        append_json_string(out, s);
+        ASSERT_EQ(out, "prefix" + boost::json::serialize(boost::json::string(s))) << len << " " << at << " " << int(c);
+      }
+    }
+  }
+  std::string out;
+  append_json_string(out, "caf\xc3\xa9 \xe2\x82\xac and more than eight");  // UTF-8 stays as it is
+  EXPECT_EQ(out, "\"caf\xc3\xa9 \xe2\x82\xac and more than eight\"");
 }
 
 TEST(Encode, EveryAgentKindSurvivesEncodeThenDecode) {
