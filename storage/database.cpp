@@ -662,35 +662,35 @@ void database::sync_unfolded() {
 
 void database::record_acknowledged(const std::vector<acknowledged_redelivery>& letters, sys_ms now) {
   sync_unfolded();
+  auto& ids = unfolded_->ids;
+  ids.reserve(ids.size() + letters.size());
   std::string json = "[";
-  std::vector<std::int64_t> added;
-  added.reserve(letters.size());
+  std::int64_t count = 0;
   for (const auto& l : letters) {
-    if (unfolded_->ids.contains(l.dead_letter_id) ||
-        std::find(added.begin(), added.end(), l.dead_letter_id) != added.end()) {
-      continue;
-    }
+    if (!ids.insert(l.dead_letter_id).second) continue;  // marked already
     char digits[48];
     auto* end = std::to_chars(digits, digits + 24, l.dead_letter_id).ptr;
     *end++ = ',';
     end = std::to_chars(end, digits + sizeof digits, l.attempt).ptr;
-    if (added.size() > 0) json += ',';
+    if (count++ > 0) json += ',';
     json += '[';
     json.append(digits, end);
     json += ",\"";
     const auto started = format_iso8601_fixed(l.started);
     json.append(started.data(), started.size());
     json += "\"]";
-    added.push_back(l.dead_letter_id);
   }
-  if (added.empty()) return;
+  if (count == 0) return;
   json += ']';
   const auto at = format_iso8601_fixed(now);
   auto& s = st_->redelivered_insert;
-  s.bind(1, std::string_view(at.data(), at.size())).bind(2, static_cast<std::int64_t>(added.size()));
-  s.bind(3, std::string_view(json)).run();
-  // (A rollback of this transaction makes the next sync_unfolded load them again.)
-  unfolded_->ids.insert(added.begin(), added.end());
+  try {
+    s.bind(1, std::string_view(at.data(), at.size())).bind(2, count).bind(3, std::string_view(json)).run();
+  } catch (...) {
+    unfolded_->stale = true;  // the ids went in above; the next sync_unfolded loads what is there
+    throw;
+  }
+  // (A rollback of the transaction also makes the next sync_unfolded load them again.)
 }
 
 bool database::record_attempt(std::int64_t id, int attempt, sys_ms started, std::string_view outcome, sys_ms now,
