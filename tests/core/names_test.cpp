@@ -26,5 +26,17 @@ TEST(Names, MessageUuids) {
   EXPECT_FALSE(is_valid_message_uuid("a/b"));
 }
 
+// Every byte, against the protocol's words: names are A-Z a-z 0-9 . _ -, uuids those and ':'.
+TEST(Names, EveryByteIsJudgedAsTheProtocolSays) {
+  const std::string name_chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-";
+  for (int c = 0; c < 256; ++c) {
+    const std::string s = std::string("a") + static_cast<char>(c) + "b";
+    const bool in_names = name_chars.find(static_cast<char>(c)) != std::string::npos;
+    EXPECT_EQ(is_valid_username(s), in_names) << c;
+    EXPECT_EQ(is_valid_group_name(s), in_names) << c;
+    EXPECT_EQ(is_valid_message_uuid(s), in_names || c == ':') << c;
+  }
+}
+
 }  // namespace
 }  // namespace ma
