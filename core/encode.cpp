@@ -1,5 +1,6 @@
 #include "core/encode.hpp"
 
+#include <bit>
 #include <cstdint>
 #include <cstring>
 
@@ -29,36 +30,44 @@ std::string make_error_frame(const protocol_error& e) {
 
 namespace {
 
-// True if one of the 8 bytes of w needs escaping in a JSON string: below 0x20, '"' or '\\'.
-// (Exact: each test is "has a byte less than n" or "has a zero byte", which do not misfire.)
-bool needs_escape(std::uint64_t w) noexcept {
+// The bytes of w that need escaping in a JSON string (below 0x20, '"', '\\'), and with ascii
+// also those of 0x80 and above: their high bits. Above the first such byte a plain byte may be
+// marked too (a borrow), never below it: the lowest mark is exact.
+std::uint64_t special_bytes(std::uint64_t w, bool ascii) noexcept {
   constexpr std::uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
-  auto has_zero = [](std::uint64_t x) { return (x - ones) & ~x & high; };
-  return (((w - ones * 0x20) & ~w & high) | has_zero(w ^ (ones * '"')) | has_zero(w ^ (ones * '\\'))) != 0;
+  auto zero_bytes = [](std::uint64_t x) { return (x - ones) & ~x & high; };
+  return ((w - ones * 0x20) & ~w & high) | zero_bytes(w ^ (ones * '"')) | zero_bytes(w ^ (ones * '\\')) |
+         (ascii ? w & high : 0);
 }
 
 }  // namespace
 
+std::size_t plain_json_run(std::string_view s, bool ascii) noexcept {
+  std::size_t i = 0;
+  for (; s.size() - i >= 8; i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, s.data() + i, 8);
+    static_assert(std::endian::native == std::endian::little, "the first byte is the lowest");
+    if (const std::uint64_t marks = special_bytes(w, ascii)) {
+      return i + static_cast<std::size_t>(std::countr_zero(marks)) / 8;
+    }
+  }
+  for (; i < s.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == '"' || c == '\\' || (ascii && c >= 0x80)) return i;
+  }
+  return i;
+}
+
 void append_json_string(std::string& out, std::string_view s) {
   static constexpr char hex[] = "0123456789abcdef";
   out += '"';
-  std::size_t plain = 0;  // start of the run not yet copied
-  std::size_t i = 0;
-  while (i < s.size()) {
-    // Eight plain bytes at a time: a message text is mostly plain (a third of W1's CPU in this
-    // function went to the byte loop).
-    if (s.size() - i >= 8) {
-      std::uint64_t w;
-      std::memcpy(&w, s.data() + i, 8);
-      if (!needs_escape(w)) {
-        i += 8;
-        continue;
-      }
-    }
-    const unsigned char c = static_cast<unsigned char>(s[i++]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    out.append(s.data() + plain, i - 1 - plain);
-    plain = i;
+  // Plain runs are copied whole (message texts are mostly plain: a byte loop here was W1's
+  // largest function of our own).
+  for (std::size_t run = plain_json_run(s); run < s.size(); run = plain_json_run(s)) {
+    out.append(s.data(), run);
+    const unsigned char c = static_cast<unsigned char>(s[run]);
+    s.remove_prefix(run + 1);
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;
@@ -73,7 +82,7 @@ void append_json_string(std::string& out, std::string_view s) {
         out += hex[c & 0xf];
     }
   }
-  out.append(s.data() + plain, s.size() - plain);
+  out.append(s);
   out += '"';
 }
 

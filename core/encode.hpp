@@ -1,6 +1,7 @@
 // Serializing frames: one JSON object and its '\n'.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -17,5 +18,9 @@ std::string make_frame(kind k, const boost::json::object& content);
 std::string make_error_frame(const protocol_error& e);
 // Appends s as a JSON string literal (quoted, escaped); s must be valid UTF-8.
 void append_json_string(std::string& out, std::string_view s);
+// The length of the start of s that a JSON string carries as it is: up to the first '"', '\\'
+// or control byte, or also the first byte of 0x80 and above if ascii (s.size() if there is
+// none). Reads eight bytes at a time.
+std::size_t plain_json_run(std::string_view s, bool ascii = false) noexcept;
 
 }  // namespace ma

@@ -271,6 +271,143 @@ std::optional<protocol_error> read_content(kind k, content_reader& r, request& o
   }
 }
 
+// The shortcut for the frames that make up nearly all traffic, send_message and
+// acknowledge_message, written plainly: message_id first, then message_content with keys that
+// kind knows, each once; strings without escapes (message_text may hold UTF-8, the others
+// ASCII); no nulls; ttl_ms as plain digits. It reads them where they are, without a JSON tree
+// (the tree was a third of the broker's instructions in W1). Anything else, valid or not,
+// returns nullopt and goes through the full decoder, which also writes every error: the
+// shortcut only has to be right about what it accepts, and accepts only what the full decoder
+// would accept as the same request.
+class plain_frame {
+ public:
+  explicit plain_frame(std::string_view frame) : p_(frame.data()), end_(frame.data() + frame.size()) {}
+
+  std::optional<request> read(std::size_t max_message_bytes) {
+    request out;
+    std::string_view k, v;
+    if (!punct('{') || !string(k) || k != "message_id" || !punct(':') || !string(v)) return std::nullopt;
+    if (v == "send_message") {
+      out.k = kind::send_message;
+    } else if (v == "acknowledge_message") {
+      out.k = kind::acknowledge_message;
+    } else {
+      return std::nullopt;
+    }
+    if (!punct(',') || !string(k) || k != "message_content" || !punct(':') || !punct('{')) return std::nullopt;
+    std::optional<std::string_view> receiver, uuid, text, request_id, sender;
+    std::optional<std::uint64_t> ttl;
+    bool uuids = false;
+    const bool send = out.k == kind::send_message;
+    auto once = [](auto& field) { return !field.has_value(); };
+    do {
+      if (!string(k) || !punct(':')) return std::nullopt;
+      if (k == "message_uuid" && once(uuid)) {
+        if (!string(v)) return std::nullopt;
+        uuid = v;
+      } else if (k == "request_id" && once(request_id)) {
+        if (!string(v)) return std::nullopt;
+        request_id = v;
+      } else if (send && k == "receiver_username" && once(receiver)) {
+        if (!string(v)) return std::nullopt;
+        receiver = v;
+      } else if (send && k == "message_text" && once(text)) {
+        if (!string(v, true)) return std::nullopt;
+        text = v;
+      } else if (send && k == "ttl_ms" && once(ttl)) {
+        ttl.emplace();
+        if (!whole_number(*ttl)) return std::nullopt;
+      } else if (!send && k == "sender_username" && once(sender)) {
+        if (!string(v)) return std::nullopt;
+        sender = v;
+      } else if (!send && k == "message_uuids" && !uuids) {
+        uuids = true;
+        if (!punct('[')) return std::nullopt;
+        do {
+          if (!string(v) || !is_valid_message_uuid(v)) return std::nullopt;
+          out.ack_uuids.emplace_back(v);
+        } while (punct(','));
+        if (!punct(']')) return std::nullopt;
+      } else {
+        return std::nullopt;
+      }
+    } while (punct(','));
+    if (!punct('}') || !punct('}')) return std::nullopt;
+    skip_space();
+    if (p_ != end_) return std::nullopt;
+
+    if (request_id) {
+      if (request_id->size() > max_request_id_chars) return std::nullopt;
+      out.request_id = *request_id;
+    }
+    if (uuid) {
+      if (!is_valid_message_uuid(*uuid)) return std::nullopt;
+      out.message_uuid = *uuid;
+    }
+    if (send) {
+      if (!receiver || !is_valid_username(*receiver) || !text) return std::nullopt;
+      if (ttl && *ttl > max_duration_ms) return std::nullopt;
+      out.receivers.emplace_back(*receiver);
+      out.ttl_ms = ttl;
+      // What append_json_string writes for a text without escapes, quoted as it is.
+      constexpr std::string_view head = R"({"message_text":")", tail = R"("})";
+      if (head.size() + text->size() + tail.size() > max_message_bytes) return std::nullopt;
+      out.body.reserve(head.size() + text->size() + tail.size());
+      out.body.append(head).append(*text).append(tail);
+    } else {
+      if (!uuid && !uuids) return std::nullopt;
+      if (uuid) out.ack_uuids.insert(out.ack_uuids.begin(), out.message_uuid);
+      if (sender) {
+        if (!is_valid_username(*sender)) return std::nullopt;
+        out.ack_sender = *sender;
+      }
+    }
+    return out;
+  }
+
+ private:
+  void skip_space() {
+    while (p_ != end_ && (*p_ == ' ' || *p_ == '\t' || *p_ == '\n' || *p_ == '\r')) ++p_;
+  }
+
+  bool punct(char c) {
+    skip_space();
+    if (p_ == end_ || *p_ != c) return false;
+    ++p_;
+    return true;
+  }
+
+  // A string without escapes or control bytes: ASCII, or valid UTF-8 if utf8.
+  bool string(std::string_view& out, bool utf8 = false) {
+    if (!punct('"')) return false;
+    const std::string_view rest(p_, static_cast<std::size_t>(end_ - p_));
+    const std::size_t ascii = plain_json_run(rest, true);
+    std::size_t n = ascii;
+    if (utf8 && n < rest.size() && static_cast<unsigned char>(rest[n]) >= 0x80) {
+      n += plain_json_run(rest.substr(n));
+      if (first_invalid_utf8(rest.substr(ascii, n - ascii))) return false;
+    }
+    if (n == rest.size() || rest[n] != '"') return false;
+    out = rest.substr(0, n);
+    p_ += n + 1;
+    return true;
+  }
+
+  // Digits only: no sign, fraction, exponent or leading zero; at most 15 of them.
+  bool whole_number(std::uint64_t& n) {
+    skip_space();
+    const char* start = p_;
+    n = 0;
+    while (p_ != end_ && *p_ >= '0' && *p_ <= '9') n = n * 10 + static_cast<std::uint64_t>(*p_++ - '0');
+    const auto digits = p_ - start;
+    if (digits == 0 || digits > 15 || (digits > 1 && *start == '0')) return false;
+    return p_ == end_ || (*p_ != '.' && *p_ != 'e' && *p_ != 'E');
+  }
+
+  const char* p_;
+  const char* end_;
+};
+
 }  // namespace
 
 struct request_decoder::impl {
@@ -282,6 +419,18 @@ struct request_decoder::impl {
   json::parser parser;
 
   explicit impl(std::size_t max_bytes) : max_message_bytes(max_bytes) {}
+
+  result<request> decode(std::string_view frame) {
+    if (frame.size() <= max_message_bytes) {
+      if (auto r = plain_frame(frame).read(max_message_bytes)) {
+        ++plain_frames;
+        return std::move(*r);
+      }
+    }
+    return run(frame, false);
+  }
+
+  std::uint64_t plain_frames = 0;
 
   result<request> run(std::string_view frame, bool datagram) {
     parser.reset();  // drops the previous frame's value before its memory goes
@@ -373,7 +522,9 @@ request_decoder::~request_decoder() = default;
 
 void request_decoder::set_max_message_bytes(std::size_t n) noexcept { impl_->max_message_bytes = n; }
 
-result<request> request_decoder::decode(std::string_view frame) { return impl_->run(frame, false); }
+result<request> request_decoder::decode(std::string_view frame) { return impl_->decode(frame); }
+result<request> request_decoder::decode_in_full(std::string_view frame) { return impl_->run(frame, false); }
+std::uint64_t request_decoder::plain_frames() const noexcept { return impl_->plain_frames; }
 result<request> request_decoder::decode_datagram(std::string_view datagram) { return impl_->run(datagram, true); }
 
 }  // namespace ma

@@ -58,7 +58,12 @@ class request_decoder {
   void set_max_message_bytes(std::size_t n) noexcept;
 
   // Validates one TCP frame. Broker-to-agent and discovery kinds are unknown_message_id here.
+  // Plain send_message and acknowledge_message frames are read without a JSON tree.
   result<request> decode(std::string_view frame);
+  // decode() without that shortcut (the tests hold the two to the same answers).
+  result<request> decode_in_full(std::string_view frame);
+  // How many frames decode() read through the shortcut.
+  std::uint64_t plain_frames() const noexcept;
   // Validates one discovery datagram: discover_broker, or the original design's log_in.
   result<request> decode_datagram(std::string_view datagram);
 

@@ -40,6 +40,21 @@ TEST(Encode, JsonStringEscapesAnyByteAtAnyPositionAsBoostJsonDoes) {
   EXPECT_EQ(out, "\"caf\xc3\xa9 \xe2\x82\xac and more than eight\"");
 }
 
+TEST(Encode, APlainRunEndsAtTheFirstByteThatNeedsEscapingOrAtAByteBeyondAscii) {
+  for (std::size_t len = 1; len <= 20; ++len) {
+    for (std::size_t at = 0; at < len; ++at) {
+      std::string s(len, 'x');
+      s[at] = '\xc3';
+      EXPECT_EQ(plain_json_run(s, true), at);
+      EXPECT_EQ(plain_json_run(s), len);
+      s[at] = '\\';
+      EXPECT_EQ(plain_json_run(s, true), at);
+      EXPECT_EQ(plain_json_run(s), at);
+    }
+  }
+  EXPECT_EQ(plain_json_run(""), 0u);
+}
+
 TEST(Encode, EveryAgentKindSurvivesEncodeThenDecode) {
   request_decoder d(4096);
   boost::json::object content;
