@@ -271,7 +271,7 @@ std::optional<protocol_error> read_content(kind k, content_reader& r, request& o
   }
 }
 
-// The shortcut for the frames that make up nearly all traffic, send_message and
+// The shortcut for the frames that make up nearly all traffic, the four message kinds and
 // acknowledge_message, written plainly: message_id first, then message_content with keys that
 // kind knows, each once; strings without escapes (message_text may hold UTF-8, the others
 // ASCII); no nulls; ttl_ms as plain digits. It reads them where they are, without a JSON tree
@@ -287,18 +287,18 @@ class plain_frame {
     request out;
     std::string_view k, v;
     if (!punct('{') || !string(k) || k != "message_id" || !punct(':') || !string(v)) return std::nullopt;
-    if (v == "send_message") {
-      out.k = kind::send_message;
-    } else if (v == "acknowledge_message") {
-      out.k = kind::acknowledge_message;
-    } else {
+    const std::optional<kind> which = kind_from_string(v);
+    if (!which || (*which != kind::send_message && *which != kind::multicast_message &&
+                   *which != kind::broadcast_message && *which != kind::group_message &&
+                   *which != kind::acknowledge_message)) {
       return std::nullopt;
     }
+    out.k = *which;
     if (!punct(',') || !string(k) || k != "message_content" || !punct(':') || !punct('{')) return std::nullopt;
-    std::optional<std::string_view> receiver, uuid, text, request_id, sender;
+    std::optional<std::string_view> receiver, uuid, text, request_id, sender, group;
     std::optional<std::uint64_t> ttl;
-    bool uuids = false;
-    const bool send = out.k == kind::send_message;
+    bool receivers = false, uuids = false;
+    const bool message = out.k != kind::acknowledge_message;
     auto once = [](auto& field) { return !field.has_value(); };
     do {
       if (!string(k) || !punct(':')) return std::nullopt;
@@ -308,19 +308,33 @@ class plain_frame {
       } else if (k == "request_id" && once(request_id)) {
         if (!string(v)) return std::nullopt;
         request_id = v;
-      } else if (send && k == "receiver_username" && once(receiver)) {
-        if (!string(v)) return std::nullopt;
-        receiver = v;
-      } else if (send && k == "message_text" && once(text)) {
+      } else if (message && k == "message_text" && once(text)) {
         if (!string(v, true)) return std::nullopt;
         text = v;
-      } else if (send && k == "ttl_ms" && once(ttl)) {
+      } else if (message && k == "ttl_ms" && once(ttl)) {
         ttl.emplace();
         if (!whole_number(*ttl)) return std::nullopt;
-      } else if (!send && k == "sender_username" && once(sender)) {
+      } else if (out.k == kind::send_message && k == "receiver_username" && once(receiver)) {
+        if (!string(v)) return std::nullopt;
+        receiver = v;
+      } else if (out.k == kind::multicast_message && k == "receiver_usernames" && !receivers) {
+        // Repeats removed, order kept, as the full decoder does.
+        receivers = true;
+        if (!punct('[')) return std::nullopt;
+        do {
+          if (!string(v) || !is_valid_username(v)) return std::nullopt;
+          if (std::find(out.receivers.begin(), out.receivers.end(), v) == out.receivers.end()) {
+            out.receivers.emplace_back(v);
+          }
+        } while (punct(','));
+        if (!punct(']')) return std::nullopt;
+      } else if (out.k == kind::group_message && k == "group_name" && once(group)) {
+        if (!string(v)) return std::nullopt;
+        group = v;
+      } else if (!message && k == "sender_username" && once(sender)) {
         if (!string(v)) return std::nullopt;
         sender = v;
-      } else if (!send && k == "message_uuids" && !uuids) {
+      } else if (!message && k == "message_uuids" && !uuids) {
         uuids = true;
         if (!punct('[')) return std::nullopt;
         do {
@@ -344,24 +358,37 @@ class plain_frame {
       if (!is_valid_message_uuid(*uuid)) return std::nullopt;
       out.message_uuid = *uuid;
     }
-    if (send) {
-      if (!receiver || !is_valid_username(*receiver) || !text) return std::nullopt;
-      if (ttl && *ttl > max_duration_ms) return std::nullopt;
-      out.receivers.emplace_back(*receiver);
-      out.ttl_ms = ttl;
-      // What append_json_string writes for a text without escapes, quoted as it is.
-      constexpr std::string_view head = R"({"message_text":")", tail = R"("})";
-      if (head.size() + text->size() + tail.size() > max_message_bytes) return std::nullopt;
-      out.body.reserve(head.size() + text->size() + tail.size());
-      out.body.append(head).append(*text).append(tail);
-    } else {
+    if (!message) {
       if (!uuid && !uuids) return std::nullopt;
       if (uuid) out.ack_uuids.insert(out.ack_uuids.begin(), out.message_uuid);
       if (sender) {
         if (!is_valid_username(*sender)) return std::nullopt;
         out.ack_sender = *sender;
       }
+      return out;
     }
+    switch (out.k) {
+      case kind::send_message:
+        if (!receiver || !is_valid_username(*receiver)) return std::nullopt;
+        out.receivers.emplace_back(*receiver);
+        break;
+      case kind::multicast_message:
+        if (!receivers) return std::nullopt;
+        break;
+      case kind::group_message:
+        if (!group || !is_valid_group_name(*group)) return std::nullopt;
+        out.group_name = *group;
+        break;
+      default:
+        break;
+    }
+    if (!text || (ttl && *ttl > max_duration_ms)) return std::nullopt;
+    out.ttl_ms = ttl;
+    // What append_json_string writes for a text without escapes, quoted as it is.
+    constexpr std::string_view head = R"({"message_text":")", tail = R"("})";
+    if (head.size() + text->size() + tail.size() > max_message_bytes) return std::nullopt;
+    out.body.reserve(head.size() + text->size() + tail.size());
+    out.body.append(head).append(*text).append(tail);
     return out;
   }
 

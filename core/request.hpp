@@ -58,7 +58,8 @@ class request_decoder {
   void set_max_message_bytes(std::size_t n) noexcept;
 
   // Validates one TCP frame. Broker-to-agent and discovery kinds are unknown_message_id here.
-  // Plain send_message and acknowledge_message frames are read without a JSON tree.
+  // Plain message frames (send, multicast, broadcast, group) and acknowledge_message frames
+  // are read without a JSON tree.
   result<request> decode(std::string_view frame);
   // decode() without that shortcut (the tests hold the two to the same answers).
   result<request> decode_in_full(std::string_view frame);

@@ -1,4 +1,4 @@
-// decode() reads plain send_message and acknowledge_message frames without a JSON tree, and
+// decode() reads plain message and acknowledge_message frames without a JSON tree, and
 // everything else through the full decoder. These tests hold the two to the same answer for
 // every frame: the shortcut's own cases, their variants, every cut of them, and random edits.
 #include <gtest/gtest.h>
@@ -59,6 +59,9 @@ const std::vector<std::string> plain = {
     R"({"message_id":"acknowledge_message","message_content":{"message_uuids":["u-1","a:b.c_d-e"]}})",
     R"({"message_id":"acknowledge_message","message_content":{"message_uuid":"u-0","message_uuids":["u-1"],"sender_username":"alice","request_id":"x"}})",
     R"({"message_id":"acknowledge_message","message_content":{"message_uuid":"only"}})",
+    R"({"message_id":"multicast_message","message_content":{"receiver_usernames":["bob","carol","bob"],"message_text":"m","ttl_ms":5}})",
+    R"({"message_id":"broadcast_message","message_content":{"message_text":"to all","message_uuid":"b-1"}})",
+    R"({"message_id":"group_message","message_content":{"group_name":"ops","message_text":"g","request_id":"7"}})",
 };
 
 TEST(PlainFrame, TheCommonFramesTakeTheShortcutAndReadAsTheFullDecoderReadsThem) {
@@ -71,6 +74,8 @@ TEST(PlainFrame, TheCommonFramesTakeTheShortcutAndReadAsTheFullDecoderReadsThem)
   EXPECT_EQ(r->body, R"({"message_text":"hello"})");
   EXPECT_EQ(r->receivers, std::vector<std::string>{"bob"});
   EXPECT_EQ(d.decode(frames[4])->ack_uuids, (std::vector<std::string>{"u-0", "u-1"}));
+  EXPECT_EQ(d.decode(frames[6])->receivers, (std::vector<std::string>{"bob", "carol"}));  // repeats go
+  EXPECT_EQ(d.decode(frames[8])->group_name, "ops");
 }
 
 // What the shortcut leaves to the full decoder, valid or not: the same answer either way.
@@ -111,7 +116,18 @@ TEST(PlainFrame, EverythingElseIsTheFullDecodersAnswer) {
       send + R"("receiver_username":"bob","message_text":"x"}} x)",
       send + R"("receiver_username":"bob","message_text":"x",}})",
       R"({"message_content":{"receiver_username":"bob","message_text":"x"},"message_id":"send_message"})",
-      R"({"message_id":"multicast_message","message_content":{"receiver_usernames":["bob"],"message_text":"x"}})",
+      R"({"message_id":"multicast_message","message_content":{"receiver_usernames":[],"message_text":"x"}})",
+      R"({"message_id":"multicast_message","message_content":{"receiver_usernames":["bob","al ice"],"message_text":"x"}})",
+      R"({"message_id":"multicast_message","message_content":{"receiver_usernames":["bob",2],"message_text":"x"}})",
+      R"({"message_id":"multicast_message","message_content":{"receiver_usernames":"bob","message_text":"x"}})",
+      R"({"message_id":"multicast_message","message_content":{"receiver_username":"bob","message_text":"x"}})",
+      R"({"message_id":"multicast_message","message_content":{"message_text":"x"}})",
+      R"({"message_id":"group_message","message_content":{"group_name":"o/ps","message_text":"x"}})",
+      R"({"message_id":"group_message","message_content":{"message_text":"x"}})",
+      R"({"message_id":"broadcast_message","message_content":{"receiver_username":"bob","message_text":"x"}})",
+      R"({"message_id":"broadcast_message","message_content":{"message_uuids":["a"],"message_text":"x"}})",
+      R"({"message_id":"acknowledge_message","message_content":{"message_uuid":"u","message_text":"x"}})",
+      R"({"message_id":"heartbeat","message_content":{}})",
       R"({"message_id":"log_in","message_content":{"sender_username":"bob"}})",
       R"({"message_id":"acknowledge_message","message_content":{"message_uuids":[]}})",
       R"({"message_id":"acknowledge_message","message_content":{"message_uuids":["ok","a/b"]}})",
