@@ -628,7 +628,7 @@ std::int64_t database::recover(sys_ms now) {
 
 std::vector<dead_letter> database::pending_for(std::string_view receiver, std::int64_t after_seq, int limit,
                                                bool folded) {
-  sync_unfolded();
+  if (!folded) sync_unfolded();  // (the folded page does not ask acknowledged_unfolded)
   auto& s = folded ? st_->pending_page_folded : st_->pending_page;
   s.bind(1, receiver).bind(2, after_seq).bind(3, std::int64_t{limit});
   std::vector<dead_letter> out;
@@ -891,7 +891,8 @@ std::int64_t database::count_purgeable(std::optional<dead_letter_state> state, s
 }
 
 std::int64_t database::fold_redelivered(std::int64_t at_most) {
-  sync_unfolded();
+  // (No sync_unfolded: the ids it folds are erased from the set below; a set that is stale or
+  // behind another connection's commit is reloaded whole by the next reader anyway.)
   // Whole batches in order, up to the one that reaches at_most letters; those of letters purged
   // meanwhile just go.
   sqlite::statement last(db_, "SELECT id FROM (SELECT id, sum(letter_count) OVER (ORDER BY id) - letter_count "

@@ -178,11 +178,12 @@ class database {
   // (until then every read here sees them delivered). A letter marked already is left out.
   void record_acknowledged(const std::vector<acknowledged_redelivery>& letters, sys_ms now);
   // Records a finished redelivery attempt (number attempt, the letter's attempts + 1, begun at
-  // started). "acknowledged" is record_acknowledged for this one letter. Any other outcome (the reason it failed) is an attempt row and an update that
-  // leaves the letter pending, or parks it once it has had max_attempts attempts. An attempt
-  // cut short by a crash is not recorded: the letter is still pending and is sent again.
-  // Returns true if this attempt parked the letter. After a replay the letter has
-  // max_attempts again, and its attempts go on being numbered from where they were.
+  // started). "acknowledged" is record_acknowledged for this one letter. Any other outcome (the
+  // reason it failed) is an attempt row and an update that leaves the letter pending, or parks
+  // it once it has had max_attempts attempts. An attempt cut short by a crash is not recorded:
+  // the letter is still pending and is sent again. Returns true if this attempt parked the
+  // letter. After a replay the letter has max_attempts again, and its attempts go on being
+  // numbered from where they were.
   bool record_attempt(std::int64_t id, int attempt, sys_ms started, std::string_view outcome, sys_ms now,
                       int max_attempts);
   // Applies the oldest acknowledged redeliveries to their letters (state, attempts, times, an
