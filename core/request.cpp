@@ -120,8 +120,9 @@ class content_reader {
   }
 
   // An array of usernames, repeats removed, order kept.
+  template <class Names>
   std::optional<protocol_error> username_array(std::string_view key, std::string_view what, bool required,
-                                               bool non_empty, std::vector<std::string>& dst) const {
+                                               bool non_empty, Names& dst) const {
     const json::value* v = find(key);
     if (!v || v->is_null()) {
       if (!required) return std::nullopt;
@@ -279,117 +280,122 @@ std::optional<protocol_error> read_content(kind k, content_reader& r, request& o
 // returns nullopt and goes through the full decoder, which also writes every error: the
 // shortcut only has to be right about what it accepts, and accepts only what the full decoder
 // would accept as the same request.
+// The kinds that plain_frame reads (the traffic first: kind_from_string tries all of them).
+std::optional<kind> plain_kind(std::string_view v) {
+  for (kind k : {kind::send_message, kind::acknowledge_message, kind::multicast_message, kind::group_message,
+                 kind::broadcast_message}) {
+    if (v == to_string(k)) return k;
+  }
+  return std::nullopt;
+}
+
 class plain_frame {
  public:
   explicit plain_frame(std::string_view frame) : p_(frame.data()), end_(frame.data() + frame.size()) {}
 
-  std::optional<request> read(std::size_t max_message_bytes) {
-    request out;
+  // Fills out (a fresh request) and says whether the frame was plain; out is garbage if not.
+  bool read(request& out, std::size_t max_message_bytes) {
     std::string_view k, v;
-    if (!punct('{') || !string(k) || k != "message_id" || !punct(':') || !string(v)) return std::nullopt;
-    const std::optional<kind> which = kind_from_string(v);
-    if (!which || (*which != kind::send_message && *which != kind::multicast_message &&
-                   *which != kind::broadcast_message && *which != kind::group_message &&
-                   *which != kind::acknowledge_message)) {
-      return std::nullopt;
-    }
+    if (!punct('{') || !string(k) || k != "message_id" || !punct(':') || !string(v)) return false;
+    const std::optional<kind> which = plain_kind(v);
+    if (!which) return false;
     out.k = *which;
-    if (!punct(',') || !string(k) || k != "message_content" || !punct(':') || !punct('{')) return std::nullopt;
+    if (!punct(',') || !string(k) || k != "message_content" || !punct(':') || !punct('{')) return false;
     std::optional<std::string_view> receiver, uuid, text, request_id, sender, group;
     std::optional<std::uint64_t> ttl;
     bool receivers = false, uuids = false;
     const bool message = out.k != kind::acknowledge_message;
     auto once = [](auto& field) { return !field.has_value(); };
     do {
-      if (!string(k) || !punct(':')) return std::nullopt;
+      if (!string(k) || !punct(':')) return false;
       if (k == "message_uuid" && once(uuid)) {
-        if (!string(v)) return std::nullopt;
+        if (!string(v)) return false;
         uuid = v;
       } else if (k == "request_id" && once(request_id)) {
-        if (!string(v)) return std::nullopt;
+        if (!string(v)) return false;
         request_id = v;
       } else if (message && k == "message_text" && once(text)) {
-        if (!string(v, true)) return std::nullopt;
+        if (!string(v, true)) return false;
         text = v;
       } else if (message && k == "ttl_ms" && once(ttl)) {
         ttl.emplace();
-        if (!whole_number(*ttl)) return std::nullopt;
+        if (!whole_number(*ttl)) return false;
       } else if (out.k == kind::send_message && k == "receiver_username" && once(receiver)) {
-        if (!string(v)) return std::nullopt;
+        if (!string(v)) return false;
         receiver = v;
       } else if (out.k == kind::multicast_message && k == "receiver_usernames" && !receivers) {
         // Repeats removed, order kept, as the full decoder does.
         receivers = true;
-        if (!punct('[')) return std::nullopt;
+        if (!punct('[')) return false;
         do {
-          if (!string(v) || !is_valid_username(v)) return std::nullopt;
+          if (!string(v) || !is_valid_username(v)) return false;
           if (std::find(out.receivers.begin(), out.receivers.end(), v) == out.receivers.end()) {
             out.receivers.emplace_back(v);
           }
         } while (punct(','));
-        if (!punct(']')) return std::nullopt;
+        if (!punct(']')) return false;
       } else if (out.k == kind::group_message && k == "group_name" && once(group)) {
-        if (!string(v)) return std::nullopt;
+        if (!string(v)) return false;
         group = v;
       } else if (!message && k == "sender_username" && once(sender)) {
-        if (!string(v)) return std::nullopt;
+        if (!string(v)) return false;
         sender = v;
       } else if (!message && k == "message_uuids" && !uuids) {
         uuids = true;
-        if (!punct('[')) return std::nullopt;
+        if (!punct('[')) return false;
         do {
-          if (!string(v) || !is_valid_message_uuid(v)) return std::nullopt;
+          if (!string(v) || !is_valid_message_uuid(v)) return false;
           out.ack_uuids.emplace_back(v);
         } while (punct(','));
-        if (!punct(']')) return std::nullopt;
+        if (!punct(']')) return false;
       } else {
-        return std::nullopt;
+        return false;
       }
     } while (punct(','));
-    if (!punct('}') || !punct('}')) return std::nullopt;
+    if (!punct('}') || !punct('}')) return false;
     skip_space();
-    if (p_ != end_) return std::nullopt;
+    if (p_ != end_) return false;
 
     if (request_id) {
-      if (request_id->size() > max_request_id_chars) return std::nullopt;
+      if (request_id->size() > max_request_id_chars) return false;
       out.request_id = *request_id;
     }
     if (uuid) {
-      if (!is_valid_message_uuid(*uuid)) return std::nullopt;
+      if (!is_valid_message_uuid(*uuid)) return false;
       out.message_uuid = *uuid;
     }
     if (!message) {
-      if (!uuid && !uuids) return std::nullopt;
+      if (!uuid && !uuids) return false;
       if (uuid) out.ack_uuids.insert(out.ack_uuids.begin(), out.message_uuid);
       if (sender) {
-        if (!is_valid_username(*sender)) return std::nullopt;
+        if (!is_valid_username(*sender)) return false;
         out.ack_sender = *sender;
       }
-      return out;
+      return true;
     }
     switch (out.k) {
       case kind::send_message:
-        if (!receiver || !is_valid_username(*receiver)) return std::nullopt;
+        if (!receiver || !is_valid_username(*receiver)) return false;
         out.receivers.emplace_back(*receiver);
         break;
       case kind::multicast_message:
-        if (!receivers) return std::nullopt;
+        if (!receivers) return false;
         break;
       case kind::group_message:
-        if (!group || !is_valid_group_name(*group)) return std::nullopt;
+        if (!group || !is_valid_group_name(*group)) return false;
         out.group_name = *group;
         break;
       default:
         break;
     }
-    if (!text || (ttl && *ttl > max_duration_ms)) return std::nullopt;
+    if (!text || (ttl && *ttl > max_duration_ms)) return false;
     out.ttl_ms = ttl;
     // What append_json_string writes for a text without escapes, quoted as it is.
     constexpr std::string_view head = R"({"message_text":")", tail = R"("})";
-    if (head.size() + text->size() + tail.size() > max_message_bytes) return std::nullopt;
+    if (head.size() + text->size() + tail.size() > max_message_bytes) return false;
     out.body.reserve(head.size() + text->size() + tail.size());
     out.body.append(head).append(*text).append(tail);
-    return out;
+    return true;
   }
 
  private:
@@ -447,14 +453,15 @@ struct request_decoder::impl {
 
   explicit impl(std::size_t max_bytes) : max_message_bytes(max_bytes) {}
 
+  // The plain reader fills the request in place (a request is a dozen members to move).
   result<request> decode(std::string_view frame) {
-    if (frame.size() <= max_message_bytes) {
-      if (auto r = plain_frame(frame).read(max_message_bytes)) {
-        ++plain_frames;
-        return std::move(*r);
-      }
+    result<request> out(std::in_place);
+    if (frame.size() <= max_message_bytes && plain_frame(frame).read(*out, max_message_bytes)) {
+      ++plain_frames;
+      return out;
     }
-    return run(frame, false);
+    out = run(frame, false);
+    return out;
   }
 
   std::uint64_t plain_frames = 0;

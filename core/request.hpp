@@ -9,12 +9,17 @@
 #include <string_view>
 #include <vector>
 
+#include <boost/container/small_vector.hpp>
+
 #include "core/kind.hpp"
 #include "core/result.hpp"
 
 namespace ma {
 
 // A validated request. Which fields are set depends on k (protocol.md, "Kinds").
+// Names of recipients: mostly one (send_message), kept inline.
+using usernames = boost::container::small_vector<std::string, 1>;
+
 struct request {
   kind k = kind::heartbeat;
   std::string request_id;  // empty when the request had none
@@ -29,7 +34,7 @@ struct request {
 
   // send_message, multicast_message, broadcast_message, group_message
   std::string message_uuid;             // empty: the broker makes one
-  std::vector<std::string> receivers;   // send: one; multicast: one or more, no repeats
+  usernames receivers;                  // send: one; multicast: one or more, no repeats
   std::optional<std::uint64_t> ttl_ms;
   // The message body as JSON object text holding message_text and/or payload, exactly as
   // stored in the Dead Letter Channel and spliced into receive_message.

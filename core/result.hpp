@@ -13,6 +13,8 @@ template <class T>
 class [[nodiscard]] result {
  public:
   result(T value) : v_(std::in_place_index<0>, std::move(value)) {}
+  // A T made in place, to be filled through value().
+  explicit result(std::in_place_t) : v_(std::in_place_index<0>) {}
   result(protocol_error error) : v_(std::in_place_index<1>, std::move(error)) {}
 
   bool ok() const noexcept { return v_.index() == 0; }

@@ -18,7 +18,7 @@ namespace {
 std::string_view status_of(bool live) { return live ? "relayed" : "dead_lettered"; }
 
 // A fan-out's statuses, compact (dedupe_table::add_status).
-std::string recipients_status(const std::vector<store_jobs::accept_target>& targets) {
+std::string recipients_status(const store_jobs::accept_targets& targets) {
   std::string compact;
   for (auto& t : targets) dedupe_table::add_status(compact, t.name, t.live);
   return compact;
@@ -27,7 +27,7 @@ std::string recipients_status(const std::vector<store_jobs::accept_target>& targ
 }  // namespace
 
 // Fills rec's channel (and group) and out with the recipients; false after an error reply.
-bool broker_core::recipients_of(peer& p, request& r, message_record& rec, std::vector<std::string>& out) {
+bool broker_core::recipients_of(peer& p, request& r, message_record& rec, usernames& out) {
   switch (r.k) {
     case kind::send_message:
       rec.ch = channel::direct;
@@ -67,14 +67,14 @@ bool broker_core::recipients_of(peer& p, request& r, message_record& rec, std::v
         return false;
       }
       rec.group_name = r.group_name;
-      out = groups_.recipients(r.group_name, p.username);
+      for (auto& name : groups_.recipients(r.group_name, p.username)) out.push_back(std::move(name));
       return true;
   }
 }
 
 // Decided here, at accept time, before anything is stored; a multicast with one recipient
 // refused is refused whole.
-bool broker_core::may_send_to(peer& p, const request& r, const std::vector<std::string>& recipients) {
+bool broker_core::may_send_to(peer& p, const request& r, const usernames& recipients) {
   if (!acl_) return true;
   for (auto& to : recipients) {
     if (acl_->may_send(p.username, to)) continue;
@@ -113,7 +113,7 @@ void broker_core::handle_message(peer& p, request& r, const moment& now) {
 
   auto m = std::make_shared<accepted_message>();
   message_record& rec = m->rec;
-  std::vector<std::string> recipients;
+  usernames recipients;
   if (!recipients_of(p, r, rec, recipients)) return;
   rec.sender = p.username;
   rec.body = std::move(r.body);
@@ -166,7 +166,7 @@ bool broker_core::answer_duplicate(peer& p, std::string_view key, const std::str
 }
 
 // A live delivery to each online recipient with room, a dead letter for the others.
-broker_core::routing broker_core::route_to(peer& p, std::vector<std::string> recipients) {
+broker_core::routing broker_core::route_to(peer& p, usernames recipients) {
   routing route;
   route.targets.reserve(recipients.size());
   for (auto& name : recipients) {
@@ -300,7 +300,7 @@ void broker_core::finish_accept(dedupe_table::entry& e, accepted_message& m, ste
   for (auto& [receiver, at] : m.early_receipts) {
     notify_sender(m, [&](std::string& b) { append_delivered_frame(b, uuid, receiver, std::string_view(at.data(), at.size())); });
   }
-  std::vector<std::pair<std::string, iso8601_text>>().swap(m.early_receipts);
+  decltype(m.early_receipts)().swap(m.early_receipts);
   for (auto& [receiver, reason] : m.early_dead_letters) {
     notify_sender(m, [&](std::string& b) { append_dead_lettered_frame(b, uuid, receiver, to_string(reason)); });
   }

@@ -29,6 +29,7 @@
 #include "broker/core/acl.hpp"
 #include "broker/core/counters.hpp"
 #include "broker/core/dedupe.hpp"
+#include "broker/core/fifo.hpp"
 #include "broker/core/groups.hpp"
 #include "broker/core/late_acks.hpp"
 #include "broker/core/letter_warnings.hpp"
@@ -248,7 +249,7 @@ class broker_core {
 
   // accept.cpp
   struct routing {
-    std::vector<store_jobs::accept_target> targets;
+    store_jobs::accept_targets targets;
     int live = 0;
   };
   // The accept batch submitted and not sealed yet, and the dedupe entry of each of its items.
@@ -271,11 +272,11 @@ class broker_core {
   waiting_accept* waiting_of(const accepted_message& m);
   void handle_message(peer& p, request& r, const moment& now);
   bool answer_duplicate(peer& p, std::string_view key, const std::string& uuid, request& r);
-  routing route_to(peer& p, std::vector<std::string> recipients);
+  routing route_to(peer& p, usernames recipients);
   void commit_accept(const message_ptr& m, dedupe_table::entry& e, routing route, const moment& now);
-  bool recipients_of(peer& p, request& r, message_record& rec, std::vector<std::string>& out);
+  bool recipients_of(peer& p, request& r, message_record& rec, usernames& out);
   // The ACL's word on a request (true without a file); false after a not_authorized reply.
-  bool may_send_to(peer& p, const request& r, const std::vector<std::string>& recipients);
+  bool may_send_to(peer& p, const request& r, const usernames& recipients);
   bool may_broadcast(peer& p, const request& r);
   bool may_use_group(peer& p, const request& r);
   void finish_accept(dedupe_table::entry& e, accepted_message& m, steady_time now);
@@ -341,7 +342,7 @@ class broker_core {
   letter_warnings warnings_{letter_warning_interval};
   core_counters counters_;
 
-  std::deque<ack_deadline> ack_deadlines_;  // in deadline order: the timeout is the same for all
+  fifo<ack_deadline> ack_deadlines_;  // in deadline order: the timeout is the same for all
   std::deque<room_wait> room_waits_;        // in order too: room_limit is the same for all
   std::vector<liveness_check> liveness_;    // a min-heap
   std::vector<auth_turn> auth_turns_;       // a min-heap
@@ -354,7 +355,7 @@ class broker_core {
   open_accepts open_accepts_;
   // In the order of their sends: they go to the store in that order once acknowledged or due,
   // so that journal rows and dead letters of one recipient keep it.
-  std::deque<waiting_accept> waiting_accepts_;
+  fifo<waiting_accept> waiting_accepts_;
   std::uint64_t first_waiting_ticket_ = 0;  // waiting_accepts_.front()'s
   steady_time next_expiry_{};
   // Acknowledged redeliveries not yet folded (an upper bound), those recorded by jobs submitted

@@ -89,7 +89,13 @@ dedupe_table::entry* dedupe_table::find(std::string_view key) {
 
 dedupe_table::entry& dedupe_table::remember(std::string key, time_point now, std::chrono::milliseconds window) {
   forget_old(now, window);
-  if (entry* e = find(key)) {
+  // One lookup: the new entry goes in first and comes out again if the key was there.
+  entry& fresh = log_.emplace_back();
+  fresh.key = std::move(key);
+  const auto [it, added] = by_key_.try_emplace(std::string_view(fresh.key), &fresh);
+  if (!added) {
+    log_.pop_back();
+    entry* e = it->second;
     bytes_ -= e->counted;
     std::string kept = std::move(e->key);
     *e = entry{};
@@ -98,12 +104,9 @@ dedupe_table::entry& dedupe_table::remember(std::string key, time_point now, std
     bytes_ += e->counted;
     return *e;
   }
-  entry& e = log_.emplace_back();
-  e.key = std::move(key);
-  by_key_.emplace(std::string_view(e.key), &e);
-  e.counted = footprint(e);
-  bytes_ += e.counted;
-  return e;
+  fresh.counted = footprint(fresh);
+  bytes_ += fresh.counted;
+  return fresh;
 }
 
 void dedupe_table::set_status(entry& e, std::string status) {

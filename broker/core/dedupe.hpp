@@ -8,12 +8,13 @@
 
 #include <chrono>
 #include <cstddef>
-#include <deque>
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "broker/core/fifo.hpp"
 
 namespace ma {
 
@@ -80,7 +81,7 @@ class dedupe_table {
   std::size_t max_entries_;
   std::size_t max_bytes_;
   std::size_t bytes_ = 0;
-  std::deque<entry> log_;
+  fifo<entry> log_;
   boost::unordered_flat_map<std::string_view, entry*> by_key_;
 };
 

@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include <boost/container/small_vector.hpp>
+
 #include "core/clock.hpp"
 #include "core/frames.hpp"
 #include "storage/database.hpp"
@@ -104,7 +106,7 @@ struct accepted_message {
   std::uint64_t accept_ticket = 0;
   // Acknowledgements that came before message_accepted: (recipient, when); their receipts
   // follow it.
-  std::vector<std::pair<std::string, iso8601_text>> early_receipts;
+  boost::container::small_vector<std::pair<std::string, iso8601_text>, 1> early_receipts;
   // Deliveries that failed before the accept job got to them (journal_slots::fail_first): their
   // message_dead_lettered follows message_accepted.
   std::vector<std::pair<std::string, dead_letter_reason>> early_dead_letters;

@@ -16,6 +16,7 @@ std::uint64_t in_flight_set::add(delivery d) {
 std::optional<delivery> in_flight_set::take(std::string_view uuid, std::string_view sender) {
   if (!m_) return std::nullopt;
   if (auto it = m_->by_uuid.find(uuid); it != m_->by_uuid.end() && matches(it->second, sender)) return remove(it->second);
+  if (m_->more.empty()) return std::nullopt;  // (hashing is the cost of a lookup)
   auto range = m_->more.equal_range(uuid);
   for (auto it = range.first; it != range.second; ++it) {
     if (matches(it->second, sender)) return remove(it->second);
@@ -54,7 +55,7 @@ delivery in_flight_set::remove(std::uint64_t id) {
   if (auto u = m_->by_uuid.find(uuid); u != m_->by_uuid.end() && u->second == id) {
     m_->by_uuid.erase(u);
     // Another delivery of the same uuid moves up.
-    if (auto more = m_->more.find(uuid); more != m_->more.end()) {
+    if (auto more = m_->more.empty() ? m_->more.end() : m_->more.find(uuid); more != m_->more.end()) {
       m_->by_uuid.emplace(m_->by_id.find(more->second)->second.msg->rec.message_uuid, more->second);
       m_->more.erase(more);
     }

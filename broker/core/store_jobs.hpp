@@ -35,6 +35,9 @@ struct accept_target {
   std::int64_t seq = 0;
   peer_id to = 0;  // the broker's: the peer a live delivery goes to (the store ignores it)
 };
+// A vector, not a small_vector with one inline: an item is moved five times on its way to the
+// store, and a small_vector's move costs more than the allocation it spares.
+using accept_targets = std::vector<accept_target>;
 
 // Messages being accepted, gathered while the store is busy: one job, one transaction and one
 // completion for all of them. The broker's thread adds to the batch until the store's thread
@@ -44,7 +47,7 @@ class accept_batch {
  public:
   struct item {
     message_ptr m;
-    std::vector<accept_target> targets;
+    accept_targets targets;
     std::string status;  // the dedupe pair's, as message_accepted says it
     sys_ms at;
   };

@@ -29,8 +29,7 @@ struct StoreJobs : ::testing::Test {
     return m;
   }
   // Runs the accept of one message (a batch of one); its targets, with the seqs written.
-  std::vector<store_jobs::accept_target> accept(message_ptr m, std::vector<store_jobs::accept_target> targets,
-                                                std::string status) {
+  store_jobs::accept_targets accept(message_ptr m, store_jobs::accept_targets targets, std::string status) {
     auto batch = std::make_shared<store_jobs::accept_batch>();
     batch->add({std::move(m), std::move(targets), std::move(status), now});
     run(store_jobs::accept(batch, true));
@@ -41,8 +40,8 @@ struct StoreJobs : ::testing::Test {
 TEST_F(StoreJobs, AnAcceptJournalsTheLiveDeadLettersTheRestAndRemembersThePair) {
   auto m = message("m1");
   m->journal = journal_slots(1);
-  std::vector<store_jobs::accept_target> targets{{"bob", true, {}, 0},
-                                                 {"carol", false, dead_letter_reason::recipient_offline}};
+  store_jobs::accept_targets targets{{"bob", true, {}, 0},
+                                     {"carol", false, dead_letter_reason::recipient_offline}};
   const std::string status =
       R"([{"receiver_username":"bob","status":"relayed"},{"receiver_username":"carol","status":"dead_lettered"}])";
   auto result = accept(m, targets, status);

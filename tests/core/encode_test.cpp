@@ -40,17 +40,23 @@ TEST(Encode, JsonStringEscapesAnyByteAtAnyPositionAsBoostJsonDoes) {
   EXPECT_EQ(out, "\"caf\xc3\xa9 \xe2\x82\xac and more than eight\"");
 }
 
+// Sixteen bytes at a time, eight in shorter strings, the last ones overlapping: every byte value
+// at every position of strings up to 48 bytes, alone or with a second special byte after it.
 TEST(Encode, APlainRunEndsAtTheFirstByteThatNeedsEscapingOrAtAByteBeyondAscii) {
-  for (std::size_t len = 1; len <= 20; ++len) {
+  auto special = [](unsigned char c, bool ascii) { return c < 0x20 || c == '"' || c == '\\' || (ascii && c >= 0x80); };
+  for (std::size_t len = 1; len <= 48; ++len) {
     for (std::size_t at = 0; at < len; ++at) {
-      std::string s(len, 'x');
-      s[at] = '\xc3';
-      EXPECT_EQ(plain_json_run(s, true), at);
-      EXPECT_EQ(plain_json_run(s), len);
-      s[at] = '\\';
-      EXPECT_EQ(plain_json_run(s, true), at);
-      EXPECT_EQ(plain_json_run(s), at);
+      for (int c = 0; c < 256; ++c) {
+        std::string s(len, 'x');
+        s[at] = static_cast<char>(c);
+        if (at + 5 < len) s[at + 5] = '"';
+        const auto u = static_cast<unsigned char>(c);
+        const std::size_t later = at + 5 < len ? at + 5 : len;
+        ASSERT_EQ(plain_json_run(s, true), special(u, true) ? at : later) << len << " " << at << " " << c;
+        ASSERT_EQ(plain_json_run(s), special(u, false) ? at : later) << len << " " << at << " " << c;
+      }
     }
+    EXPECT_EQ(plain_json_run(std::string(len, 'x')), len);
   }
   EXPECT_EQ(plain_json_run(""), 0u);
 }

@@ -72,9 +72,9 @@ TEST(PlainFrame, TheCommonFramesTakeTheShortcutAndReadAsTheFullDecoderReadsThem)
   const auto r = d.decode(frames[0]);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->body, R"({"message_text":"hello"})");
-  EXPECT_EQ(r->receivers, std::vector<std::string>{"bob"});
+  EXPECT_EQ(r->receivers, usernames{"bob"});
   EXPECT_EQ(d.decode(frames[4])->ack_uuids, (std::vector<std::string>{"u-0", "u-1"}));
-  EXPECT_EQ(d.decode(frames[6])->receivers, (std::vector<std::string>{"bob", "carol"}));  // repeats go
+  EXPECT_EQ(d.decode(frames[6])->receivers, (usernames{"bob", "carol"}));  // repeats go
   EXPECT_EQ(d.decode(frames[8])->group_name, "ops");
 }
 

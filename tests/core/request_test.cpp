@@ -202,7 +202,7 @@ TEST(Request, PayloadAloneIsAMessage) {
 
 TEST(Request, MulticastRemovesRepeats) {
   auto r = expect_ok(frame("multicast_message", "{\"receiver_usernames\":[\"b\",\"c\",\"b\"],\"message_text\":\"x\"}"));
-  EXPECT_EQ(r.receivers, (std::vector<std::string>{"b", "c"}));
+  EXPECT_EQ(r.receivers, (usernames{"b", "c"}));
 }
 
 TEST(Request, GroupsAndAcks) {
