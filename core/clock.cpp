@@ -14,6 +14,10 @@ std::string format_iso8601(sys_ms t) {
 
 iso8601_text format_iso8601_fixed(sys_ms t) noexcept {
   using namespace std::chrono;
+  // Under load many messages are stamped in the same millisecond: the last one is kept.
+  thread_local sys_ms last_time = sys_ms::min();
+  thread_local iso8601_text last_text{};
+  if (t == last_time) return last_text;
   const auto day = floor<days>(t);
   const year_month_day ymd{day};
   const hh_mm_ss hms{t - day};
@@ -30,6 +34,8 @@ iso8601_text format_iso8601_fixed(sys_ms t) noexcept {
   put(14, 2, static_cast<unsigned>(hms.minutes().count()));
   put(17, 2, static_cast<unsigned>(hms.seconds().count()));
   put(20, 3, static_cast<unsigned>(hms.subseconds().count()));
+  last_time = t;
+  last_text = out;
   return out;
 }
 

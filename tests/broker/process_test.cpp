@@ -101,6 +101,34 @@ TEST(BrokerBinary, TheLogIsPlainForAnOperator) {
   EXPECT_EQ(broker.log().find("'bob' disconnected"), std::string::npos) << broker.log();
 }
 
+// The broker runs with glibc's per-thread cache of freed blocks raised: it starts itself again
+// with GLIBC_TUNABLES set, unless the operator set GLIBC_TUNABLES (to anything).
+TEST(BrokerBinary, RunsWithALargerMallocCacheUnlessGlibcTunablesIsSet) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "AddressSanitizer's malloc has no such cache";
+#endif
+  if (std::getenv("GLIBC_TUNABLES")) GTEST_SKIP() << "the test itself runs with GLIBC_TUNABLES";
+  // GLIBC_TUNABLES in the environment the broker's process image started with.
+  auto tunables_of = [](pid_t pid) {
+    std::ifstream f("/proc/" + std::to_string(pid) + "/environ", std::ios::binary);
+    std::string var;
+    while (std::getline(f, var, '\0')) {
+      if (var.starts_with("GLIBC_TUNABLES=")) return var.substr(15);
+    }
+    return std::string("(none)");
+  };
+  test::temp_dir dir;
+  {
+    test::child_process broker(broker_binary, broker_args(dir), dir.file("first.log"));
+    ASSERT_TRUE(test::listening_port(broker, 20s)) << broker.log();
+    EXPECT_EQ(tunables_of(broker.pid()), "glibc.malloc.tcache_count=1024");
+  }
+  test::child_process broker(broker_binary, broker_args(dir), dir.file("second.log"),
+                             {"GLIBC_TUNABLES=glibc.malloc.mxfast=64"});
+  ASSERT_TRUE(test::listening_port(broker, 20s)) << broker.log();
+  EXPECT_EQ(tunables_of(broker.pid()), "glibc.malloc.mxfast=64");
+}
+
 // Issue 17: a database folder that can not be made is said in a sentence, with what to do
 // (/proc takes no new folder, even from root).
 TEST(BrokerBinary, AFolderThatCanNotBeMadeIsSaidInASentence) {

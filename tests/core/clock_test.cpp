@@ -15,6 +15,20 @@ TEST(Clock, FormatsUtcWithMilliseconds) {
   EXPECT_EQ(format_iso8601(sys_ms{}), "1970-01-01T00:00:00.000Z");
 }
 
+// The last text is kept for the next call of the same millisecond, and only for it.
+TEST(Clock, TheKeptTextIsOnlyForTheSameMillisecond) {
+  using namespace std::chrono;
+  const sys_ms a{sys_days{2026y / November / 26}.time_since_epoch() + 7h + 6min + 11s + 123ms};
+  const sys_ms b = a + 1ms, c = a + 24h;
+  auto text = [](sys_ms t) { const auto f = format_iso8601_fixed(t); return std::string(f.data(), f.size()); };
+  EXPECT_EQ(text(a), "2026-11-26T07:06:11.123Z");
+  EXPECT_EQ(text(a), "2026-11-26T07:06:11.123Z");
+  EXPECT_EQ(text(b), "2026-11-26T07:06:11.124Z");
+  EXPECT_EQ(text(a), "2026-11-26T07:06:11.123Z");
+  EXPECT_EQ(text(c), "2026-11-27T07:06:11.123Z");
+  EXPECT_EQ(format_iso8601(c), "2026-11-27T07:06:11.123Z");
+}
+
 TEST(Clock, ParsesWhatItFormats) {
   const sys_ms t = now_ms();
   auto back = parse_iso8601(format_iso8601(t));
