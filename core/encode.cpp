@@ -45,14 +45,16 @@ std::uint64_t special_bytes(std::uint64_t w, bool ascii) noexcept {
 }
 
 #if defined(__SSE2__)
-// A bit for each of the 16 bytes at p that needs escaping (or is beyond ASCII, if ascii).
-unsigned special_bytes_16(const char* p, bool ascii) noexcept {
-  const __m128i w = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+// A bit for each of the 16 bytes of w that needs escaping (or is beyond ASCII, if ascii).
+unsigned special_bytes_16(__m128i w, bool ascii) noexcept {
   __m128i marks = _mm_or_si128(_mm_cmpeq_epi8(w, _mm_set1_epi8('"')), _mm_cmpeq_epi8(w, _mm_set1_epi8('\\')));
   // Below 0x20: as signed bytes, 0x80 and above are below it too.
   marks = _mm_or_si128(marks, ascii ? _mm_cmplt_epi8(w, _mm_set1_epi8(0x20))
                                     : _mm_cmpeq_epi8(_mm_min_epu8(w, _mm_set1_epi8(0x1f)), w));
   return static_cast<unsigned>(_mm_movemask_epi8(marks));
+}
+unsigned special_bytes_16(const char* p, bool ascii) noexcept {
+  return special_bytes_16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), ascii);
 }
 #endif
 
@@ -62,7 +64,8 @@ std::size_t plain_json_run(std::string_view s, bool ascii) noexcept {
   std::size_t i = 0;
 #if defined(__SSE2__)
   // Sixteen bytes at a time; the last sixteen overlap what was read (their marks below i are
-  // dropped), so only a string shorter than sixteen bytes takes the word loop below.
+  // dropped). A shorter string goes in one register as two overlapping halves; without SSE2,
+  // or below four bytes, the word and byte loops below.
   if (s.size() >= 16) {
     for (; s.size() - i >= 16; i += 16) {
       if (const unsigned marks = special_bytes_16(s.data() + i, ascii)) return i + std::countr_zero(marks);
@@ -71,6 +74,26 @@ std::size_t plain_json_run(std::string_view s, bool ascii) noexcept {
     const std::size_t last = s.size() - 16;
     const unsigned marks = special_bytes_16(s.data() + last, ascii) >> (i - last);
     return marks ? i + std::countr_zero(marks) : s.size();
+  }
+  if (s.size() >= 8) {
+    // Names and uuids: the first eight bytes and the last eight (overlapping) in one register.
+    std::uint64_t first, last;
+    std::memcpy(&first, s.data(), 8);
+    std::memcpy(&last, s.data() + s.size() - 8, 8);
+    const unsigned marks =
+        special_bytes_16(_mm_set_epi64x(static_cast<long long>(last), static_cast<long long>(first)), ascii);
+    if (marks & 0xff) return std::countr_zero(marks);
+    return marks ? s.size() - 8 + std::countr_zero(marks >> 8) : s.size();
+  }
+  if (s.size() >= 4) {
+    // Likewise four and four ("relayed"); the register's upper half is not looked at.
+    std::uint32_t first, last;
+    std::memcpy(&first, s.data(), 4);
+    std::memcpy(&last, s.data() + s.size() - 4, 4);
+    const unsigned marks =
+        special_bytes_16(_mm_set_epi32(0, 0, static_cast<int>(last), static_cast<int>(first)), ascii) & 0xff;
+    if (marks & 0xf) return std::countr_zero(marks);
+    return marks ? s.size() - 4 + std::countr_zero(marks >> 4) : s.size();
   }
 #endif
   // Eight bytes at a time, the last eight overlapping likewise.
