@@ -32,9 +32,13 @@ namespace {
 void restart_with_a_larger_malloc_cache(char** argv) {
 #if !defined(__SANITIZE_ADDRESS__)
   if (std::getenv("GLIBC_TUNABLES") != nullptr) return;
-  if (::setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=1024", 1) != 0) return;
-  ::execv("/proc/self/exe", argv);
-  ::unsetenv("GLIBC_TUNABLES");  // could not: run as it is
+  // The binary's own path, not /proc/self/exe: the process keeps its name (ps, pgrep, the
+  // journal) only if it is run again as itself.
+  std::error_code ec;
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  if (ec || ::setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=1024", 1) != 0) return;
+  ::execv(self.c_str(), argv);
+  ::unsetenv("GLIBC_TUNABLES");  // could not (the binary replaced meanwhile, say): run as it is
 #else
   (void)argv;
 #endif

@@ -122,6 +122,11 @@ TEST(BrokerBinary, RunsWithALargerMallocCacheUnlessGlibcTunablesIsSet) {
     test::child_process broker(broker_binary, broker_args(dir), dir.file("first.log"));
     ASSERT_TRUE(test::listening_port(broker, 20s)) << broker.log();
     EXPECT_EQ(tunables_of(broker.pid()), "glibc.malloc.tcache_count=1024");
+    // Run again as itself: ps and pgrep still know it by its name.
+    std::ifstream comm("/proc/" + std::to_string(broker.pid()) + "/comm");
+    std::string name;
+    std::getline(comm, name);
+    EXPECT_EQ(name, "message-broker");
   }
   test::child_process broker(broker_binary, broker_args(dir), dir.file("second.log"),
                              {"GLIBC_TUNABLES=glibc.malloc.mxfast=64"});
