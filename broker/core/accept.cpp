@@ -108,7 +108,8 @@ bool broker_core::may_use_group(peer& p, const request& r) {
 
 void broker_core::handle_message(peer& p, request& r, const moment& now) {
   std::string uuid = r.message_uuid.empty() ? make_message_uuid() : std::move(r.message_uuid);
-  std::string key = dedupe_table::key_of(p.username, uuid);
+  char key_buf[dedupe_table::max_key_chars];
+  const std::string_view key = dedupe_table::key_in(key_buf, p.username, uuid);
   if (answer_duplicate(p, key, uuid, r)) return;
 
   auto m = std::make_shared<accepted_message>();
@@ -132,7 +133,7 @@ void broker_core::handle_message(peer& p, request& r, const moment& now) {
     m->unacknowledged = slots;
   }
 
-  dedupe_table::entry& e = dedupe_.remember(std::move(key), now.steady, bounded_ms(s_.dedupe_window_ms));
+  dedupe_table::entry& e = dedupe_.remember(key, now.steady, bounded_ms(s_.dedupe_window_ms));
   e.many = r.k != kind::send_message;
   dedupe_.set_status(e, e.many ? recipients_status(route.targets) : std::string(status_of(route.targets.front().live)));
   e.first_waiter = p.id;

@@ -1,5 +1,8 @@
 #include "broker/core/dedupe.hpp"
 
+#include <algorithm>
+#include <cstring>
+
 #include <boost/json/parse.hpp>
 
 #include "core/encode.hpp"
@@ -64,10 +67,44 @@ std::string dedupe_table::key_of(std::string_view sender, std::string_view uuid)
   return key;
 }
 
+std::string_view dedupe_table::key_in(char (&buf)[max_key_chars], std::string_view sender, std::string_view uuid) {
+  // Names and uuids are validated before they get here; a longer pair is cut, never overrun.
+  const std::size_t s = std::min(sender.size(), sizeof buf - 1);
+  const std::size_t u = std::min(uuid.size(), sizeof buf - 1 - s);
+  std::memcpy(buf, sender.data(), s);
+  buf[s] = '\n';
+  std::memcpy(buf + s + 1, uuid.data(), u);
+  return {buf, s + 1 + u};
+}
+
+std::string_view dedupe_table::key_blocks::add(std::string_view key) {
+  if (blocks_.empty() || blocks_.back().used + key.size() > block_bytes) {
+    const std::size_t size = std::max(block_bytes, key.size());
+    blocks_.push_back({std::make_unique_for_overwrite<char[]>(size), 0, 0});
+  }
+  block& b = blocks_.back();
+  char* at = b.bytes.get() + b.used;
+  if (!key.empty()) std::memcpy(at, key.data(), key.size());
+  b.used += key.size();
+  ++b.keys;
+  return {at, key.size()};
+}
+
+void dedupe_table::key_blocks::drop_newest(std::string_view key) {
+  block& b = blocks_.back();
+  b.used -= key.size();
+  if (--b.keys == 0) blocks_.pop_back();
+}
+
+void dedupe_table::key_blocks::drop_oldest() {
+  if (--blocks_.front().keys == 0) blocks_.pop_front();
+}
+
 namespace {
 
 // What a string's bytes take from the heap: none inside the string (15 characters), else its
 // capacity and the terminating zero, as malloc rounds them (16 bytes, with its 8-byte header).
+// (A key takes its length in a key block.)
 std::size_t heap_of(const std::string& s) {
   if (s.capacity() <= 15) return 0;
   return (s.capacity() + 1 + 8 + 15) / 16 * 16;
@@ -79,7 +116,7 @@ std::size_t heap_of(const std::string& s) {
 // factor of 7/8, and a byte of metadata), and what its strings hold on the heap.
 std::size_t dedupe_table::footprint(const entry& e) {
   constexpr std::size_t slot = (sizeof(std::string_view) + sizeof(entry*)) * 8 / 7 + 1;
-  return sizeof(entry) + slot + heap_of(e.key) + heap_of(e.status);
+  return sizeof(entry) + slot + e.key.size() + heap_of(e.status);
 }
 
 dedupe_table::entry* dedupe_table::find(std::string_view key) {
@@ -87,19 +124,20 @@ dedupe_table::entry* dedupe_table::find(std::string_view key) {
   return it == by_key_.end() ? nullptr : it->second;
 }
 
-dedupe_table::entry& dedupe_table::remember(std::string key, time_point now, std::chrono::milliseconds window) {
+dedupe_table::entry& dedupe_table::remember(std::string_view key, time_point now, std::chrono::milliseconds window) {
   forget_old(now, window);
   // One lookup: the new entry goes in first and comes out again if the key was there.
   entry& fresh = log_.emplace_back();
-  fresh.key = std::move(key);
-  const auto [it, added] = by_key_.try_emplace(std::string_view(fresh.key), &fresh);
+  fresh.key = keys_.add(key);
+  const auto [it, added] = by_key_.try_emplace(fresh.key, &fresh);
   if (!added) {
+    keys_.drop_newest(fresh.key);
     log_.pop_back();
     entry* e = it->second;
     bytes_ -= e->counted;
-    std::string kept = std::move(e->key);
+    const std::string_view kept = e->key;
     *e = entry{};
-    e->key = std::move(kept);  // the same buffer (or the same object's): the map's view holds
+    e->key = kept;  // the same bytes: the map's view holds
     e->counted = footprint(*e);
     bytes_ += e->counted;
     return *e;
@@ -122,8 +160,9 @@ void dedupe_table::forget_old(time_point now, std::chrono::milliseconds window) 
     if (!e.done) break;
     if (now - e.at < window && by_key_.size() < max_entries_ && bytes_ <= max_bytes_) break;
     bytes_ -= e.counted;
-    by_key_.erase(std::string_view(e.key));
+    by_key_.erase(e.key);
     log_.pop_front();
+    keys_.drop_oldest();
   }
 }
 

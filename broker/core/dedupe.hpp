@@ -1,7 +1,7 @@
 // The (sender, message_uuid) pairs accepted recently, and who waits for an accept still being
-// committed. Entries sit in a deque in the order they came (oldest first, addresses stable); a
-// flat map finds them by a view of their key. Sans-I/O: time is an argument. On the broker's
-// thread.
+// committed. Entries sit in a deque in the order they came (oldest first, addresses stable),
+// their keys back to back in blocks in the same order (no allocation a key); a flat map finds
+// them by a view of their key. Sans-I/O: time is an argument. On the broker's thread.
 #pragma once
 
 #include <boost/unordered/unordered_flat_map.hpp>
@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -25,7 +26,7 @@ class dedupe_table {
   using time_point = std::chrono::steady_clock::time_point;
 
   struct entry {
-    std::string key;      // key_of(sender, uuid)
+    std::string_view key;  // key_of(sender, uuid), in the table's key blocks
     bool done = false;    // accepted (or failed): duplicates are answered at once
     bool failed = false;  // the store refused it: the uuid is free to be sent again
     bool many = false;    // status is a fan-out's statuses, compact (below)
@@ -45,12 +46,16 @@ class dedupe_table {
 
   // At most max_entries entries and max_bytes of memory: past either, the oldest done entries
   // go before their window ends. bytes() counts what an entry takes from the heap (the entry,
-  // its slot in the map, its key and statuses where they do not fit inside their strings):
-  // 244 counted, 225 measured, for a sender of 12 characters and a uuid of 36.
+  // its slot in the map, its key, and statuses where they do not fit inside their string):
+  // 213 counted, 186 measured, for a sender of 12 characters and a uuid of 36.
   explicit dedupe_table(std::size_t max_entries, std::size_t max_bytes = 256 * 1024 * 1024)
       : max_entries_(max_entries), max_bytes_(max_bytes) {}
 
   static std::string key_of(std::string_view sender, std::string_view uuid);
+  // The longest key: a username, '\n', a message uuid.
+  static constexpr std::size_t max_key_chars = 64 + 1 + 128;
+  // key_of written into buf (no allocation): a view of it.
+  static std::string_view key_in(char (&buf)[max_key_chars], std::string_view sender, std::string_view uuid);
 
   // A fan-out's statuses as the table keeps them: for each recipient '+' (relayed) or '-'
   // (dead_lettered), its name and '\n' (usernames have no '\n'): a name's length and 2 bytes,
@@ -64,8 +69,9 @@ class dedupe_table {
   // The entry for key, or nullptr.
   entry* find(std::string_view key);
   // The entry for key, new (or emptied, if a failed attempt left one), after forgetting what
-  // is past the window. Its address stays valid until it is done and forgotten.
-  entry& remember(std::string key, time_point now, std::chrono::milliseconds window);
+  // is past the window. Its address stays valid until it is done and forgotten. The table
+  // keeps its own copy of key.
+  entry& remember(std::string_view key, time_point now, std::chrono::milliseconds window);
   // Sets what a duplicate is answered with (counted against max_bytes): "relayed" or
   // "dead_lettered", or (e.many) compact statuses.
   void set_status(entry& e, std::string status);
@@ -78,10 +84,28 @@ class dedupe_table {
  private:
   static std::size_t footprint(const entry& e);
 
+  // The entries' keys, back to back in blocks, in the entries' order: forgetting the oldest
+  // entries frees whole blocks.
+  class key_blocks {
+   public:
+    std::string_view add(std::string_view key);
+    void drop_newest(std::string_view key);  // the last add, undone
+    void drop_oldest();                      // the key of the oldest entry
+   private:
+    static constexpr std::size_t block_bytes = 16 * 1024;
+    struct block {
+      std::unique_ptr<char[]> bytes;
+      std::size_t used = 0;
+      std::size_t keys = 0;
+    };
+    fifo<block> blocks_;
+  };
+
   std::size_t max_entries_;
   std::size_t max_bytes_;
   std::size_t bytes_ = 0;
   fifo<entry> log_;
+  key_blocks keys_;
   boost::unordered_flat_map<std::string_view, entry*> by_key_;
 };
 

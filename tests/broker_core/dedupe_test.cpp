@@ -72,6 +72,35 @@ TEST(Dedupe, AFailedAcceptLeavesTheUuidFreeAndIsReusedInPlace) {
   EXPECT_EQ(d.size(), 1u);
 }
 
+// The keys sit back to back in blocks of 16 KiB in the entries' order: across many blocks,
+// forgetting the oldest and remembering more, every key still reads as it was written.
+TEST(Dedupe, KeysStayIntactAcrossTheirBlocksAsTheOldestAreForgotten) {
+  dedupe_table d(1'000'000);
+  auto key = [](int i) {
+    return dedupe_table::key_of("sender-" + std::to_string(i % 7), std::string(40, 'u') + std::to_string(i));
+  };
+  for (int i = 0; i < 3000; ++i) accepted(d, key(i), t0 + std::chrono::milliseconds(i));
+  d.forget_old(t0 + window + 1500ms, window);  // the first 1,501 go
+  EXPECT_EQ(d.size(), 1499u);
+  for (int i = 3000; i < 6000; ++i) accepted(d, key(i), t0 + std::chrono::milliseconds(i));
+  for (int i = 0; i < 6000; ++i) {
+    auto* e = d.find(key(i));
+    if (i <= 1500) {
+      ASSERT_EQ(e, nullptr) << i;
+    } else {
+      ASSERT_NE(e, nullptr) << i;
+      ASSERT_EQ(e->key, key(i));
+    }
+  }
+  d.forget_old(t0 + 2 * window, window);
+  EXPECT_EQ(d.size(), 0u);
+  EXPECT_EQ(d.bytes(), 0u);
+  // A pair longer than a key can be (never, once validated) is cut, not written past the buffer.
+  char buf[dedupe_table::max_key_chars];
+  EXPECT_EQ(dedupe_table::key_in(buf, std::string(100, 's'), std::string(200, 'u')).size(), sizeof buf);
+  EXPECT_EQ(dedupe_table::key_in(buf, "alice", "u1"), "alice\nu1");
+}
+
 TEST(Dedupe, PastItsBytesTheOldestGoFirstAndTheCountStaysExact) {
   dedupe_table t(1000, 10'000);
   const auto t0 = std::chrono::steady_clock::time_point(std::chrono::hours(1));
