@@ -36,7 +36,7 @@ void restart_with_a_larger_malloc_cache(char** argv) {
   // journal) only if it is run again as itself.
   std::error_code ec;
   const std::string self = std::filesystem::read_symlink("/proc/self/exe", ec).string();
-  if (ec || ::setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=1024", 1) != 0) return;
+  if (ec || ::setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=512", 1) != 0) return;
   ::execv(self.c_str(), argv);
   ::unsetenv("GLIBC_TUNABLES");  // could not (the binary replaced meanwhile, say): run as it is
 #else

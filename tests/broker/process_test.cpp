@@ -121,7 +121,7 @@ TEST(BrokerBinary, RunsWithALargerMallocCacheUnlessGlibcTunablesIsSet) {
   {
     test::child_process broker(broker_binary, broker_args(dir), dir.file("first.log"));
     ASSERT_TRUE(test::listening_port(broker, 20s)) << broker.log();
-    EXPECT_EQ(tunables_of(broker.pid()), "glibc.malloc.tcache_count=1024");
+    EXPECT_EQ(tunables_of(broker.pid()), "glibc.malloc.tcache_count=512");
     // Run again as itself: ps and pgrep still know it by its name.
     std::ifstream comm("/proc/" + std::to_string(broker.pid()) + "/comm");
     std::string name;
