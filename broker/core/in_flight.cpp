@@ -15,7 +15,17 @@ std::uint64_t in_flight_set::add(delivery d) {
 
 std::optional<delivery> in_flight_set::take(std::string_view uuid, std::string_view sender) {
   if (!m_) return std::nullopt;
-  if (auto it = m_->by_uuid.find(uuid); it != m_->by_uuid.end() && matches(it->second, sender)) return remove(it->second);
+  if (auto it = m_->by_uuid.find(uuid); it != m_->by_uuid.end()) {
+    // The usual acknowledgement: its delivery found once, by the uuid's one hash.
+    auto d = m_->by_id.find(it->second);
+    if (sender.empty() || d->second.msg->rec.sender == sender) {
+      delivery out = std::move(d->second);
+      m_->by_id.erase(d);
+      m_->by_uuid.erase(it);
+      promote_more(uuid);
+      return out;
+    }
+  }
   if (m_->more.empty()) return std::nullopt;  // (hashing is the cost of a lookup)
   auto range = m_->more.equal_range(uuid);
   for (auto it = range.first; it != range.second; ++it) {
@@ -45,6 +55,15 @@ std::vector<delivery> in_flight_set::drain() {
   return out;
 }
 
+// After the delivery by_uuid named for uuid left: another delivery of the same uuid moves up.
+void in_flight_set::promote_more(std::string_view uuid) {
+  if (m_->more.empty()) return;  // (hashing is the cost of a lookup)
+  if (auto more = m_->more.find(uuid); more != m_->more.end()) {
+    m_->by_uuid.emplace(m_->by_id.find(more->second)->second.msg->rec.message_uuid, more->second);
+    m_->more.erase(more);
+  }
+}
+
 bool in_flight_set::matches(std::uint64_t id, std::string_view sender) const {
   return sender.empty() || m_->by_id.find(id)->second.msg->rec.sender == sender;
 }
@@ -54,11 +73,7 @@ delivery in_flight_set::remove(std::uint64_t id) {
   const std::string_view uuid = it->second.msg->rec.message_uuid;
   if (auto u = m_->by_uuid.find(uuid); u != m_->by_uuid.end() && u->second == id) {
     m_->by_uuid.erase(u);
-    // Another delivery of the same uuid moves up.
-    if (auto more = m_->more.empty() ? m_->more.end() : m_->more.find(uuid); more != m_->more.end()) {
-      m_->by_uuid.emplace(m_->by_id.find(more->second)->second.msg->rec.message_uuid, more->second);
-      m_->more.erase(more);
-    }
+    promote_more(uuid);
   } else {
     auto range = m_->more.equal_range(uuid);
     for (auto m = range.first; m != range.second; ++m) {

@@ -38,6 +38,7 @@ class in_flight_set {
  private:
   bool matches(std::uint64_t id, std::string_view sender) const;
   delivery remove(std::uint64_t id);
+  void promote_more(std::string_view uuid);
 
   struct maps {
     boost::unordered_flat_map<std::uint64_t, delivery> by_id;
