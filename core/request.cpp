@@ -272,14 +272,6 @@ std::optional<protocol_error> read_content(kind k, content_reader& r, request& o
   }
 }
 
-// The shortcut for the frames that make up nearly all traffic, the four message kinds and
-// acknowledge_message, written plainly: message_id first, then message_content with keys that
-// kind knows, each once; strings without escapes (message_text may hold UTF-8, the others
-// ASCII); no nulls; ttl_ms as plain digits. It reads them where they are, without a JSON tree
-// (the tree was a third of the broker's instructions in W1). Anything else, valid or not,
-// returns nullopt and goes through the full decoder, which also writes every error: the
-// shortcut only has to be right about what it accepts, and accepts only what the full decoder
-// would accept as the same request.
 // The kinds that plain_frame reads (the traffic first: kind_from_string tries all of them).
 std::optional<kind> plain_kind(std::string_view v) {
   for (kind k : {kind::send_message, kind::acknowledge_message, kind::multicast_message, kind::group_message,
@@ -289,6 +281,14 @@ std::optional<kind> plain_kind(std::string_view v) {
   return std::nullopt;
 }
 
+// The shortcut for the frames that make up nearly all traffic, the four message kinds and
+// acknowledge_message, written plainly: message_id first, then message_content with keys that
+// kind knows, each once; strings without escapes (message_text may hold UTF-8, the others
+// ASCII); no nulls; ttl_ms as plain digits. It reads them where they are, without a JSON tree
+// (the tree was a third of the broker's instructions in W1). For anything else, valid or not,
+// read() returns false and the frame goes through the full decoder, which also writes every
+// error: the shortcut only has to be right about what it accepts, and accepts only what the
+// full decoder would accept as the same request.
 class plain_frame {
  public:
   explicit plain_frame(std::string_view frame) : p_(frame.data()), end_(frame.data() + frame.size()) {}

@@ -16,10 +16,10 @@
 
 namespace ma {
 
-// A validated request. Which fields are set depends on k (protocol.md, "Kinds").
 // Names of recipients: mostly one (send_message), kept inline.
 using usernames = boost::container::small_vector<std::string, 1>;
 
+// A validated request. Which fields are set depends on k (protocol.md, "Kinds").
 struct request {
   kind k = kind::heartbeat;
   std::string request_id;  // empty when the request had none

@@ -18,7 +18,7 @@ std::optional<delivery> in_flight_set::take(std::string_view uuid, std::string_v
   if (auto it = m_->by_uuid.find(uuid); it != m_->by_uuid.end()) {
     // The usual acknowledgement: its delivery found once, by the uuid's one hash.
     auto d = m_->by_id.find(it->second);
-    if (sender.empty() || d->second.msg->rec.sender == sender) {
+    if (sent_by(d->second, sender)) {
       delivery out = std::move(d->second);
       m_->by_id.erase(d);
       m_->by_uuid.erase(it);
@@ -64,8 +64,12 @@ void in_flight_set::promote_more(std::string_view uuid) {
   }
 }
 
+bool in_flight_set::sent_by(const delivery& d, std::string_view sender) {
+  return sender.empty() || d.msg->rec.sender == sender;
+}
+
 bool in_flight_set::matches(std::uint64_t id, std::string_view sender) const {
-  return sender.empty() || m_->by_id.find(id)->second.msg->rec.sender == sender;
+  return sent_by(m_->by_id.find(id)->second, sender);
 }
 
 delivery in_flight_set::remove(std::uint64_t id) {

@@ -36,6 +36,8 @@ class in_flight_set {
   }
 
  private:
+  // An acknowledgement naming sender (empty: any) is for d.
+  static bool sent_by(const delivery& d, std::string_view sender);
   bool matches(std::uint64_t id, std::string_view sender) const;
   delivery remove(std::uint64_t id);
   void promote_more(std::string_view uuid);
