@@ -138,7 +138,7 @@ void broker_core::handle_message(peer& p, request& r, const moment& now) {
   dedupe_.set_status(e, e.many ? recipients_status(route.targets) : std::string(status_of(route.targets.front().live)));
   e.first_waiter = p.id;
   ++p.replies_due;
-  e.first_request_id = std::move(r.request_id);
+  e.set_first_request_id(std::move(r.request_id));
   rec.message_uuid = std::move(uuid);
   m->awaiting_commit = true;
   for (std::size_t i = 0; i < route.targets.size(); ++i) {
@@ -160,7 +160,7 @@ bool broker_core::answer_duplicate(peer& p, std::string_view key, const std::str
   if (e->done) {
     append(p, [&](std::string& b) { e->append_accepted(b, uuid, true, r.request_id); });
   } else {
-    e->more_waiters.emplace_back(p.id, std::move(r.request_id));
+    e->rare_ones().more_waiters.emplace_back(p.id, std::move(r.request_id));
     ++p.replies_due;
   }
   return true;
@@ -275,6 +275,9 @@ void broker_core::to_store(store_jobs::accept_batch::item&& item, dedupe_table::
         finish_accept(*(*entries)[i], m, at.steady);
       }
     }
+    // Freed here, on the thread that allocated them, not by whichever thread drops the batch
+    // last: a block freed on the store's thread goes to that thread's malloc cache.
+    std::vector<store_jobs::accept_batch::item>().swap(items);
   };
   submit(store_jobs::accept(open_accepts_.batch, s_.persist_accepted), std::move(done), on_failure::fail, "accept");
 }
@@ -284,19 +287,19 @@ void broker_core::finish_accept(dedupe_table::entry& e, accepted_message& m, ste
   e.done = true;
   e.at = now;
   if (peer* p = find(e.first_waiter)) {
-    append(*p, [&](std::string& b) { e.append_accepted(b, uuid, false, e.first_request_id); });
+    append(*p, [&](std::string& b) { e.append_accepted(b, uuid, false, e.first_request_id()); });
     reply_given(*p);
   }
   e.first_waiter = 0;
-  std::string().swap(e.first_request_id);
-  for (auto& [id, request_id] : e.more_waiters) {
-    if (peer* p = find(id)) {
-      append(*p, [&](std::string& b) { e.append_accepted(b, uuid, true, request_id); });
-      reply_given(*p);
+  if (e.rare) {
+    for (auto& [id, request_id] : e.rare->more_waiters) {
+      if (peer* p = find(id)) {
+        append(*p, [&](std::string& b) { e.append_accepted(b, uuid, true, request_id); });
+        reply_given(*p);
+      }
     }
+    e.forget_waiters();
   }
-  e.more_waiters.clear();
-  e.more_waiters.shrink_to_fit();
   m.awaiting_commit = false;
   for (auto& [receiver, at] : m.early_receipts) {
     notify_sender(m, [&](std::string& b) { append_delivered_frame(b, uuid, receiver, std::string_view(at.data(), at.size())); });
@@ -321,10 +324,12 @@ void broker_core::accept_failed(dedupe_table::entry& e, const std::string& uuid,
       reply_given(*p);
     }
   };
-  notify(e.first_waiter, e.first_request_id);
-  for (auto& [id, request_id] : e.more_waiters) notify(id, request_id);
+  notify(e.first_waiter, std::string(e.first_request_id()));
+  if (e.rare) {
+    for (auto& [id, request_id] : e.rare->more_waiters) notify(id, request_id);
+  }
   e.first_waiter = 0;
-  e.more_waiters.clear();
+  e.forget_waiters();
 }
 
 void broker_core::deliver(peer& to, const message_ptr& m, int slot, const moment& now) {

@@ -10,16 +10,42 @@
 
 namespace ma {
 
+std::string_view dedupe_table::entry::status() const {
+  switch (status_code) {
+    case single::none: break;
+    case single::relayed: return "relayed";
+    case single::dead_lettered: return "dead_lettered";
+    case single::other: return rare->status;
+  }
+  return many && rare ? std::string_view(rare->status) : std::string_view();
+}
+
+dedupe_table::entry::rare_parts& dedupe_table::entry::rare_ones() {
+  if (!rare) rare = std::make_unique<rare_parts>();
+  return *rare;
+}
+
+void dedupe_table::entry::forget_waiters() {
+  if (!rare) return;
+  if (rare->status.empty()) return rare.reset();
+  std::string().swap(rare->first_request_id);
+  decltype(rare->more_waiters)().swap(rare->more_waiters);
+}
+
+void dedupe_table::entry::set_first_request_id(std::string id) {
+  if (!id.empty() || rare) rare_ones().first_request_id = std::move(id);
+}
+
 void dedupe_table::entry::append_accepted(std::string& b, std::string_view uuid, bool duplicate,
                                           std::string_view request_id) const {
   many ? append_accepted_many_frame(b, uuid, status_json(), duplicate, request_id)
-       : append_accepted_frame(b, uuid, status, duplicate, request_id);
+       : append_accepted_frame(b, uuid, status(), duplicate, request_id);
 }
 
 std::string dedupe_table::entry::status_json() const {
-  if (!many) return status;
+  if (!many) return std::string(status());
   std::string recipients;
-  append_recipients_json(recipients, status);
+  append_recipients_json(recipients, status());
   return recipients;
 }
 
@@ -113,10 +139,14 @@ std::size_t heap_of(const std::string& s) {
 }  // namespace
 
 // The entry in the deque, its slot in the flat map (a view and a pointer, at the map's load
-// factor of 7/8, and a byte of metadata), and what its strings hold on the heap.
+// factor of 7/8, and a byte of metadata), its key, and its rare parts where it has them (a
+// fan-out's statuses: the block and its strings' heap). Request ids and waiting duplicates
+// last only until the commit, and are not counted.
 std::size_t dedupe_table::footprint(const entry& e) {
   constexpr std::size_t slot = (sizeof(std::string_view) + sizeof(entry*)) * 8 / 7 + 1;
-  return sizeof(entry) + slot + e.key.size() + heap_of(e.status);
+  constexpr std::size_t rare_block = (sizeof(entry::rare_parts) + 8 + 15) / 16 * 16;
+  const std::size_t rare = e.rare && !e.rare->status.empty() ? rare_block + heap_of(e.rare->status) : 0;
+  return sizeof(entry) + slot + e.key.size() + rare;
 }
 
 dedupe_table::entry* dedupe_table::find(std::string_view key) {
@@ -138,19 +168,29 @@ dedupe_table::entry& dedupe_table::remember(std::string_view key, time_point now
     const std::string_view kept = e->key;
     *e = entry{};
     e->key = kept;  // the same bytes: the map's view holds
-    e->counted = footprint(*e);
+    e->counted = static_cast<std::uint32_t>(footprint(*e));
     bytes_ += e->counted;
     return *e;
   }
-  fresh.counted = footprint(fresh);
+  fresh.counted = static_cast<std::uint32_t>(footprint(fresh));
   bytes_ += fresh.counted;
   return fresh;
 }
 
 void dedupe_table::set_status(entry& e, std::string status) {
   bytes_ -= e.counted;
-  e.status = std::move(status);
-  e.counted = footprint(e);
+  using single = entry::single;
+  e.status_code = e.many                        ? single::none
+                  : status == "relayed"         ? single::relayed
+                  : status == "dead_lettered"   ? single::dead_lettered
+                  : status.empty()              ? single::none
+                                                : single::other;
+  if (e.many || e.status_code == single::other) {
+    e.rare_ones().status = std::move(status);
+  } else if (e.rare) {
+    std::string().swap(e.rare->status);
+  }
+  e.counted = static_cast<std::uint32_t>(footprint(e));
   bytes_ += e.counted;
 }
 

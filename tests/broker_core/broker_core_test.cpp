@@ -376,6 +376,58 @@ TEST(BrokerCore, ADuplicateWhileTheFirstSendIsUncommittedIsAnsweredAfterTheCommi
   EXPECT_EQ(h.take(bob, "receive_message").size(), 1u);
 }
 
+// Each waiting send is answered with its own request_id; a fan-out's duplicate gets the first
+// send's recipients, before the commit and after it (what the dedupe entry keeps aside).
+TEST(BrokerCore, DuplicatesAreAnsweredWithTheirOwnRequestIdsAndTheFirstStatuses) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice");
+  h.online("bob");
+  auto multicast = [&](const std::string& uuid, const std::string& request_id) {
+    h.send(alice, "multicast_message",
+           {{"receiver_usernames", json::array{"bob", "carol"}}, {"message_text", "hi"}, {"message_uuid", uuid},
+            {"request_id", request_id}});
+  };
+  multicast("m1", "r1");
+  multicast("m1", "r2");
+  send_to(h, alice, "bob", "m2");  // no request_id
+  h.run_store();
+  multicast("m1", "r3");  // after the commit: answered at once
+  const json::array recipients{{{"receiver_username", "bob"}, {"status", "relayed"}},
+                               {{"receiver_username", "carol"}, {"status", "dead_lettered"}}};
+  auto accepted = h.take(alice, "message_accepted");
+  ASSERT_EQ(accepted.size(), 4u);
+  for (std::size_t i : {0, 1, 3}) {
+    EXPECT_EQ(accepted[i].at("message_uuid"), "m1");
+    EXPECT_EQ(accepted[i].at("recipients").as_array(), recipients) << i;
+    EXPECT_EQ(accepted[i].at("duplicate").as_bool(), i != 0);
+  }
+  EXPECT_EQ(accepted[0].at("request_id"), "r1");
+  EXPECT_EQ(accepted[1].at("request_id"), "r2");
+  EXPECT_EQ(accepted[3].at("request_id"), "r3");
+  EXPECT_EQ(accepted[2].at("message_uuid"), "m2");
+  EXPECT_EQ(accepted[2].at("status"), "relayed");
+  EXPECT_FALSE(accepted[2].contains("request_id"));
+}
+
+// A commit that fails answers the first send and the duplicates waiting on it, each with its
+// request_id.
+TEST(BrokerCore, ACommitFailureAnswersTheWaitingDuplicatesWithTheirRequestIds) {
+  core_harness h(fast());
+  const peer_id alice = h.online("alice");
+  h.online("bob");
+  for (const char* id : {"r1", "r2"}) {
+    h.send(alice, "send_message",
+           {{"receiver_username", "bob"}, {"message_text", "hi"}, {"message_uuid", "m1"}, {"request_id", id}});
+  }
+  h.fail_next_commit = true;
+  h.run_store();
+  auto errors = h.take(alice, "error");
+  ASSERT_EQ(errors.size(), 2u);
+  EXPECT_EQ(errors[0].at("request_id"), "r1");
+  EXPECT_EQ(errors[1].at("request_id"), "r2");
+  EXPECT_EQ(errors[1].at("error_code"), "internal_error");
+}
+
 TEST(BrokerCore, ACommitFailureIsAnInternalErrorAndTheUuidMaySendAgain) {
   core_harness h(fast());
   const peer_id alice = h.online("alice"), bob = h.online("bob");
