@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <boost/json/monotonic_resource.hpp>
 #include <boost/json/parser.hpp>
 #include <boost/json/serialize.hpp>
@@ -272,6 +273,13 @@ std::optional<protocol_error> read_content(kind k, content_reader& r, request& o
   }
 }
 
+// k is the literal: its length first, then its bytes, compared as constants (a string_view's ==
+// calls memcmp for its run-time length; the reader compares a few keys a frame).
+template <std::size_t N>
+bool is(std::string_view k, const char (&literal)[N]) {
+  return k.size() == N - 1 && std::memcmp(k.data(), literal, N - 1) == 0;
+}
+
 // The kinds that plain_frame reads (the traffic first: kind_from_string tries all of them).
 std::optional<kind> plain_kind(std::string_view v) {
   for (kind k : {kind::send_message, kind::acknowledge_message, kind::multicast_message, kind::group_message,
@@ -296,11 +304,11 @@ class plain_frame {
   // Fills out (a fresh request) and says whether the frame was plain; out is garbage if not.
   bool read(request& out, std::size_t max_message_bytes) {
     std::string_view k, v;
-    if (!punct('{') || !word(k, username_run) || k != "message_id" || !punct(':') || !word(v, username_run)) return false;
+    if (!punct('{') || !word(k, username_run) || !is(k, "message_id") || !punct(':') || !word(v, username_run)) return false;
     const std::optional<kind> which = plain_kind(v);
     if (!which) return false;
     out.k = *which;
-    if (!punct(',') || !word(k, username_run) || k != "message_content" || !punct(':') || !punct('{')) return false;
+    if (!punct(',') || !word(k, username_run) || !is(k, "message_content") || !punct(':') || !punct('{')) return false;
     std::optional<std::string_view> receiver, uuid, text, request_id, sender, group;
     std::optional<std::uint64_t> ttl;
     bool receivers = false, uuids = false;
@@ -308,22 +316,22 @@ class plain_frame {
     auto once = [](auto& field) { return !field.has_value(); };
     do {
       if (!word(k, username_run) || !punct(':')) return false;
-      if (k == "message_uuid" && once(uuid)) {
+      if (is(k, "message_uuid") && once(uuid)) {
         if (!word(v, message_uuid_run)) return false;
         uuid = v;
-      } else if (k == "request_id" && once(request_id)) {
+      } else if (is(k, "request_id") && once(request_id)) {
         if (!string(v)) return false;
         request_id = v;
-      } else if (message && k == "message_text" && once(text)) {
+      } else if (message && is(k, "message_text") && once(text)) {
         if (!string(v, true)) return false;
         text = v;
-      } else if (message && k == "ttl_ms" && once(ttl)) {
+      } else if (message && is(k, "ttl_ms") && once(ttl)) {
         ttl.emplace();
         if (!whole_number(*ttl)) return false;
-      } else if (out.k == kind::send_message && k == "receiver_username" && once(receiver)) {
+      } else if (out.k == kind::send_message && is(k, "receiver_username") && once(receiver)) {
         if (!word(v, username_run)) return false;
         receiver = v;
-      } else if (out.k == kind::multicast_message && k == "receiver_usernames" && !receivers) {
+      } else if (out.k == kind::multicast_message && is(k, "receiver_usernames") && !receivers) {
         // Repeats removed, order kept, as the full decoder does.
         receivers = true;
         if (!punct('[')) return false;
@@ -334,13 +342,13 @@ class plain_frame {
           }
         } while (punct(','));
         if (!punct(']')) return false;
-      } else if (out.k == kind::group_message && k == "group_name" && once(group)) {
+      } else if (out.k == kind::group_message && is(k, "group_name") && once(group)) {
         if (!word(v, username_run)) return false;
         group = v;
-      } else if (!message && k == "sender_username" && once(sender)) {
+      } else if (!message && is(k, "sender_username") && once(sender)) {
         if (!word(v, username_run)) return false;
         sender = v;
-      } else if (!message && k == "message_uuids" && !uuids) {
+      } else if (!message && is(k, "message_uuids") && !uuids) {
         uuids = true;
         if (!punct('[')) return false;
         do {
