@@ -25,8 +25,8 @@ class dedupe_table {
  public:
   using time_point = std::chrono::steady_clock::time_point;
 
-  // 48 bytes: the window holds a million pairs and more, so what only some need (a fan-out's
-  // statuses, request ids, duplicates waiting) is in `rare`, made when needed.
+  // 48 bytes: the window holds up to two million, so what only some need (a fan-out's statuses,
+  // request ids, duplicates waiting) is in `rare`, made when needed.
   struct entry {
     std::string_view key;  // key_of(sender, uuid), in the table's key blocks
     time_point at{};       // when it was done: the window runs from here
@@ -47,7 +47,9 @@ class dedupe_table {
 
     // "relayed"/"dead_lettered", or compact statuses; empty before set_status.
     std::string_view status() const;
-    std::string_view first_request_id() const { return rare ? std::string_view(rare->first_request_id) : std::string_view(); }
+    std::string_view first_request_id() const {
+      return rare ? std::string_view(rare->first_request_id) : std::string_view();
+    }
     void set_first_request_id(std::string id);
     rare_parts& rare_ones();
     // Once message_accepted (or the error) went out: the request ids and the duplicates' wait.
@@ -60,7 +62,7 @@ class dedupe_table {
 
   // At most max_entries entries and max_bytes of memory: past either, the oldest done entries
   // go before their window ends. bytes() counts what an entry takes from the heap (the entry,
-  // its slot in the map, its key, and statuses where they do not fit inside their string):
+  // its slot in the map, its key, and a fan-out's statuses with the block that holds them):
   // 125 counted, 129 measured, for a sender of 12 characters and a uuid of 36.
   explicit dedupe_table(std::size_t max_entries, std::size_t max_bytes = 256 * 1024 * 1024)
       : max_entries_(max_entries), max_bytes_(max_bytes) {}
