@@ -15,8 +15,6 @@ namespace ma {
 
 namespace {
 
-std::string_view status_of(bool live) { return live ? "relayed" : "dead_lettered"; }
-
 // A fan-out's statuses, compact (dedupe_table::add_status).
 std::string recipients_status(const store_jobs::accept_targets& targets) {
   std::string compact;
@@ -135,7 +133,11 @@ void broker_core::handle_message(peer& p, request& r, const moment& now) {
 
   dedupe_table::entry& e = dedupe_.remember(key, now.steady, bounded_ms(s_.dedupe_window_ms));
   e.many = r.k != kind::send_message;
-  dedupe_.set_status(e, e.many ? recipients_status(route.targets) : std::string(status_of(route.targets.front().live)));
+  if (e.many) {
+    dedupe_.set_status(e, recipients_status(route.targets));
+  } else {
+    dedupe_.set_direct_status(e, route.targets.front().live);
+  }
   e.first_waiter = p.id;
   ++p.replies_due;
   e.set_first_request_id(std::move(r.request_id));

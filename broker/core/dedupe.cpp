@@ -194,6 +194,15 @@ void dedupe_table::set_status(entry& e, std::string status) {
   bytes_ += e.counted;
 }
 
+void dedupe_table::set_direct_status(entry& e, bool relayed) {
+  bytes_ -= e.counted;
+  e.many = false;
+  e.status_code = relayed ? entry::single::relayed : entry::single::dead_lettered;
+  if (e.rare) std::string().swap(e.rare->status);
+  e.counted = static_cast<std::uint32_t>(footprint(e));
+  bytes_ += e.counted;
+}
+
 void dedupe_table::forget_old(time_point now, std::chrono::milliseconds window) {
   while (!log_.empty()) {
     const entry& e = log_.front();

@@ -91,6 +91,8 @@ class dedupe_table {
   // Sets what a duplicate is answered with (counted against max_bytes): "relayed" or
   // "dead_lettered", or (e.many) compact statuses.
   void set_status(entry& e, std::string status);
+  // A direct message's status, as a code (the accept's path: no string to make and read back).
+  void set_direct_status(entry& e, bool relayed);
   // Oldest first, forgets the done entries past the window, or past max_entries or max_bytes. An entry
   // still being accepted stops it: the ones behind it are younger anyway.
   void forget_old(time_point now, std::chrono::milliseconds window);

@@ -153,6 +153,23 @@ TEST(Dedupe, ItsByteCountIsWhatItsEntriesTakeFromTheHeap) {
   EXPECT_NEAR(static_cast<double>(t.bytes()), taken, taken * 0.2);
 }
 
+// A direct message's status is kept as a code, and says the same as the text it stands for.
+TEST(Dedupe, ADirectMessagesStatusIsACode) {
+  dedupe_table d(10);
+  auto& e = d.remember("a\nm", t0, window);
+  d.set_direct_status(e, false);
+  EXPECT_EQ(e.status(), "dead_lettered");
+  EXPECT_EQ(e.status_json(), "dead_lettered");
+  const std::size_t bytes = d.bytes();
+  d.set_status(e, "relayed");
+  EXPECT_EQ(e.status(), "relayed");
+  EXPECT_EQ(e.rare, nullptr) << "nothing kept aside for one of the two";
+  EXPECT_EQ(d.bytes(), bytes);
+  std::string frame;
+  e.append_accepted(frame, "m", false, "");
+  EXPECT_NE(frame.find(R"("status":"relayed","duplicate":false)"), std::string::npos) << frame;
+}
+
 TEST(Dedupe, TheAnswerSaysDuplicateAndTheFirstStatuses) {
   dedupe_table d(10);
   auto& e = accepted(d, "a\nm", t0);
