@@ -38,8 +38,12 @@ void dedupe_table::entry::set_first_request_id(std::string id) {
 
 void dedupe_table::entry::append_accepted(std::string& b, std::string_view uuid, bool duplicate,
                                           std::string_view request_id) const {
-  many ? append_accepted_many_frame(b, uuid, status_json(), duplicate, request_id)
-       : append_accepted_frame(b, uuid, status(), duplicate, request_id);
+  if (many) return append_accepted_many_frame(b, uuid, status_json(), duplicate, request_id);
+  if (status_code != single::other) return append_accepted_frame(b, uuid, status(), duplicate, request_id);
+  // A status read back from a file edited by hand: escaped, as the frame writes the two as they are.
+  std::string quoted;
+  append_json_string(quoted, status());
+  append_accepted_frame(b, uuid, std::string_view(quoted).substr(1, quoted.size() - 2), duplicate, request_id);
 }
 
 std::string dedupe_table::entry::status_json() const {

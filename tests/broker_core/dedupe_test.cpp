@@ -66,6 +66,10 @@ TEST(Dedupe, AFailedAcceptLeavesTheUuidFreeAndIsReusedInPlace) {
   d.set_status(first, "x");  // neither of the two: kept as it is
   first.set_first_request_id("r1");
   EXPECT_EQ(first.status(), "x");
+  d.set_status(first, "a \"quoted\" status");  // a database edited by hand: still valid JSON
+  std::string frame;
+  first.append_accepted(frame, "u", true, "");
+  EXPECT_EQ(boost::json::parse(frame).at("message_content").at("status"), "a \"quoted\" status") << frame;
   auto& again = d.remember("a\nu", t0 + 1s, window);
   EXPECT_EQ(&again, &first);
   EXPECT_FALSE(again.failed);
