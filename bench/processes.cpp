@@ -132,18 +132,42 @@ void write_all(int fd, std::string_view data) {
   }
 }
 
+std::optional<std::string_view> line_reader::next_line() {
+  const void* nl = std::memchr(buf_.data() + begin_, '\n', end_ - begin_);
+  if (!nl) return std::nullopt;
+  const std::size_t at = static_cast<std::size_t>(static_cast<const char*>(nl) - buf_.data());
+  const std::string_view line(buf_.data() + begin_, at - begin_);
+  begin_ = at + 1;
+  return line;
+}
+
+bool line_reader::fill(int timeout_ms) {
+  pollfd p{fd_, POLLIN, 0};
+  if (::poll(&p, 1, timeout_ms) <= 0) return false;
+  if (begin_ == end_) begin_ = end_ = 0;
+  if (end_ == buf_.size()) {
+    if (begin_ == 0) buf_.resize(buf_.size() * 2);
+    std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
+    end_ -= begin_;
+    begin_ = 0;
+  }
+  const ssize_t n = ::recv(fd_, buf_.data() + end_, buf_.size() - end_, 0);
+  if (n <= 0) return false;
+  end_ += static_cast<std::size_t>(n);
+  return true;
+}
+
 std::string line_reader::wait_for(std::string_view prefix, int timeout_ms) {
   const auto deadline = clock_type::now() + std::chrono::milliseconds(timeout_ms);
-  std::string found;
-  while (found.empty()) {
+  for (;;) {
+    while (auto line = next_line()) {
+      if (line->substr(0, prefix.size()) == prefix) return std::string(*line);
+    }
     if (clock_type::now() > deadline) throw std::runtime_error("timed out waiting for " + std::string(prefix));
-    if (!read_some([&](std::string_view l) {
-          if (found.empty() && l.substr(0, prefix.size()) == prefix) found = l;
-        }, 1000) && clock_type::now() > deadline) {
+    if (!fill(1000) && clock_type::now() > deadline) {
       throw std::runtime_error("connection closed waiting for " + std::string(prefix));
     }
   }
-  return found;
 }
 
 std::vector<std::string> split(const std::string& s, char sep) {

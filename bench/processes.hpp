@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -56,34 +57,26 @@ void write_all(int fd, std::string_view data);
 class line_reader {
  public:
   explicit line_reader(int fd) : fd_(fd), buf_(1 << 20) {}
-  // Calls on_line for every complete line of the next read; false on close or timeout.
+  // Calls on_line for every complete line waiting, reading first if none is; false on close or
+  // timeout.
   template <class F>
   bool read_some(F&& on_line, int timeout_ms = 30'000) {
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, timeout_ms) <= 0) return false;
-    if (end_ == buf_.size()) {
-      if (begin_ == 0) buf_.resize(buf_.size() * 2);
-      std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
-      end_ -= begin_;
-      begin_ = 0;
-    }
-    const ssize_t n = ::recv(fd_, buf_.data() + end_, buf_.size() - end_, 0);
-    if (n <= 0) return false;
-    end_ += static_cast<std::size_t>(n);
-    for (;;) {
-      const void* nl = std::memchr(buf_.data() + begin_, '\n', end_ - begin_);
-      if (!nl) break;
-      const std::size_t at = static_cast<std::size_t>(static_cast<const char*>(nl) - buf_.data());
-      on_line(std::string_view(buf_.data() + begin_, at - begin_));
-      begin_ = at + 1;
-    }
-    if (begin_ == end_) begin_ = end_ = 0;
+    if (!has_line() && !fill(timeout_ms)) return false;
+    while (auto line = next_line()) on_line(*line);
     return true;
   }
-  // Reads until a line starting with prefix arrives; returns it (copied).
+  // Reads until a line starting with prefix arrives; returns it (copied). The lines before it
+  // are dropped; those after it stay for read_some (a broker may send them in the same write:
+  // a redelivery's first frames right behind acknowledge_log_in).
   std::string wait_for(std::string_view prefix, int timeout_ms = 30'000);
 
  private:
+  bool has_line() const { return std::memchr(buf_.data() + begin_, '\n', end_ - begin_) != nullptr; }
+  // The next complete line, taken from the buffer (valid until the next fill).
+  std::optional<std::string_view> next_line();
+  // One read into the buffer; false on close or timeout.
+  bool fill(int timeout_ms);
+
   int fd_;
   std::vector<char> buf_;
   std::size_t begin_ = 0, end_ = 0;
