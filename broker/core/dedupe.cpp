@@ -168,41 +168,38 @@ dedupe_table::entry& dedupe_table::remember(std::string_view key, time_point now
     keys_.drop_newest(fresh.key);
     log_.pop_back();
     entry* e = it->second;
-    bytes_ -= e->counted;
     const std::string_view kept = e->key;
+    const std::uint32_t counted = e->counted;
     *e = entry{};
     e->key = kept;  // the same bytes: the map's view holds
-    e->counted = static_cast<std::uint32_t>(footprint(*e));
-    bytes_ += e->counted;
+    e->counted = counted;
+    recount(*e);
     return *e;
   }
-  fresh.counted = static_cast<std::uint32_t>(footprint(fresh));
-  bytes_ += fresh.counted;
+  recount(fresh);
   return fresh;
 }
 
 void dedupe_table::set_status(entry& e, std::string status) {
-  bytes_ -= e.counted;
-  using single = entry::single;
-  e.status_code = e.many                        ? single::none
-                  : status == "relayed"         ? single::relayed
-                  : status == "dead_lettered"   ? single::dead_lettered
-                  : status.empty()              ? single::none
-                                                : single::other;
-  if (e.many || e.status_code == single::other) {
+  if (!e.many && (status == "relayed" || status == "dead_lettered")) return set_direct_status(e, status == "relayed");
+  e.status_code = e.many || status.empty() ? entry::single::none : entry::single::other;
+  if (e.many || !status.empty()) {
     e.rare_ones().status = std::move(status);
   } else if (e.rare) {
     std::string().swap(e.rare->status);
   }
-  e.counted = static_cast<std::uint32_t>(footprint(e));
-  bytes_ += e.counted;
+  recount(e);
 }
 
 void dedupe_table::set_direct_status(entry& e, bool relayed) {
-  bytes_ -= e.counted;
   e.many = false;
   e.status_code = relayed ? entry::single::relayed : entry::single::dead_lettered;
   if (e.rare) std::string().swap(e.rare->status);
+  recount(e);
+}
+
+void dedupe_table::recount(entry& e) {
+  bytes_ -= e.counted;
   e.counted = static_cast<std::uint32_t>(footprint(e));
   bytes_ += e.counted;
 }

@@ -101,6 +101,8 @@ class dedupe_table {
 
  private:
   static std::size_t footprint(const entry& e);
+  // e.counted and bytes_ brought up to what e takes now.
+  void recount(entry& e);
 
   // The entries' keys, back to back in blocks, in the entries' order: forgetting the oldest
   // entries frees whole blocks.
