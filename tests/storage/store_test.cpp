@@ -6,6 +6,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/this_coro.hpp>
 
+#include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -56,7 +57,8 @@ TEST(Store, CoroutineGetsResultsOnItsOwnThreadAfterCommit) {
   }());
 }
 
-// The store's thread yields to the broker's: its nice value is store_nice above its creator's.
+// The store's thread yields to the broker's: its nice value is store_nice above its creator's,
+// and its wake-ups preempt no other thread (SCHED_BATCH).
 TEST(Store, ItsThreadYieldsToTheBrokersThread) {
   test::temp_dir dir;
   errno = 0;
@@ -67,6 +69,8 @@ TEST(Store, ItsThreadYieldsToTheBrokersThread) {
   test::run_coroutine(io, [&]() -> asio::awaitable<void> {
     const int its = co_await s.run([](database&) { return ::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid())); });
     EXPECT_EQ(its, std::min(mine + store::store_nice, 19));
+    const int policy = co_await s.run([](database&) { return ::sched_getscheduler(0); });
+    EXPECT_EQ(policy, SCHED_BATCH);
   }());
 }
 
