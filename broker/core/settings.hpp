@@ -19,8 +19,11 @@ struct core_settings {
   std::uint32_t max_recipients = 1000;     // receiver_usernames of one multicast_message
   std::uint32_t max_group_members = 1000;  // members of one group
   std::uint32_t max_groups_per_user = 100;  // groups one user may be a member of
-  // Messages of one session waiting for the store: past it the session is read no further.
-  std::uint32_t max_pending_accepts = 1024;
+  // Messages of one session waiting for the store: past it the session is read no further. A
+  // streaming sender has two batches waiting in the normal course (one committing, one
+  // filling) and a read more: at 1,024 a W1 sender was held every few commits, the broker idle
+  // meanwhile.
+  std::uint32_t max_pending_accepts = 4096;
   std::uint32_t max_delivery_attempts = 5;
   std::uint64_t dead_letter_ttl_ms = 7ULL * 24 * 3600 * 1000;
   std::uint64_t dedupe_window_ms = 10 * 60 * 1000;

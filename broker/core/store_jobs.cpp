@@ -38,15 +38,40 @@ void accept_one(database& db, accept_batch::item& it, bool persist, accepted_pai
   pairs.add(m.rec.sender, m.rec.message_uuid, it.status);
 }
 
+// The broker's thread wrote the items' messages and targets, so on this thread each is a
+// cache miss; asked for a few items ahead, they arrive while the items before are written (the
+// misses were most of this loop's time). First the message and the targets, then, once the
+// message is here, the names it points to.
+void fetch_ahead(const void* p) {
+#if defined(__x86_64__)
+  asm volatile("prefetcht0 (%0)" : : "r"(p));  // GCC 12 drops __builtin_prefetch here
+#else
+  __builtin_prefetch(p);
+#endif
+}
+
+void prefetch(const std::vector<accept_batch::item>& items, std::size_t i) {
+  constexpr std::size_t ahead = 16;
+  if (i + ahead < items.size()) {
+    const accept_batch::item& it = items[i + ahead];
+    fetch_ahead(it.targets.data());
+    fetch_ahead(it.m.get());
+    fetch_ahead(reinterpret_cast<const char*>(it.m.get()) + 64);
+    fetch_ahead(&it.m->journal);
+  }
+}
+
 }  // namespace
 
 store_job accept(std::shared_ptr<accept_batch> batch, bool persist) {
   return [batch = std::move(batch), persist](database& db) {
     accepted_pairs pairs;
     sys_ms last{};
-    for (auto& it : batch->seal()) {
-      accept_one(db, it, persist, pairs);
-      last = std::max(last, it.at);
+    auto& items = batch->seal();
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      prefetch(items, i);
+      accept_one(db, items[i], persist, pairs);
+      last = std::max(last, items[i].at);
     }
     // In the same transaction: once message_accepted is out, a resend is a duplicate also after
     // a crash, until the dedupe window ends.

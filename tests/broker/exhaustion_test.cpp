@@ -166,7 +166,7 @@ TEST(Exhaustion, AFanOutStoresItsBodyOnce) {
 
 // One sender floods the store with 200,000 messages for an offline user (each a dead letter to
 // write); another agent's message_accepted does not wait behind the whole flood: a session may
-// have --max-pending-accepts (1,024) messages waiting for the store, then it is read no further
+// have --max-pending-accepts (4,096) messages waiting for the store, then it is read no further
 // until half of them are committed.
 TEST(Exhaustion, OneSendersFloodDoesNotStarveOthersAtTheStore) {
   test::temp_dir dir;

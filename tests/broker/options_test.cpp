@@ -54,7 +54,7 @@ TEST(BrokerOptions, DefaultsFollowTheProtocol) {
   EXPECT_EQ(c.options.max_recipients, 1000u);
   EXPECT_EQ(c.options.max_group_members, 1000u);
   EXPECT_EQ(c.options.max_groups_per_user, 100u);
-  EXPECT_EQ(c.options.max_pending_accepts, 1024u);
+  EXPECT_EQ(c.options.max_pending_accepts, 4096u);
   EXPECT_EQ(find(c, "port").source, option_source::default_value);
   EXPECT_EQ(find(c, "port").value, "10000");
 }

@@ -39,7 +39,7 @@ TEST(BrokerBinary, CheckConfigPrintsEveryOptionAndItsSource) {
   EXPECT_NE(out.find("ack-timeout-ms = 10000"), std::string::npos);
   EXPECT_NE(out.find("(default)"), std::string::npos);
   for (const char* option : {"password-file = ", "acl-file = ", "tls-port = 0", "tls-require-client-cert = off",
-                             "tls-identity-as-username = off", "max-pending-accepts = 1024",
+                             "tls-identity-as-username = off", "max-pending-accepts = 4096",
                              "accept-delay-us = 10000"}) {
     EXPECT_NE(out.find(option), std::string::npos) << option << " missing from --check-config:\n" << out;
   }
