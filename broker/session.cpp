@@ -80,8 +80,9 @@ class gathered {
 };
 
 // Read at most this much at once (the buffer is given back while the connection is idle). A
-// streaming sender's read then holds some 150 messages of 100 bytes: W1's broker took 6% less
-// CPU than with 16 KiB, in fewer reads, writes and wake-ups (docs/performance.md, tenth round).
+// streaming sender's read then holds some 150 messages of 100 bytes: W1's broker took about 6%
+// less CPU than with 16 KiB, in fewer reads, writes and wake-ups (docs/performance.md, tenth
+// round).
 constexpr std::size_t read_chunk = 32 * 1024;
 constexpr auto busy_gap = 100ms;          // data closer than this keeps the coroutine
 constexpr auto park_after = 1s;           // of silence, before a busy coroutine parks

@@ -39,9 +39,8 @@ void accept_one(database& db, accept_batch::item& it, bool persist, accepted_pai
 }
 
 // The broker's thread wrote the items' messages and targets, so on this thread each is a
-// cache miss; asked for a few items ahead, they arrive while the items before are written (the
-// misses were most of this loop's time). First the message and the targets, then, once the
-// message is here, the names it points to.
+// cache miss; asked for 16 items ahead, they arrive while the items before are written (the
+// misses were two thirds of this loop's time, docs/performance.md, tenth round).
 void fetch_ahead(const void* p) {
 #if defined(__x86_64__)
   asm volatile("prefetcht0 (%0)" : : "r"(p));  // GCC 12 drops __builtin_prefetch here
