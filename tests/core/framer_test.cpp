@@ -1,6 +1,7 @@
 #include "core/framer.hpp"
 
 #include <gtest/gtest.h>
+#include <malloc.h>
 
 #include <random>
 #include <string>
@@ -143,6 +144,22 @@ TEST(Framer, ReleaseIfIdleFreesOnlyAnEmptyBuffer) {
   f.release_if_idle();
   EXPECT_EQ(f.buffered(), 0u);
   EXPECT_EQ(feed_all(f, "{}\n").size(), 1u);
+}
+
+// A limit below the read size bounds the buffer: before log_in the broker's limit is 16 KiB and
+// its reads 32 KiB, and a connection that sends part of a line holds no more than the limit.
+// (The buffer was the read size, whatever the limit, though no byte past the limit is read into.)
+TEST(Framer, ALimitBelowTheReadSizeBoundsTheBuffer) {
+  const auto heap = [] { return ::mallinfo2().uordblks; };
+  if (heap() == 0) GTEST_SKIP() << "mallinfo2 does not see this allocator (a sanitizer's)";
+  const std::size_t before = heap();
+  line_framer f(16 * 1024, 32 * 1024);
+  EXPECT_EQ(f.prepare().size(), 16u * 1024 + 2);
+  EXPECT_LT(heap() - before, 17u * 1024);
+  f.set_max_frame_bytes(1 << 20);  // logged in: reads of 32 KiB
+  feed_all(f, "{}\n");
+  f.release_if_idle();
+  EXPECT_EQ(f.prepare().size(), 32u * 1024);
 }
 
 TEST(Framer, LargeFrameGrowsTheBufferUpToTheLimit) {
