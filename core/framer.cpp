@@ -24,7 +24,7 @@ std::span<char> line_framer::prepare() {
     // holds 16 KiB at most though the broker reads 32 KiB at a time).
     std::size_t new_cap = std::max(cap_ * 2, chunk_);
     new_cap = std::min(std::max(new_cap, end_ + chunk_), limit);
-    auto bigger = std::make_unique_for_overwrite<char[]>(new_cap);  // no need to zero 16 KiB
+    auto bigger = std::make_unique_for_overwrite<char[]>(new_cap);  // no need to zero a read's worth
     if (end_ > 0) std::memcpy(bigger.get(), buf_.get(), end_);
     buf_ = std::move(bigger);
     cap_ = new_cap;
