@@ -107,7 +107,7 @@ bool broker_core::may_use_group(peer& p, const request& r) {
 void broker_core::handle_message(peer& p, request& r, const moment& now) {
   std::string uuid = r.message_uuid.empty() ? make_message_uuid() : std::move(r.message_uuid);
   char key_buf[dedupe_table::max_key_chars];
-  const std::string_view key = dedupe_table::key_in(key_buf, p.username, uuid);
+  const dedupe_table::hashed_key key(dedupe_table::key_in(key_buf, p.username, uuid));  // hashed once
   if (answer_duplicate(p, key, uuid, r)) return;
 
   auto m = std::make_shared<accepted_message>();
@@ -155,7 +155,7 @@ void broker_core::handle_message(peer& p, request& r, const moment& now) {
 
 // A (sender, uuid) pair seen within the window: answered with its first statuses, or after the
 // first send's commit if that is still under way. False for a new pair (or one that failed).
-bool broker_core::answer_duplicate(peer& p, std::string_view key, const std::string& uuid, request& r) {
+bool broker_core::answer_duplicate(peer& p, const dedupe_table::hashed_key& key, const std::string& uuid, request& r) {
   auto* e = dedupe_.find(key);
   if (!e || e->failed) return false;
   ++counters_.duplicates;

@@ -271,7 +271,7 @@ class broker_core {
   // m's waiting accept, or nullptr once it went to the store (or if it never waited).
   waiting_accept* waiting_of(const accepted_message& m);
   void handle_message(peer& p, request& r, const moment& now);
-  bool answer_duplicate(peer& p, std::string_view key, const std::string& uuid, request& r);
+  bool answer_duplicate(peer& p, const dedupe_table::hashed_key& key, const std::string& uuid, request& r);
   routing route_to(peer& p, usernames recipients);
   void commit_accept(const message_ptr& m, dedupe_table::entry& e, routing route, const moment& now);
   bool recipients_of(peer& p, request& r, message_record& rec, usernames& out);

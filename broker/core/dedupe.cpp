@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include <boost/container_hash/hash.hpp>
 #include <boost/json/parse.hpp>
 
 #include "core/encode.hpp"
@@ -107,22 +108,27 @@ std::string_view dedupe_table::key_in(char (&buf)[max_key_chars], std::string_vi
   return {buf, s + 1 + u};
 }
 
-std::string_view dedupe_table::key_blocks::add(std::string_view key) {
-  if (blocks_.empty() || blocks_.back().used + key.size() > block_bytes) {
-    const std::size_t size = std::max(block_bytes, key.size());
-    blocks_.push_back({std::make_unique_for_overwrite<char[]>(size), 0, 0});
+dedupe_table::hashed_key::hashed_key(std::string_view key)
+    : data_(key.data()),
+      size_(static_cast<std::uint32_t>(key.size())),
+      hash_(static_cast<std::uint32_t>(boost::hash<std::string_view>()(key))) {}
+
+dedupe_table::hashed_key dedupe_table::key_blocks::add(const hashed_key& key) {
+  const std::size_t size = key.view().size();
+  if (blocks_.empty() || blocks_.back().used + size > block_bytes) {
+    blocks_.push_back({std::make_unique_for_overwrite<char[]>(std::max(block_bytes, size)), 0, 0});
   }
   block& b = blocks_.back();
   char* at = b.bytes.get() + b.used;
-  if (!key.empty()) std::memcpy(at, key.data(), key.size());
-  b.used += key.size();
+  if (size != 0) std::memcpy(at, key.view().data(), size);
+  b.used += size;
   ++b.keys;
-  return {at, key.size()};
+  return key.moved_to(at);
 }
 
-void dedupe_table::key_blocks::drop_newest(std::string_view key) {
+void dedupe_table::key_blocks::drop_newest(const hashed_key& key) {
   block& b = blocks_.back();
-  b.used -= key.size();
+  b.used -= key.view().size();
   if (--b.keys == 0) blocks_.pop_back();
 }
 
@@ -147,18 +153,18 @@ std::size_t heap_of(const std::string& s) {
 // fan-out's statuses: the block and its strings' heap). Request ids and waiting duplicates
 // last only until the commit, and are not counted.
 std::size_t dedupe_table::footprint(const entry& e) {
-  constexpr std::size_t slot = (sizeof(std::string_view) + sizeof(entry*)) * 8 / 7 + 1;
+  constexpr std::size_t slot = (sizeof(hashed_key) + sizeof(entry*)) * 8 / 7 + 1;
   constexpr std::size_t rare_block = (sizeof(entry::rare_parts) + 8 + 15) / 16 * 16;
   const std::size_t rare = e.rare && !e.rare->status.empty() ? rare_block + heap_of(e.rare->status) : 0;
-  return sizeof(entry) + slot + e.key.size() + rare;
+  return sizeof(entry) + slot + e.key.view().size() + rare;
 }
 
-dedupe_table::entry* dedupe_table::find(std::string_view key) {
+dedupe_table::entry* dedupe_table::find(const hashed_key& key) {
   auto it = by_key_.find(key);
   return it == by_key_.end() ? nullptr : it->second;
 }
 
-dedupe_table::entry& dedupe_table::remember(std::string_view key, time_point now, std::chrono::milliseconds window) {
+dedupe_table::entry& dedupe_table::remember(const hashed_key& key, time_point now, std::chrono::milliseconds window) {
   forget_old(now, window);
   // One lookup: the new entry goes in first and comes out again if the key was there.
   entry& fresh = log_.emplace_back();
@@ -168,7 +174,7 @@ dedupe_table::entry& dedupe_table::remember(std::string_view key, time_point now
     keys_.drop_newest(fresh.key);
     log_.pop_back();
     entry* e = it->second;
-    const std::string_view kept = e->key;
+    const hashed_key kept = e->key;
     const std::uint32_t counted = e->counted;
     *e = entry{};
     e->key = kept;  // the same bytes: the map's view holds

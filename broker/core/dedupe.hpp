@@ -1,7 +1,9 @@
 // The (sender, message_uuid) pairs accepted recently, and who waits for an accept still being
 // committed. Entries sit in a deque in the order they came (oldest first, addresses stable),
 // their keys back to back in blocks in the same order (no allocation a key); a flat map finds
-// them by a view of their key. Sans-I/O: time is an argument. On the broker's thread.
+// them by a view of their key with its hash, computed once: an accept's lookup and insert, the
+// entry's removal and the map's growth hash no key again. Sans-I/O: time is an argument. On the
+// broker's thread.
 #pragma once
 
 #include <boost/unordered/unordered_flat_map.hpp>
@@ -25,10 +27,32 @@ class dedupe_table {
  public:
   using time_point = std::chrono::steady_clock::time_point;
 
+  // A key (key_of(sender, uuid)) as the map holds it: where its bytes are, and its hash. 16
+  // bytes, a string_view's size.
+  class hashed_key {
+   public:
+    hashed_key() = default;
+    explicit hashed_key(std::string_view key);  // hashes it
+    std::string_view view() const noexcept { return {data_, size_}; }
+    std::uint32_t hash() const noexcept { return hash_; }
+    // The same key with its bytes elsewhere (the hash is not computed again).
+    hashed_key moved_to(const char* data) const noexcept {
+      hashed_key k = *this;
+      k.data_ = data;
+      return k;
+    }
+    bool operator==(const hashed_key& o) const noexcept { return hash_ == o.hash_ && view() == o.view(); }
+
+   private:
+    const char* data_ = nullptr;
+    std::uint32_t size_ = 0;  // at most max_key_chars
+    std::uint32_t hash_ = 0;
+  };
+
   // 48 bytes: the window holds up to two million, so what only some need (a fan-out's statuses,
   // request ids, duplicates waiting) is in `rare`, made when needed.
   struct entry {
-    std::string_view key;  // key_of(sender, uuid), in the table's key blocks
+    hashed_key key;  // key_of(sender, uuid), in the table's key blocks
     time_point at{};       // when it was done: the window runs from here
     // The sender, who waits for message_accepted (0 once answered).
     peer_id first_waiter = 0;
@@ -83,11 +107,15 @@ class dedupe_table {
   static std::string from_recipients_json(std::string_view json);
 
   // The entry for key, or nullptr.
-  entry* find(std::string_view key);
+  entry* find(const hashed_key& key);
+  entry* find(std::string_view key) { return find(hashed_key(key)); }
   // The entry for key, new (or emptied, if a failed attempt left one), after forgetting what
   // is past the window. Its address stays valid until it is done and forgotten. The table
   // keeps its own copy of key.
-  entry& remember(std::string_view key, time_point now, std::chrono::milliseconds window);
+  entry& remember(const hashed_key& key, time_point now, std::chrono::milliseconds window);
+  entry& remember(std::string_view key, time_point now, std::chrono::milliseconds window) {
+    return remember(hashed_key(key), now, window);
+  }
   // Sets what a duplicate is answered with (counted against max_bytes): "relayed" or
   // "dead_lettered", or (e.many) compact statuses.
   void set_status(entry& e, std::string status);
@@ -108,8 +136,8 @@ class dedupe_table {
   // entries frees whole blocks.
   class key_blocks {
    public:
-    std::string_view add(std::string_view key);
-    void drop_newest(std::string_view key);  // the last add, undone
+    hashed_key add(const hashed_key& key);  // the same key, its bytes in a block
+    void drop_newest(const hashed_key& key);  // the last add, undone
     void drop_oldest();                      // the key of the oldest entry
    private:
     static constexpr std::size_t block_bytes = 16 * 1024;
@@ -126,7 +154,10 @@ class dedupe_table {
   std::size_t bytes_ = 0;
   fifo<entry> log_;
   key_blocks keys_;
-  boost::unordered_flat_map<std::string_view, entry*> by_key_;
+  struct stored_hash {
+    std::size_t operator()(const hashed_key& k) const noexcept { return k.hash(); }  // the map mixes it
+  };
+  boost::unordered_flat_map<hashed_key, entry*, stored_hash> by_key_;
 };
 
 }  // namespace ma

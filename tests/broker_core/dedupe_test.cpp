@@ -96,7 +96,7 @@ TEST(Dedupe, KeysStayIntactAcrossTheirBlocksAsTheOldestAreForgotten) {
       ASSERT_EQ(e, nullptr) << i;
     } else {
       ASSERT_NE(e, nullptr) << i;
-      ASSERT_EQ(e->key, key(i));
+      ASSERT_EQ(e->key.view(), key(i));
     }
   }
   d.forget_old(t0 + 2 * window, window);
