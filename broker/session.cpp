@@ -109,9 +109,9 @@ session::session(session_host& host, socket_type socket, peer_id id, std::size_t
                  std::shared_ptr<asio::ssl::context> tls, bool identity_from_certificate)
     : host_(host),
       socket_(std::move(socket)),
-      identity_from_certificate_(identity_from_certificate),
       framer_(max_frame_bytes, read_chunk),
-      id_(id) {
+      id_(id),
+      identity_from_certificate_(identity_from_certificate) {
   boost::system::error_code ignored;
   if (tls) {
     tls_ = std::make_unique<tls_part>(socket_, std::move(tls));

@@ -24,6 +24,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -73,7 +74,7 @@ using socket_type = boost::asio::basic_stream_socket<boost::asio::ip::tcp, boost
 
 class session : public std::enable_shared_from_this<session> {
  public:
-  enum class read_state {
+  enum class read_state : std::uint8_t {
     idle,     // no coroutine: a callback waits for data
     waiting,  // the coroutine waits for data (a busy connection keeps it)
     parking,  // the coroutine is told to give way to a callback
@@ -81,7 +82,7 @@ class session : public std::enable_shared_from_this<session> {
     held,     // the core holds this connection's frames; the coroutine sleeps
     closing,  // nothing more is read: what is queued is written, then the send side shuts
   };
-  enum class write_state {
+  enum class write_state : std::uint8_t {
     direct,  // writes are made at once, non-blocking
     async,   // the socket was full: asynchronous writes are at work
   };
@@ -130,10 +131,11 @@ class session : public std::enable_shared_from_this<session> {
   session_host& host_;
   socket_type socket_;
   std::unique_ptr<tls_part> tls_;
-  bool handshaking_ = false;
-  bool identity_from_certificate_ = false;
   line_framer framer_;
   peer_id id_;
+  // The small members together: an idle connection holds a session (168 bytes).
+  bool handshaking_ = false;
+  bool identity_from_certificate_ = false;
   read_state reading_ = read_state::idle;
   write_state writing_ = write_state::direct;
   bool ending_ = false;  // the session is over once its asynchronous write completes

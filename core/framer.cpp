@@ -6,7 +6,7 @@
 namespace ma {
 
 line_framer::line_framer(std::size_t max_frame_bytes, std::size_t read_chunk)
-    : max_frame_(max_frame_bytes), chunk_(std::max<std::size_t>(read_chunk, 64)) {}
+    : max_frame_(clamp(max_frame_bytes)), chunk_(clamp(std::max<std::size_t>(read_chunk, 64))) {}
 
 std::span<char> line_framer::prepare() {
   if (failed_) return {};
@@ -16,26 +16,26 @@ std::span<char> line_framer::prepare() {
   if (begin_ > 0 && (pending == 0 || cap_ - end_ < chunk_)) {
     std::memmove(buf_.get(), buf_.get() + begin_, pending);
     scan_ -= begin_;
-    end_ = pending;
+    end_ = static_cast<offset>(pending);
     begin_ = 0;
   }
   if (cap_ - end_ < chunk_ && cap_ < limit) {
     // Never more than the limit: no byte past it is ever read into (a connection before log_in
     // holds 16 KiB at most though the broker reads 32 KiB at a time).
-    std::size_t new_cap = std::max(cap_ * 2, chunk_);
-    new_cap = std::min(std::max(new_cap, end_ + chunk_), limit);
+    std::size_t new_cap = std::max(std::size_t{cap_} * 2, std::size_t{chunk_});
+    new_cap = std::min(std::max(new_cap, std::size_t{end_} + chunk_), limit);
     auto bigger = std::make_unique_for_overwrite<char[]>(new_cap);  // no need to zero a read's worth
     if (end_ > 0) std::memcpy(bigger.get(), buf_.get(), end_);
     buf_ = std::move(bigger);
-    cap_ = new_cap;
+    cap_ = static_cast<offset>(new_cap);
   }
   // Never hold more than the limit of one partial frame.
   if (pending >= limit) return {};
-  const std::size_t room = std::min(cap_ - end_, limit - pending);
+  const std::size_t room = std::min<std::size_t>(cap_ - end_, limit - pending);
   return {buf_.get() + end_, room};
 }
 
-void line_framer::commit(std::size_t n) noexcept { end_ += n; }
+void line_framer::commit(std::size_t n) noexcept { end_ += static_cast<offset>(n); }  // n <= prepare()'s room
 
 line_framer::next_result line_framer::next() noexcept {
   if (failed_) return {status::too_large, {}};
@@ -55,7 +55,7 @@ line_framer::next_result line_framer::next() noexcept {
     std::size_t line_end = nl_pos;
     if (line_end > begin_ && base[line_end - 1] == '\r') --line_end;
     const std::size_t start = begin_;
-    begin_ = scan_ = nl_pos + 1;
+    begin_ = scan_ = static_cast<offset>(nl_pos + 1);
     if (line_end - start > max_frame_) {
       failed_ = true;
       return {status::too_large, {}};

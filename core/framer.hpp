@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <span>
 #include <string_view>
@@ -57,16 +58,21 @@ class line_framer {
   void release_if_idle() noexcept;
   bool failed() const noexcept { return failed_; }
   // A new limit for the frames from here on (a connection that logged in may send larger ones).
-  void set_max_frame_bytes(std::size_t n) noexcept { max_frame_ = n; }
+  void set_max_frame_bytes(std::size_t n) noexcept { max_frame_ = clamp(n); }
 
  private:
-  std::size_t max_frame_;
-  std::size_t chunk_;
+  // Offsets in 32 bits: a frame is at most 1 GiB (the broker's --max-frame-bytes), and every
+  // idle connection holds a framer (40 bytes instead of 64).
+  using offset = std::uint32_t;
+  static constexpr std::size_t max_limit = 0xffff'0000u;  // a larger max_frame_bytes is cut to this
+  static offset clamp(std::size_t n) noexcept { return static_cast<offset>(n < max_limit ? n : max_limit); }
+  offset max_frame_;
+  offset chunk_;
   std::unique_ptr<char[]> buf_;
-  std::size_t cap_ = 0;
-  std::size_t begin_ = 0;  // start of the unconsumed bytes
-  std::size_t scan_ = 0;   // where the search for '\n' resumes
-  std::size_t end_ = 0;    // end of the committed bytes
+  offset cap_ = 0;
+  offset begin_ = 0;  // start of the unconsumed bytes
+  offset scan_ = 0;   // where the search for '\n' resumes
+  offset end_ = 0;    // end of the committed bytes
   bool failed_ = false;
 };
 

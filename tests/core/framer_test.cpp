@@ -170,5 +170,22 @@ TEST(Framer, LargeFrameGrowsTheBufferUpToTheLimit) {
   EXPECT_EQ(frames[0].size(), big.size());
 }
 
+// The framer keeps its offsets in 32 bits: a limit past what they hold is cut to what they do,
+// never wrapped around to a small one.
+TEST(Framer, ALimitPastThirtyTwoBitsIsCutNotWrapped) {
+  for (std::size_t limit : {std::size_t{1} << 32, (std::size_t{1} << 32) + 10, std::size_t{1} << 40}) {
+    line_framer f(limit, 1024);
+    const std::string line(100'000, 'x');  // longer than a wrapped limit of 0 or 10 would allow
+    bool ok = false;
+    auto frames = feed_all(f, line + "\n", &ok);
+    EXPECT_TRUE(ok) << limit;
+    ASSERT_EQ(frames.size(), 1u) << limit;
+    EXPECT_EQ(frames[0].size(), line.size());
+  }
+  line_framer after(64, 1024);
+  after.set_max_frame_bytes(std::size_t{1} << 32);
+  EXPECT_EQ(feed_all(after, std::string(1000, 'y') + "\n").size(), 1u);
+}
+
 }  // namespace
 }  // namespace ma
