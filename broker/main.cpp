@@ -87,13 +87,17 @@ int main(int argc, char** argv) {
     ma::database_lock lock(o.database);
     // io first: the store, destroyed before it, may still post completions to it.
     boost::asio::io_context io(1);
+    // The signals are caught from here on, before the store opens and the broker says it
+    // listens: one that comes before its handler waits for it (a SIGTERM right after the
+    // "listening" line or READY=1 used to end the process with the default action).
+    boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+    boost::asio::signal_set hangup(io, SIGHUP);
     ma::store store(ma::store::settings{{o.database, o.sqlite_synchronous == "full"}});
     ma::broker broker(io, o, store);
     broker.start();
     ma::service_notifier notifier(io, broker, store);
     notifier.ready();
 
-    boost::asio::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](boost::system::error_code ec, int signo) {
       if (ec) return;
       spdlog::info("signal {}: shutting down", signo);
@@ -107,7 +111,6 @@ int main(int argc, char** argv) {
 
     // SIGHUP: read the options again (the config file may have changed) and apply what can
     // change while running.
-    boost::asio::signal_set hangup(io, SIGHUP);
     std::function<void(boost::system::error_code, int)> on_hangup = [&](boost::system::error_code ec, int) {
       if (ec) return;
       try {
