@@ -45,15 +45,15 @@ class dedupe_table {
 
    private:
     const char* data_ = nullptr;
-    std::uint32_t size_ = 0;  // at most max_key_chars
+    std::uint32_t size_ = 0;  // max_key_chars for a pair just received; a pair read back at start is not cut
     std::uint32_t hash_ = 0;
   };
 
   // 48 bytes: the window holds up to two million, so what only some need (a fan-out's statuses,
   // request ids, duplicates waiting) is in `rare`, made when needed.
   struct entry {
-    hashed_key key;  // key_of(sender, uuid), in the table's key blocks
-    time_point at{};       // when it was done: the window runs from here
+    hashed_key key;   // key_of(sender, uuid), in the table's key blocks
+    time_point at{};  // when it was done: the window runs from here
     // The sender, who waits for message_accepted (0 once answered).
     peer_id first_waiter = 0;
     struct rare_parts {
@@ -136,9 +136,9 @@ class dedupe_table {
   // entries frees whole blocks.
   class key_blocks {
    public:
-    hashed_key add(const hashed_key& key);  // the same key, its bytes in a block
+    hashed_key add(const hashed_key& key);    // the same key, its bytes in a block
     void drop_newest(const hashed_key& key);  // the last add, undone
-    void drop_oldest();                      // the key of the oldest entry
+    void drop_oldest();                       // the key of the oldest entry
    private:
     static constexpr std::size_t block_bytes = 16 * 1024;
     struct block {
