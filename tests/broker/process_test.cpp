@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <regex>
 #include <thread>
@@ -549,7 +550,7 @@ TEST(BrokerBinary, ASecondBrokerOnTheSameDatabaseIsRefusedNamingTheFileAndThePid
 // the same uuid, as the protocol says.)
 TEST(BrokerBinary, SigkillWhileTheSenderHasNotReadItsAcceptsDeliversNothingTwice) {
   constexpr int total = 5000;
-  test::temp_dir dir;
+  std::optional<test::temp_dir> attempt_dir;
   std::set<std::string> received;  // by bob before the kill, as new deliveries
   std::set<std::string> accepted;  // what alice saw accepted before the kill
   std::vector<std::string> uuids;
@@ -562,7 +563,15 @@ TEST(BrokerBinary, SigkillWhileTheSenderHasNotReadItsAcceptsDeliversNothingTwice
     }
     return burst;
   };
-  {
+  // The kill must find messages that bob got and alice was not yet told of. It usually does
+  // (their commits are under way); when the machine stalls alice's sender long enough for the
+  // broker to commit everything it delivered (seen once in 2026-12: 1,000 received, 1,000
+  // accepted), the scenario is run again on a fresh database.
+  for (int attempt = 0; attempt < 5 && (attempt == 0 || accepted.size() >= received.size()); ++attempt) {
+    received.clear();
+    accepted.clear();
+    attempt_dir.emplace();
+    const test::temp_dir& dir = *attempt_dir;
     test::child_process broker(broker_binary, broker_args(dir), dir.file("run1.log"));
     auto port = test::listening_port(broker, 20s);
     ASSERT_TRUE(port) << broker.log();
@@ -615,7 +624,8 @@ TEST(BrokerBinary, SigkillWhileTheSenderHasNotReadItsAcceptsDeliversNothingTwice
       }
     }
   }
-  ASSERT_LT(accepted.size(), received.size()) << "the sender read its accepts: the test proves nothing";
+  ASSERT_LT(accepted.size(), received.size()) << "the sender read its accepts in five tries: the test proves nothing";
+  const test::temp_dir& dir = *attempt_dir;
 
   test::child_process broker(broker_binary, broker_args(dir), dir.file("run2.log"));
   auto port = test::listening_port(broker, 20s);
